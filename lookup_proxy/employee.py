@@ -1,0 +1,15 @@
+"""Who is asking: the verified identity every later step of a lookup is attributed to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Employee:
+    """An employee as vouched for by a verified token; ``region`` may be unknown."""
+
+    id: str
+    store: str
+    region: str | None
+    roles: frozenset[str]

@@ -1,0 +1,361 @@
+"""The policy file security staff edit: schema, loading, and errors that name file and key.
+
+The schema is strict on purpose (unknown keys, wrong types and duplicate keys are errors) because a
+misspelt rule key that is silently ignored is a hole nobody sees. Secrets never live in the file:
+it names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from lookup_proxy.durations import parse_duration
+from lookup_proxy.errors import ConfigError, ConfigProblem
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    raise ValueError("a duration with a unit such as '90s', '15m', '1h' or '7d', not a bare number")
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+ReasonCode = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Server(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    trusted_proxies: tuple[str, ...] = ()
+    admin_role: str = "security-admin"
+    shutdown_timeout: Duration = 10.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"IP addresses or CIDR networks such as '10.0.0.0/8', not {item!r}"
+                ) from None
+        return value
+
+
+class Upstream(_Section):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+    connect_timeout: Duration = 1.0
+    read_timeout: Duration = 3.0
+    total_timeout: Duration = 5.0
+    pool_size: int = Field(100, ge=1, le=10_000)
+    not_found_statuses: tuple[int, ...] = (404,)
+    credential_env: str | None = None
+    credential_header: str = "Authorization"
+
+
+class Route(_Section):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    path: Annotated[str, Field(pattern=r"^/\S*$")]
+    number_from: Literal["path", "query"] = "path"
+    number_param: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "number"
+
+
+class Numbers(_Section):
+    country_code: Annotated[str, Field(pattern=r"^\d{1,3}$")] = "82"
+    mobile_prefixes: tuple[Annotated[str, Field(pattern=r"^0\d{2}$")], ...] = (
+        "010",
+        "011",
+        "016",
+        "017",
+        "018",
+        "019",
+    )
+    max_input_length: int = Field(32, ge=11, le=256)
+
+
+class Claims(_Section):
+    employee: str = "sub"
+    store: str = "store"
+    region: str = "region"
+    roles: str = "roles"
+
+
+Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
+
+
+class Auth(_Section):
+    algorithms: tuple[Algorithm, ...] = ("HS256",)
+    hs_secret_env: str = "LOOKUP_PROXY_JWT_SECRET"
+    public_key_file: str | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: Annotated[float, BeforeValidator(_duration), Field(ge=0)] = 30.0
+    max_token_lifetime: Duration = 86400.0
+    cache_size: int = Field(10_000, ge=0, le=1_000_000)
+    claims: Claims = Claims()
+
+    @field_validator("algorithms")
+    @classmethod
+    def _one_family(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one algorithm")
+        families = {alg[:2] for alg in value}
+        if "HS" in families and len(families) > 1:
+            raise ValueError(
+                "either shared-secret (HS*) or public-key (RS*/ES*/PS*) algorithms, not both: "
+                "mixing them allows key-confusion forgeries"
+            )
+        return value
+
+
+class Reason(_Section):
+    description: str
+    reference_pattern: str | None = None
+    reference_hint: str | None = None
+    roles: tuple[str, ...] | None = None
+    limits: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    @field_validator("reference_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"a valid regular expression ({exc})") from None
+        return value
+
+    @field_validator("limits")
+    @classmethod
+    def _windows(cls, value: dict[str, int]) -> dict[str, int]:
+        for window in value:
+            parse_duration(window)
+        return value
+
+
+class Store(_Section):
+    kind: Literal["memory", "redis"] = "memory"
+    url_env: str = "LOOKUP_PROXY_REDIS_URL"
+    cluster: bool = False
+    timeout: Duration = 0.25
+    key_prefix: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,16}$")] = "lp"
+    on_unavailable: Literal["refuse"] = "refuse"
+    memory_max_keys: int = Field(2_000_000, ge=1000)
+
+
+class _Rule(_Section):
+    name: Name
+    scope: Literal["employee", "store", "region"] = "employee"
+    window: Duration
+    limit: int = Field(ge=0)
+    action: Literal["deny", "lock", "flag"] = "deny"
+    mode: Literal["enforce", "shadow"] = "enforce"
+    reasons: tuple[ReasonCode, ...] | None = None
+    exempt_reasons: tuple[ReasonCode, ...] = ()
+    exempt_roles: tuple[str, ...] = ()
+    description: str = ""
+
+
+class RateRule(_Rule):
+    kind: Literal["rate"]
+
+
+class DistinctRule(_Rule):
+    kind: Literal["distinct"]
+
+
+class SequentialRule(_Rule):
+    kind: Literal["sequential"]
+    distance: int = Field(20, ge=1, le=1_000_000)
+
+
+class BlockRule(_Rule):
+    kind: Literal["block"]
+    block_digits: int = Field(7, ge=4, le=10)
+    member_min: int = Field(2, ge=1)
+
+
+class MissesRule(_Rule):
+    kind: Literal["misses"]
+    ratio: float = Field(0.0, ge=0.0, le=1.0)
+    typo_window: Duration = 60.0
+
+
+Rule = Annotated[
+    RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule,
+    Field(discriminator="kind"),
+]
+
+
+class Lockout(_Section):
+    duration: Duration | None = 8 * 3600.0
+    contact: str = "your store manager or Security Operations"
+
+
+class Audit(_Section):
+    enabled: bool = True
+
+
+class Policy(_Section):
+    server: Server = Server()
+    upstream: Upstream
+    routes: tuple[Route, ...] = Field(min_length=1)
+    numbers: Numbers = Numbers()
+    auth: Auth
+    reasons: dict[ReasonCode, Reason] = Field(min_length=1)
+    store: Store = Store()
+    rules: tuple[Rule, ...] = ()
+    lockout: Lockout = Lockout()
+    audit: Audit = Audit()
+
+
+_EXPECTATIONS = {
+    "missing": "this key to be present",
+    "extra_forbidden": "no such key here (check the spelling against the README)",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "too_short": "at least one entry",
+}
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        elif item in {"rate", "distinct", "sequential", "block", "misses"} and parts and parts[
+            -1
+        ].startswith("rules["):
+            continue  # the union tag pydantic inserts; security staff never wrote it
+        else:
+            parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def _found(value: object) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _problems_from_validation(file: str, error: ValidationError) -> Iterator[ConfigProblem]:
+    for item in error.errors(include_url=False):
+        kind = item["type"]
+        if kind in _EXPECTATIONS:
+            expected = _EXPECTATIONS[kind]
+        else:
+            expected = str(item["msg"]).removeprefix("Value error, ")
+        found = "nothing" if kind == "missing" else _found(item.get("input"))
+        yield ConfigProblem(file, _key(tuple(item["loc"])), expected, found)
+
+
+def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
+    """Consistency between sections, which a per-field schema cannot see."""
+    codes = set(policy.reasons)
+    for index, route in enumerate(policy.routes):
+        placeholder = "{" + route.number_param + "}"
+        if route.number_from == "path" and placeholder not in route.path:
+            yield ConfigProblem(
+                file,
+                f"routes[{index}].path",
+                f"a path containing {placeholder} (number_from = 'path')",
+                repr(route.path),
+            )
+    seen: set[str] = set()
+    for index, rule in enumerate(policy.rules):
+        if rule.name in seen:
+            yield ConfigProblem(file, f"rules[{index}].name", "a name no other rule has", repr(rule.name))
+        seen.add(rule.name)
+        for field_name in ("reasons", "exempt_reasons"):
+            for code in getattr(rule, field_name) or ():
+                if code not in codes:
+                    yield ConfigProblem(
+                        file,
+                        f"rules[{index}].{field_name}",
+                        "reason codes defined under [reasons]",
+                        repr(code),
+                    )
+        if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
+            yield ConfigProblem(
+                file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)
+            )
+    families = {alg[:2] for alg in policy.auth.algorithms}
+    if families - {"HS"} and not (policy.auth.public_key_file or policy.auth.jwks_file):
+        yield ConfigProblem(
+            file,
+            "auth.public_key_file",
+            "a PEM public key file or auth.jwks_file for public-key algorithms",
+            "neither",
+        )
+    base = Path(file).parent
+    for key in ("public_key_file", "jwks_file"):
+        value = getattr(policy.auth, key)
+        if value and not (base / value).is_file():
+            yield ConfigProblem(file, f"auth.{key}", "a readable file", repr(value))
+
+
+def parse_policy(text: str, file: str = "<policy>") -> Policy:
+    """A validated policy from TOML text; raises ConfigError listing every problem."""
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            [ConfigProblem(file, "(syntax)", "valid TOML without duplicate keys", str(exc))]
+        ) from None
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(list(_problems_from_validation(file, exc))) from None
+    problems = list(_cross_checks(file, policy))
+    if problems:
+        raise ConfigError(problems)
+    return policy
+
+
+def load_policy(path: str | Path) -> Policy:
+    """A validated policy from a file; relative key files resolve next to it."""
+    location = Path(path)
+    try:
+        text = location.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(str(location), "(file)", "a readable policy file", exc.strerror or str(exc))]
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            [ConfigProblem(str(location), "(file)", "UTF-8 text", "undecodable bytes")]
+        ) from None
+    return parse_policy(text, str(location))
