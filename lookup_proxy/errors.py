@@ -3,13 +3,13 @@
 ::
 
     LookupProxyError
-    ├── ConfigError            a policy file is unusable; lists every problem (file, key, expected, found)
+    ├── ConfigError            a policy file is unusable; lists every problem found
     └── Refusal                a lookup is refused; rendered as RFC 9457 problem+json
         ├── Unauthenticated       401  token missing, forged, expired, wrong issuer/audience
         ├── BadRequest            400  reason missing/unknown, bad reference, unparseable number
         ├── NotPermitted          403  role may not use the reason; path is not a lookup route
         ├── LockedOut             403  employee is locked out by the guard
-        ├── RateLimited           429  a rate rule refused; carries Retry-After and RateLimit headers
+        ├── RateLimited           429  a rate rule refused; carries Retry-After, RateLimit
         ├── GuardDenied           403  an enumeration rule refused this lookup
         ├── GuardUnavailable      503  the store behind the guard cannot be reached
         ├── UpstreamUnavailable   502  the customer-lookup backend refused or broke the connection

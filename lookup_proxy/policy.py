@@ -210,8 +210,14 @@ Rule = Annotated[
 ]
 
 
+def _lock_duration(value: object) -> object:
+    if value == "until-unlocked":
+        return None
+    return _duration(value)
+
+
 class Lockout(_Section):
-    duration: Duration | None = 8 * 3600.0
+    duration: Annotated[float | None, BeforeValidator(_lock_duration), Field(gt=0)] = 8 * 3600.0
     contact: str = "your store manager or Security Operations"
 
 
@@ -255,9 +261,11 @@ def _key(loc: tuple[int | str, ...]) -> str:
     for item in loc:
         if isinstance(item, int):
             parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
-        elif item in {"rate", "distinct", "sequential", "block", "misses"} and parts and parts[
-            -1
-        ].startswith("rules["):
+        elif (
+            item in {"rate", "distinct", "sequential", "block", "misses"}
+            and parts
+            and parts[-1].startswith("rules[")
+        ):
             continue  # the union tag pydantic inserts; security staff never wrote it
         else:
             parts.append(str(item))
@@ -297,7 +305,9 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
     seen: set[str] = set()
     for index, rule in enumerate(policy.rules):
         if rule.name in seen:
-            yield ConfigProblem(file, f"rules[{index}].name", "a name no other rule has", repr(rule.name))
+            yield ConfigProblem(
+                file, f"rules[{index}].name", "a name no other rule has", repr(rule.name)
+            )
         seen.add(rule.name)
         for field_name in ("reasons", "exempt_reasons"):
             for code in getattr(rule, field_name) or ():
@@ -352,7 +362,11 @@ def load_policy(path: str | Path) -> Policy:
         text = location.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
-            [ConfigProblem(str(location), "(file)", "a readable policy file", exc.strerror or str(exc))]
+            [
+                ConfigProblem(
+                    str(location), "(file)", "a readable policy file", exc.strerror or str(exc)
+                )
+            ]
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(

@@ -1,0 +1,92 @@
+"""The admin API for security staff: see and lift lockouts on every instance at once.
+
+It sits behind the same token verification as lookups and requires the policy's admin role;
+every action is written to the audit log with who did it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from lookup_proxy.employee import Employee
+from lookup_proxy.errors import not_permitted
+from lookup_proxy.guard import Guard
+from lookup_proxy.guard.engine import LockInfo
+from lookup_proxy.identify import TokenVerifier
+
+audit_log = logging.getLogger("lookup_proxy.audit")
+
+
+def _lock_json(info: LockInfo) -> dict[str, object]:
+    return {"employee": info.employee, "rule": info.rule, "at": info.at, "until": info.until}
+
+
+def add_admin_routes(
+    app: web.Application, verifier: TokenVerifier, guard: Guard, role: str
+) -> None:
+    """``GET /admin/locks``, ``GET|DELETE|PUT /admin/locks/{employee}``."""
+
+    def admin(request: web.Request) -> Employee:
+        employee = verifier.verify(request.headers.get("Authorization"))
+        if role not in employee.roles:
+            raise not_permitted(
+                f"Only staff with the '{role}' role may use the admin API.", "admin-only"
+            )
+        return employee
+
+    def respond(body: object, status: int = 200) -> web.Response:
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+    async def list_locks(request: web.Request) -> web.Response:
+        admin(request)
+        return respond({"locks": [_lock_json(i) for i in await guard.locked_employees()]})
+
+    async def show_lock(request: web.Request) -> web.Response:
+        admin(request)
+        employee = request.match_info["employee"]
+        info = await guard.lock_status(employee)
+        return respond(
+            {
+                "employee": employee,
+                "locked": info is not None,
+                "lock": None if info is None else _lock_json(info),
+            }
+        )
+
+    async def unlock(request: web.Request) -> web.Response:
+        actor = admin(request)
+        employee = request.match_info["employee"]
+        removed = await guard.unlock(employee)
+        audit_log.info(
+            "unlock",
+            extra={
+                "admin": actor.id,
+                "employee": employee,
+                "was_locked": removed,
+                "request_id": request["request_id"],
+            },
+        )
+        return respond({"employee": employee, "unlocked": removed})
+
+    async def lock(request: web.Request) -> web.Response:
+        actor = admin(request)
+        employee = request.match_info["employee"]
+        info = await guard.lock(employee, rule="manual")
+        audit_log.info(
+            "lock",
+            extra={"admin": actor.id, "employee": employee, "request_id": request["request_id"]},
+        )
+        return respond(_lock_json(info), status=201)
+
+    routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]]] = [
+        ("GET", "/admin/locks", list_locks),
+        ("GET", "/admin/locks/{employee}", show_lock),
+        ("DELETE", "/admin/locks/{employee}", unlock),
+        ("PUT", "/admin/locks/{employee}", lock),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)

@@ -1,0 +1,289 @@
+"""The aiohttp application: wires identify → justify → target → guard → forward → learn → record.
+
+Every step lives in its own module; this one only routes requests through them, turns refusals
+into problem responses, and owns the start-up and shutdown of shared resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from lookup_proxy.admin import add_admin_routes
+from lookup_proxy.clock import Clock, SystemClock
+from lookup_proxy.errors import ConfigError, ConfigProblem, Refusal, bad_request, not_permitted
+from lookup_proxy.forward import TrustedProxies, UpstreamClient
+from lookup_proxy.guard import Guard, Lookup
+from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
+from lookup_proxy.identify import TokenVerifier
+from lookup_proxy.justify import ReasonCatalogue
+from lookup_proxy.metrics import ProxyMetrics
+from lookup_proxy.numbers import mask, normalise_number
+from lookup_proxy.policy import Policy, Route
+from lookup_proxy.problems import problem_response
+from lookup_proxy.record import LookupRecord, Recorder
+from lookup_proxy.stores import open_store
+
+log = logging.getLogger("lookup_proxy.app")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Proxy:
+    """The wired parts of one proxy instance; stored on the app under ``PROXY``."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        base_dir: Path,
+        environ: Mapping[str, str],
+        clock: Clock,
+        store: GuardStore | None,
+    ) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.metrics = ProxyMetrics()
+        self.verifier = TokenVerifier(policy.auth, base_dir=base_dir, environ=environ, clock=clock)
+        self.catalogue = ReasonCatalogue(policy.reasons)
+        self.store = store if store is not None else open_store(policy.store, environ)
+        self.guard = Guard(policy, self.store, clock, self.metrics.guard)
+        credential = None
+        if policy.upstream.credential_env is not None:
+            credential = environ.get(policy.upstream.credential_env)
+            if not credential:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            "<environment>",
+                            policy.upstream.credential_env,
+                            "the upstream credential (upstream.credential_env names it)",
+                            "unset",
+                        )
+                    ]
+                )
+        self.upstream = UpstreamClient(policy.upstream, credential)
+        self.trusted = TrustedProxies(policy.server.trusted_proxies)
+        self.recorder = Recorder(self.metrics, policy.audit.enabled)
+        self.not_found = frozenset(policy.upstream.not_found_statuses)
+        self._learning: set[asyncio.Task[None]] = set()
+
+    # -- the walk ----------------------------------------------------------------------------
+
+    def lookup_handler(self, route: Route, label: str) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.lookup(request, route, label)
+
+        return handle
+
+    async def lookup(self, request: web.Request, route: Route, label: str) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id: str = request["request_id"]
+        client, forwarded_for = self.trusted.client_chain(
+            request.remote, request.headers.get("X-Forwarded-For")
+        )
+        entry = LookupRecord(request_id, label, client, started)
+        self.metrics.in_flight.inc()
+        try:
+            employee = self.verifier.verify(request.headers.get("Authorization"))  # identify
+            entry.employee, entry.store, entry.region = employee.id, employee.store, employee.region
+            justification = self.catalogue.justify(  # justify
+                employee,
+                request.headers.get("X-Lookup-Reason"),
+                request.headers.get("X-Lookup-Reference"),
+            )
+            entry.reason, entry.reference = justification.reason, justification.reference
+            number = normalise_number(_raw_number(request, route), self.policy.numbers)  # target
+            entry.number = mask(number)
+            lookup = Lookup(request_id, employee, justification.reason, number)
+            decision = await self.guard.decide(lookup)  # guard
+            entry.flags, entry.locked, entry.rule = decision.flags, decision.locked, decision.rule
+            if decision.refusal is not None:
+                raise decision.refusal
+            entry.decision = "allow"
+            upstream_started = time.perf_counter()
+            forwarded = await self.upstream.forward(  # forward
+                request,
+                employee,
+                justification,
+                request_id,
+                forwarded_for,
+                {"X-Request-Id": request_id, **decision.headers},
+            )
+            self.metrics.upstream_latency.labels(label).observe(
+                time.perf_counter() - upstream_started
+            )
+            entry.status = entry.upstream_status = forwarded.status
+            if 200 <= forwarded.status < 300:
+                entry.outcome = "found"
+                self._learn(lookup, found=True)  # learn
+            elif forwarded.status in self.not_found:
+                entry.outcome = "not_found"
+                self._learn(lookup, found=False)
+            else:
+                entry.outcome = "upstream_status"
+            if not forwarded.complete:
+                entry.outcome = "upstream_error"
+            return forwarded.response
+        except Refusal as refusal:
+            entry.cause, entry.status = refusal.cause, refusal.status
+            entry.outcome = "upstream_error" if refusal.status in (502, 504) else "refused"
+            return problem_response(refusal, request_id, request.path)
+        finally:
+            self.metrics.in_flight.dec()
+            self.recorder.record(entry, time.perf_counter() - started)  # record
+
+    def _learn(self, lookup: Lookup, *, found: bool) -> None:
+        """Teach the guard the outcome after the terminal has its answer."""
+        task = asyncio.get_running_loop().create_task(self._learn_now(lookup, found))
+        self._learning.add(task)
+        task.add_done_callback(self._learning.discard)
+
+    async def _learn_now(self, lookup: Lookup, found: bool) -> None:
+        try:
+            await self.guard.learn(lookup, found)
+        except Refusal:
+            log.warning(
+                "outcome not recorded: store unavailable",
+                extra={"request_id": lookup.request_id, "number": mask(lookup.number)},
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, _app: web.Application) -> None:
+        await self.upstream.start()
+
+    async def stop(self, _app: web.Application) -> None:
+        if self._learning:
+            await asyncio.wait(self._learning, timeout=5)
+        await self.upstream.close()
+        await self.store.close()
+
+    # -- service endpoints -------------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"}, dumps=_dumps)
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        checks: dict[str, str] = {"policy": "loaded"}
+        try:
+            await asyncio.wait_for(self.store.ping(), self.policy.store.timeout * 4)
+            checks["store"] = "ok"
+        except (StoreUnavailable, TimeoutError):
+            checks["store"] = "unreachable"
+        checks["upstream"] = "ok" if await self.upstream.reachable() else "unreachable"
+        ready = all(v in ("ok", "loaded") for v in checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+            dumps=_dumps,
+        )
+
+    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def not_a_route(self, request: web.Request) -> web.StreamResponse:
+        refusal = not_permitted(
+            "This address is not a customer lookup this proxy serves.", "route-not-allowed"
+        )
+        self.metrics.refusals.labels(refusal.cause, str(refusal.status)).inc()
+        log.warning(
+            "refused: not a lookup route",
+            extra={"request_id": request["request_id"], "method": request.method},
+        )
+        raise refusal
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _raw_number(request: web.Request, route: Route) -> str:
+    if route.number_from == "path":
+        return request.match_info.get(route.number_param, "")
+    values = request.query.getall(route.number_param, [])
+    if len(values) != 1:
+        raise bad_request("Enter exactly one phone number to look up.", "bad-number")
+    return values[0]
+
+
+def _request_id(request: web.Request) -> str:
+    offered = request.headers.get("X-Request-Id", "")
+    return offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+@web.middleware
+async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request ids on every response; refusals and surprises as problem bodies, no tracebacks."""
+    request_id = _request_id(request)
+    request["request_id"] = request_id
+    try:
+        response = await handler(request)
+    except Refusal as refusal:
+        response = problem_response(refusal, request_id, request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problem_response(
+            Refusal(exc.reason, status=exc.status, cause=f"http-{exc.status}", title=exc.reason),
+            request_id,
+            request.path,
+        )
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error", extra={"request_id": request_id})
+        internal = Refusal(
+            "Something went wrong in the lookup service. Try again; if it keeps happening, "
+            "call the help desk and give them the request id.",
+            status=500,
+            cause="internal-error",
+            title="Internal error",
+        )
+        response = problem_response(internal, request_id, request.path)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    return response
+
+
+PROXY = web.AppKey("proxy", Proxy)
+
+
+def build_app(
+    policy: Policy,
+    *,
+    base_dir: Path,
+    environ: Mapping[str, str],
+    clock: Clock | None = None,
+    store: GuardStore | None = None,
+) -> web.Application:
+    """A ready-to-run proxy for ``policy``; raises ConfigError for missing secrets or keys."""
+    proxy = Proxy(
+        policy, base_dir=base_dir, environ=environ, clock=clock or SystemClock(), store=store
+    )
+    app = web.Application(middlewares=[_problems], client_max_size=64 * 1024)
+    app[PROXY] = proxy
+    app.on_startup.append(proxy.start)
+    app.on_cleanup.append(proxy.stop)
+    app.router.add_get("/healthz", proxy.healthz)
+    app.router.add_get("/readyz", proxy.readyz)
+    app.router.add_get("/metrics", proxy.metrics_endpoint)
+    add_admin_routes(app, proxy.verifier, proxy.guard, policy.server.admin_role)
+    for route in policy.routes:
+        label = f"{route.method} {route.path}"
+        app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))
+    app.router.add_route("*", "/{tail:.*}", proxy.not_a_route)
+    return app

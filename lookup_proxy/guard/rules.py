@@ -1,0 +1,252 @@
+"""One class per rule kind: which primitives it needs for a lookup, and how it judges them.
+
+A check never talks to a store. It contributes primitives to the lookup's batch and reads its own
+slice of the results, so the same code decides in the live proxy (Redis), in the embedded store
+and in replay. Counting semantics shared by every kind: the lookup being decided is counted
+(denied lookups are attempts too), and a rule fires when the count *exceeds* its ``limit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lookup_proxy.guard.primitives import ADD, COUNT, MEMBERS, Op
+from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, SequentialRule
+
+KeyOf = Callable[[str], str]
+"""Maps a scope tag (``e:<id>``, ``s:<store>``, ``r:<region>``) to the rule's base key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What a check needs to know about the lookup being decided."""
+
+    request_id: str
+    employee: str
+    number: str
+    value: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule that fired: how far over, and when trying again could succeed."""
+
+    count: int
+    retry_after: float | None = None
+    culprits: tuple[str, ...] = ()
+    """For group (store/region) block rules: every employee who scanned the block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A rate rule's state for the RateLimit headers of an allowed or refused response."""
+
+    remaining: int
+    reset: float
+
+
+class Check:
+    """Base of the five kinds; ``width`` is how many primitives ``ops`` contributes."""
+
+    width = 1
+
+    def __init__(self, rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule):
+        self.rule = rule
+        self.window = rule.window
+        self.limit = rule.limit
+
+    def ops(self, key: str, subject: Subject) -> list[Op]:
+        raise NotImplementedError
+
+    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+        raise NotImplementedError
+
+    def _retry(self, score: float | None, now: float) -> float | None:
+        return None if score is None else max(score + self.window - now, 0.0)
+
+
+class RateCheck(Check):
+    """Sliding-window log of attempts; exact, and capped at limit+1 entries per scope."""
+
+    def ops(self, key: str, subject: Subject) -> list[Op]:
+        return [
+            (ADD, key, subject.now, subject.request_id, self.window, self.limit + 1, self.limit)
+        ]
+
+    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+        count, nth_score, _ = results[0]
+        if count > self.limit:
+            return Finding(count, self._retry(nth_score, subject.now))
+        return None
+
+    def quota(self, results: list[Any], subject: Subject) -> Quota:
+        count, nth_score, oldest = results[0]
+        remaining = max(self.limit - count, 0)
+        anchor = nth_score if remaining == 0 else oldest
+        reset = max(anchor + self.window - subject.now, 0.0) if anchor is not None else 0.0
+        return Quota(remaining, reset)
+
+
+class DistinctCheck(Check):
+    """Distinct numbers in the window: looking the same customer up again is free."""
+
+    def ops(self, key: str, subject: Subject) -> list[Op]:
+        return [(ADD, key, subject.now, subject.number, self.window, self.limit + 1, self.limit)]
+
+    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+        count, nth_score, _ = results[0]
+        if count > self.limit:
+            return Finding(count, self._retry(nth_score, subject.now))
+        return None
+
+
+class SequentialCheck(Check):
+    """Numbers within ``distance`` of another number looked up in the window.
+
+    Fires only when the number being looked up is itself part of such a cluster, so a clerk
+    whose earlier typos sat close together is not refused an unrelated customer.
+    """
+
+    width = 2
+
+    def __init__(self, rule: SequentialRule) -> None:
+        super().__init__(rule)
+        self.distance = rule.distance
+        self.cap = max(4 * (rule.limit + 1), 64)
+
+    def ops(self, key: str, subject: Subject) -> list[Op]:
+        since = subject.now - self.window
+        return [
+            (ADD, key, subject.now, subject.number, self.window, self.cap, 0),
+            (MEMBERS, key, since),
+        ]
+
+    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+        numbers: list[str] = results[1]
+        if len(numbers) <= self.limit:
+            return None
+        distance = self.distance
+        current = subject.value
+        values = sorted(int(number) for number in numbers)
+        if not any(0 < abs(value - current) <= distance for value in values):
+            return None
+        clustered = 0
+        for index, value in enumerate(values):
+            if (index > 0 and value - values[index - 1] <= distance) or (
+                index + 1 < len(values) and values[index + 1] - value <= distance
+            ):
+                clustered += 1
+        if clustered > self.limit:
+            return Finding(clustered)
+        return None
+
+
+class BlockCheck(Check):
+    """Distinct numbers sharing a leading-digit block, in any order.
+
+    With a store or region scope this is the colluding-group rule: the block's key counts every
+    member's numbers, and a second key remembers who looked up what, so that only employees who
+    looked up at least ``member_min`` numbers of the block are held responsible.
+    """
+
+    def __init__(self, rule: BlockRule) -> None:
+        super().__init__(rule)
+        self.digits = rule.block_digits
+        self.member_min = rule.member_min
+        self.group = rule.scope != "employee"
+        self.width = 2 if self.group else 1
+        self.who_cap = 8 * (rule.limit + 1)
+
+    def block_key(self, key: str, subject: Subject) -> str:
+        return f"{key}:{subject.number[: self.digits]}"
+
+    def ops(self, key: str, subject: Subject) -> list[Op]:
+        block = self.block_key(key, subject)
+        ops: list[Op] = [(ADD, block, subject.now, subject.number, self.window, self.limit + 1, 0)]
+        if self.group:
+            member = f"{subject.employee}|{subject.number}"
+            ops.append((ADD, block + ":who", subject.now, member, self.window, self.who_cap, 0))
+        return ops
+
+    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+        count = results[0][0]
+        if count > self.limit:
+            return Finding(count)
+        return None
+
+    def who_op(self, key: str, subject: Subject) -> Op:
+        return (MEMBERS, self.block_key(key, subject) + ":who", subject.now - self.window)
+
+    def culprits(self, members: list[str]) -> tuple[str, ...]:
+        numbers_by_employee: dict[str, set[str]] = {}
+        for member in members:
+            employee, _, number = member.rpartition("|")
+            numbers_by_employee.setdefault(employee, set()).add(number)
+        return tuple(
+            sorted(e for e, nums in numbers_by_employee.items() if len(nums) >= self.member_min)
+        )
+
+
+class MissesCheck(Check):
+    """Not-found outcomes in the window, as a count and as a share of all outcomes.
+
+    The guard learns outcomes after the backend answers; a miss that is followed within
+    ``typo_window`` by a found number one digit (or one adjacent swap) away is forgiven as a typo.
+    Repeat lookups of one number are one outcome, so a clerk retrying a walk-in is not a prober.
+    """
+
+    width = 2
+    cap = 4096
+
+    def __init__(self, rule: MissesRule) -> None:
+        super().__init__(rule)
+        self.ratio = rule.ratio
+        self.typo_window = rule.typo_window
+
+    def ops(self, key: str, subject: Subject) -> list[Op]:
+        since = subject.now - self.window
+        return [(COUNT, key + ":miss", since), (COUNT, key + ":found", since)]
+
+    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+        misses, found = results[0], results[1]
+        if misses > self.limit and misses >= self.ratio * (misses + found):
+            return Finding(misses)
+        return None
+
+    def outcome_op(self, key: str, subject: Subject, found: bool) -> Op:
+        suffix = ":found" if found else ":miss"
+        return (ADD, key + suffix, subject.now, subject.number, self.window, self.cap, 0)
+
+    def recent_misses_op(self, key: str, subject: Subject) -> Op:
+        return (MEMBERS, key + ":miss", subject.now - self.typo_window)
+
+
+def is_typo_of(miss: str, found: str) -> bool:
+    """One digit replaced, or two adjacent digits swapped: what a hurried retype fixes."""
+    if len(miss) != len(found) or miss == found:
+        return False
+    differences = [index for index, (a, b) in enumerate(zip(miss, found, strict=True)) if a != b]
+    if len(differences) == 1:
+        return True
+    if len(differences) == 2:
+        first, second = differences
+        return second == first + 1 and miss[first] == found[second] and miss[second] == found[first]
+    return False
+
+
+def make_check(
+    rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule,
+) -> Check:
+    """The check for a configured rule."""
+    if isinstance(rule, RateRule):
+        return RateCheck(rule)
+    if isinstance(rule, DistinctRule):
+        return DistinctCheck(rule)
+    if isinstance(rule, SequentialRule):
+        return SequentialCheck(rule)
+    if isinstance(rule, BlockRule):
+        return BlockCheck(rule)
+    return MissesCheck(rule)

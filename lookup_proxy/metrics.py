@@ -1,0 +1,126 @@
+"""Prometheus metrics. Labels are policy-defined names only (routes, reasons, rules, causes):
+never an employee id or a number, so cardinality stays bounded and metrics leak nothing.
+
+Each application gets its own registry, so several proxies in one process (tests) never share
+counters.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from lookup_proxy.guard.engine import Decision
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_STORE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+
+
+class GuardMetrics:
+    """What the guard reports: rule hits by action and mode, lockouts, flags, store health."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rule_hits = Counter(
+            "lookup_proxy_rule_hits_total",
+            "Rules that fired, by rule, kind, action and mode (shadow hits included).",
+            ["rule", "kind", "action", "mode"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "lookup_proxy_guard_decisions_total",
+            "Guard decisions: allow, or the refusing rule ('locked' for an existing lockout).",
+            ["decision", "rule"],
+            registry=registry,
+        )
+        self.lockouts = Counter(
+            "lookup_proxy_lockouts_total",
+            "Employees locked out, by the rule that locked them.",
+            ["rule"],
+            registry=registry,
+        )
+        self.flags = Counter(
+            "lookup_proxy_flags_total",
+            "Flags raised for review (flag-action and shadow-mode rules), by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.store_latency = Histogram(
+            "lookup_proxy_store_roundtrip_seconds",
+            "Time for one batch of guard primitives against the store.",
+            ["store"],
+            buckets=_STORE_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "lookup_proxy_store_errors_total",
+            "Store batches that failed (the lookup is refused with 503).",
+            ["store"],
+            registry=registry,
+        )
+
+    def observe_decision(self, decision: Decision) -> None:
+        for hit in decision.hits:
+            self.rule_hits.labels(hit.rule, hit.kind, hit.action, hit.mode).inc()
+        for flag in decision.flags:
+            self.flags.labels(rule=flag).inc()
+        if decision.allowed:
+            self.decisions.labels(decision="allow", rule="").inc()
+        else:
+            self.decisions.labels(decision="deny", rule=decision.rule or "").inc()
+
+
+class ProxyMetrics:
+    """Everything /metrics exposes for one proxy instance."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "lookup_proxy_requests_total",
+            "Lookup requests by route, outcome (found, not_found, refused, upstream_error) "
+            "and reason code ('none' when missing or unknown).",
+            ["route", "outcome", "reason"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "lookup_proxy_refusals_total",
+            "Refused requests by cause (token-expired, missing-reason, rate-limited, ...).",
+            ["cause", "status"],
+            registry=registry,
+        )
+        self.request_latency = Histogram(
+            "lookup_proxy_request_duration_seconds",
+            "Time from request to response, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_latency = Histogram(
+            "lookup_proxy_upstream_duration_seconds",
+            "Time the customer-lookup backend took to answer, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "lookup_proxy_requests_in_flight",
+            "Lookup requests being handled now.",
+            registry=registry,
+        )
+        self.guard = GuardMetrics(registry)
