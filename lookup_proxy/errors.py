@@ -92,9 +92,9 @@ def not_permitted(detail: str, cause: str = "not-permitted") -> Refusal:
     return Refusal(detail, status=403, cause=cause, title="Not permitted")
 
 
-def locked_out(detail: str, until: float | None) -> Refusal:
-    """403 for an employee the guard has locked out."""
-    extra: dict[str, object] = {}
+def locked_out(detail: str, until: float | None, rule: str) -> Refusal:
+    """403 for an employee the guard has locked out, naming the rule that locked them."""
+    extra: dict[str, object] = {"rule": rule}
     if until is not None:
         extra["locked_until"] = until
     return Refusal(detail, status=403, cause="locked-out", title="Locked out", extra=extra)

@@ -72,8 +72,9 @@ class Decision:
     flags: tuple[str, ...] = ()
     """Flag rules and shadow-mode rules that fired (allowed or not)."""
     hits: tuple[Hit, ...] = ()
-    locked: tuple[str, ...] = ()
-    """Employees this decision locked out (the requester and, for group rules, others)."""
+    locked: tuple[tuple[str, str], ...] = ()
+    """(employee, rule) for each lockout this decision made: the requester and, for group
+    rules, the other employees who scanned the block."""
     headers: dict[str, str] = field(default_factory=dict)
     """RateLimit headers for the response, allowed or refused."""
 
@@ -201,10 +202,11 @@ class Guard:
         else:
             decision = Decision(True, None, None, tuple(flags), tuple(hits), (), headers)
         for rule_name, culprits in group_culprits.items():
-            others = [c for c in culprits if c != employee.id and c not in decision.locked]
+            already = {locked for locked, _ in decision.locked}
+            others = [c for c in culprits if c != employee.id and c not in already]
             if others:
                 await self._lock(others, rule_name, now)
-                decision = _with_locked(decision, others)
+                decision = _with_locked(decision, [(other, rule_name) for other in others])
         if self.metrics is not None:
             self.metrics.observe_decision(decision)
         return decision
@@ -224,7 +226,13 @@ class Guard:
             info = await self._lock([employee.id], first.rule, now)
             refusal = self._locked_refusal(info)
             return Decision(
-                False, first.rule, refusal, tuple(flags), tuple(hits), (employee.id,), headers
+                False,
+                first.rule,
+                refusal,
+                tuple(flags),
+                tuple(hits),
+                ((employee.id, first.rule),),
+                headers,
             )
         rate_hits = [hit for hit in blocking if hit.kind == "rate"]
         other_hits = [hit for hit in blocking if hit.kind != "rate"]
@@ -271,7 +279,7 @@ class Guard:
             f"Your customer lookups are locked {when} because of an unusual pattern of "
             f"lookups. Contact {self._contact} to have it reviewed and unlocked."
         )
-        return locked_out(detail, info.until)
+        return locked_out(detail, info.until, info.rule)
 
     # -- locks -------------------------------------------------------------------------------
 
@@ -301,9 +309,19 @@ class Guard:
         return await self._lock([employee_id], rule, self.clock.now())
 
     async def unlock(self, employee_id: str) -> bool:
-        """Lift a lockout on every instance at once; True when there was one."""
-        removed = (await self._run([(DELETE, self.lock_key(employee_id))]))[0]
-        return bool(removed)
+        """Lift a lockout on every instance at once; True when there was one.
+
+        Unlocking is a reviewed decision, so the employee's own counters are cleared too:
+        otherwise the history that caused the lock would lock them again on the next lookup.
+        Store- and region-wide counters stay, they belong to the group.
+        """
+        # quote() leaves no glob characters (*?[]) in the tag, so the pattern is literal.
+        pattern = f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:*"
+        keys = [key for key in await self.store.keys(pattern) if key != self.lock_key(employee_id)]
+        results = await self._run(
+            [(DELETE, self.lock_key(employee_id))] + [(DELETE, key) for key in keys]
+        )
+        return bool(results[0])
 
     async def locked_employees(self) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""
@@ -412,7 +430,7 @@ def _rate_headers(quotas: list[tuple[RateRule, Quota]]) -> dict[str, str]:
     return {"RateLimit-Policy": policies, "RateLimit": state}
 
 
-def _with_locked(decision: Decision, others: Sequence[str]) -> Decision:
+def _with_locked(decision: Decision, others: Sequence[tuple[str, str]]) -> Decision:
     return Decision(
         decision.allowed,
         decision.rule,

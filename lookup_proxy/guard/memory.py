@@ -62,7 +62,11 @@ class MemoryStore:
             else:
                 raise ValueError(f"unknown store primitive {code!r}")
         self._ops_since_sweep += len(ops)
-        if self._ops_since_sweep > len(self._expiry) + 1000:
+        if self._ops_since_sweep > len(self._expiry) + 1000 or (
+            len(self._windows) + len(self._values) > self._max_keys
+        ):
+            # The second test keeps max_keys a hard budget when nearly every operation makes a
+            # new key (a scan across many blocks), which the first alone would let grow.
             self._sweep()
         return results
 
@@ -155,6 +159,9 @@ class MemoryStore:
             self._drop(key)
         excess = len(self._windows) + len(self._values) - self._max_keys
         if excess > 0:
+            # Shed a tenth more than needed, so an over-budget store sorts once per
+            # max_keys/10 new keys rather than on every batch.
+            excess += self._max_keys // 10
             # Over budget: shed the state closest to expiring anyway; locks (no expiry) stay.
             victims = sorted(self._expiry.items(), key=lambda item: item[1])[:excess]
             for key, _ in victims:

@@ -1,0 +1,94 @@
+-- The guard's store primitives, interpreted inside Redis: one batch of one hash-tag group per
+-- call, so a decision costs one round trip and each group is atomic. The policy never lives
+-- here; this is only the primitive interpreter, mirrored line for line by memory.py (the
+-- reference semantics). The contract is in primitives.py.
+--
+-- KEYS[i] is the key of the i-th primitive. ARGV[1] is one JSON array holding, for each
+-- primitive in order, its opcode and then its arguments after the key (arity fixed per opcode,
+-- see ARITY in redis_store.py): one argument instead of dozens, because encoding each argument
+-- is most of what a call costs the client.
+--
+-- Scores leave as strings: a Lua number is truncated to an integer on its way back to the
+-- client and formatted with 14 significant digits on its way into a Redis command, either of
+-- which would cut epoch seconds short. %.17g and Redis's own score strings round-trip a double
+-- exactly, and JSON numbers are parsed with strtod, so every score is the client's double.
+
+local call = redis.call
+local tonumber = tonumber
+local format = string.format
+local ceil = math.ceil
+
+local argv = cjson.decode(ARGV[1])
+local results = {}
+local a = 1
+
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  local code = argv[a]
+
+  if code == 'add' then
+    -- ("add", key, now, member, window, cap, nth) -> {count, nth_score|false, oldest_score}
+    local now, member, window, cap, nth = argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5]
+    a = a + 6
+    call('ZREMRANGEBYSCORE', key, '-inf', format('%.17g', now - window))
+    local score = format('%.17g', now)
+    local newest = call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+    if newest and tonumber(newest) > now then
+      score = newest -- a clock step backwards must not break the time order
+    end
+    call('ZADD', key, score, member)
+    local count = call('ZCARD', key)
+    if count > cap then
+      call('ZREMRANGEBYRANK', key, 0, count - cap - 1)
+      count = cap
+    end
+    call('PEXPIRE', key, format('%d', ceil(window * 1000)))
+    local nth_score = false
+    if nth > 0 and nth <= count then
+      nth_score = call('ZRANGE', key, count - nth, count - nth, 'WITHSCORES')[2]
+    end
+    local oldest = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+    results[k] = {count, nth_score, oldest}
+
+  elseif code == 'count' then
+    -- ("count", key, since) -> members scored after since
+    results[k] = call('ZCOUNT', key, '(' .. format('%.17g', argv[a + 1]), '+inf')
+    a = a + 2
+
+  elseif code == 'members' then
+    -- ("members", key, since) -> those members, oldest first
+    results[k] = call('ZRANGEBYSCORE', key, '(' .. format('%.17g', argv[a + 1]), '+inf')
+    a = a + 2
+
+  elseif code == 'get' then
+    -- ("get", key, now) -> value or false; Redis expires values on its own clock
+    results[k] = call('GET', key)
+    a = a + 2
+
+  elseif code == 'set' then
+    -- ("set", key, value, ttl, now) -> 1; ttl 0 means no expiry (and clears an old one)
+    local ttl = argv[a + 2]
+    if ttl > 0 then
+      call('SET', key, argv[a + 1], 'PX', format('%d', ceil(ttl * 1000)))
+    else
+      call('SET', key, argv[a + 1])
+    end
+    results[k] = 1
+    a = a + 4
+
+  elseif code == 'remove' then
+    -- ("remove", key, member) -> 1 if it was there, else 0
+    results[k] = call('ZREM', key, argv[a + 1])
+    a = a + 2
+
+  elseif code == 'delete' then
+    -- ("delete", key) -> 1 if something was deleted, else 0
+    results[k] = call('DEL', key)
+    a = a + 1
+
+  else
+    return redis.error_reply('unknown store primitive ' .. tostring(code))
+  end
+end
+
+return results

@@ -1,0 +1,647 @@
+"""The guard decides the same on every store: memory, standalone Redis and Redis Cluster.
+
+Every test builds a policy from TOML as security staff would write it, drives ``Guard.decide``
+and ``Guard.learn`` the way the proxy does, on a manual clock, and runs on each store kind.
+Times are seconds after ``T``; a rule fires when its count *exceeds* its limit, so each rule is
+shown allowing its limit and refusing one more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from lookup_proxy.clock import ManualClock
+from lookup_proxy.employee import Employee
+from lookup_proxy.guard.engine import Decision, Guard, Lookup
+from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.guard.primitives import GuardStore
+from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.metrics import GuardMetrics
+from lookup_proxy.numbers import normalise_number
+from lookup_proxy.policy import Policy, parse_policy
+
+T = 1_790_000_000.0
+
+HEAD = """
+[upstream]
+url = "http://127.0.0.1:9"
+
+[[routes]]
+path = "/customers/{number}"
+
+[auth]
+"""
+
+REASONS = """
+[reasons.BILLING_INQUIRY]
+description = "Billing question"
+
+[reasons.NEW_SUBSCRIPTION]
+description = "New subscription"
+
+[reasons.CORPORATE_ACCOUNT]
+description = "Corporate account lines"
+reference_pattern = "^CORP-[0-9]{6}$"
+"""
+
+ALICE = Employee("alice", "gangnam", "seoul", frozenset({"clerk"}))
+BOB = Employee("bob", "gangnam", "seoul", frozenset({"clerk"}))
+CAROL = Employee("carol", "gangnam", "seoul", frozenset({"clerk"}))
+DAVE = Employee("dave", "jamsil", "seoul", frozenset({"clerk"}))
+ERIN = Employee("erin", "haeundae", "busan", frozenset({"clerk"}))
+REP = Employee("rep", "gangnam", "seoul", frozenset({"clerk", "corporate-rep"}))
+
+
+def make_policy(rules: str, *, reasons: str = REASONS, tail: str = "") -> Policy:
+    return parse_policy(HEAD + reasons + rules + tail)
+
+
+def number(offset: int, base: int = 1012340000) -> str:
+    """A canonical 010 number ``offset`` above the base (default block 0101234)."""
+    return f"0{base + offset}"
+
+
+class Desk:
+    """A guard on a manual clock, called the way the proxy calls it."""
+
+    def __init__(self, policy: Policy, store: GuardStore) -> None:
+        self.clock = ManualClock(T)
+        self.metrics = GuardMetrics(CollectorRegistry())
+        self.guard = Guard(policy, store, self.clock, self.metrics)
+        self._ids = itertools.count()
+
+    def at(self, seconds: float) -> None:
+        self.clock.set(T + seconds)
+
+    async def look(
+        self,
+        employee: Employee,
+        number: str,
+        reason: str = "BILLING_INQUIRY",
+        *,
+        found: bool | None = None,
+    ) -> Decision:
+        """Decide a lookup and, when allowed and an outcome is given, learn it."""
+        lookup = Lookup(f"req-{next(self._ids)}", employee, reason, number)
+        decision = await self.guard.decide(lookup)
+        if decision.allowed and found is not None:
+            await self.guard.learn(lookup, found)
+        return decision
+
+    async def allowed(
+        self, employee: Employee, numbers: list[str], reason: str = "BILLING_INQUIRY"
+    ) -> list[bool]:
+        """Which of these lookups, made one after another, were allowed."""
+        return [(await self.look(employee, n, reason)).allowed for n in numbers]
+
+
+RATE = """
+[[rules]]
+name = "per-minute"
+kind = "rate"
+window = "1m"
+limit = 3
+"""
+
+
+# -- rate ------------------------------------------------------------------------------------
+
+
+async def test_rate_allows_the_limit_and_refuses_one_more_with_429(store: GuardStore) -> None:
+    """Three lookups a minute pass with RateLimit headers; the fourth is a 429 with Retry-After."""
+    desk = Desk(make_policy(RATE), store)
+    expected_state = ['"per-minute";r=2;t=60', '"per-minute";r=1;t=50', '"per-minute";r=0;t=40']
+    for index, state in enumerate(expected_state):
+        desk.at(10 * index)
+        decision = await desk.look(ALICE, number(index))
+        assert decision.allowed
+        assert decision.headers == {
+            "RateLimit-Policy": '"per-minute";q=3;w=60',
+            "RateLimit": state,
+        }
+    desk.at(30)
+    refused = await desk.look(ALICE, number(3))
+    assert not refused.allowed
+    assert refused.rule == "per-minute"
+    assert refused.refusal is not None
+    assert refused.refusal.status == 429
+    assert refused.refusal.headers["Retry-After"] == "40"
+    assert refused.refusal.headers["RateLimit"] == '"per-minute";r=0;t=40'
+    assert refused.refusal.headers["RateLimit-Policy"] == '"per-minute";q=3;w=60'
+    assert (await desk.look(BOB, number(3))).allowed
+
+
+async def test_rate_retry_after_is_exactly_when_a_lookup_passes_again(store: GuardStore) -> None:
+    """Retrying after Retry-After seconds succeeds; a moment sooner is refused."""
+    desk = Desk(make_policy(RATE), store)
+    waits = []
+    for employee in (ALICE, BOB):
+        for index in range(3):
+            desk.at(10 * index)
+            await desk.look(employee, number(index))
+        desk.at(30)
+        refused = await desk.look(employee, number(3))
+        assert refused.refusal is not None
+        waits.append(int(refused.refusal.headers["Retry-After"]))
+    assert waits == [40, 40]
+    desk.at(30 + 40)
+    assert (await desk.look(ALICE, number(4))).allowed
+    desk.at(30 + 39.9)
+    assert not (await desk.look(BOB, number(4))).allowed
+
+
+async def test_rate_window_slides_one_lookup_out_at_its_end(store: GuardStore) -> None:
+    """A lookup exactly one window old no longer counts; one a millisecond younger still does."""
+    desk = Desk(make_policy(RATE), store)
+    for employee in (ALICE, BOB):
+        for index in range(3):
+            desk.at(10 * index)
+            assert (await desk.look(employee, number(index))).allowed
+    desk.at(60)
+    assert (await desk.look(ALICE, number(3))).allowed
+    desk.at(59.999)
+    assert not (await desk.look(BOB, number(3))).allowed
+
+
+async def test_refused_lookups_still_count_so_hammering_never_resets(store: GuardStore) -> None:
+    """Retrying every ten seconds stays refused long after the first window; waiting works."""
+    desk = Desk(make_policy(RATE.replace("limit = 3", "limit = 2")), store)
+    assert await desk.allowed(ALICE, [number(0)]) == [True]
+    desk.at(10)
+    assert await desk.allowed(ALICE, [number(1)]) == [True]
+    last: Decision | None = None
+    for second in range(20, 201, 10):
+        desk.at(second)
+        last = await desk.look(ALICE, number(second))
+        assert not last.allowed, f"allowed at {second}s"
+    assert last is not None
+    assert last.refusal is not None
+    assert last.refusal.headers["Retry-After"] == "50"
+    desk.at(250)
+    assert (await desk.look(ALICE, number(999))).allowed
+
+
+# -- distinct, sequential, block -------------------------------------------------------------
+
+
+DISTINCT = """
+[[rules]]
+name = "distinct-hour"
+kind = "distinct"
+window = "1h"
+limit = 3
+"""
+
+
+async def test_distinct_counts_customers_not_lookups(store: GuardStore) -> None:
+    """Three customers, each looked up again, pass; a fourth customer is refused with 403."""
+    desk = Desk(make_policy(DISTINCT), store)
+    numbers = [number(0), number(500), number(900)]
+    for index, looked_up in enumerate(numbers * 3):
+        desk.at(index)
+        assert (await desk.look(ALICE, looked_up)).allowed
+    desk.at(20)
+    refused = await desk.look(ALICE, number(7000))
+    assert refused.rule == "distinct-hour"
+    assert refused.refusal is not None
+    assert refused.refusal.status == 403
+    assert refused.refusal.cause == "guard-denied"
+    desk.at(3600 + 20)
+    assert (await desk.look(ALICE, number(8000))).allowed
+
+
+SEQUENTIAL = """
+[[rules]]
+name = "sequential"
+kind = "sequential"
+window = "1h"
+limit = 3
+distance = 20
+"""
+
+
+async def test_sequential_scans_up_or_down_are_refused_past_the_limit(store: GuardStore) -> None:
+    """Three numbers within the distance pass, a fourth is refused, ascending or descending."""
+    desk = Desk(make_policy(SEQUENTIAL), store)
+    ascending = [number(0), number(10), number(30), number(50)]
+    descending = [number(590), number(580), number(560), number(540)]
+    assert await desk.allowed(ALICE, ascending) == [True, True, True, False]
+    assert await desk.allowed(BOB, descending) == [True, True, True, False]
+
+
+async def test_sequential_spacing_just_beyond_the_distance_is_not_a_scan(store: GuardStore) -> None:
+    """Numbers 21 apart with a distance of 20 pass however many there are."""
+    desk = Desk(make_policy(SEQUENTIAL), store)
+    assert await desk.allowed(ALICE, [number(21 * i) for i in range(8)]) == [True] * 8
+
+
+async def test_sequential_does_not_refuse_an_unrelated_customer(store: GuardStore) -> None:
+    """After a close cluster, a number far from all of it is still served."""
+    desk = Desk(make_policy(SEQUENTIAL), store)
+    assert await desk.allowed(ALICE, [number(0), number(5), number(9)]) == [True] * 3
+    assert await desk.allowed(ALICE, [number(0, base=1098760000)]) == [True]
+    assert await desk.allowed(ALICE, [number(12)]) == [False]
+
+
+BLOCK = """
+[[rules]]
+name = "block"
+kind = "block"
+window = "1d"
+limit = 3
+block_digits = 7
+"""
+
+
+async def test_block_catches_a_shuffled_scan_of_one_block(store: GuardStore) -> None:
+    """Four numbers of one 7-digit block in random order: the fourth is refused."""
+    desk = Desk(make_policy(BLOCK), store)
+    shuffled = [number(5678), number(1234), number(9999), number(1)]
+    assert await desk.allowed(ALICE, shuffled) == [True, True, True, False]
+
+
+async def test_block_counts_each_block_separately(store: GuardStore) -> None:
+    """Three numbers in each of two blocks pass: blocks are not one counter."""
+    desk = Desk(make_policy(BLOCK), store)
+    first = [number(i * 1000) for i in range(3)]
+    second = [number(i * 1000, base=1055550000) for i in range(3)]
+    assert await desk.allowed(ALICE, first + second) == [True] * 6
+
+
+GROUP_BLOCK = """
+[[rules]]
+name = "group-block"
+kind = "block"
+scope = "{scope}"
+window = "1d"
+limit = 3
+block_digits = 7
+member_min = 2
+action = "lock"
+"""
+
+
+@pytest.mark.parametrize(
+    ("scope", "partner", "outsider"),
+    [("store", BOB, DAVE), ("region", DAVE, ERIN)],
+    ids=["store", "region"],
+)
+async def test_group_block_locks_the_colluders_and_spares_the_one_number_clerk(
+    store: GuardStore, scope: str, partner: Employee, outsider: Employee
+) -> None:
+    """Two employees splitting a block are both locked; a colleague with one number is not."""
+    desk = Desk(make_policy(GROUP_BLOCK.format(scope=scope)), store)
+    assert await desk.allowed(ALICE, [number(11), number(22)]) == [True, True]
+    assert await desk.allowed(partner, [number(33)]) == [True]
+    caught = await desk.look(partner, number(44))
+    assert not caught.allowed
+    assert caught.rule == "group-block"
+    assert set(caught.locked) == {("alice", "group-block"), (partner.id, "group-block")}
+    assert caught.refusal is not None
+    assert caught.refusal.cause == "locked-out"
+
+    bystander = await desk.look(CAROL, number(55))
+    assert bystander.allowed
+    assert "carol" not in {employee for employee, _ in bystander.locked}
+    assert await desk.guard.lock_status("carol") is None
+    assert await desk.allowed(CAROL, [number(0, base=1077770000)]) == [True]
+
+    later = await desk.look(ALICE, number(0, base=1077770000))
+    assert later.rule == "locked"
+    assert later.refusal is not None
+    assert later.refusal.status == 403
+    assert await desk.allowed(outsider, [number(66)]) == [True]
+    locked = sorted(info.employee for info in await desk.guard.locked_employees())
+    assert locked == sorted(["alice", partner.id])
+
+
+async def test_region_rules_skip_an_employee_with_no_known_region(store: GuardStore) -> None:
+    """Without a region claim there is no region counter to add to, and no error."""
+    desk = Desk(make_policy(GROUP_BLOCK.format(scope="region")), store)
+    nomad = Employee("nomad", "gangnam", None, frozenset())
+    assert await desk.allowed(nomad, [number(i) for i in range(6)]) == [True] * 6
+
+
+# -- misses and typos ------------------------------------------------------------------------
+
+
+MISSES = """
+[[rules]]
+name = "misses"
+kind = "misses"
+window = "1h"
+limit = 3
+"""
+
+FAR = [number(0, base=base) for base in (1011110000, 1022220000, 1033330000, 1044440000,
+                                          1055550000, 1066660000, 1077770000, 1088880000)]  # fmt: skip
+
+
+async def test_misses_refuse_one_more_than_the_limit_of_not_found(store: GuardStore) -> None:
+    """Three not-found customers leave the next lookup allowed; a fourth makes it refused."""
+    desk = Desk(make_policy(MISSES), store)
+    for index in range(4):
+        desk.at(index * 10)
+        assert (await desk.look(ALICE, FAR[index], found=False)).allowed
+    desk.at(50)
+    refused = await desk.look(ALICE, FAR[4])
+    assert refused.rule == "misses"
+    assert refused.refusal is not None
+    assert refused.refusal.status == 403
+
+
+async def test_misses_of_one_number_retried_are_one_miss(store: GuardStore) -> None:
+    """A walk-in retried five times is one not-found outcome, not five."""
+    desk = Desk(make_policy(MISSES), store)
+    for index in range(5):
+        desk.at(index)
+        assert (await desk.look(ALICE, FAR[0], found=False)).allowed
+    assert await desk.allowed(ALICE, [FAR[1]]) == [True]
+
+
+MISS_RATIO = """
+[[rules]]
+name = "miss-ratio"
+kind = "misses"
+window = "1h"
+limit = 2
+ratio = 0.5
+"""
+
+
+async def test_misses_ratio_refuses_only_when_misses_reach_the_share(store: GuardStore) -> None:
+    """Three misses among seven outcomes pass; three among six reach half and are refused."""
+    desk = Desk(make_policy(MISS_RATIO), store)
+    for employee, found_count in ((ALICE, 4), (BOB, 3)):
+        for index in range(found_count):
+            await desk.look(employee, FAR[index], found=True)
+        for index in range(3):
+            await desk.look(employee, number(index * 97, base=1099990000), found=False)
+    assert await desk.allowed(ALICE, [FAR[7]]) == [True]
+    assert await desk.allowed(BOB, [FAR[7]]) == [False]
+
+
+TYPOS = """
+[[rules]]
+name = "misses"
+kind = "misses"
+window = "1h"
+limit = 1
+typo_window = "1m"
+"""
+
+
+@pytest.mark.parametrize(
+    ("mistyped", "corrected"),
+    [("01012345678", "01012345679"), ("01012345687", "01012345678")],
+    ids=["one-digit", "swapped"],
+)
+async def test_a_typo_corrected_within_the_typo_window_is_forgiven(
+    store: GuardStore, mistyped: str, corrected: str
+) -> None:
+    """A miss retyped correctly within a minute is forgotten; corrected later, it still counts."""
+    desk = Desk(make_policy(TYPOS), store)
+    for employee, corrected_at in ((ALICE, 20), (BOB, 90)):
+        desk.at(0)
+        await desk.look(employee, mistyped, found=False)
+        desk.at(corrected_at)
+        await desk.look(employee, corrected, found=True)
+        desk.at(100)
+        await desk.look(employee, FAR[0], found=False)
+    desk.at(120)
+    assert await desk.allowed(ALICE, [FAR[1]]) == [True]
+    assert await desk.allowed(BOB, [FAR[1]]) == [False]
+
+
+# -- actions and modes -----------------------------------------------------------------------
+
+
+async def test_shadow_rules_never_refuse_but_are_reported_as_flags(store: GuardStore) -> None:
+    """A shadow rule over its limit lets every lookup through, names itself in flags, never locks."""
+    shadow = RATE.replace("limit = 3", 'limit = 1\nmode = "shadow"\naction = "lock"')
+    desk = Desk(make_policy(shadow), store)
+    decisions = [await desk.look(ALICE, number(i)) for i in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, True]
+    assert [d.flags for d in decisions] == [(), ("per-minute",), ("per-minute",)]
+    assert decisions[2].hits[0].mode == "shadow"
+    assert decisions[2].headers == {}
+    assert await desk.guard.lock_status("alice") is None
+
+
+async def test_flag_action_allows_and_flags(store: GuardStore) -> None:
+    """A flag rule over its limit allows the lookup and reports the rule for review."""
+    desk = Desk(make_policy(DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')), store)
+    first, second = [await desk.look(ALICE, number(i * 500)) for i in range(2)]
+    assert (first.allowed, first.flags) == (True, ())
+    assert (second.allowed, second.flags) == (True, ("distinct-hour",))
+    assert second.hits[0].count == 2
+
+
+# -- exemptions and per-reason limits --------------------------------------------------------
+
+
+async def test_rules_limited_to_reasons_ignore_other_reasons(store: GuardStore) -> None:
+    """A rule for NEW_SUBSCRIPTION only never counts billing lookups."""
+    rule = RATE.replace("limit = 3", 'limit = 1\nreasons = ["NEW_SUBSCRIPTION"]')
+    desk = Desk(make_policy(rule), store)
+    assert await desk.allowed(ALICE, [number(i) for i in range(4)]) == [True] * 4
+    subscriptions = [number(i) for i in range(2)]
+    assert await desk.allowed(ALICE, subscriptions, reason="NEW_SUBSCRIPTION") == [True, False]
+
+
+async def test_exempt_reasons_let_corporate_runs_through(store: GuardStore) -> None:
+    """Consecutive lines under CORPORATE_ACCOUNT pass; the same run for billing is refused."""
+    rule = SEQUENTIAL + 'exempt_reasons = ["CORPORATE_ACCOUNT"]\n'
+    desk = Desk(make_policy(rule), store)
+    run = [number(i) for i in range(10)]
+    assert await desk.allowed(ALICE, run, reason="CORPORATE_ACCOUNT") == [True] * 10
+    assert await desk.allowed(BOB, run[:4]) == [True, True, True, False]
+
+
+async def test_exempt_roles_are_not_counted(store: GuardStore) -> None:
+    """An employee holding an exempt role passes a rule that refuses a clerk."""
+    rule = DISTINCT.replace("limit = 3", 'limit = 2\nexempt_roles = ["corporate-rep"]')
+    desk = Desk(make_policy(rule), store)
+    numbers = [number(i * 500) for i in range(5)]
+    assert await desk.allowed(REP, numbers) == [True] * 5
+    assert await desk.allowed(ALICE, numbers[:3]) == [True, True, False]
+
+
+async def test_per_reason_limits_from_the_catalogue_are_rate_rules(store: GuardStore) -> None:
+    """``[reasons.X] limits`` caps that reason alone, answers 429 and frees up after the window."""
+    reasons = REASONS.replace(
+        'description = "New subscription"', 'description = "New subscription"\nlimits = {"1h" = 2}'
+    )
+    desk = Desk(make_policy("", reasons=reasons), store)
+    new = [number(i * 500) for i in range(3)]
+    assert await desk.allowed(ALICE, new[:2], reason="NEW_SUBSCRIPTION") == [True, True]
+    refused = await desk.look(ALICE, new[2], "NEW_SUBSCRIPTION")
+    assert refused.rule == "reason-new_subscription-1h"
+    assert refused.refusal is not None
+    assert refused.refusal.status == 429
+    assert await desk.allowed(ALICE, new) == [True] * 3
+    desk.at(3600)
+    assert await desk.allowed(ALICE, new[2:], reason="NEW_SUBSCRIPTION") == [True]
+
+
+# -- lockout ---------------------------------------------------------------------------------
+
+
+LOCKING = """
+[[rules]]
+name = "lock-rate"
+kind = "rate"
+window = "1m"
+limit = 2
+action = "lock"
+"""
+
+
+async def test_a_lock_rule_locks_out_until_unlocked_or_expired(store: GuardStore) -> None:
+    """Over a lock rule: refused with its name, then ``locked`` for later lookups until unlock."""
+    desk = Desk(make_policy(LOCKING, tail='[lockout]\nduration = "8h"\n'), store)
+    assert await desk.allowed(ALICE, [number(0), number(1)]) == [True, True]
+    caught = await desk.look(ALICE, number(2))
+    assert (caught.allowed, caught.rule) == (False, "lock-rate")
+    assert caught.locked == (("alice", "lock-rate"),)
+    assert caught.refusal is not None
+    assert (caught.refusal.status, caught.refusal.cause) == (403, "locked-out")
+    assert caught.refusal.extra["locked_until"] == T + 8 * 3600
+    status = await desk.guard.lock_status("alice")
+    assert status is not None
+    assert (status.rule, status.at, status.until) == ("lock-rate", T, T + 8 * 3600)
+    assert desk.metrics.lockouts.labels(rule="lock-rate")._value.get() == 1
+
+    desk.at(7200)
+    later = await desk.look(ALICE, number(3))
+    assert later.rule == "locked"
+    assert later.refusal is not None
+    assert later.refusal.status == 403
+    assert await desk.allowed(BOB, [number(4)]) == [True]
+    assert [info.employee for info in await desk.guard.locked_employees()] == ["alice"]
+
+    assert await desk.guard.unlock("alice") is True
+    assert await desk.guard.unlock("alice") is False
+    assert await desk.allowed(ALICE, [number(5)]) == [True]
+
+
+async def test_a_lockout_ends_by_itself_after_its_duration(store: GuardStore) -> None:
+    """A 500 ms lockout holds at first and is gone once 500 ms have passed, on any store."""
+    rules = LOCKING.replace('window = "1m"', 'window = "200ms"').replace("limit = 2", "limit = 1")
+    desk = Desk(make_policy(rules, tail='[lockout]\nduration = "500ms"\n'), store)
+    assert await desk.allowed(ALICE, [number(0)]) == [True]
+    desk.at(0.01)
+    assert (await desk.look(ALICE, number(1))).rule == "lock-rate"
+    desk.at(0.1)
+    assert (await desk.look(ALICE, number(2))).rule == "locked"
+    await asyncio.sleep(0.55)  # Redis expires on its own clock; memory on the manual one
+    desk.at(0.6)
+    assert await desk.allowed(ALICE, [number(3)]) == [True]
+    assert await desk.guard.lock_status("alice") is None
+
+
+async def test_a_lockout_until_unlocked_lasts_until_unlocked(store: GuardStore) -> None:
+    """``duration = "until-unlocked"``: a lock survives a month and only ``unlock`` lifts it."""
+    desk = Desk(make_policy(LOCKING, tail='[lockout]\nduration = "until-unlocked"\n'), store)
+    await desk.guard.lock("alice")
+    desk.at(30 * 86400)
+    refused = await desk.look(ALICE, number(0))
+    assert refused.rule == "locked"
+    assert refused.refusal is not None
+    assert "until it is reviewed" in refused.refusal.detail
+    status = await desk.guard.lock_status("alice")
+    assert status is not None
+    assert status.until is None
+    assert await desk.guard.unlock("alice")
+    assert await desk.allowed(ALICE, [number(1)]) == [True]
+
+
+# -- numbers and memory ----------------------------------------------------------------------
+
+
+async def test_every_number_format_counts_as_one_customer(store: GuardStore) -> None:
+    """Rotating formats of one number is one customer to a distinct rule."""
+    policy = make_policy(DISTINCT.replace("limit = 3", "limit = 1"))
+    desk = Desk(policy, store)
+    formats = ["01012345678", "010-1234-5678", "010 1234 5678", "+82 10-1234-5678", "+821012345678"]
+    canonical = [normalise_number(raw, policy.numbers) for raw in formats]
+    assert set(canonical) == {"01012345678"}
+    assert await desk.allowed(ALICE, canonical) == [True] * 5
+    other = normalise_number("010-8765-4321", policy.numbers)
+    assert await desk.allowed(ALICE, [other]) == [False]
+
+
+BUSY = (
+    RATE
+    + DISTINCT
+    + SEQUENTIAL
+    + BLOCK
+    + MISSES
+    + GROUP_BLOCK.format(scope="store").replace('"group-block"', '"store-block"')
+)
+
+
+async def test_hammering_keeps_every_counter_within_its_cap(store: GuardStore) -> None:
+    """Five hundred lookups in a minute leave each rule's window no bigger than its cap."""
+    desk = Desk(make_policy(BUSY), store)
+    for index in range(500):
+        desk.at(index * 0.1)
+        await desk.look(ALICE, number(index * 3), found=False)
+    now = T + 50
+    sizes = await store.execute(
+        [
+            ("count", "lp:{e:alice}:per-minute", now - 60),
+            ("count", "lp:{e:alice}:distinct-hour", now - 3600),
+            ("count", "lp:{e:alice}:sequential", now - 3600),
+            ("count", "lp:{e:alice}:block:0101234", now - 86400),
+            ("count", "lp:{s:gangnam}:store-block:0101234", now - 86400),
+            ("count", "lp:{s:gangnam}:store-block:0101234:who", now - 86400),
+        ]
+    )
+    assert sizes == [4, 4, 64, 4, 4, 32]
+
+
+async def test_memory_store_forgets_everything_once_the_windows_pass() -> None:
+    """After a busy hour, a day of quiet and a sweep leave almost nothing in memory."""
+    store = MemoryStore()
+    desk = Desk(make_policy(BUSY), store)
+    employees = [Employee(f"clerk{i}", f"store{i % 7}", "seoul", frozenset()) for i in range(40)]
+    for index in range(2000):
+        desk.at(index * 1.8)
+        await desk.look(employees[index % 40], number(index * 7919 % 10**7), found=index % 3 == 0)
+    assert store.size() > 100
+    desk.at(3600 + 2 * 86400)
+    for _ in range(store.size() + 1001):
+        await desk.look(ALICE, number(0))
+    assert store.size() <= 10
+
+
+async def test_every_redis_key_expires_within_its_window(redis_store: RedisStore) -> None:
+    """After a busy run every Redis key has a TTL no longer than its rule's window or the lockout."""
+    desk = Desk(make_policy(BUSY + LOCKING, tail='[lockout]\nduration = "2h"\n'), redis_store)
+    employees = [Employee(f"clerk{i}", f"store{i % 3}", "seoul", frozenset()) for i in range(6)]
+    for index in range(300):
+        desk.at(index)
+        await desk.look(employees[index % 6], number(index * 7), found=index % 2 == 0)
+    windows = {
+        "per-minute": 60,
+        "distinct-hour": 3600,
+        "sequential": 3600,
+        "block": 86400,
+        "misses": 3600,
+        "store-block": 86400,
+        "lock-rate": 60,
+        "lock": 7200,
+    }
+    keys = await redis_store.keys("lp:*")
+    assert any(key.endswith(":lock") for key in keys)
+    for key in keys:
+        rule = key.split("}:", 1)[1].split(":", 1)[0]
+        ttl = await redis_store.client.pttl(key)
+        assert 0 < ttl <= windows[rule] * 1000, f"{key} has PTTL {ttl}"
+        if rule == "lock":
+            assert ttl > 7100 * 1000

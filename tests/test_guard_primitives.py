@@ -1,0 +1,216 @@
+"""The store primitives mean the same in every store: memory, standalone Redis, Redis Cluster.
+
+The memory store is the reference; the Redis store runs the same batch through a Lua
+interpreter. Each test pins one primitive's contract (primitives.py) on every store, and a
+seeded differential test replays a long random history against memory and Redis side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pytest
+
+from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.guard.primitives import GuardStore, Op
+from lookup_proxy.guard.redis_store import RedisStore
+
+T = 1_790_000_000.0
+KEY = "lp:{e:alice}:rate"
+
+
+async def add(store: GuardStore, now: float, member: str, *, key: str = KEY, window: float = 60.0,
+              cap: int = 10, nth: int = 0) -> list[Any]:  # fmt: skip
+    return (await store.execute([("add", key, now, member, window, cap, nth)]))[0]  # type: ignore[no-any-return]
+
+
+async def members(store: GuardStore, since: float, key: str = KEY) -> list[str]:
+    return (await store.execute([("members", key, since)]))[0]  # type: ignore[no-any-return]
+
+
+async def test_add_returns_count_nth_and_oldest_as_int_and_floats(store: GuardStore) -> None:
+    """``add`` answers ``[int, float | None, float]``, whichever store ran it."""
+    first = await add(store, T, "a", nth=1)
+    second = await add(store, T + 1.5, "b", nth=2)
+    assert first == [1, T, T]
+    assert second == [2, T, T]
+    assert type(second[0]) is int
+    assert type(second[1]) is float
+    assert type(second[2]) is float
+
+
+async def test_add_nth_score_is_the_nth_newest_or_none(store: GuardStore) -> None:
+    """The nth score counts from the newest, and is None when nth is 0 or beyond the count."""
+    for offset, member in enumerate("abc"):
+        await add(store, T + offset, member)
+    assert (await add(store, T + 3, "d", nth=1))[1] == T + 3
+    assert (await add(store, T + 4, "e", nth=3))[1] == T + 2
+    assert (await add(store, T + 5, "f", nth=0))[1] is None
+    assert (await add(store, T + 6, "g", nth=8))[1] is None
+
+
+async def test_scores_keep_full_double_precision(store: GuardStore) -> None:
+    """Sub-millisecond epoch scores come back bit for bit (Lua would truncate numbers)."""
+    precise = 1_790_000_000.1234567
+    assert await add(store, precise, "a", nth=1) == [1, precise, precise]
+    assert await store.execute([("count", KEY, math.nextafter(precise, 0.0))]) == [1]
+    assert await store.execute([("count", KEY, precise)]) == [0]
+
+
+async def test_add_trims_members_at_or_before_the_window_start(store: GuardStore) -> None:
+    """A member scored exactly ``now - window`` has left the window; one just after has not."""
+    await add(store, T, "a")
+    await add(store, T + 0.001, "b")
+    count, _, oldest = await add(store, T + 60.0, "c")
+    assert count == 2
+    assert oldest == T + 0.001
+    assert await members(store, 0.0) == ["b", "c"]
+
+
+async def test_add_rescoring_a_member_keeps_one_entry_at_the_new_time(store: GuardStore) -> None:
+    """Adding a member again moves it to now instead of counting it twice."""
+    await add(store, T, "a")
+    await add(store, T + 1, "b")
+    count, _, oldest = await add(store, T + 2, "a")
+    assert count == 2
+    assert oldest == T + 1
+    assert await members(store, 0.0) == ["b", "a"]
+
+
+async def test_add_keeps_only_the_newest_cap_members(store: GuardStore) -> None:
+    """The cap drops the oldest members, so one key never grows past it."""
+    for offset in range(6):
+        result = await add(store, T + offset, f"m{offset}", cap=3, nth=3)
+    assert result == [3, T + 3, T + 3]
+    assert await members(store, 0.0) == ["m3", "m4", "m5"]
+
+
+async def test_add_after_a_clock_step_back_scores_at_the_newest_time(store: GuardStore) -> None:
+    """A clock that steps backwards cannot put a new member before older ones."""
+    await add(store, T + 10, "a")
+    assert await add(store, T + 5, "b", nth=1) == [2, T + 10, T + 10]
+    assert await members(store, T + 9) == ["a", "b"]
+
+
+async def test_count_and_members_see_only_members_after_since(store: GuardStore) -> None:
+    """``count`` and ``members`` are ``score > since``, oldest first."""
+    for offset, member in enumerate(["x", "y", "z"]):
+        await add(store, T + offset, member)
+    results = await store.execute(
+        [("count", KEY, T), ("members", KEY, T), ("count", KEY, T - 1), ("members", KEY, T + 2)]
+    )
+    assert results == [2, ["y", "z"], 3, []]
+
+
+async def test_missing_keys_count_zero_and_have_no_members(store: GuardStore) -> None:
+    """Reading a window nobody wrote is empty, not an error."""
+    results = await store.execute(
+        [("count", "lp:{e:x}:none", 0.0), ("members", "lp:{e:x}:none", 0.0)]
+    )
+    assert results == [0, []]
+
+
+async def test_remove_reports_whether_the_member_was_there(store: GuardStore) -> None:
+    """``remove`` answers 1 for a present member and 0 otherwise, and the member is gone."""
+    await add(store, T, "a")
+    await add(store, T + 1, "b")
+    results = await store.execute(
+        [("remove", KEY, "a"), ("remove", KEY, "a"), ("members", KEY, 0.0)]
+    )
+    assert results == [1, 0, ["b"]]
+    assert await store.execute([("remove", "lp:{e:x}:none", "a")]) == [0]
+
+
+async def test_get_set_and_delete_values(store: GuardStore) -> None:
+    """Values: ``get`` is None until ``set``; ``delete`` answers 1 only when something went."""
+    lock = "lp:{e:alice}:lock"
+    results = await store.execute(
+        [
+            ("get", lock, T),
+            ("set", lock, '{"rule": "r", "até": 1}', 3600.0, T),
+            ("get", lock, T),
+            ("delete", lock),
+            ("delete", lock),
+            ("get", lock, T),
+        ]
+    )
+    assert results == [None, 1, '{"rule": "r", "até": 1}', 1, 0, None]
+
+
+async def test_delete_removes_a_window(store: GuardStore) -> None:
+    """``delete`` works on windows too, which is how counters are reset."""
+    await add(store, T, "a")
+    assert await store.execute([("delete", KEY), ("count", KEY, 0.0)]) == [1, 0]
+
+
+async def test_results_come_back_in_batch_order_across_hash_tags(store: GuardStore) -> None:
+    """A batch interleaving employee, store and region keys is answered in its own order."""
+    ops: list[Op] = []
+    for index in range(4):
+        for tag in ("e:alice", "s:gangnam", "r:seoul", "e:bob"):
+            ops.append(("add", f"lp:{{{tag}}}:w", T + index, f"{tag}-{index}", 60.0, 10, 1))
+    ops.append(("members", "lp:{s:gangnam}:w", 0.0))
+    ops.append(("get", "lp:{r:seoul}:lock", T))
+    ops.append(("count", "lp:{e:bob}:w", T + 1))
+    results = await store.execute(ops)
+    for position in range(16):
+        index = position // 4
+        assert results[position] == [index + 1, T + index, T]
+    assert results[16:] == [[f"s:gangnam-{i}" for i in range(4)], None, 2]
+
+
+async def test_an_empty_batch_answers_an_empty_list(store: GuardStore) -> None:
+    """Nothing to run costs nothing and answers nothing."""
+    assert await store.execute([]) == []
+
+
+async def test_unknown_primitives_are_a_programming_error(store: GuardStore) -> None:
+    """An opcode the contract does not define raises ValueError, not StoreUnavailable."""
+    with pytest.raises(ValueError, match="primitive"):
+        await store.execute([("incr", KEY)])
+
+
+def _random_batch(
+    rng: random.Random, now: float, windows: dict[str, float], reference: MemoryStore
+) -> list[Op]:
+    """A batch touching each key once, so no two members tie on a score.
+
+    Each key keeps one window, and reads and removals only look inside it, as every rule does:
+    beyond a window's end the stores may differ, memory expiring keys on the injected clock
+    and Redis on its own.
+    """
+    ops: list[Op] = []
+    for key in rng.sample(sorted(windows), rng.randint(1, len(windows))):
+        window = windows[key]
+        since = now - window * rng.choice((0.01, 0.5, 1.0))
+        roll = rng.random()
+        if roll < 0.55:
+            member = str(rng.randrange(12))
+            ops.append(("add", key, now, member, window, rng.randint(1, 6), rng.randint(0, 7)))
+        elif roll < 0.7:
+            ops.append(("count", key, since))
+        elif roll < 0.85:
+            ops.append(("members", key, since))
+        else:
+            live = reference.run([("members", key, now - window)])[0]
+            ops.append(("remove", key, rng.choice([*live, "absent"])))
+    return ops
+
+
+async def test_redis_matches_the_memory_store_on_a_random_history(redis_store: RedisStore) -> None:
+    """Two thousand random batches give identical answers from memory and from Redis."""
+    rng = random.Random(20210401)
+    reference = MemoryStore()
+    windows = {
+        f"lp:{{e:{name}}}:w{i}": window
+        for name in ("a", "b", "c")
+        for i, window in enumerate((5.0, 30.0, 120.0))
+    }
+    now = T
+    for step in range(2000):
+        now += rng.choice((0.001, 0.25, 1.0, 3.0, 7.5))
+        ops = _random_batch(rng, now, windows, reference)
+        expected = await reference.execute(ops)
+        assert await redis_store.execute(ops) == expected, f"step {step}: {ops}"

@@ -1,0 +1,194 @@
+"""What only the Redis store has to get right: TTLs, scripts, round trips, and failing fast."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from lookup_proxy.clock import ManualClock
+from lookup_proxy.employee import Employee
+from lookup_proxy.errors import Refusal
+from lookup_proxy.guard.engine import Guard, Lookup
+from lookup_proxy.guard.primitives import StoreUnavailable
+from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.policy import parse_policy
+from tests.servers import free_port
+
+T = 1_790_000_000.0
+PROMPT = 1.5
+"""Seconds within which a store with a 0.2 s timeout must give up."""
+
+
+def test_the_redis_fixture_serves_a_private_server(redis_server: str) -> None:
+    """The session's redis-server answers PING and keeps what is SET, away from port 6379."""
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    try:
+        assert client.ping()
+        client.set("lookup-proxy:fixture", "works")
+        assert client.get("lookup-proxy:fixture") == "works"
+        assert client.connection_pool.connection_kwargs["port"] != 6379
+    finally:
+        client.close()
+
+
+def test_the_cluster_fixture_serves_three_masters(redis_cluster: str) -> None:
+    """The session's cluster has three masters sharing every slot, and routes keys to them."""
+    client = redis.RedisCluster.from_url(redis_cluster, decode_responses=True)
+    try:
+        info = client.cluster_info()
+        assert (info["cluster_state"], str(info["cluster_size"])) == ("ok", "3")
+        for tag in ("e:alice", "s:gangnam", "r:seoul"):
+            client.set(f"lp:{{{tag}}}:probe", tag)
+            assert client.get(f"lp:{{{tag}}}:probe") == tag
+    finally:
+        client.close()
+
+
+async def test_add_expires_its_key_after_the_window(redis_store: RedisStore) -> None:
+    """Every window key carries a TTL of its window, so Redis memory stays bounded."""
+    await redis_store.execute([("add", "lp:{e:a}:w", T, "m", 90.0, 5, 0)])
+    ttl = await redis_store.client.pttl("lp:{e:a}:w")
+    assert 89_000 < ttl <= 90_000
+
+
+async def test_set_with_a_ttl_expires_and_without_one_persists(redis_store: RedisStore) -> None:
+    """``set`` with ttl expires on Redis's clock; ttl 0 stores it for good, clearing an old TTL."""
+    await redis_store.execute([("set", "lp:{e:a}:lock", "x", 0.5, T)])
+    assert 0 < await redis_store.client.pttl("lp:{e:a}:lock") <= 500
+    await redis_store.execute([("set", "lp:{e:b}:lock", "x", 60.0, T)])
+    await redis_store.execute([("set", "lp:{e:b}:lock", "y", 0, T)])
+    assert await redis_store.client.pttl("lp:{e:b}:lock") == -1
+    await asyncio.sleep(0.6)
+    assert await redis_store.execute(
+        [("get", "lp:{e:a}:lock", T), ("get", "lp:{e:b}:lock", T)]
+    ) == [
+        None,
+        "y",
+    ]
+
+
+async def test_a_flushed_script_cache_is_refilled_transparently(redis_store: RedisStore) -> None:
+    """After SCRIPT FLUSH (a restart or failover) batches still run, one group or several."""
+    one_group = [("add", "lp:{e:a}:w", T, "m", 60.0, 5, 1)]
+    many_groups = [("add", f"lp:{{{tag}}}:w", T, "m", 60.0, 5, 1) for tag in ("e:a", "s:b", "r:c")]
+    for batch in (one_group, many_groups):
+        await redis_store.client.script_flush()
+        assert await redis_store.execute(batch) == [[1, T, T]] * len(batch)
+        assert await redis_store.execute(batch) == [[1, T, T]] * len(batch)
+
+
+async def test_a_standalone_batch_is_one_script_call_per_hash_tag(fresh_redis: str) -> None:
+    """Three hash tags cost three EVALSHAs in one pipeline, and no SCRIPT EXISTS or raw command."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=2.0)
+    try:
+        batch = [("add", f"lp:{{{tag}}}:w", T, "m", 60.0, 5, 1) for tag in ("e:a", "s:b", "r:c")]
+        await store.execute(batch)  # loads the script
+        await store.client.config_resetstat()
+        await store.execute([*batch, ("get", "lp:{e:a}:lock", T)])
+        stats = await store.client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 3
+        assert [
+            name for name in stats if name.startswith(("cmdstat_script", "cmdstat_eval|"))
+        ] == []
+        assert "cmdstat_eval" not in stats
+    finally:
+        await store.close()
+
+
+async def test_keys_lists_matching_keys_on_every_master(redis_store: RedisStore) -> None:
+    """``keys`` finds lock keys whatever node they live on, and only those matching."""
+    employees = [f"emp{index}" for index in range(30)]
+    await redis_store.execute([("set", f"lp:{{e:{e}}}:lock", "x", 60.0, T) for e in employees])
+    await redis_store.execute([("add", "lp:{e:emp0}:rate", T, "m", 60.0, 5, 0)])
+    found = await redis_store.keys("lp:{e:*}:lock")
+    assert found == sorted(f"lp:{{e:{e}}}:lock" for e in employees)
+
+
+async def test_a_killed_connection_is_replaced_without_failing_a_lookup(fresh_redis: str) -> None:
+    """Redis closing a pooled connection (restart, idle timeout) costs a reconnect, not a 503."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=2.0)
+    admin = redis.Redis.from_url(fresh_redis)
+    try:
+        await store.execute([("get", "lp:{e:a}:lock", T)])
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert await store.execute([("get", "lp:{e:a}:lock", T)]) == [None]
+    finally:
+        admin.close()
+        await store.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers, like a hung Redis."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+async def test_a_closed_port_raises_store_unavailable_promptly(cluster: bool) -> None:
+    """Nobody listening: every call raises StoreUnavailable at once instead of retrying on."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}", cluster=cluster, timeout=0.2)
+    try:
+        for call in (
+            lambda: store.execute([("get", "lp:{e:a}:lock", T), ("count", "lp:{s:b}:w", T)]),
+            store.ping,
+            lambda: store.keys("*"),
+        ):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await call()
+            assert time.monotonic() - started < PROMPT
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+async def test_a_hung_server_raises_store_unavailable_within_the_timeout(
+    silent_port: int, cluster: bool
+) -> None:
+    """A server that accepts and never answers is given up on after the timeout, not awaited."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{silent_port}", cluster=cluster, timeout=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.execute([("get", "lp:{e:a}:lock", T)])
+        assert time.monotonic() - started < PROMPT
+    finally:
+        await store.close()
+
+
+async def test_the_guard_refuses_with_503_when_redis_is_down() -> None:
+    """An unreachable store never lets a lookup through: the guard answers 503 with Retry-After."""
+    policy = parse_policy(
+        """
+        [upstream]
+        url = "http://127.0.0.1:9"
+        [[routes]]
+        path = "/customers/{number}"
+        [auth]
+        [reasons.BILLING_INQUIRY]
+        description = "Billing question"
+        [[rules]]
+        name = "per-minute"
+        kind = "rate"
+        window = "1m"
+        limit = 10
+        """
+    )
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}", cluster=False, timeout=0.2)
+    guard = Guard(policy, store, ManualClock(T))
+    employee = Employee("alice", "gangnam", "seoul", frozenset())
+    try:
+        with pytest.raises(Refusal) as refused:
+            await guard.decide(Lookup("r1", employee, "BILLING_INQUIRY", "01012345678"))
+        assert refused.value.status == 503
+        assert refused.value.headers["Retry-After"] == "5"
+    finally:
+        await store.close()
