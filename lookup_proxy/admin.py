@@ -17,6 +17,7 @@ from lookup_proxy.errors import not_permitted
 from lookup_proxy.guard import Guard
 from lookup_proxy.guard.engine import LockInfo
 from lookup_proxy.identify import TokenVerifier
+from lookup_proxy.request_id import REQUEST_ID
 
 audit_log = logging.getLogger("lookup_proxy.audit")
 
@@ -67,7 +68,7 @@ def add_admin_routes(
                 "admin": actor.id,
                 "employee": employee,
                 "was_locked": removed,
-                "request_id": request["request_id"],
+                "request_id": request[REQUEST_ID],
             },
         )
         return respond({"employee": employee, "unlocked": removed})
@@ -78,7 +79,7 @@ def add_admin_routes(
         info = await guard.lock(employee, rule="manual")
         audit_log.info(
             "lock",
-            extra={"admin": actor.id, "employee": employee, "request_id": request["request_id"]},
+            extra={"admin": actor.id, "employee": employee, "request_id": request[REQUEST_ID]},
         )
         return respond(_lock_json(info), status=201)
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
@@ -31,11 +29,11 @@ from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
+from lookup_proxy.request_id import REQUEST_ID, request_id_for
 from lookup_proxy.stores import open_store
 
 log = logging.getLogger("lookup_proxy.app")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -88,7 +86,7 @@ class Proxy:
 
     async def lookup(self, request: web.Request, route: Route, label: str) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id: str = request["request_id"]
+        request_id: str = request[REQUEST_ID]
         client, forwarded_for = self.trusted.client_chain(
             request.remote, request.headers.get("X-Forwarded-For")
         )
@@ -107,7 +105,8 @@ class Proxy:
             entry.number = mask(number)
             lookup = Lookup(request_id, employee, justification.reason, number)
             decision = await self.guard.decide(lookup)  # guard
-            entry.flags, entry.locked, entry.rule = decision.flags, decision.locked, decision.rule
+            entry.flags, entry.rule = decision.flags, decision.rule
+            entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.refusal is not None:
                 raise decision.refusal
             entry.decision = "allow"
@@ -148,6 +147,11 @@ class Proxy:
         task = asyncio.get_running_loop().create_task(self._learn_now(lookup, found))
         self._learning.add(task)
         task.add_done_callback(self._learning.discard)
+
+    async def guard_idle(self) -> None:
+        """Wait until every outcome learnt so far is stored (tests, shutdown, the demo)."""
+        while self._learning:
+            await asyncio.wait(set(self._learning))
 
     async def _learn_now(self, lookup: Lookup, found: bool) -> None:
         try:
@@ -202,7 +206,7 @@ class Proxy:
         self.metrics.refusals.labels(refusal.cause, str(refusal.status)).inc()
         log.warning(
             "refused: not a lookup route",
-            extra={"request_id": request["request_id"], "method": request.method},
+            extra={"request_id": request[REQUEST_ID], "method": request.method},
         )
         raise refusal
 
@@ -220,16 +224,11 @@ def _raw_number(request: web.Request, route: Route) -> str:
     return values[0]
 
 
-def _request_id(request: web.Request) -> str:
-    offered = request.headers.get("X-Request-Id", "")
-    return offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
-
-
 @web.middleware
 async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request ids on every response; refusals and surprises as problem bodies, no tracebacks."""
-    request_id = _request_id(request)
-    request["request_id"] = request_id
+    request_id = request_id_for(request)
+    request[REQUEST_ID] = request_id
     try:
         response = await handler(request)
     except Refusal as refusal:

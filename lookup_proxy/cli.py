@@ -1,4 +1,4 @@
-"""The ``lookup-proxy`` command: serve, check-config, token, demo-backend.
+"""The ``lookup-proxy`` command: serve, check-config, token, replay, demo-backend.
 
 Errors reach the user as plain lines (file, key, expected, found) and an exit code, never as a
 traceback.
@@ -18,6 +18,7 @@ from lookup_proxy.clock import SystemClock
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError
 from lookup_proxy.policy import Policy, load_policy
+from lookup_proxy.replay import ReplayFailed
 
 DEFAULT_POLICY = "config/policy.toml"
 EXIT_CONFIG = 2
@@ -37,13 +38,27 @@ def _run(coro_factory: object) -> None:
         uvloop.run(coro_factory)  # type: ignore[arg-type]
 
 
-async def _serve_until_stopped(policy: Policy, policy_path: Path, host: str, port: int) -> None:
+async def _serve_until_stopped(
+    policy: Policy, policy_path: Path, host: str, port: int, with_demo_backend: bool
+) -> None:
     from aiohttp import web
+    from yarl import URL
 
     from lookup_proxy.app import build_app
 
     app = build_app(policy, base_dir=policy_path.parent, environ=os.environ, clock=SystemClock())
+    runners: list[web.AppRunner] = []
+    if with_demo_backend:
+        from lookup_proxy.customers import CustomerBase
+        from lookup_proxy.demo_backend import build_demo_backend
+
+        upstream = URL(policy.upstream.url)
+        backend = web.AppRunner(build_demo_backend(CustomerBase()), access_log=None)
+        await backend.setup()
+        await web.TCPSite(backend, upstream.host, upstream.port).start()
+        runners.append(backend)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=policy.server.shutdown_timeout)
+    runners.insert(0, runner)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -66,7 +81,8 @@ async def _serve_until_stopped(policy: Policy, policy_path: Path, host: str, por
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for each in runners:
+            await each.cleanup()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -76,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     policy = _policy(args.config)
     host = args.host or policy.server.host
     port = policy.server.port if args.port is None else args.port
-    _run(_serve_until_stopped(policy, Path(args.config), host, port))
+    _run(_serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend))
     return 0
 
 
@@ -120,6 +136,36 @@ def cmd_demo_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import json
+
+    from lookup_proxy.replay import Replayer
+
+    policy = _policy(args.config)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    summary = Replayer(policy).run(Path(args.events), Path(args.out), progress=progress)
+    print(summary.render())
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lookup_proxy.demo import run_demo
+
+    policy = _policy(args.config)
+    run_demo(
+        policy,
+        speed=args.speed,
+        minutes=args.minutes,
+        seed=args.seed,
+        port=args.port,
+        hold=args.hold,
+        live=args.live,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookup-proxy",
@@ -132,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="override [server] host")
     serve.add_argument("--port", type=int, default=None, help="override [server] port")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    serve.add_argument(
+        "--with-demo-backend",
+        action="store_true",
+        help="also serve the synthetic customer backend at [upstream] url (local trial only)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a policy file offline")
@@ -149,6 +200,47 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="8h", help="lifetime, e.g. 8h")
     token.set_defaults(func=cmd_token)
 
+    demo = sub.add_parser(
+        "demo",
+        help="watch the proxy stop a clerk typing numbers at random (no setup)",
+        description=(
+            "Starts the demo backend and the proxy (memory store) on local ports and plays a "
+            "time-compressed stretch of store traffic through real HTTP: honest clerks serving "
+            "a queue and one clerk typing numbers at random, until the typist is locked out. "
+            "To point a browser or curl at the running proxy, add --hold (and --port 8080): "
+            "after the script the proxy keeps running and prints a ready token and a curl "
+            "command; stop it with Ctrl-C."
+        ),
+    )
+    demo.add_argument("--config", default=DEFAULT_POLICY, help="policy (store forced to memory)")
+    demo.add_argument("--speed", type=float, default=30.0, help="simulated seconds per second")
+    demo.add_argument("--minutes", type=float, default=40.0, help="simulated minutes at most")
+    demo.add_argument("--seed", type=int, default=2021)
+    demo.add_argument("--port", type=int, default=0, help="proxy port (default: any free one)")
+    demo.add_argument("--hold", action="store_true", help="keep the proxy running afterwards")
+    demo.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="redraw a live view (default: when stdout is a terminal)",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    replay = sub.add_parser(
+        "replay", help="backtest a policy on past lookups (EVENTS.csv -> DECISIONS.csv)"
+    )
+    replay.add_argument("--config", default=DEFAULT_POLICY, help="policy file to backtest")
+    replay.add_argument("--events", required=True, help="EVENTS.csv, sorted by time")
+    replay.add_argument("--out", required=True, help="DECISIONS.csv to write")
+    replay.add_argument("--summary-json", default=None, help="also write the summary as JSON")
+    replay.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    replay.set_defaults(func=cmd_replay)
+
     demo_backend = sub.add_parser("demo-backend", help="run the synthetic customer backend")
     demo_backend.add_argument("--host", default="127.0.0.1")
     demo_backend.add_argument("--port", type=int, default=8081)
@@ -162,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ReplayFailed as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as exc:
         print("configuration error:", file=sys.stderr)
         for problem in exc.problems:

@@ -213,11 +213,16 @@ Rule = Annotated[
 def _lock_duration(value: object) -> object:
     if value == "until-unlocked":
         return None
-    return _duration(value)
+    try:
+        return _duration(value)
+    except ValueError:
+        raise ValueError("a duration such as '8h', or 'until-unlocked'") from None
 
 
 class Lockout(_Section):
-    duration: Annotated[float | None, BeforeValidator(_lock_duration), Field(gt=0)] = 8 * 3600.0
+    duration: Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_lock_duration)] = (
+        8 * 3600.0
+    )
     contact: str = "your store manager or Security Operations"
 
 
@@ -285,7 +290,9 @@ def _problems_from_validation(file: str, error: ValidationError) -> Iterator[Con
         if kind in _EXPECTATIONS:
             expected = _EXPECTATIONS[kind]
         else:
-            expected = str(item["msg"]).removeprefix("Value error, ")
+            expected = (
+                str(item["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")
+            )
         found = "nothing" if kind == "missing" else _found(item.get("input"))
         yield ConfigProblem(file, _key(tuple(item["loc"])), expected, found)
 

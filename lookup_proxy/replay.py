@@ -1,0 +1,384 @@
+"""``lookup-proxy replay``: what would this policy have done to past traffic?
+
+Every event goes through the same steps as a live lookup that reached the proxy — justify,
+target, guard, learn — with the memory store and a clock set to the event's time, so a backtest
+shares every line of policy code with production. Rows the live proxy would have refused before
+the guard (unknown reason, malformed number) are refused here too, with that cause as ``rule``.
+Rows that cannot be replayed at all (unreadable time, unsorted input, a bad ``found``) fail the
+run with every such line listed: a backtest that quietly skipped rows would flatter the policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from lookup_proxy.clock import ManualClock
+from lookup_proxy.employee import Employee
+from lookup_proxy.errors import LookupProxyError, Refusal
+from lookup_proxy.guard.engine import Decision, Guard, Lookup
+from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.justify import ReasonCatalogue
+from lookup_proxy.numbers import normalise_number
+from lookup_proxy.policy import Policy
+
+EVENT_COLUMNS = (
+    "timestamp",
+    "employee",
+    "store",
+    "region",
+    "number",
+    "reason",
+    "reference",
+    "found",
+)
+DECISION_COLUMNS = (*EVENT_COLUMNS, "decision", "rule", "flags")
+MAX_LISTED_ERRORS = 50
+
+T = TypeVar("T")
+
+
+def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the memory store never does) without a loop.
+
+    Replay decides millions of events; skipping the event loop's scheduling per event is most
+    of what makes it fast, and the guard code stays the live proxy's async code.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("the replay store suspended; replay needs the memory store")
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that cannot be replayed, by line number in EVENTS.csv (header = line 1)."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class ReplayFailed(LookupProxyError):
+    """The events file cannot be replayed as a whole; lists the rows at fault."""
+
+    def __init__(self, file: str, rows: list[BadRow], total: int) -> None:
+        self.file = file
+        self.rows = rows
+        self.total = total
+        listed = "\n".join(f"  {file}: {row}" for row in rows)
+        more = f"\n  … and {total - len(rows)} more" if total > len(rows) else ""
+        super().__init__(f"{total} row(s) cannot be replayed:\n{listed}{more}")
+
+
+@dataclass
+class EmployeeSummary:
+    """What happened to one employee during the replay."""
+
+    locked_at: str | None = None
+    locked_by: str | None = None
+    denied: int = 0
+    flags: Counter[str] = field(default_factory=Counter)
+    first_flag_at: str | None = None
+
+
+@dataclass
+class Summary:
+    """The backtest's outcome for a security officer."""
+
+    events: int = 0
+    allowed: int = 0
+    denied: int = 0
+    seconds: float = 0.0
+    denials_by_rule: Counter[str] = field(default_factory=Counter)
+    hits_by_rule: Counter[str] = field(default_factory=Counter)
+    flags_by_rule: Counter[str] = field(default_factory=Counter)
+    lockouts_by_rule: Counter[str] = field(default_factory=Counter)
+    refused_before_guard: Counter[str] = field(default_factory=Counter)
+    refused_lines: dict[str, list[int]] = field(default_factory=dict)
+    employees: dict[str, EmployeeSummary] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        locked = {e: s for e, s in self.employees.items() if s.locked_at}
+        flagged = {e: s for e, s in self.employees.items() if s.flags}
+        return {
+            "events": self.events,
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events / self.seconds) if self.seconds else None,
+            "denials_by_rule": dict(self.denials_by_rule),
+            "hits_by_rule": dict(self.hits_by_rule),
+            "flags_by_rule": dict(self.flags_by_rule),
+            "lockouts_by_rule": dict(self.lockouts_by_rule),
+            "refused_before_guard": {
+                cause: {"count": count, "lines": self.refused_lines[cause]}
+                for cause, count in self.refused_before_guard.items()
+            },
+            "employees_locked": {
+                e: {"at": s.locked_at, "rule": s.locked_by, "denied": s.denied}
+                for e, s in sorted(locked.items())
+            },
+            "employees_flagged": {
+                e: {"first_at": s.first_flag_at, "flags": dict(s.flags)}
+                for e, s in sorted(flagged.items())
+            },
+        }
+
+    def render(self) -> str:
+        def share(n: int) -> str:
+            return f"{100 * n / self.events:.2f}%" if self.events else "-"
+
+        rate = f"{self.events / self.seconds:,.0f} events/s" if self.seconds else ""
+        lines = [
+            f"Replayed {self.events:,} events in {self.seconds:.1f} s ({rate})",
+            f"  allowed {self.allowed:,} ({share(self.allowed)})   "
+            f"denied {self.denied:,} ({share(self.denied)})",
+        ]
+        rules = sorted(set(self.hits_by_rule) | set(self.denials_by_rule))
+        if rules:
+            lines.append("")
+            lines.append(f"  {'rule':<28}{'fired':>10}{'denied':>10}{'locked':>10}{'flagged':>10}")
+            for rule in rules:
+                lines.append(
+                    f"  {rule:<28}{self.hits_by_rule[rule]:>10,}{self.denials_by_rule[rule]:>10,}"
+                    f"{self.lockouts_by_rule[rule]:>10,}{self.flags_by_rule[rule]:>10,}"
+                )
+            if self.denials_by_rule["locked"]:
+                lines.append(
+                    f"  {'(already locked)':<28}{'':>10}{self.denials_by_rule['locked']:>10,}"
+                )
+        if self.refused_before_guard:
+            lines.append("")
+            lines.append("  Refused before the guard (the live proxy would answer 4xx):")
+            for cause, count in self.refused_before_guard.most_common():
+                shown = ", ".join(str(n) for n in self.refused_lines[cause][:10])
+                lines.append(f"    {cause}: {count:,} (lines {shown}{' …' if count > 10 else ''})")
+        locked = sorted((s.locked_at or "", e, s) for e, s in self.employees.items() if s.locked_at)
+        lines.append("")
+        lines.append(f"  Employees locked: {len(locked)}")
+        for at, employee, info in locked:
+            lines.append(
+                f"    {employee:<12} {at}  by {info.locked_by}; {info.denied:,} lookups denied"
+            )
+        flagged = sorted(
+            (s.first_flag_at or "", e, s) for e, s in self.employees.items() if s.flags
+        )
+        lines.append(f"  Employees flagged: {len(flagged)}")
+        for at, employee, info in flagged:
+            rules_fired = ", ".join(f"{r} ×{n}" for r, n in info.flags.most_common())
+            lines.append(f"    {employee:<12} first {at}  {rules_fired}")
+        return "\n".join(lines)
+
+
+def parse_timestamp(text: str) -> float:
+    """Epoch seconds from ISO 8601 with an offset, or from epoch seconds."""
+    value = text.strip()
+    if not value:
+        raise ValueError("empty timestamp")
+    if value[0].isdigit() and ("-" not in value and ":" not in value):
+        return float(value)
+    when = datetime.fromisoformat(value)
+    if when.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no UTC offset (write e.g. +09:00)")
+    return when.timestamp()
+
+
+class _Progress:
+    """A one-line progress bar on stderr for long replays."""
+
+    def __init__(self, total_lines: int, stream: TextIO) -> None:
+        self.total = max(total_lines, 1)
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < 0.5:
+            return
+        self.last = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = done / elapsed
+        fraction = min(done / self.total, 1.0)
+        eta = (self.total - done) / rate if rate else 0.0
+        bar = "#" * int(fraction * 30)
+        self.stream.write(
+            f"\r  [{bar:<30}] {fraction:6.1%}  {done:,} events  {rate:,.0f}/s  ETA {eta:4.0f}s "
+        )
+        self.stream.flush()
+
+    def close(self, done: int) -> None:
+        self.update(done, force=True)
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(b"\n")
+    return max(count - 1, 0)
+
+
+class Replayer:
+    """Runs events through justify → target → guard → learn on an event-time clock."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.clock = ManualClock(0.0)
+        self.store = MemoryStore(max_keys=policy.store.memory_max_keys)
+        self.guard = Guard(policy, self.store, self.clock)
+        self.catalogue = ReasonCatalogue(policy.reasons)
+        self._employees: dict[tuple[str, str, str], Employee] = {}
+
+    def _employee(self, employee_id: str, store: str, region: str) -> Employee:
+        key = (employee_id, store, region)
+        employee = self._employees.get(key)
+        if employee is None:
+            employee = Employee(employee_id, store, region or None, frozenset())
+            self._employees[key] = employee
+        return employee
+
+    def run(
+        self,
+        events: Path,
+        out: Path,
+        *,
+        progress: bool = False,
+        progress_stream: TextIO = sys.stderr,
+    ) -> Summary:
+        """Replay ``events`` into ``out``; raises ReplayFailed naming every bad row."""
+        summary = Summary()
+        bad: list[BadRow] = []
+        bad_total = 0
+        started = time.perf_counter()
+        partial = out.with_name(out.name + ".partial")
+        bar = _Progress(_count_lines(events), progress_stream) if progress else None
+        with (
+            events.open(newline="", encoding="utf-8") as source,
+            partial.open("w", newline="", encoding="utf-8") as sink,
+        ):
+            reader = csv.reader(source)
+            writer = csv.writer(sink, lineterminator="\n")
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header] != list(EVENT_COLUMNS):
+                partial.unlink(missing_ok=True)
+                raise ReplayFailed(
+                    str(events),
+                    [BadRow(1, f"header must be {','.join(EVENT_COLUMNS)}; found {header}")],
+                    1,
+                )
+            writer.writerow(DECISION_COLUMNS)
+            previous = float("-inf")
+            previous_line = 1
+            for line, row in enumerate(reader, start=2):
+                if bar is not None and line % 4096 == 0:
+                    bar.update(line - 1)
+                problem, when = self._check_row(row, previous, previous_line)
+                if problem is not None:
+                    bad_total += 1
+                    if len(bad) < MAX_LISTED_ERRORS:
+                        bad.append(BadRow(line, problem))
+                    continue
+                previous, previous_line = when, line
+                if bad_total:
+                    continue  # the run already failed; keep looking for more bad rows only
+                writer.writerow((*row, *self._decide(line, row, when, summary)))
+            if bar is not None:
+                bar.close(summary.events + bad_total)
+        if bad_total:
+            partial.unlink(missing_ok=True)
+            raise ReplayFailed(str(events), bad, bad_total)
+        os.replace(partial, out)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _check_row(
+        self, row: list[str], previous: float, previous_line: int
+    ) -> tuple[str | None, float]:
+        if len(row) != len(EVENT_COLUMNS):
+            return f"expected {len(EVENT_COLUMNS)} columns, found {len(row)}", previous
+        try:
+            when = parse_timestamp(row[0])
+        except ValueError as exc:
+            return f"timestamp: {exc}", previous
+        if when < previous:
+            return (
+                f"timestamp {row[0]} is earlier than line {previous_line}'s; "
+                "EVENTS.csv must be sorted by time",
+                previous,
+            )
+        if row[7].strip().lower() not in ("true", "false"):
+            return f"found must be true or false, not {row[7]!r}", when
+        if not row[1].strip() or not row[2].strip():
+            return "employee and store must not be empty", when
+        return None, when
+
+    def _decide(
+        self, line: int, row: list[str], when: float, summary: Summary
+    ) -> tuple[str, str, str]:
+        summary.events += 1
+        employee = self._employee(row[1], row[2], row[3])
+        try:
+            justification = self.catalogue.justify(employee, row[5], row[6])
+            number = normalise_number(row[4], self.policy.numbers)
+        except Refusal as refusal:
+            summary.denied += 1
+            summary.refused_before_guard[refusal.cause] += 1
+            summary.refused_lines.setdefault(refusal.cause, [])
+            if len(summary.refused_lines[refusal.cause]) < 20:
+                summary.refused_lines[refusal.cause].append(line)
+            return "deny", refusal.cause, ""
+        self.clock.set(when)
+        lookup = Lookup(str(line), employee, justification.reason, number)
+        decision = run_now(self.guard.decide(lookup))
+        if decision.hits or decision.locked or not decision.allowed:
+            self._tally(row, decision, summary)
+        if decision.allowed:
+            summary.allowed += 1
+            run_now(self.guard.learn(lookup, row[7].strip().lower() == "true"))
+            return "allow", "", ";".join(decision.flags)
+        summary.denied += 1
+        return "deny", decision.rule or "", ";".join(decision.flags)
+
+    def _tally(self, row: list[str], decision: Decision, summary: Summary) -> None:
+        for hit in decision.hits:
+            summary.hits_by_rule[hit.rule] += 1
+        flags = decision.flags
+        for flag in flags:
+            summary.flags_by_rule[flag] += 1
+        employees = summary.employees
+        me = employees.setdefault(row[1], EmployeeSummary())
+        if flags:
+            me.flags.update(flags)
+            if me.first_flag_at is None:
+                me.first_flag_at = row[0]
+        if not decision.allowed:
+            summary.denials_by_rule[decision.rule or ""] += 1
+            me.denied += 1
+        for employee, rule in decision.locked:
+            summary.lockouts_by_rule[rule] += 1
+            info = employees.setdefault(employee, EmployeeSummary())
+            if info.locked_at is None:
+                info.locked_at = row[0]
+                info.locked_by = rule
+
+
+def iter_rows(path: Path) -> Iterator[dict[str, str]]:
+    """DECISIONS.csv rows as dicts (tests and tools)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)

@@ -1,0 +1,143 @@
+"""Running real proxies and backends on real sockets for end-to-end tests.
+
+Not a conftest: tests import what they use, so it is obvious where a server comes from.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from lookup_proxy.app import PROXY, Proxy, build_app
+from lookup_proxy.clock import Clock, SystemClock
+from lookup_proxy.guard.primitives import GuardStore
+from lookup_proxy.policy import Policy, parse_policy
+from lookup_proxy.tokens import mint_token
+
+SECRET = "test-secret-for-hs256-tokens-0123456789"
+ENV = {"LOOKUP_PROXY_JWT_SECRET": SECRET}
+
+REASONS = """
+[reasons.PLAN_CHANGE]
+description = "Changing the customer's plan"
+
+[reasons.BILLING_INQUIRY]
+description = "Answering a question about a bill"
+
+[reasons.CORPORATE_ACCOUNT]
+description = "Business lines"
+reference_pattern = "CORP-[0-9]{6}"
+reference_hint = "CORP- followed by 6 digits"
+
+[reasons.FRAUD_REVIEW]
+description = "Fraud team review"
+roles = ["fraud-analyst"]
+"""
+
+
+def policy_text(
+    upstream: str,
+    *,
+    rules: str = "",
+    extra: str = "",
+    server: str = "",
+    upstream_extra: str = "",
+    routes: str = '[[routes]]\npath = "/customers/{number}"\n',
+) -> str:
+    """A complete policy for tests: HS256 auth, a small reason catalogue, the given rules."""
+    return f"""
+[server]
+admin_role = "security-admin"
+{server}
+
+[upstream]
+url = "{upstream}"
+connect_timeout = "500ms"
+read_timeout = "500ms"
+total_timeout = "1s"
+{upstream_extra}
+
+{routes}
+
+[auth]
+algorithms = ["HS256"]
+issuer = "store-idp"
+audience = "lookup-proxy"
+
+{REASONS}
+{extra}
+{rules}
+"""
+
+
+def policy(upstream: str, **kwargs: Any) -> Policy:
+    return parse_policy(policy_text(upstream, **kwargs), "test-policy.toml")
+
+
+def token(
+    p: Policy,
+    employee: str = "E1",
+    store: str = "S1",
+    region: str | None = "R1",
+    roles: Sequence[str] = (),
+    ttl: float = 3600.0,
+    clock: Clock | None = None,
+) -> str:
+    return mint_token(
+        p.auth,
+        ENV,
+        employee=employee,
+        store=store,
+        region=region,
+        roles=roles,
+        ttl=ttl,
+        clock=clock or SystemClock(),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` on a real socket at 127.0.0.1; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_proxy(
+    p: Policy,
+    *,
+    clock: Clock | None = None,
+    store: GuardStore | None = None,
+    environ: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[str, Proxy]]:
+    """A proxy for policy ``p`` on a real socket; yields (base URL, the wired Proxy)."""
+    app = build_app(
+        p,
+        base_dir=Path("."),
+        environ=environ if environ is not None else ENV,
+        clock=clock,
+        store=store,
+    )
+    async with serving(app) as url:
+        yield url, app[PROXY]

@@ -1,0 +1,195 @@
+"""The ``lookup-proxy`` command as a user runs it: real processes, real ports, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.harness import SECRET, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "config" / "policy.toml"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "lookup_proxy", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_shipped_policy() -> None:
+    """The shipped policy passes the offline check with exit 0."""
+    result = cli("check-config", str(SHIPPED))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_check_config_lists_every_problem_with_file_and_key(tmp_path: Path) -> None:
+    """A broken policy exits non-zero listing file, key, expectation and finding, no traceback."""
+    broken = tmp_path / "broken.toml"
+    text = SHIPPED.read_text()
+    text = text.replace('connect_timeout = "1s"', "connect_timeout = 1")
+    text = text.replace('name = "burst"', 'name = "burst"\nthreshold = 3')
+    broken.write_text(text)
+    result = cli("check-config", str(broken))
+    assert result.returncode == 2
+    assert f"{broken}: upstream.connect_timeout: expected a duration" in result.stderr
+    assert f"{broken}: rules[0].threshold: expected no such key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_reports_toml_syntax_errors(tmp_path: Path) -> None:
+    """A duplicate key is reported with its line, not as a crash."""
+    broken = tmp_path / "dup.toml"
+    broken.write_text(SHIPPED.read_text() + "\n[server]\nport = 1\n")
+    result = cli("check-config", str(broken))
+    assert result.returncode == 2
+    assert "(syntax)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_refuses_without_the_secret_in_the_environment() -> None:
+    """Minting needs the development secret from the environment, and says which variable."""
+    result = cli("token", "--employee", "E1", "--store", "S1")
+    assert result.returncode == 2
+    assert "LOOKUP_PROXY_JWT_SECRET" in result.stderr
+    assert result.stdout == ""
+
+
+def test_token_mints_a_token_the_policy_accepts() -> None:
+    """A minted token carries the employee, store, region and roles with the policy's iss/aud."""
+    result = cli(
+        "token",
+        "--employee",
+        "E7",
+        "--store",
+        "S3",
+        "--region",
+        "R9",
+        "--roles",
+        "clerk,corporate-sales",
+        "--ttl",
+        "2h",
+        env={"LOOKUP_PROXY_JWT_SECRET": SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(
+        result.stdout.strip(),
+        SECRET,
+        algorithms=["HS256"],
+        audience="lookup-proxy",
+        issuer="store-idp",
+    )
+    assert (claims["sub"], claims["store"], claims["region"]) == ("E7", "S3", "R9")
+    assert claims["roles"] == ["clerk", "corporate-sales"]
+    assert claims["exp"] - claims["iat"] == 7200
+
+
+def wait_for(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"process exited early: {output}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The README's path: demo backend and proxy as real processes with the shipped policy."""
+    backend_port, proxy_port = free_port(), free_port()
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHIPPED.read_text().replace("127.0.0.1:8081", f"127.0.0.1:{backend_port}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
+    env["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "lookup_proxy", "demo-backend", "--port", str(backend_port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lookup_proxy",
+            "serve",
+            "--config",
+            str(policy),
+            "--port",
+            str(proxy_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{backend_port}/healthz", backend)
+        wait_for(f"http://127.0.0.1:{proxy_port}/healthz", proxy)
+        yield f"http://127.0.0.1:{proxy_port}", str(policy)
+    finally:
+        for process in (proxy, backend):
+            process.terminate()
+            process.wait(timeout=10)
+            if process.stdout:
+                process.stdout.close()
+
+
+def test_serve_answers_a_token_holder_and_refuses_everyone_else(served: tuple[str, str]) -> None:
+    """The README flow: a minted token and a reason get a record; no token gets a 401 problem."""
+    url, policy = served
+    minted = cli(
+        "token",
+        "--config",
+        policy,
+        "--employee",
+        "E1",
+        "--store",
+        "S1",
+        env={"LOOKUP_PROXY_JWT_SECRET": SECRET},
+    ).stdout.strip()
+    request = urllib.request.Request(
+        f"{url}/customers/010-2000-0007",
+        headers={"Authorization": f"Bearer {minted}", "X-Lookup-Reason": "BILLING_INQUIRY"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+        assert response.headers["X-Request-Id"]
+        assert b'"number": "01020000007"' in response.read()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/customers/010-2000-0007", timeout=5)
+    with refused.value:
+        assert refused.value.code == 401
+        assert refused.value.headers["Content-Type"] == "application/problem+json"
+
+
+def test_serve_refuses_to_start_on_a_missing_secret(tmp_path: Path) -> None:
+    """Without the token secret the proxy does not start, and says which variable is missing."""
+    result = cli("serve", "--config", str(SHIPPED), "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "LOOKUP_PROXY_JWT_SECRET" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,185 @@
+"""The policy file: the shipped default is valid, and every error names file, key and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lookup_proxy.durations import format_duration, parse_duration
+from lookup_proxy.errors import ConfigError
+from lookup_proxy.policy import load_policy, parse_policy
+from tests.harness import policy_text
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "policy.toml"
+
+
+def problems(text: str) -> list[tuple[str, str, str, str]]:
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(text, "broken.toml")
+    return [(p.file, p.key, p.expected, p.found) for p in caught.value.problems]
+
+
+def test_the_shipped_policy_is_valid_and_complete() -> None:
+    """config/policy.toml loads, uses the memory store, and has the default reason catalogue."""
+    p = load_policy(SHIPPED)
+    assert p.store.kind == "memory"
+    assert set(p.reasons) == {
+        "NEW_SUBSCRIPTION",
+        "CONTRACT_RENEWAL",
+        "PLAN_CHANGE",
+        "BILLING_INQUIRY",
+        "DEVICE_SUPPORT",
+        "CORPORATE_ACCOUNT",
+    }
+    assert p.reasons["CORPORATE_ACCOUNT"].reference_pattern == "CORP-[0-9]{6}"
+    assert {rule.kind for rule in p.rules} == {"rate", "distinct", "sequential", "block", "misses"}
+
+
+def test_a_valid_test_policy_parses() -> None:
+    """The harness policy is itself valid (so the broken variants below fail for one reason)."""
+    assert parse_policy(policy_text("http://127.0.0.1:1")).upstream.url == "http://127.0.0.1:1"
+
+
+def test_wrong_type_names_the_key() -> None:
+    """A number where a duration belongs names the key and what was expected."""
+    text = policy_text("http://127.0.0.1:1").replace(
+        'connect_timeout = "500ms"', "connect_timeout = 5"
+    )
+    [(file, key, expected, found)] = problems(text)
+    assert (file, key, found) == ("broken.toml", "upstream.connect_timeout", "5")
+    assert "duration" in expected
+
+
+def test_unknown_key_is_an_error() -> None:
+    """A misspelt key is refused, not silently ignored."""
+    text = policy_text("http://127.0.0.1:1", upstream_extra='conect_timeout = "1s"')
+    [(_, key, expected, _)] = problems(text)
+    assert key == "upstream.conect_timeout"
+    assert "no such key" in expected
+
+
+def test_duplicate_key_is_an_error() -> None:
+    """The same key twice in a table is a syntax error naming the line."""
+    text = policy_text("http://127.0.0.1:1", upstream_extra='read_timeout = "2s"')
+    [(file, key, expected, found)] = problems(text)
+    assert (file, key) == ("broken.toml", "(syntax)")
+    assert "duplicate" in expected and "line" in found
+
+
+def test_bad_regex_is_an_error() -> None:
+    """A reference pattern that does not compile names the reason's key."""
+    text = policy_text("http://127.0.0.1:1").replace('"CORP-[0-9]{6}"', '"CORP-[0-9"')
+    [(_, key, expected, _)] = problems(text)
+    assert key == "reasons.CORPORATE_ACCOUNT.reference_pattern"
+    assert "regular expression" in expected
+
+
+def test_missing_section_is_an_error() -> None:
+    """A policy without [auth] says that auth is missing."""
+    text = policy_text("http://127.0.0.1:1").replace("[auth]", "[auth_typo]")
+    keys = {key for _, key, _, _ in problems(text)}
+    assert {"auth", "auth_typo"} <= keys
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Several mistakes produce several problems, not just the first."""
+    text = policy_text(
+        "http://127.0.0.1:1",
+        rules='[[rules]]\nname = "r"\nkind = "rate"\nwindow = "soon"\nlimit = -1\nverdict = "x"\n',
+    )
+    keys = {key for _, key, _, _ in problems(text)}
+    assert {"rules[0].window", "rules[0].limit", "rules[0].verdict"} <= keys
+
+
+def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
+    """A key belonging to another rule kind is refused on this one."""
+    text = policy_text(
+        "http://127.0.0.1:1",
+        rules='[[rules]]\nname = "r"\nkind = "rate"\nwindow = "1h"\nlimit = 5\ndistance = 3\n',
+    )
+    assert [key for _, key, _, _ in problems(text)] == ["rules[0].distance"]
+
+
+@pytest.mark.parametrize(
+    ("rules", "key"),
+    [
+        (
+            '[[rules]]\nname = "a"\nkind = "rate"\nwindow = "1h"\nlimit = 1\n'
+            '[[rules]]\nname = "a"\nkind = "rate"\nwindow = "1h"\nlimit = 2\n',
+            "rules[1].name",
+        ),
+        (
+            '[[rules]]\nname = "a"\nkind = "rate"\nwindow = "1h"\nlimit = 1\n'
+            'exempt_reasons = ["NOPE"]\n',
+            "rules[0].exempt_reasons",
+        ),
+    ],
+)
+def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
+    """Duplicate rule names and unknown reason codes in rules are refused."""
+    assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]
+
+
+def test_route_without_its_number_placeholder_is_an_error() -> None:
+    """A path route must contain the placeholder the number is read from."""
+    text = policy_text("http://127.0.0.1:1", routes='[[routes]]\npath = "/customers"\n')
+    assert [key for _, key, _, _ in problems(text)] == ["routes[0].path"]
+
+
+def test_mixing_shared_secret_and_public_key_algorithms_is_refused() -> None:
+    """HS and RS algorithms together would allow key-confusion forgeries."""
+    text = policy_text("http://127.0.0.1:1").replace(
+        'algorithms = ["HS256"]', 'algorithms = ["HS256", "RS256"]'
+    )
+    [(_, key, expected, _)] = problems(text)
+    assert key == "auth.algorithms" and "key-confusion" in expected
+
+
+def test_public_key_algorithms_need_a_key_file() -> None:
+    """RS256 without a PEM or JWKS file is an error naming auth.public_key_file."""
+    text = policy_text("http://127.0.0.1:1").replace(
+        'algorithms = ["HS256"]', 'algorithms = ["RS256"]'
+    )
+    assert [key for _, key, _, _ in problems(text)] == ["auth.public_key_file"]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A policy path that does not exist is reported as such."""
+    with pytest.raises(ConfigError) as caught:
+        load_policy(tmp_path / "nope.toml")
+    assert caught.value.problems[0].key == "(file)"
+
+
+def test_lockout_can_last_until_unlocked() -> None:
+    """The lockout duration accepts 'until-unlocked' for locks only staff can lift."""
+    text = policy_text("http://127.0.0.1:1", extra='[lockout]\nduration = "until-unlocked"\n')
+    assert parse_policy(text).lockout.duration is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("250ms", 0.25), ("1h30m", 5400)],
+)
+def test_durations_parse(text: str, seconds: float) -> None:
+    """Durations are written with units and mean what they say."""
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "60", "1 hour", "h", "1h-", "-1h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    """A bare number or an unknown unit is refused rather than guessed."""
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_durations_format_back() -> None:
+    """Durations shown to clerks use the shortest exact unit."""
+    assert [format_duration(s) for s in (30, 60, 3600, 86400, 0.25, 90)] == [
+        "30s",
+        "1m",
+        "1h",
+        "1d",
+        "250ms",
+        "90s",
+    ]
