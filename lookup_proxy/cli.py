@@ -85,11 +85,30 @@ async def _serve_until_stopped(
             await each.cleanup()
 
 
+def _with_overrides(policy: Policy, store_kind: str | None, upstream_url: str | None) -> Policy:
+    """Deployment overrides: one policy file serves laptop, compose and production."""
+    from lookup_proxy.policy import SECONDS_ALLOWED, Store, Upstream
+
+    context = {SECONDS_ALLOWED: True}
+
+    if store_kind is not None:
+        data = policy.store.model_dump()
+        data["kind"] = store_kind
+        policy = policy.model_copy(update={"store": Store.model_validate(data, context=context)})
+    if upstream_url is not None:
+        data = policy.upstream.model_dump()
+        data["url"] = upstream_url
+        policy = policy.model_copy(
+            update={"upstream": Upstream.model_validate(data, context=context)}
+        )
+    return policy
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from lookup_proxy.logs import configure_logging
 
     configure_logging(args.log_level)
-    policy = _policy(args.config)
+    policy = _with_overrides(_policy(args.config), args.store_kind, args.upstream_url)
     host = args.host or policy.server.host
     port = policy.server.port if args.port is None else args.port
     _run(_serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend))
@@ -178,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="override [server] host")
     serve.add_argument("--port", type=int, default=None, help="override [server] port")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    serve.add_argument(
+        "--store-kind", choices=["memory", "redis"], default=None, help="override [store] kind"
+    )
+    serve.add_argument("--upstream-url", default=None, help="override [upstream] url")
     serve.add_argument(
         "--with-demo-backend",
         action="store_true",

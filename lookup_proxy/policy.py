@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -27,12 +28,18 @@ from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError, ConfigProblem
 
 
-def _duration(value: object) -> object:
+def _duration(value: object, info: ValidationInfo) -> object:
     if isinstance(value, str):
         return parse_duration(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
+    if info.context and info.context.get(SECONDS_ALLOWED):
+        return value  # re-validating a policy this process already parsed
     raise ValueError("a duration with a unit such as '90s', '15m', '1h' or '7d', not a bare number")
+
+
+SECONDS_ALLOWED = "seconds-allowed"
+"""Validation context key: durations already converted to seconds (overrides, copies)."""
 
 
 Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
@@ -210,11 +217,11 @@ Rule = Annotated[
 ]
 
 
-def _lock_duration(value: object) -> object:
-    if value == "until-unlocked":
+def _lock_duration(value: object, info: ValidationInfo) -> object:
+    if value == "until-unlocked" or value is None:
         return None
     try:
-        return _duration(value)
+        return _duration(value, info)
     except ValueError:
         raise ValueError("a duration such as '8h', or 'until-unlocked'") from None
 

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import jwt
@@ -115,14 +116,13 @@ def wait_for(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError(f"{url} never answered")
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+@contextmanager
+def serving_processes(*extra: str, env_extra: dict[str, str] | None = None) -> Iterator[str]:
     """The README's path: demo backend and proxy as real processes with the shipped policy."""
     backend_port, proxy_port = free_port(), free_port()
-    policy = tmp_path / "policy.toml"
-    policy.write_text(SHIPPED.read_text().replace("127.0.0.1:8081", f"127.0.0.1:{backend_port}"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     env["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    env.update(env_extra or {})
     backend = subprocess.Popen(
         [sys.executable, "-m", "lookup_proxy", "demo-backend", "--port", str(backend_port)],
         stdout=subprocess.PIPE,
@@ -138,9 +138,12 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
             "lookup_proxy",
             "serve",
             "--config",
-            str(policy),
+            str(SHIPPED),
             "--port",
             str(proxy_port),
+            "--upstream-url",
+            f"http://127.0.0.1:{backend_port}",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -151,7 +154,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     try:
         wait_for(f"http://127.0.0.1:{backend_port}/healthz", backend)
         wait_for(f"http://127.0.0.1:{proxy_port}/healthz", proxy)
-        yield f"http://127.0.0.1:{proxy_port}", str(policy)
+        yield f"http://127.0.0.1:{proxy_port}"
     finally:
         for process in (proxy, backend):
             process.terminate()
@@ -160,32 +163,49 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 process.stdout.close()
 
 
-def test_serve_answers_a_token_holder_and_refuses_everyone_else(served: tuple[str, str]) -> None:
-    """The README flow: a minted token and a reason get a record; no token gets a 401 problem."""
-    url, policy = served
-    minted = cli(
-        "token",
-        "--config",
-        policy,
-        "--employee",
-        "E1",
-        "--store",
-        "S1",
-        env={"LOOKUP_PROXY_JWT_SECRET": SECRET},
-    ).stdout.strip()
+def lookup(url: str, token: str) -> bytes:
     request = urllib.request.Request(
         f"{url}/customers/010-2000-0007",
-        headers={"Authorization": f"Bearer {minted}", "X-Lookup-Reason": "BILLING_INQUIRY"},
+        headers={"Authorization": f"Bearer {token}", "X-Lookup-Reason": "BILLING_INQUIRY"},
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
         assert response.headers["X-Request-Id"]
-        assert b'"number": "01020000007"' in response.read()
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{url}/customers/010-2000-0007", timeout=5)
+        body: bytes = response.read()
+        return body
+
+
+def minted() -> str:
+    return cli(
+        "token", "--employee", "E1", "--store", "S1", env={"LOOKUP_PROXY_JWT_SECRET": SECRET}
+    ).stdout.strip()
+
+
+def test_serve_answers_a_token_holder_and_refuses_everyone_else() -> None:
+    """The README flow: a minted token and a reason get a record; no token gets a 401 problem."""
+    with serving_processes() as url:
+        assert b'"number": "01020000007"' in lookup(url, minted())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/customers/010-2000-0007", timeout=5)
     with refused.value:
         assert refused.value.code == 401
         assert refused.value.headers["Content-Type"] == "application/problem+json"
+
+
+def test_serve_can_keep_its_counters_in_redis(fresh_redis: str) -> None:
+    """With --store-kind redis the proxy counts in the Redis named by the environment."""
+    with serving_processes(
+        "--store-kind", "redis", env_extra={"LOOKUP_PROXY_REDIS_URL": fresh_redis}
+    ) as url:
+        lookup(url, minted())
+    keys = subprocess.run(
+        ["redis-cli", "-u", fresh_redis, "--scan", "--pattern", "lp:{e:E1}:*"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.split()
+    assert "lp:{e:E1}:burst" in keys
 
 
 def test_serve_refuses_to_start_on_a_missing_secret(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ over real sockets with the demo backend upstream."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,7 +12,7 @@ import pytest
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.demo_backend import build_demo_backend
 from lookup_proxy.guard.redis_store import RedisStore
-from tests.harness import free_port, policy, running_proxy, serving, token
+from tests.harness import SECRET, free_port, policy, running_proxy, serving, token
 
 BASE = CustomerBase()
 FOUND = BASE.find_customers(40)
@@ -160,3 +161,43 @@ async def test_an_unreachable_store_refuses_with_503_and_never_forwards(
         async with client.get(f"{backend}/_demo/requests") as r:
             assert await r.json() == []
     assert body["type"] == "urn:lookup-proxy:problem:guard-unavailable"
+
+
+async def test_two_proxies_on_one_redis_allow_exactly_the_limit(
+    backend: str, client: aiohttp.ClientSession, fresh_redis: str
+) -> None:
+    """Two proxy instances sharing Redis (URL from the environment) allow 50 of 200 concurrent
+    lookups by one employee, and a lock made through one is enforced by the other."""
+    rules = RATE.replace("limit = 3", "limit = 50").replace('window = "5m"', 'window = "1h"')
+    p = policy(backend, rules=rules + LOCKING, extra='[store]\nkind = "redis"\n')
+    environ = {"LOOKUP_PROXY_JWT_SECRET": SECRET, "LOOKUP_PROXY_REDIS_URL": fresh_redis}
+    tok = token(p, employee="E50")
+    admin = {"Authorization": f"Bearer {token(p, employee='SEC1', roles=['security-admin'])}"}
+    async with (
+        running_proxy(p, environ=environ) as (first, proxy_a),
+        running_proxy(p, environ=environ) as (second, proxy_b),
+    ):
+        assert proxy_a.store.kind == proxy_b.store.kind == "redis"
+
+        async def one(index: int) -> int:
+            url = first if index % 2 else second
+            number = FOUND[index % len(FOUND)]
+            async with client.get(f"{url}/customers/{number}", headers=lookup_headers(tok)) as r:
+                await r.read()
+                return r.status
+
+        statuses = await asyncio.gather(*(one(i) for i in range(200)))
+        assert statuses.count(200) == 50
+        assert statuses.count(429) == 150
+        async with client.put(f"{first}/admin/locks/E77", headers=admin) as r:
+            assert r.status == 201
+        async with client.get(
+            f"{second}/customers/{FOUND[0]}", headers=lookup_headers(token(p, employee="E77"))
+        ) as r:
+            assert r.status == 403
+        async with client.delete(f"{second}/admin/locks/E77", headers=admin) as r:
+            assert (await r.json())["unlocked"] is True
+        async with client.get(
+            f"{first}/customers/{FOUND[0]}", headers=lookup_headers(token(p, employee="E77"))
+        ) as r:
+            assert r.status == 200

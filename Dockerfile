@@ -1,0 +1,15 @@
+# lookup-proxy: the proxy image. Secrets (LOOKUP_PROXY_JWT_SECRET, LOOKUP_PROXY_REDIS_URL, ...)
+# come from the environment at run time, never from the image.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY lookup_proxy ./lookup_proxy
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 proxy
+COPY config ./config
+USER proxy
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=2s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=1)" || exit 1
+ENTRYPOINT ["lookup-proxy"]
+CMD ["serve", "--config", "config/policy.toml", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,0 +1,80 @@
+"""The justify step on its own: reason codes, roles and references from the catalogue."""
+
+from __future__ import annotations
+
+import pytest
+
+from lookup_proxy.employee import Employee
+from lookup_proxy.errors import Refusal
+from lookup_proxy.justify import ReasonCatalogue
+from tests.harness import policy
+
+CATALOGUE = ReasonCatalogue(policy("http://127.0.0.1:1").reasons)
+CLERK = Employee("E1", "S1", "R1", frozenset({"clerk"}))
+
+
+def refusal(reason: str | None, reference: str | None = None, who: Employee = CLERK) -> Refusal:
+    with pytest.raises(Refusal) as caught:
+        CATALOGUE.justify(who, reason, reference)
+    return caught.value
+
+
+def test_a_catalogue_code_is_accepted_with_surrounding_spaces_trimmed() -> None:
+    """Terminals that pad the header still get their reason recognised."""
+    justification = CATALOGUE.justify(CLERK, "  PLAN_CHANGE ", None)
+    assert (justification.reason, justification.reference) == ("PLAN_CHANGE", None)
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_a_missing_reason_lists_the_choices(reason: str | None) -> None:
+    """The clerk is told to choose a reason and which ones exist."""
+    refused = refusal(reason)
+    assert (refused.status, refused.cause) == (400, "missing-reason")
+    assert "PLAN_CHANGE" in refused.detail
+
+
+def test_an_unknown_reason_is_named_back_only_when_printable() -> None:
+    """A made-up code is refused; unprintable input is not echoed into the problem body."""
+    assert "'PROSPECTING' is not a lookup reason" in refusal("PROSPECTING").detail
+    assert "(unreadable)" in refusal("X\x00Y").detail
+
+
+def test_codes_are_case_sensitive() -> None:
+    """`plan_change` is not a catalogue code: there is one spelling per reason."""
+    assert refusal("plan_change").cause == "unknown-reason"
+
+
+def test_role_limited_codes_need_the_role() -> None:
+    """FRAUD_REVIEW is refused to a clerk and accepted for a fraud analyst."""
+    refused = refusal("FRAUD_REVIEW")
+    assert (refused.status, refused.cause) == (403, "reason-not-permitted")
+    analyst = Employee("E2", "S1", None, frozenset({"fraud-analyst"}))
+    assert CATALOGUE.justify(analyst, "FRAUD_REVIEW", None).reason == "FRAUD_REVIEW"
+
+
+@pytest.mark.parametrize(
+    ("reference", "cause"),
+    [
+        (None, "missing-reference"),
+        ("", "missing-reference"),
+        ("CORP-12345", "bad-reference"),
+        ("CORP-1234567", "bad-reference"),
+        ("corp-123456", "bad-reference"),
+        ("CORP-123456 X", "bad-reference"),
+    ],
+)
+def test_references_must_match_the_whole_pattern(reference: str | None, cause: str) -> None:
+    """The reference must fully match; the hint tells the clerk its shape."""
+    refused = refusal("CORPORATE_ACCOUNT", reference)
+    assert refused.cause == cause
+    assert "CORP- followed by 6 digits" in refused.detail
+
+
+def test_a_valid_reference_is_kept() -> None:
+    """A corporate lookup keeps its reference for the backend and the audit line."""
+    assert CATALOGUE.justify(CLERK, "CORPORATE_ACCOUNT", "CORP-004211").reference == "CORP-004211"
+
+
+def test_an_overlong_free_reference_is_refused() -> None:
+    """Codes without a pattern still bound the reference's length."""
+    assert refusal("PLAN_CHANGE", "x" * 129).cause == "bad-reference"
