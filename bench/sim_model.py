@@ -173,6 +173,11 @@ def is_customer(number: str, seed: int, share: float) -> bool:
     return CustomerBook(seed, share).hashed(canonical(number))
 
 
+def roster_path_for(events: Path) -> Path:
+    """The employee roster (employee,roles) written next to EVENTS.csv, for replay --roster."""
+    return events.with_suffix(".roster.csv")
+
+
 def employees_path_for(truth: Path) -> Path:
     """Place the per-employee truth next to the per-row truth so one path names both."""
     return truth.with_suffix(".employees.csv")

@@ -4,6 +4,7 @@ A policy can only be judged on traffic whose ground truth is known, and real log
 2021 abuse was found by a whistle-blower, not by anyone reading logs. So this simulator writes
 EVENTS.csv (what `lookup-proxy replay` consumes) plus TRUTH.csv, row-aligned, saying which rows
 were malicious, and TRUTH.employees.csv saying who the attackers were and when they started.
+EVENTS.roster.csv (employee,roles) is what an HR directory would give replay's --roster.
 
 Honest traffic follows DESIGN.md's picture of a clerk serving a queue, because a policy that
 only sees attackers would happily block everyone. Every random choice comes from generators
@@ -44,6 +45,7 @@ from sim_model import (
     is_customer,
     number_of,
     random_subscriber,
+    roster_path_for,
 )
 
 __all__ = ["SimConfig", "Summary", "build_roster", "is_customer", "main", "simulate"]
@@ -854,6 +856,14 @@ def simulate(cfg: SimConfig, events_path: Path, truth_path: Path) -> Summary:
                     start,
                 )
             )
+    # What HR's directory says: roles only, no truth. Replay takes it as --roster, so that
+    # role-limited reasons (CORPORATE_ACCOUNT) are judged as the live proxy judges them.
+    with roster_path_for(events_path).open("w", newline="", encoding="utf-8") as roster_file:
+        writer = csv.writer(roster_file, lineterminator="\n")
+        writer.writerow(("employee", "roles"))
+        for employee in roster:
+            roles = "clerk;corporate-sales" if employee.role == "corporate" else "clerk"
+            writer.writerow((employee.id, roles))
     return summary
 
 

@@ -374,3 +374,14 @@ def test_cli_refuses_more_attackers_than_staff(
     )  # fmt: skip
     assert status == 2
     assert "simulate: not enough employees" in capsys.readouterr().err
+
+
+def test_roster_gives_roles_without_revealing_the_truth(run: Run) -> None:
+    """EVENTS.roster.csv lists every employee's roles; only corporate reps may sell to business."""
+    header, roster = _read(run.events_path.with_suffix(".roster.csv"))
+    assert header == ["employee", "roles"]
+    roles = {row["employee"]: set(row["roles"].split(";")) for row in roster}
+    assert set(roles) == {row["employee"] for row in run.employees}
+    for employee in run.employees:
+        expected = {"clerk", "corporate-sales"} if employee["role"] == "corporate" else {"clerk"}
+        assert roles[employee["employee"]] == expected
