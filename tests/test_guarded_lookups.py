@@ -117,6 +117,15 @@ async def test_a_prober_is_locked_out_and_an_admin_unlocks_them(
             assert (await r.json())["locked"] is False
         async with client.get(f"{url}/customers/{FOUND[1]}", headers=lookup_headers(prober)) as r:
             assert r.status == 200
+        async with client.get(f"{url}/metrics") as r:
+            metrics = await r.text()
+    assert 'lookup_proxy_lockouts_total{rule="random-typing"} 1.0' in metrics
+    assert (
+        'lookup_proxy_rule_hits_total{action="lock",kind="misses",mode="enforce",'
+        'rule="random-typing"} 1.0'
+    ) in metrics
+    assert 'lookup_proxy_guard_decisions_total{decision="deny",rule="locked"} 3.0' in metrics
+    assert 'lookup_proxy_store_roundtrip_seconds_count{store="memory"}' in metrics
 
 
 async def test_the_admin_api_needs_the_admin_role(
