@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
+import aiohttp
 import pytest
 
+from lookup_proxy.customers import CustomerBase
+from lookup_proxy.demo_backend import build_demo_backend
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.guard.redis_store import RedisStore
+from tests.harness import serving
 from tests.servers import LocalCluster, MissingRedis, RedisServer, flush, start_cluster, start_redis
 
 _Server = TypeVar("_Server", RedisServer, LocalCluster)
@@ -107,3 +111,17 @@ async def redis_store(request: pytest.FixtureRequest) -> AsyncIterator[RedisStor
     assert isinstance(opened, RedisStore)
     yield opened
     await opened.close()
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[str]:
+    """The demo customer backend on a real socket; yields its base URL."""
+    async with serving(build_demo_backend(CustomerBase())) as url:
+        yield url
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for talking to proxies and backends under test."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -5,7 +5,6 @@ Not a conftest: tests import what they use, so it is obvious where a server come
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -98,13 +97,6 @@ def token(
         ttl=ttl,
         clock=clock or SystemClock(),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +17,8 @@ from lookup_proxy.customers import CustomerBase
 from lookup_proxy.demo_backend import build_demo_backend
 from lookup_proxy.errors import ConfigError
 from lookup_proxy.logs import JsonFormatter
-from tests.harness import ENV, free_port, policy, running_proxy, serving, token
+from tests.harness import ENV, policy, running_proxy, serving, token
+from tests.servers import free_port
 
 BASE = CustomerBase()
 FOUND = BASE.find_customers(3)
@@ -27,18 +27,6 @@ MISSING = BASE.find_non_customers(1)[0]
 
 def dashed(number: str) -> str:
     return f"{number[:3]}-{number[3:7]}-{number[7:]}"
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[str]:
-    async with serving(build_demo_backend(BASE)) as url:
-        yield url
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def headers(tok: str, reason: str = "PLAN_CHANGE", **more: str) -> dict[str, str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.harness import SECRET, free_port
+from tests.harness import SECRET
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "policy.toml"

@@ -4,15 +4,13 @@ over real sockets with the demo backend upstream."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from lookup_proxy.customers import CustomerBase
-from lookup_proxy.demo_backend import build_demo_backend
 from lookup_proxy.guard.redis_store import RedisStore
-from tests.harness import SECRET, free_port, policy, running_proxy, serving, token
+from tests.harness import SECRET, policy, running_proxy, token
+from tests.servers import free_port
 
 BASE = CustomerBase()
 FOUND = BASE.find_customers(40)
@@ -39,18 +37,6 @@ action = "lock"
 duration = "until-unlocked"
 contact = "Security Operations (ext. 1234)"
 """
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[str]:
-    async with serving(build_demo_backend(BASE)) as url:
-        yield url
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def lookup_headers(tok: str) -> dict[str, str]:
