@@ -158,11 +158,12 @@ def cmd_demo_backend(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
-    from lookup_proxy.replay import Replayer
+    from lookup_proxy.replay import Replayer, load_roster
 
     policy = _policy(args.config)
+    roles = load_roster(Path(args.roster)) if args.roster else None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    summary = Replayer(policy).run(Path(args.events), Path(args.out), progress=progress)
+    summary = Replayer(policy, roles).run(Path(args.events), Path(args.out), progress=progress)
     print(summary.render())
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", default=DEFAULT_POLICY, help="policy file to backtest")
     replay.add_argument("--events", required=True, help="EVENTS.csv, sorted by time")
     replay.add_argument("--out", required=True, help="DECISIONS.csv to write")
+    replay.add_argument(
+        "--roster", default=None, help="employee,roles CSV (roles ;-separated) from HR"
+    )
     replay.add_argument("--summary-json", default=None, help="also write the summary as JSON")
     replay.add_argument(
         "--progress",

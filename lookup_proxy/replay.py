@@ -11,11 +11,13 @@ run with every such line listed: a backtest that quietly skipped rows would flat
 from __future__ import annotations
 
 import csv
+import gc
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +44,8 @@ EVENT_COLUMNS = (
 )
 DECISION_COLUMNS = (*EVENT_COLUMNS, "decision", "rule", "flags")
 MAX_LISTED_ERRORS = 50
+MAX_REMEMBERED_REASONS = 65_536
+"""Justified (roles, reason, reference) answers kept per run; the cache starts over when full."""
 
 T = TypeVar("T")
 
@@ -196,6 +200,61 @@ def parse_timestamp(text: str) -> float:
     return when.timestamp()
 
 
+class _EventTimes:
+    """``parse_timestamp`` for a stream of events, cached per hour.
+
+    Nearly every timestamp has the shape ``YYYY-MM-DDTHH:MM:SS±HH:MM``; for those the date, hour
+    and offset are parsed once per distinct hour and the minutes and seconds added, which gives
+    the same epoch seconds (a fixed offset has no daylight-saving steps) at a fraction of the
+    cost. Any other shape, and every error message, comes from ``parse_timestamp`` itself.
+    """
+
+    MAX_HOURS = 100_000
+
+    def __init__(self) -> None:
+        self._hours: dict[str, float] = {}
+
+    def parse(self, text: str) -> float:
+        if (
+            len(text) == 25
+            and text[13] == ":"
+            and text[16] == ":"
+            and text[19] in "+-"
+            and text[14:16].isdigit()
+            and text[17:19].isdigit()
+            and text.isascii()
+            and text[14:16] < "60"
+            and text[17:19] < "60"
+        ):
+            hour = text[:13] + text[19:]
+            start = self._hours.get(hour)
+            if start is None:
+                try:
+                    start = parse_timestamp(text[:14] + "00:00" + text[19:])
+                except ValueError:
+                    return parse_timestamp(text)  # the error names the whole timestamp
+                if len(self._hours) >= self.MAX_HOURS:
+                    self._hours.clear()
+                self._hours[hour] = start
+            return start + 60 * int(text[14:16]) + int(text[17:19])
+        return parse_timestamp(text)
+
+
+@contextmanager
+def _rare_collections() -> Iterator[None]:
+    """The cyclic garbage collector's young pass every 100,000 allocations, not every 700.
+
+    A replayed event allocates dozens of short-lived tuples and lists and no reference cycles;
+    at the default threshold the collector's passes cost a few percent of a replay.
+    """
+    thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+
+
 class _Progress:
     """A one-line progress bar on stderr for long replays."""
 
@@ -237,19 +296,26 @@ def _count_lines(path: Path) -> int:
 class Replayer:
     """Runs events through justify → target → guard → learn on an event-time clock."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, roles: dict[str, frozenset[str]] | None = None) -> None:
         self.policy = policy
+        self.roles = roles or {}
+        """Employee id → roles, from the roster; live, roles come from the token."""
         self.clock = ManualClock(0.0)
         self.store = MemoryStore(max_keys=policy.store.memory_max_keys)
         self.guard = Guard(policy, self.store, self.clock)
         self.catalogue = ReasonCatalogue(policy.reasons)
         self._employees: dict[tuple[str, str, str], Employee] = {}
+        self._times = _EventTimes()
+        # justify, remembered: a month of events repeats a few reasons and references, and the
+        # answer depends only on these inputs. Refusals are not remembered.
+        self._reasons: dict[tuple[frozenset[str], str, str], str] = {}
 
     def _employee(self, employee_id: str, store: str, region: str) -> Employee:
         key = (employee_id, store, region)
         employee = self._employees.get(key)
         if employee is None:
-            employee = Employee(employee_id, store, region or None, frozenset())
+            roles = self.roles.get(employee_id, frozenset())
+            employee = Employee(employee_id, store, region or None, roles)
             self._employees[key] = employee
         return employee
 
@@ -271,6 +337,7 @@ class Replayer:
         with (
             events.open(newline="", encoding="utf-8") as source,
             partial.open("w", newline="", encoding="utf-8") as sink,
+            _rare_collections(),
         ):
             reader = csv.reader(source)
             writer = csv.writer(sink, lineterminator="\n")
@@ -313,7 +380,7 @@ class Replayer:
         if len(row) != len(EVENT_COLUMNS):
             return f"expected {len(EVENT_COLUMNS)} columns, found {len(row)}", previous
         try:
-            when = parse_timestamp(row[0])
+            when = self._times.parse(row[0])
         except ValueError as exc:
             return f"timestamp: {exc}", previous
         if when < previous:
@@ -322,7 +389,8 @@ class Replayer:
                 "EVENTS.csv must be sorted by time",
                 previous,
             )
-        if row[7].strip().lower() not in ("true", "false"):
+        found = row[7]
+        if found != "true" and found != "false" and found.strip().lower() not in ("true", "false"):
             return f"found must be true or false, not {row[7]!r}", when
         if not row[1].strip() or not row[2].strip():
             return "employee and store must not be empty", when
@@ -334,7 +402,7 @@ class Replayer:
         summary.events += 1
         employee = self._employee(row[1], row[2], row[3])
         try:
-            justification = self.catalogue.justify(employee, row[5], row[6])
+            reason = self._reason(employee, row[5], row[6])
             number = normalise_number(row[4], self.policy.numbers)
         except Refusal as refusal:
             summary.denied += 1
@@ -344,16 +412,28 @@ class Replayer:
                 summary.refused_lines[refusal.cause].append(line)
             return "deny", refusal.cause, ""
         self.clock.set(when)
-        lookup = Lookup(str(line), employee, justification.reason, number)
+        lookup = Lookup(str(line), employee, reason, number)
         decision = run_now(self.guard.decide(lookup))
         if decision.hits or decision.locked or not decision.allowed:
             self._tally(row, decision, summary)
         if decision.allowed:
             summary.allowed += 1
-            run_now(self.guard.learn(lookup, row[7].strip().lower() == "true"))
+            found = row[7] == "true" or row[7].strip().lower() == "true"
+            run_now(self.guard.learn(lookup, found))
             return "allow", "", ";".join(decision.flags)
         summary.denied += 1
         return "deny", decision.rule or "", ";".join(decision.flags)
+
+    def _reason(self, employee: Employee, code: str, reference: str) -> str:
+        """The justified reason code (justify), or the Refusal the live proxy would answer."""
+        key = (employee.roles, code, reference)
+        reason = self._reasons.get(key)
+        if reason is None:
+            reason = self.catalogue.justify(employee, code, reference).reason
+            if len(self._reasons) >= MAX_REMEMBERED_REASONS:
+                self._reasons.clear()
+            self._reasons[key] = reason
+        return reason
 
     def _tally(self, row: list[str], decision: Decision, summary: Summary) -> None:
         for hit in decision.hits:
@@ -376,6 +456,31 @@ class Replayer:
             if info.locked_at is None:
                 info.locked_at = row[0]
                 info.locked_by = rule
+
+
+def load_roster(path: Path) -> dict[str, frozenset[str]]:
+    """``employee,roles`` (roles separated by ``;`` or spaces) → roles per employee.
+
+    Tokens carry roles live; a backtest needs them from the HR directory instead, or
+    role-limited reasons would be refused to everyone.
+    """
+    roles: dict[str, frozenset[str]] = {}
+    bad: list[BadRow] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["employee", "roles"]:
+            raise ReplayFailed(
+                str(path), [BadRow(1, f"header must be employee,roles; found {header}")], 1
+            )
+        for line, row in enumerate(reader, start=2):
+            if len(row) != 2 or not row[0].strip():
+                bad.append(BadRow(line, f"expected employee,roles; found {row}"))
+                continue
+            roles[row[0].strip()] = frozenset(row[1].replace(";", " ").split())
+    if bad:
+        raise ReplayFailed(str(path), bad[:MAX_LISTED_ERRORS], len(bad))
+    return roles
 
 
 def iter_rows(path: Path) -> Iterator[dict[str, str]]:

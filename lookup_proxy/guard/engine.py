@@ -4,6 +4,15 @@ The walk inside the guard is: build one batch (the employee's lock plus each app
 primitives), run it (one round trip per hash-tag group), judge each rule on its slice, then
 write what the decision implies (locks). Outcomes are learnt after the backend answered, off
 the terminal's wait. The clock is injected; nothing here knows whether it runs live or in replay.
+
+Rules are not judged while the employee is locked out: the lookup is refused as ``locked`` and
+still counted by every rule (the batch runs whole, so hammering while locked resets nothing),
+but it raises no hits and no flags. Only group rules that lock are judged then, for the
+other members of the group they lock.
+
+Replay decides a month of a store chain's lookups through here in one run, so the per-lookup
+path is kept lean: what depends only on the employee and reason (keys, result slices, headers) is a
+cached plan, and the in-process store is called without a coroutine in between.
 """
 
 from __future__ import annotations
@@ -11,16 +20,25 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from lookup_proxy.clock import Clock
 from lookup_proxy.durations import format_duration
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal, guard_denied, guard_unavailable, locked_out, rate_limited
-from lookup_proxy.guard.primitives import DELETE, GET, SET, GuardStore, Op, StoreUnavailable
+from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.guard.primitives import (
+    DELETE,
+    GET,
+    REMOVE,
+    SET,
+    GuardStore,
+    Op,
+    StoreUnavailable,
+)
 from lookup_proxy.guard.rules import (
     BlockCheck,
     Check,
@@ -39,8 +57,11 @@ if TYPE_CHECKING:
 LOCKED = "locked"
 
 
-@dataclass(frozen=True, slots=True)
-class Lookup:
+# Lookup and Decision are named tuples rather than frozen dataclasses: one of each is built
+# for every lookup, and a frozen dataclass costs about three times as much to build.
+
+
+class Lookup(NamedTuple):
     """One lookup as the guard sees it: who, why, which number (canonical), and its id."""
 
     request_id: str
@@ -61,21 +82,20 @@ class Hit:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What the guard decided, with everything the record step and replay need."""
 
     allowed: bool
-    rule: str | None = None
+    rule: str | None
     """The rule that refused, ``locked`` when the employee was already locked out."""
-    refusal: Refusal | None = None
-    flags: tuple[str, ...] = ()
+    refusal: Refusal | None
+    flags: tuple[str, ...]
     """Flag rules and shadow-mode rules that fired (allowed or not)."""
-    hits: tuple[Hit, ...] = ()
-    locked: tuple[tuple[str, str], ...] = ()
+    hits: tuple[Hit, ...]
+    locked: tuple[tuple[str, str], ...]
     """(employee, rule) for each lockout this decision made: the requester and, for group
     rules, the other employees who scanned the block."""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
     """RateLimit headers for the response, allowed or refused."""
 
 
@@ -89,11 +109,37 @@ class LockInfo:
     until: float | None
 
 
-@dataclass(slots=True)
-class _Plan:
+class _RulePlan(NamedTuple):
+    """One applicable rule in a lookup's batch: its key and where its results are."""
+
     check: Check
     key: str
     start: int
+    end: int
+    rate: RateCheck | None
+    """The check again when it is an enforced rate rule, which reports RateLimit headers."""
+    group: BlockCheck | None
+    """The check again when it is a group block rule, which asks who scanned the block."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one employee's lookups for one reason are guarded: every key quoted and formatted,
+    every rule's slice of the results fixed. Built once and cached, because none of it depends
+    on the lookup itself and building it was most of what deciding a lookup cost."""
+
+    lock_key: str
+    rules: tuple[_RulePlan, ...]
+    locking_groups: tuple[_RulePlan, ...]
+    """The enforced group rules that lock: the only rules judged while the employee is locked."""
+    misses: tuple[tuple[MissesCheck, str], ...]
+    rate_policy: str
+    """The RateLimit-Policy header: the same for every lookup under this plan."""
+
+
+PLAN_CACHE_SIZE = 8192
+"""Plans kept (employee × reason); the cache starts over when full, which bounds its memory
+(a few kB per plan) whatever the number of employees."""
 
 
 class Guard:
@@ -113,9 +159,15 @@ class Guard:
         self._prefix = policy.store.key_prefix
         self._lock_ttl = policy.lockout.duration or 0.0
         self._contact = policy.lockout.contact
+        self._inline: Callable[[Sequence[Op]], list[Any]] | None = (
+            store.run if isinstance(store, MemoryStore) and metrics is None else None
+        )
+        """The in-process store's synchronous core, called straight from the hot paths when
+        no store latency is measured (replay): two coroutines fewer per batch."""
         self.checks: list[Check] = [make_check(rule) for rule in _all_rules(policy)]
         self._misses = [c for c in self.checks if isinstance(c, MissesCheck)]
-        self._applicable: dict[tuple[str, frozenset[str]], list[Check]] = {}
+        self._plans: dict[tuple[str, str, str | None, frozenset[str], str], _Plan] = {}
+        self._lock_views: dict[tuple[str, str], tuple[LockInfo, str]] = {}
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -133,14 +185,42 @@ class Guard:
     def lock_key(self, employee_id: str) -> str:
         return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:lock"
 
-    def _checks_for(self, reason: str, roles: frozenset[str]) -> list[Check]:
-        cache_key = (reason, roles)
-        checks = self._applicable.get(cache_key)
-        if checks is None:
-            checks = [c for c in self.checks if _applies(c, reason, roles)]
-            if len(self._applicable) < 4096:
-                self._applicable[cache_key] = checks
-        return checks
+    def _plan(self, employee: Employee, reason: str) -> _Plan:
+        """The cached plan for this employee and reason (see :class:`_Plan`)."""
+        cache_key = (employee.id, employee.store, employee.region, employee.roles, reason)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[cache_key] = self._build_plan(employee, reason)
+        return plan
+
+    def _build_plan(self, employee: Employee, reason: str) -> _Plan:
+        rules: list[_RulePlan] = []
+        misses: list[tuple[MissesCheck, str]] = []
+        start = 1  # after the employee's lock
+        for check in self.checks:
+            if not _applies(check, reason, employee.roles):
+                continue
+            key = self._rule_key(check, employee)
+            if key is None:
+                continue  # a region rule for an employee with no known region
+            rule = check.rule
+            rate = check if isinstance(check, RateCheck) and rule.mode == "enforce" else None
+            group = check if isinstance(check, BlockCheck) and check.group else None
+            rules.append(_RulePlan(check, key, start, start + check.width, rate, group))
+            start += check.width
+            if isinstance(check, MissesCheck):
+                misses.append((check, key))
+        rate_policy = ", ".join(
+            f'"{p.check.rule.name}";q={p.check.rule.limit};w={int(p.check.rule.window)}'
+            for p in rules
+            if p.rate is not None
+        )
+        locking_groups = tuple(p for p in rules if p.group is not None and _locks(p.check))
+        return _Plan(
+            self.lock_key(employee.id), tuple(rules), locking_groups, tuple(misses), rate_policy
+        )
 
     # -- decide ------------------------------------------------------------------------------
 
@@ -148,35 +228,38 @@ class Guard:
         """One decision for ``lookup``; raises a 503 Refusal when the store cannot answer."""
         now = self.clock.now()
         employee = lookup.employee
+        plan = self._plan(employee, lookup.reason)
         subject = Subject(lookup.request_id, employee.id, lookup.number, int(lookup.number), now)
-        ops: list[Op] = [(GET, self.lock_key(employee.id), now)]
-        plans: list[_Plan] = []
-        for check in self._checks_for(lookup.reason, employee.roles):
-            key = self._rule_key(check, employee)
-            if key is None:
-                continue
-            plans.append(_Plan(check, key, len(ops)))
-            ops.extend(check.ops(key, subject))
-        results = await self._run(ops)
+        ops: list[Op] = [(GET, plan.lock_key, now)]
+        for rule_plan in plan.rules:
+            ops += rule_plan.check.ops(rule_plan.key, subject)
+        results = self._inline(ops) if self._inline is not None else await self._run(ops)
+        lock_value = results[0]
+        if lock_value is not None:
+            return await self._decide_locked(plan, employee, subject, results, lock_value)
 
         hits: list[Hit] = []
         flags: list[str] = []
         blocking: list[Hit] = []
         group_culprits: dict[str, tuple[str, ...]] = {}
-        quotas: list[tuple[RateRule, Quota]] = []
-        for plan in plans:
-            check = plan.check
-            rule = check.rule
-            part = results[plan.start : plan.start + check.width]
-            if isinstance(check, RateCheck) and rule.mode == "enforce":
-                quotas.append((rule, check.quota(part, subject)))  # type: ignore[arg-type]
+        tight: Quota | None = None
+        tight_rule = ""
+        for check, key, start, end, rate, group in plan.rules:
+            part = results[start:end]
+            if rate is not None:
+                # RateLimit reports the enforced rate rule with the fewest lookups left (the
+                # latest reset among equals; the first of equals in policy order).
+                quota = rate.quota(part, subject)
+                if tight is None or _tighter(quota, tight):
+                    tight, tight_rule = quota, rate.rule.name
             finding = check.judge(part, subject)
             if finding is None:
                 continue
-            if isinstance(check, BlockCheck) and check.group:
-                who = await self._run([check.who_op(plan.key, subject)])
-                culprits = check.culprits(who[0])
-                if rule.mode == "enforce" and rule.action == "lock":
+            rule = check.rule
+            if group is not None:
+                who = await self._run([group.who_op(key, subject)])
+                culprits = group.culprits(who[0])
+                if _locks(check):
                     group_culprits[rule.name] = culprits
                 if employee.id not in culprits:
                     continue  # the unlucky clerk who looked up one number in a scanned block
@@ -189,26 +272,61 @@ class Guard:
             else:
                 blocking.append(hit)
 
-        headers = _rate_headers(quotas)
-        lock_value = results[0]
-        decision: Decision
-        if lock_value is not None:
-            info = self._parse_lock(employee.id, lock_value)
-            decision = Decision(
-                False, LOCKED, self._locked_refusal(info), tuple(flags), tuple(hits), (), headers
-            )
-        elif blocking:
+        headers = _rate_headers(plan.rate_policy, tight_rule, tight)
+        if blocking:
             decision = await self._refuse(employee, blocking, flags, hits, headers, now)
         else:
             decision = Decision(True, None, None, tuple(flags), tuple(hits), (), headers)
+        decision = await self._lock_others(decision, employee, group_culprits, now)
+        if self.metrics is not None:
+            self.metrics.observe_decision(decision)
+        return decision
+
+    async def _decide_locked(
+        self,
+        plan: _Plan,
+        employee: Employee,
+        subject: Subject,
+        results: list[Any],
+        lock_value: str,
+    ) -> Decision:
+        """A locked-out employee's lookup: refused, and counted in every rule (the batch ran),
+        but not judged: it raises no hits and no flags.
+
+        Only group rules that lock are judged, for what they do to others: a locked colluder
+        still scanning the group's block exposes the rest of the group, as before the lock.
+        Skipping the rest is what keeps an employee hammering while locked cheap to decide.
+        """
+        info, detail = self._lock_view(employee.id, lock_value)
+        refusal = locked_out(detail, info.until, info.rule)
+        decision = Decision(False, LOCKED, refusal, (), (), (), {})
+        group_culprits: dict[str, tuple[str, ...]] = {}
+        for check, key, start, end, _rate, group in plan.locking_groups:
+            if group is None or check.judge(results[start:end], subject) is None:
+                continue
+            who = await self._run([group.who_op(key, subject)])
+            group_culprits[check.rule.name] = group.culprits(who[0])
+        if group_culprits:
+            decision = await self._lock_others(decision, employee, group_culprits, subject.now)
+        if self.metrics is not None:
+            self.metrics.observe_decision(decision)
+        return decision
+
+    async def _lock_others(
+        self,
+        decision: Decision,
+        employee: Employee,
+        group_culprits: dict[str, tuple[str, ...]],
+        now: float,
+    ) -> Decision:
+        """Lock every culprit of a fired group rule besides the requester (decided above)."""
         for rule_name, culprits in group_culprits.items():
             already = {locked for locked, _ in decision.locked}
             others = [c for c in culprits if c != employee.id and c not in already]
             if others:
                 await self._lock(others, rule_name, now)
-                decision = _with_locked(decision, [(other, rule_name) for other in others])
-        if self.metrics is not None:
-            self.metrics.observe_decision(decision)
+                locked = [(other, rule_name) for other in others]
+                decision = decision._replace(locked=(*decision.locked, *locked))
         return decision
 
     async def _refuse(
@@ -270,16 +388,29 @@ class Guard:
             retry_headers,
         )
 
+    def _lock_view(self, employee_id: str, value: str) -> tuple[LockInfo, str]:
+        """A stored lockout parsed, with the refusal's detail; cached by value, because a
+        locked-out employee who keeps trying reads the same value many times."""
+        view = self._lock_views.get((employee_id, value))
+        if view is None:
+            if len(self._lock_views) >= PLAN_CACHE_SIZE:
+                self._lock_views.clear()
+            info = self._parse_lock(employee_id, value)
+            view = self._lock_views[employee_id, value] = (info, self._locked_detail(info))
+        return view
+
     def _locked_refusal(self, info: LockInfo) -> Refusal:
+        return locked_out(self._locked_detail(info), info.until, info.rule)
+
+    def _locked_detail(self, info: LockInfo) -> str:
         if info.until is None:
             when = "until it is reviewed"
         else:
             when = "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.until))
-        detail = (
+        return (
             f"Your customer lookups are locked {when} because of an unusual pattern of "
             f"lookups. Contact {self._contact} to have it reviewed and unlocked."
         )
-        return locked_out(detail, info.until, info.rule)
 
     # -- locks -------------------------------------------------------------------------------
 
@@ -342,31 +473,24 @@ class Guard:
         """Record the backend's answer for an allowed lookup (misses rules, typo forgiveness)."""
         if not self._misses:
             return
-        now = self.clock.now()
         employee = lookup.employee
-        subject = Subject(lookup.request_id, employee.id, lookup.number, 0, now)
+        misses = self._plan(employee, lookup.reason).misses
+        if not misses:
+            return
+        subject = Subject(lookup.request_id, employee.id, lookup.number, 0, self.clock.now())
         ops: list[Op] = []
-        keyed: list[tuple[MissesCheck, str]] = []
-        for check in self._checks_for(lookup.reason, employee.roles):
-            if not isinstance(check, MissesCheck):
-                continue
-            key = self._rule_key(check, employee)
-            if key is None:
-                continue
-            keyed.append((check, key))
+        for check, key in misses:
             ops.append(check.outcome_op(key, subject, found))
             if found:
                 ops.append(check.recent_misses_op(key, subject))
-        if not ops:
-            return
-        results = await self._run(ops)
+        results = self._inline(ops) if self._inline is not None else await self._run(ops)
         if not found:
             return
         forgive: list[Op] = []
-        for index, (_check, key) in enumerate(keyed):
+        for index, (check, key) in enumerate(misses):
             for miss in results[2 * index + 1]:
                 if is_typo_of(miss, lookup.number):
-                    forgive.append(("remove", key + ":miss", miss))
+                    forgive.append((REMOVE, check.outcome_keys(key)[0], miss))
         if forgive:
             await self._run(forgive)
 
@@ -420,23 +544,18 @@ def _all_rules(policy: Policy) -> list[Any]:
     return rules
 
 
-def _rate_headers(quotas: list[tuple[RateRule, Quota]]) -> dict[str, str]:
+def _locks(check: Check) -> bool:
+    """Whether the check's rule locks employees out when it fires (an enforced ``lock``)."""
+    return check.rule.mode == "enforce" and check.rule.action == "lock"
+
+
+def _tighter(quota: Quota, than: Quota) -> bool:
+    return (quota.remaining, -quota.reset) < (than.remaining, -than.reset)
+
+
+def _rate_headers(policies: str, rule: str, quota: Quota | None) -> dict[str, str]:
     """IETF RateLimit / RateLimit-Policy headers (draft-ietf-httpapi-ratelimit-headers)."""
-    if not quotas:
+    if quota is None:
         return {}
-    policies = ", ".join(f'"{rule.name}";q={rule.limit};w={int(rule.window)}' for rule, _ in quotas)
-    rule, quota = min(quotas, key=lambda item: (item[1].remaining, -item[1].reset))
-    state = f'"{rule.name}";r={quota.remaining};t={math.ceil(quota.reset)}'
+    state = f'"{rule}";r={quota.remaining};t={math.ceil(quota.reset)}'
     return {"RateLimit-Policy": policies, "RateLimit": state}
-
-
-def _with_locked(decision: Decision, others: Sequence[tuple[str, str]]) -> Decision:
-    return Decision(
-        decision.allowed,
-        decision.rule,
-        decision.refusal,
-        decision.flags,
-        decision.hits,
-        (*decision.locked, *others),
-        decision.headers,
-    )

@@ -2,19 +2,32 @@
 
 A window is an insertion-ordered dict of member → score. Scores only grow within a key (the
 injected clock is monotonic for replay and a step backwards is clamped), so the oldest member is
-always first and trimming is a pop from the front. Expired keys are swept in amortised O(1):
-a full sweep runs once as many operations have happened as there are keys.
+always first: trimming is a pop from the front, and the members after a time are a suffix.
+Expired keys are swept in amortised O(1): a full sweep runs once as many operations have
+happened as there are keys.
+
+Replay runs fifteen to twenty primitives per event through here, so the hot paths are written
+for CPython: one dict lookup dispatches a primitive (its tuple unpacked straight into the
+handler), work that the common case never needs (the backwards-clock clamp, trimming, walking to
+the nth score) is skipped by a cheap test first, and no window is walked member by member in
+Python beyond a few steps (a week of misses asked about its last minute is bisected). The
+answers are exactly those of the contract in primitives.py; ``tests/test_guard_primitives.py``
+holds the Redis store to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
+from itertools import islice
 from typing import Any
 
 from lookup_proxy.guard.primitives import ADD, COUNT, DELETE, GET, MEMBERS, REMOVE, SET, Op
 
 _FOREVER = float("inf")
+_SHORT_WALK = 8
+"""Members ``_scored_until`` steps over one by one before it bisects instead."""
 
 
 class MemoryStore:
@@ -29,38 +42,31 @@ class MemoryStore:
         self._max_keys = max_keys
         self._ops_since_sweep = 0
         self._latest = 0.0
+        """The newest time seen; no score in any window is newer (see ``_add``)."""
         self.evicted = 0
+        self._handlers: dict[str, Callable[..., Any]] = {
+            ADD: self._add,
+            COUNT: self._count,
+            MEMBERS: self._members,
+            REMOVE: self._remove,
+            GET: self._get_at,
+            SET: self._set_at,
+            DELETE: self._delete,
+        }
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
         return self.run(ops)
 
     def run(self, ops: Sequence[Op]) -> list[Any]:
         """Synchronous core, so replay can skip the event loop entirely."""
-        results: list[Any] = []
-        append = results.append
-        for op in ops:
-            code = op[0]
-            if code == ADD:
-                append(self._add(op[1], op[2], op[3], op[4], op[5], op[6]))
-            elif code == COUNT:
-                append(self._count(op[1], op[2]))
-            elif code == MEMBERS:
-                append(self._members(op[1], op[2]))
-            elif code == GET:
-                self.observe_time(op[2])
-                append(self._get(op[1]))
-            elif code == SET:
-                self.observe_time(op[4])
-                append(self._set(op[1], op[2], op[3]))
-            elif code == REMOVE:
-                window = self._live_window(op[1])
-                append(0 if window is None or window.pop(op[2], None) is None else 1)
-            elif code == DELETE:
-                existed = op[1] in self._windows or op[1] in self._values
-                self._drop(op[1])
-                append(1 if existed else 0)
-            else:
-                raise ValueError(f"unknown store primitive {code!r}")
+        handlers = self._handlers
+        try:
+            results = [handlers[op[0]](*op) for op in ops]
+        except KeyError:
+            for op in ops:
+                if op[0] not in handlers:
+                    raise ValueError(f"unknown store primitive {op[0]!r}") from None
+            raise
         self._ops_since_sweep += len(ops)
         if self._ops_since_sweep > len(self._expiry) + 1000 or (
             len(self._windows) + len(self._values) > self._max_keys
@@ -71,65 +77,90 @@ class MemoryStore:
         return results
 
     # -- windows ---------------------------------------------------------------------------
+    # Each handler takes a primitive's whole tuple, opcode first, as its arguments.
 
     def _add(
-        self, key: str, now: float, member: str, window: float, cap: int, nth: int
+        self, _op: str, key: str, now: float, member: str, window: float, cap: int, nth: int
     ) -> list[Any]:
-        if now > self._latest:
+        latest = self._latest
+        if now >= latest:
             self._latest = now
         entries = self._windows.get(key)
         if entries is None:
             entries = self._windows[key] = {}
-        else:
+        elif entries:
             cutoff = now - window
-            while entries:
-                oldest = next(iter(entries))
-                if entries[oldest] > cutoff:
-                    break
-                del entries[oldest]
-        if entries:
-            newest = next(reversed(entries.values()))
-            if newest > now:
-                now = newest  # a clock step backwards must not break the time order
-        entries.pop(member, None)
+            if next(iter(entries.values())) <= cutoff:
+                _trim(entries, cutoff)
+            if now < latest and entries:
+                # Only a clock that stepped back can find a newer score than now (every score
+                # is at most ``_latest``); it must not break the time order.
+                newest = next(reversed(entries.values()))
+                if newest > now:
+                    now = newest
+        if member in entries:
+            del entries[member]
         entries[member] = now
-        while len(entries) > cap:
-            del entries[next(iter(entries))]
-        self._expiry[key] = now + window
         count = len(entries)
+        while count > cap:
+            del entries[next(iter(entries))]
+            count -= 1
+        self._expiry[key] = now + window
+        scores = entries.values()
         score = None
         if 0 < nth <= count:
-            for position, value in enumerate(reversed(entries.values()), start=1):
-                if position == nth:
-                    score = value
-                    break
-        return [count, score, next(iter(entries.values()))]
+            # Walk from whichever end is nearer: rate logs ask for the nth newest of nth + 1.
+            if nth <= count - nth:
+                score = next(islice(reversed(scores), nth - 1, None))
+            else:
+                score = next(islice(scores, count - nth, None))
+        return [count, score, next(iter(scores))]
 
     def _live_window(self, key: str) -> dict[str, float] | None:
+        """The key's window unless it has expired (then it is dropped): what reads see."""
         entries = self._windows.get(key)
         if entries is not None and self._expiry.get(key, _FOREVER) <= self._latest:
             self._drop(key)
             return None
         return entries
 
-    def _count(self, key: str, since: float) -> int:
-        entries = self._live_window(key)
-        if not entries:
+    def _count(self, _op: str, key: str, since: float) -> int:
+        entries = self._windows.get(key)  # _live_window, inlined on the hot path
+        if entries is None:
             return 0
-        count = len(entries)
-        for score in entries.values():
-            if score > since:
-                break
-            count -= 1
-        return count
+        if self._expiry.get(key, _FOREVER) <= self._latest:
+            self._drop(key)
+            return 0
+        for oldest in entries.values():
+            if oldest > since:
+                return len(entries)  # the common case, answered without a call
+            break
+        return len(entries) - _scored_until(entries, since)
 
-    def _members(self, key: str, since: float) -> list[str]:
-        entries = self._live_window(key)
-        if not entries:
+    def _members(self, _op: str, key: str, since: float) -> list[str]:
+        entries = self._windows.get(key)  # _live_window, inlined on the hot path
+        if entries is None:
             return []
-        return [member for member, score in entries.items() if score > since]
+        if self._expiry.get(key, _FOREVER) <= self._latest:
+            self._drop(key)
+            return []
+        skip = _scored_until(entries, since)
+        # Scores are in time order, so the members after ``since`` are a suffix.
+        return list(islice(entries, skip, None)) if skip else list(entries)
+
+    def _remove(self, _op: str, key: str, member: str) -> int:
+        entries = self._live_window(key)
+        return 0 if entries is None or entries.pop(member, None) is None else 1
 
     # -- values ----------------------------------------------------------------------------
+
+    def _get_at(self, _op: str, key: str, now: float) -> str | None:
+        self.observe_time(now)
+        return self._get(key)
+
+    def _set_at(self, _op: str, key: str, value: str, ttl: float, now: float) -> int:
+        self.observe_time(now)
+        return self._set(key, value, ttl)
 
     def _get(self, key: str) -> str | None:
         if self._expiry.get(key, _FOREVER) <= self._latest:
@@ -144,6 +175,11 @@ class MemoryStore:
         else:
             self._expiry.pop(key, None)
         return 1
+
+    def _delete(self, _op: str, key: str) -> int:
+        existed = key in self._windows or key in self._values
+        self._drop(key)
+        return 1 if existed else 0
 
     # -- housekeeping ----------------------------------------------------------------------
 
@@ -189,3 +225,40 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+def _scored_until(entries: dict[str, float], since: float) -> int:
+    """How many members are scored at or before ``since``: a prefix, as scores ascend.
+
+    Usually that prefix is empty or short (a window trimmed a moment ago) and a walk from the
+    front finds its end; or it is everything (is there a miss in the last minute, among a
+    week's misses?), which the newest member tells at once. Otherwise bisection over the
+    scores, so that no long window is walked member by member in Python.
+    """
+    scores = entries.values()
+    for oldest in scores:
+        if oldest > since:
+            return 0
+        break
+    else:
+        return 0
+    for newest in reversed(scores):
+        if newest <= since:
+            return len(entries)
+        break
+    for stale, score in enumerate(islice(scores, _SHORT_WALK)):
+        if score > since:
+            return stale
+    return bisect_right(list(scores), since)
+
+
+def _trim(entries: dict[str, float], cutoff: float) -> None:
+    """Drop the members scored at or before ``cutoff`` (a prefix, as scores ascend)."""
+    stale = _scored_until(entries, cutoff)
+    if stale == len(entries):
+        entries.clear()  # also gives the dict's table back, holes and all
+    elif stale == 1:
+        del entries[next(iter(entries))]
+    else:
+        for member in list(islice(entries, stale)):
+            del entries[member]

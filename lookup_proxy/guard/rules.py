@@ -8,20 +8,28 @@ and in replay. Counting semantics shared by every kind: the lookup being decided
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lookup_proxy.guard.primitives import ADD, COUNT, MEMBERS, Op
 from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, SequentialRule
+
+OUTCOME_KEYS_CACHED = 65_536
+"""Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
 
 KeyOf = Callable[[str], str]
 """Maps a scope tag (``e:<id>``, ``s:<store>``, ``r:<region>``) to the rule's base key."""
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """What a check needs to know about the lookup being decided."""
+class Subject(NamedTuple):
+    """What a check needs to know about the lookup being decided.
+
+    A named tuple rather than a frozen dataclass: one is built for every lookup, and a frozen
+    dataclass costs about three times as much to build.
+    """
 
     request_id: str
     employee: str
@@ -40,8 +48,7 @@ class Finding:
     """For group (store/region) block rules: every employee who scanned the block."""
 
 
-@dataclass(frozen=True, slots=True)
-class Quota:
+class Quota(NamedTuple):
     """A rate rule's state for the RateLimit headers of an allowed or refused response."""
 
     remaining: int
@@ -130,8 +137,14 @@ class SequentialCheck(Check):
             return None
         distance = self.distance
         current = subject.value
-        values = sorted(int(number) for number in numbers)
-        if not any(0 < abs(value - current) <= distance for value in values):
+        values = sorted(map(int, numbers))
+        # Is the current number close to another? Only its nearest neighbours below and above
+        # can be (found by bisection: this runs for nearly every lookup).
+        below, above = bisect_left(values, current), bisect_right(values, current)
+        if not (
+            (below > 0 and current - values[below - 1] <= distance)
+            or (above < len(values) and values[above] - current <= distance)
+        ):
             return None
         clustered = 0
         for index, value in enumerate(values):
@@ -181,12 +194,14 @@ class BlockCheck(Check):
         return (MEMBERS, self.block_key(key, subject) + ":who", subject.now - self.window)
 
     def culprits(self, members: list[str]) -> tuple[str, ...]:
-        numbers_by_employee: dict[str, set[str]] = {}
-        for member in members:
-            employee, _, number = member.rpartition("|")
-            numbers_by_employee.setdefault(employee, set()).add(number)
+        """Employees with at least ``member_min`` numbers in the block, sorted.
+
+        Window members are distinct, so each ``employee|number`` member is one more number of
+        that employee's: counting members per employee counts their distinct numbers.
+        """
+        numbers_by_employee = Counter(member.rpartition("|")[0] for member in members)
         return tuple(
-            sorted(e for e, nums in numbers_by_employee.items() if len(nums) >= self.member_min)
+            sorted(e for e, count in numbers_by_employee.items() if count >= self.member_min)
         )
 
 
@@ -205,10 +220,25 @@ class MissesCheck(Check):
         super().__init__(rule)
         self.ratio = rule.ratio
         self.typo_window = rule.typo_window
+        self._outcome_keys: dict[str, tuple[str, str]] = {}
+
+    def outcome_keys(self, key: str) -> tuple[str, str]:
+        """The ``:miss`` and ``:found`` windows under the rule's key.
+
+        Built once per key and remembered (a bounded cache): every lookup reads both and learns
+        into one, and handing the store the same string objects spares hashing them again.
+        """
+        keys = self._outcome_keys.get(key)
+        if keys is None:
+            if len(self._outcome_keys) >= OUTCOME_KEYS_CACHED:
+                self._outcome_keys.clear()
+            keys = self._outcome_keys[key] = (key + ":miss", key + ":found")
+        return keys
 
     def ops(self, key: str, subject: Subject) -> list[Op]:
         since = subject.now - self.window
-        return [(COUNT, key + ":miss", since), (COUNT, key + ":found", since)]
+        miss, found = self.outcome_keys(key)
+        return [(COUNT, miss, since), (COUNT, found, since)]
 
     def judge(self, results: list[Any], subject: Subject) -> Finding | None:
         misses, found = results[0], results[1]
@@ -217,11 +247,11 @@ class MissesCheck(Check):
         return None
 
     def outcome_op(self, key: str, subject: Subject, found: bool) -> Op:
-        suffix = ":found" if found else ":miss"
-        return (ADD, key + suffix, subject.now, subject.number, self.window, self.cap, 0)
+        outcome = self.outcome_keys(key)[1 if found else 0]
+        return (ADD, outcome, subject.now, subject.number, self.window, self.cap, 0)
 
     def recent_misses_op(self, key: str, subject: Subject) -> Op:
-        return (MEMBERS, key + ":miss", subject.now - self.typo_window)
+        return (MEMBERS, self.outcome_keys(key)[0], subject.now - self.typo_window)
 
 
 def is_typo_of(miss: str, found: str) -> bool:
