@@ -56,9 +56,9 @@ _OURS = frozenset(
 )
 
 
-def _connection_named(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> set[str]:
+def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
     named: set[str] = set()
-    for value in headers.getall("Connection", []) if hasattr(headers, "getall") else []:
+    for value in headers.getall("Connection", []):
         named.update(token.strip().lower() for token in value.split(",") if token.strip())
     return named
 

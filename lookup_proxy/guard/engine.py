@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from lookup_proxy.clock import Clock
 from lookup_proxy.durations import format_duration
@@ -457,15 +457,15 @@ class Guard:
     async def locked_employees(self) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""
         now = self.clock.now()
-        found: list[LockInfo] = []
-        for key in await self.store.keys(f"{self._prefix}:{{e:*}}:lock"):
-            employee = key[key.index("{e:") + 3 : key.index("}")]
-            value = (await self._run([(GET, key, now)]))[0]
-            if value is not None:
-                from urllib.parse import unquote
-
-                found.append(self._parse_lock(unquote(employee), value))
-        return found
+        keys = await self.store.keys(f"{self._prefix}:{{e:*}}:lock")
+        if not keys:
+            return []
+        values = await self._run([(GET, key, now) for key in keys])
+        return [
+            self._parse_lock(unquote(key[key.index("{e:") + 3 : key.index("}")]), value)
+            for key, value in zip(keys, values, strict=True)
+            if value is not None
+        ]
 
     # -- learn -------------------------------------------------------------------------------
 
