@@ -99,6 +99,8 @@ def table(results: list[dict[str, Any]]) -> str:
     threats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for result in results:
         for row in result["threats"]:
+            if row["threat"] == "total":
+                continue  # score.py's own total row; the table adds its own
             t = threats[row["threat"]]
             t["attackers"] += row["attackers"]
             t["no_guard"] += row["no_guard"]
