@@ -14,19 +14,14 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Final
 
+from lookup_proxy.replay import DECISION_COLUMNS as REPLAY_DECISION_COLUMNS
+from lookup_proxy.replay import EVENT_COLUMNS
+
 KST: Final = timezone(timedelta(hours=9), "KST")
 
-EVENT_HEADER: Final = (
-    "timestamp",
-    "employee",
-    "store",
-    "region",
-    "number",
-    "reason",
-    "reference",
-    "found",
-)
-DECISION_COLUMNS: Final = ("decision", "rule", "flags")
+# The replay contract's columns come from the replay tool itself, so the two cannot drift.
+EVENT_HEADER: Final = EVENT_COLUMNS
+DECISION_COLUMNS: Final = tuple(c for c in REPLAY_DECISION_COLUMNS if c not in EVENT_COLUMNS)
 TRUTH_HEADER: Final = ("row", "employee", "actor", "threat")
 EMPLOYEE_HEADER: Final = ("employee", "store", "region", "role", "threat", "attack_start")
 
