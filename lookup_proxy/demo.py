@@ -253,7 +253,7 @@ class Demo:
             )
         lines.append("")
         lines.extend(f"  {event}" for event in self.events[-6:])
-        if self.live and not final:
+        if self.live:  # redraw in place, the final frame included
             self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
         else:
             self.out.write("\n".join(lines) + "\n")
