@@ -5,6 +5,9 @@ Not a conftest: tests import what they use, so it is obvious where a server come
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -133,3 +136,21 @@ async def running_proxy(
     )
     async with serving(app) as url:
         yield url, app[PROXY]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m lookup_proxy ARGS`` as a user runs it: no LOOKUP_PROXY_* leaking in."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "lookup_proxy", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )

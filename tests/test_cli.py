@@ -15,30 +15,16 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.harness import SECRET
+from tests.harness import SECRET, run_cli
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "policy.toml"
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "lookup_proxy", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_check_config_accepts_the_shipped_policy() -> None:
     """The shipped policy passes the offline check with exit 0."""
-    result = cli("check-config", str(SHIPPED))
+    result = run_cli("check-config", str(SHIPPED))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
 
@@ -50,7 +36,7 @@ def test_check_config_lists_every_problem_with_file_and_key(tmp_path: Path) -> N
     text = text.replace('connect_timeout = "1s"', "connect_timeout = 1")
     text = text.replace('name = "burst"', 'name = "burst"\nthreshold = 3')
     broken.write_text(text)
-    result = cli("check-config", str(broken))
+    result = run_cli("check-config", str(broken))
     assert result.returncode == 2
     assert f"{broken}: upstream.connect_timeout: expected a duration" in result.stderr
     assert f"{broken}: rules[0].threshold: expected no such key" in result.stderr
@@ -61,14 +47,14 @@ def test_check_config_reports_toml_syntax_errors(tmp_path: Path) -> None:
     """A duplicate key is reported with its line, not as a crash."""
     broken = tmp_path / "dup.toml"
     broken.write_text(SHIPPED.read_text() + "\n[server]\nport = 1\n")
-    result = cli("check-config", str(broken))
+    result = run_cli("check-config", str(broken))
     assert result.returncode == 2
     assert "(syntax)" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_token_refuses_without_the_secret_in_the_environment() -> None:
     """Minting needs the development secret from the environment, and says which variable."""
-    result = cli("token", "--employee", "E1", "--store", "S1")
+    result = run_cli("token", "--employee", "E1", "--store", "S1")
     assert result.returncode == 2
     assert "LOOKUP_PROXY_JWT_SECRET" in result.stderr
     assert result.stdout == ""
@@ -76,7 +62,7 @@ def test_token_refuses_without_the_secret_in_the_environment() -> None:
 
 def test_token_mints_a_token_the_policy_accepts() -> None:
     """A minted token carries the employee, store, region and roles with the policy's iss/aud."""
-    result = cli(
+    result = run_cli(
         "token",
         "--employee",
         "E7",
@@ -177,7 +163,7 @@ def lookup(url: str, token: str) -> bytes:
 
 
 def minted() -> str:
-    return cli(
+    return run_cli(
         "token", "--employee", "E1", "--store", "S1", env={"LOOKUP_PROXY_JWT_SECRET": SECRET}
     ).stdout.strip()
 
@@ -211,6 +197,6 @@ def test_serve_can_keep_its_counters_in_redis(fresh_redis: str) -> None:
 
 def test_serve_refuses_to_start_on_a_missing_secret(tmp_path: Path) -> None:
     """Without the token secret the proxy does not start, and says which variable is missing."""
-    result = cli("serve", "--config", str(SHIPPED), "--port", str(free_port()))
+    result = run_cli("serve", "--config", str(SHIPPED), "--port", str(free_port()))
     assert result.returncode == 2
     assert "LOOKUP_PROXY_JWT_SECRET" in result.stderr and "Traceback" not in result.stderr

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +37,7 @@ from lookup_proxy.replay import (
     load_roster,
     parse_timestamp,
 )
+from tests.harness import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 KST = timezone(timedelta(hours=9))
@@ -125,19 +123,6 @@ def replay(
 def outcomes(decided: list[list[str]]) -> list[tuple[str, str, str]]:
     """Each row's (decision, rule, flags)."""
     return [(row[8], row[9], row[10]) for row in decided]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
-    return subprocess.run(
-        [sys.executable, "-m", "lookup_proxy", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- the file contract -------------------------------------------------------------------------
@@ -426,7 +411,7 @@ def test_the_command_writes_decisions_and_a_summary_json(tmp_path: Path) -> None
     ]
     events = write_events(tmp_path / "events.csv", rows)
     out, summary_json = tmp_path / "decisions.csv", tmp_path / "summary.json"
-    done = cli(
+    done = run_cli(
         "replay",
         *("--config", str(rules), "--events", str(events), "--out", str(out)),
         *("--summary-json", str(summary_json), "--no-progress"),
@@ -464,7 +449,7 @@ def test_the_command_fails_with_exit_2_naming_the_lines(tmp_path: Path) -> None:
     """A bad file is a plain error on stderr with each line, exit 2, and no DECISIONS.csv."""
     events = write_events(tmp_path / "events.csv", [event(60), event(0), event(90, found="")])
     out = tmp_path / "decisions.csv"
-    done = cli("replay", "--events", str(events), "--out", str(out), "--no-progress")
+    done = run_cli("replay", "--events", str(events), "--out", str(out), "--no-progress")
     assert done.returncode == 2
     assert "line 3:" in done.stderr and "line 4:" in done.stderr
     assert "Traceback" not in done.stderr
@@ -661,7 +646,7 @@ def test_a_roster_gives_employees_their_roles(tmp_path: Path) -> None:
     roster = tmp_path / "roster.csv"
     roster.write_text("employee,roles\nE1,clerk;corporate-sales\nE2,clerk\n")
     out = tmp_path / "decisions.csv"
-    done = cli(
+    done = run_cli(
         "replay",
         *("--config", str(rules), "--events", str(events), "--out", str(out)),
         *("--roster", str(roster), "--no-progress"),
