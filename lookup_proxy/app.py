@@ -261,6 +261,11 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
 PROXY = web.AppKey("proxy", Proxy)
 
 
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """Name the product, not the Python, aiohttp or backend versions an attacker could look up."""
+    response.headers["Server"] = "lookup-proxy"
+
+
 def build_app(
     policy: Policy,
     *,
@@ -275,6 +280,7 @@ def build_app(
     )
     app = web.Application(middlewares=[_problems], client_max_size=64 * 1024)
     app[PROXY] = proxy
+    app.on_response_prepare.append(_server_header)
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.stop)
     app.router.add_get("/healthz", proxy.healthz)

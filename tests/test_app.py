@@ -64,6 +64,7 @@ async def test_valid_lookup_is_forwarded_with_our_headers_and_without_the_token(
             record = await response.json()
             request_id = response.headers["X-Request-Id"]
     assert record["number"] == FOUND[0]
+    assert response.headers["Server"] == "lookup-proxy"
     forwarded = (await seen(client, backend))[-1]
     sent = forwarded["headers"]
     assert isinstance(sent, dict)
@@ -140,6 +141,7 @@ async def test_each_refusal_has_its_status_and_a_problem_body(
             assert r.status == status
             body = await problem(r)
     assert body["type"] == f"urn:lookup-proxy:problem:{cause}"
+    assert r.headers["Server"] == "lookup-proxy"
     assert await seen(client, backend) == []
 
 
