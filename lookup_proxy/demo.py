@@ -327,8 +327,10 @@ class Demo:
 
     async def _hold(self) -> None:
         clerk = Clerk("You", "E2001", honest=True)
+        lasts = min(8 * 3600.0, self.policy.auth.max_token_lifetime) / self.clock.speed
         print(
-            "\nThe proxy keeps running (Ctrl-C to stop). Try it:\n"
+            "\nThe proxy keeps running (Ctrl-C to stop), still on the demo's fast clock: this "
+            f"token lasts about {lasts / 60:.0f} real minutes. Try it:\n"
             f"  curl -i -H 'Authorization: Bearer {self.token(clerk)}' \\\n"
             f"       -H 'X-Lookup-Reason: BILLING_INQUIRY' {self.url}/customers/"
             f"{self.base.find_customers(1)[0]}",

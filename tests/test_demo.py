@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from lookup_proxy.demo import CompressedClock, run_demo
 from lookup_proxy.policy import load_policy
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +69,55 @@ def test_demo_help_says_how_to_reach_the_proxy() -> None:
     )
     assert "--hold" in result.stdout
     assert "curl" in result.stdout
+
+
+def test_hold_keeps_the_proxy_up_and_prints_a_working_curl() -> None:
+    """With --hold the printed token and URL get a customer record until Ctrl-C ends it cleanly."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lookup_proxy",
+            "demo",
+            "--speed",
+            "600",
+            "--no-live",
+            "--hold",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line)
+            if "X-Lookup-Reason" in line:
+                break
+        token = re.search(r"Bearer ([\w.-]+)", "".join(lines))
+        url = re.search(r"(http://127\.0\.0\.1:\d+/customers/\d+)", "".join(lines))
+        assert token is not None and url is not None, "".join(lines)
+        assert url.group(1).startswith(f"http://127.0.0.1:{port}/")
+        request = urllib.request.Request(
+            url.group(1),
+            headers={
+                "Authorization": f"Bearer {token.group(1)}",
+                "X-Lookup-Reason": "BILLING_INQUIRY",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
+    assert process.returncode == 0
