@@ -8,7 +8,7 @@ or not; losing one silently is a bug.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lookup_proxy.metrics import ProxyMetrics
 
@@ -38,7 +38,6 @@ class LookupRecord:
     status: int = 0
     upstream_status: int | None = None
     outcome: str = "refused"
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class Recorder:

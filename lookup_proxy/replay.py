@@ -481,9 +481,3 @@ def load_roster(path: Path) -> dict[str, frozenset[str]]:
     if bad:
         raise ReplayFailed(str(path), bad[:MAX_LISTED_ERRORS], len(bad))
     return roles
-
-
-def iter_rows(path: Path) -> Iterator[dict[str, str]]:
-    """DECISIONS.csv rows as dicts (tests and tools)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)

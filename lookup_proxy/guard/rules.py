@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -19,9 +18,6 @@ from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, S
 
 OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
-
-KeyOf = Callable[[str], str]
-"""Maps a scope tag (``e:<id>``, ``s:<store>``, ``r:<region>``) to the rule's base key."""
 
 
 class Subject(NamedTuple):
