@@ -29,6 +29,7 @@ from lookup_proxy.errors import LookupProxyError, Refusal
 from lookup_proxy.guard.engine import Decision, Guard, Lookup
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.justify import ReasonCatalogue
+from lookup_proxy.native import COMPILED_MODULES, compiled_modules
 from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy
 
@@ -106,6 +107,8 @@ class Summary:
     allowed: int = 0
     denied: int = 0
     seconds: float = 0.0
+    compiled: bool = False
+    """Whether the hot path ran compiled (lookup_proxy.native): about twice the speed."""
     denials_by_rule: Counter[str] = field(default_factory=Counter)
     hits_by_rule: Counter[str] = field(default_factory=Counter)
     flags_by_rule: Counter[str] = field(default_factory=Counter)
@@ -123,6 +126,7 @@ class Summary:
             "denied": self.denied,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events / self.seconds) if self.seconds else None,
+            "compiled": self.compiled,
             "denials_by_rule": dict(self.denials_by_rule),
             "hits_by_rule": dict(self.hits_by_rule),
             "flags_by_rule": dict(self.flags_by_rule),
@@ -146,8 +150,9 @@ class Summary:
             return f"{100 * n / self.events:.2f}%" if self.events else "-"
 
         rate = f"{self.events / self.seconds:,.0f} events/s" if self.seconds else ""
+        build = "compiled" if self.compiled else "pure Python, about half the compiled speed"
         lines = [
-            f"Replayed {self.events:,} events in {self.seconds:.1f} s ({rate})",
+            f"Replayed {self.events:,} events in {self.seconds:.1f} s ({rate}; {build})",
             f"  allowed {self.allowed:,} ({share(self.allowed)})   "
             f"denied {self.denied:,} ({share(self.denied)})",
         ]
@@ -372,6 +377,7 @@ class Replayer:
             raise ReplayFailed(str(events), bad, bad_total)
         os.replace(partial, out)
         summary.seconds = time.perf_counter() - started
+        summary.compiled = set(compiled_modules()) == set(COMPILED_MODULES)
         return summary
 
     def _check_row(

@@ -418,6 +418,7 @@ def test_the_command_writes_decisions_and_a_summary_json(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     assert "Replayed 7 events" in done.stdout
+    assert "compiled)" in done.stdout.splitlines()[0]
     with out.open(newline="", encoding="utf-8") as handle:
         decided = list(csv.reader(handle))
     assert decided[0] == list(DECISION_COLUMNS)
@@ -432,6 +433,7 @@ def test_the_command_writes_decisions_and_a_summary_json(tmp_path: Path) -> None
     ]
     summary = json.loads(summary_json.read_text())
     assert summary["events"] == 7
+    assert summary["compiled"] is True  # the test install compiles (tests/test_native.py)
     assert (summary["allowed"], summary["denied"]) == (3, 4)
     assert summary["denials_by_rule"] == {"burst": 1, "locked": 1}
     assert summary["flags_by_rule"] == {"watch": 3}

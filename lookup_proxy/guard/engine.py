@@ -57,17 +57,22 @@ if TYPE_CHECKING:
 LOCKED = "locked"
 
 
-# Lookup and Decision are named tuples rather than frozen dataclasses: one of each is built
-# for every lookup, and a frozen dataclass costs about three times as much to build.
+# Lookup and Decision are plain classes with slots rather than named tuples or frozen
+# dataclasses: one of each is built for every lookup, mypyc compiles a plain class (a named
+# tuple's constructor stays interpreted), and a frozen dataclass costs about three times as much
+# to build in pure Python. Treat them as immutable.
 
 
-class Lookup(NamedTuple):
+class Lookup:
     """One lookup as the guard sees it: who, why, which number (canonical), and its id."""
 
-    request_id: str
-    employee: Employee
-    reason: str
-    number: str
+    __slots__ = ("employee", "number", "reason", "request_id")
+
+    def __init__(self, request_id: str, employee: Employee, reason: str, number: str) -> None:
+        self.request_id = request_id
+        self.employee = employee
+        self.reason = reason
+        self.number = number
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +87,52 @@ class Hit:
     retry_after: float | None = None
 
 
-class Decision(NamedTuple):
-    """What the guard decided, with everything the record step and replay need."""
+class Decision:
+    """What the guard decided, with everything the record step and replay need.
 
-    allowed: bool
-    rule: str | None
-    """The rule that refused, ``locked`` when the employee was already locked out."""
-    refusal: Refusal | None
-    flags: tuple[str, ...]
-    """Flag rules and shadow-mode rules that fired (allowed or not)."""
-    hits: tuple[Hit, ...]
-    locked: tuple[tuple[str, str], ...]
-    """(employee, rule) for each lockout this decision made: the requester and, for group
-    rules, the other employees who scanned the block."""
-    headers: dict[str, str]
-    """RateLimit headers for the response, allowed or refused."""
+    ``allowed``; ``rule``: the rule that refused, ``locked`` when the employee was already
+    locked out; ``refusal``: the problem answered when refused; ``flags``: flag rules and
+    shadow-mode rules that fired (allowed or not); ``hits``: every rule that fired;
+    ``locked``: (employee, rule) for each lockout this decision made, the requester and, for
+    group rules, the other employees who scanned the block; ``headers``: RateLimit headers for
+    the response, allowed or refused.
+    """
+
+    __slots__ = ("allowed", "flags", "headers", "hits", "locked", "refusal", "rule")
+
+    def __init__(
+        self,
+        allowed: bool,
+        rule: str | None,
+        refusal: Refusal | None,
+        flags: tuple[str, ...],
+        hits: tuple[Hit, ...],
+        locked: tuple[tuple[str, str], ...],
+        headers: dict[str, str],
+    ) -> None:
+        self.allowed = allowed
+        self.rule = rule
+        self.refusal = refusal
+        self.flags = flags
+        self.hits = hits
+        self.locked = locked
+        self.headers = headers
+
+    def also_locking(self, locked: Sequence[tuple[str, str]]) -> Decision:
+        """The same decision, reporting more lockouts."""
+        return Decision(
+            self.allowed,
+            self.rule,
+            self.refusal,
+            self.flags,
+            self.hits,
+            (*self.locked, *locked),
+            self.headers,
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Decision({fields})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +195,7 @@ class Guard:
         self._prefix = policy.store.key_prefix
         self._lock_ttl = policy.lockout.duration or 0.0
         self._contact = policy.lockout.contact
-        self._inline: Callable[[Sequence[Op]], list[Any]] | None = (
+        self._store_run: Callable[[Sequence[Op]], list[Any]] | None = (
             store.run if isinstance(store, MemoryStore) and metrics is None else None
         )
         """The in-process store's synchronous core, called straight from the hot paths when
@@ -233,7 +269,7 @@ class Guard:
         ops: list[Op] = [(GET, plan.lock_key, now)]
         for rule_plan in plan.rules:
             ops += rule_plan.check.ops(rule_plan.key, subject)
-        results = self._inline(ops) if self._inline is not None else await self._run(ops)
+        results = self._store_run(ops) if self._store_run is not None else await self._run(ops)
         lock_value = results[0]
         if lock_value is not None:
             return await self._decide_locked(plan, employee, subject, results, lock_value)
@@ -326,7 +362,7 @@ class Guard:
             if others:
                 await self._lock(others, rule_name, now)
                 locked = [(other, rule_name) for other in others]
-                decision = decision._replace(locked=(*decision.locked, *locked))
+                decision = decision.also_locking(locked)
         return decision
 
     async def _refuse(
@@ -483,7 +519,7 @@ class Guard:
             ops.append(check.outcome_op(key, subject, found))
             if found:
                 ops.append(check.recent_misses_op(key, subject))
-        results = self._inline(ops) if self._inline is not None else await self._run(ops)
+        results = self._store_run(ops) if self._store_run is not None else await self._run(ops)
         if not found:
             return
         forgive: list[Op] = []

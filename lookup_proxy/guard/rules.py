@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from lookup_proxy.guard.primitives import ADD, COUNT, MEMBERS, Op
 from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, SequentialRule
@@ -20,18 +20,22 @@ OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
 
 
-class Subject(NamedTuple):
+class Subject:
     """What a check needs to know about the lookup being decided.
 
-    A named tuple rather than a frozen dataclass: one is built for every lookup, and a frozen
-    dataclass costs about three times as much to build.
+    A plain class with slots, not a named tuple or a frozen dataclass: one is built for every
+    lookup, mypyc compiles a plain class (a named tuple's constructor stays interpreted), and a
+    frozen dataclass costs about three times as much to build in pure Python.
     """
 
-    request_id: str
-    employee: str
-    number: str
-    value: int
-    now: float
+    __slots__ = ("employee", "now", "number", "request_id", "value")
+
+    def __init__(self, request_id: str, employee: str, number: str, value: int, now: float):
+        self.request_id = request_id
+        self.employee = employee
+        self.number = number
+        self.value = value
+        self.now = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +48,17 @@ class Finding:
     """For group (store/region) block rules: every employee who scanned the block."""
 
 
-class Quota(NamedTuple):
-    """A rate rule's state for the RateLimit headers of an allowed or refused response."""
+class Quota:
+    """A rate rule's state for the RateLimit headers of an allowed or refused response.
 
-    remaining: int
-    reset: float
+    A plain class for the reason given at :class:`Subject`: one is built per rate rule per lookup.
+    """
+
+    __slots__ = ("remaining", "reset")
+
+    def __init__(self, remaining: int, reset: float) -> None:
+        self.remaining = remaining
+        self.reset = reset
 
 
 class Check:
