@@ -70,7 +70,8 @@ class Desk:
 
     def __init__(self, policy: Policy, store: GuardStore) -> None:
         self.clock = ManualClock(T)
-        self.metrics = GuardMetrics(CollectorRegistry())
+        self.registry = CollectorRegistry()
+        self.metrics = GuardMetrics(self.registry)
         self.guard = Guard(policy, store, self.clock, self.metrics)
         self._ids = itertools.count()
 
@@ -317,6 +318,28 @@ async def test_group_block_locks_the_colluders_and_spares_the_one_number_clerk(
     assert await desk.allowed(outsider, [number(66)]) == [True]
     locked = sorted(info.employee for info in await desk.guard.locked_employees())
     assert locked == sorted(["alice", partner.id])
+
+
+async def test_a_group_lockout_is_made_once_however_long_the_block_keeps_firing(
+    store: GuardStore,
+) -> None:
+    """Colluders still trying after the lock fire the group rule again; nobody is re-locked."""
+    desk = Desk(make_policy(GROUP_BLOCK.format(scope="store")), store)
+    await desk.allowed(ALICE, [number(11), number(22)])
+    await desk.allowed(BOB, [number(33)])
+    caught = await desk.look(BOB, number(44))
+    assert set(caught.locked) == {("alice", "group-block"), ("bob", "group-block")}
+    first = await desk.guard.lock_status("alice")
+    assert first is not None
+    for offset, (employee, value) in enumerate([(ALICE, 55), (BOB, 66), (ALICE, 77)], start=1):
+        desk.at(60.0 * offset)
+        again = await desk.look(employee, number(value))
+        assert (again.rule, again.locked) == ("locked", ())
+    assert await desk.guard.lock_status("alice") == first
+    lockouts = desk.registry.get_sample_value(
+        "lookup_proxy_lockouts_total", {"rule": "group-block"}
+    )
+    assert lockouts == 2
 
 
 async def test_region_rules_skip_an_employee_with_no_known_region(store: GuardStore) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote
@@ -195,11 +195,11 @@ class Guard:
         self._prefix = policy.store.key_prefix
         self._lock_ttl = policy.lockout.duration or 0.0
         self._contact = policy.lockout.contact
-        self._store_run: Callable[[Sequence[Op]], list[Any]] | None = (
-            store.run if isinstance(store, MemoryStore) and metrics is None else None
+        self._in_process: MemoryStore | None = (
+            store if isinstance(store, MemoryStore) and metrics is None else None
         )
-        """The in-process store's synchronous core, called straight from the hot paths when
-        no store latency is measured (replay): two coroutines fewer per batch."""
+        """The in-process store, whose synchronous core ``run`` the hot paths call straight
+        when no store latency is measured (replay): two coroutines fewer per batch."""
         self.checks: list[Check] = [make_check(rule) for rule in _all_rules(policy)]
         self._misses = [c for c in self.checks if isinstance(c, MissesCheck)]
         self._plans: dict[tuple[str, str, str | None, frozenset[str], str], _Plan] = {}
@@ -269,7 +269,9 @@ class Guard:
         ops: list[Op] = [(GET, plan.lock_key, now)]
         for rule_plan in plan.rules:
             ops += rule_plan.check.ops(rule_plan.key, subject)
-        results = self._store_run(ops) if self._store_run is not None else await self._run(ops)
+        results = (
+            self._in_process.run(ops) if self._in_process is not None else await self._run(ops)
+        )
         lock_value = results[0]
         if lock_value is not None:
             return await self._decide_locked(plan, employee, subject, results, lock_value)
@@ -355,10 +357,18 @@ class Guard:
         group_culprits: dict[str, tuple[str, ...]],
         now: float,
     ) -> Decision:
-        """Lock every culprit of a fired group rule besides the requester (decided above)."""
+        """Lock every culprit of a fired group rule besides the requester (decided above).
+
+        Culprits already locked out stay as they were: a scanned block keeps firing its group
+        rule on every lookup in it, and locking them again would count the same lockout over and
+        over and move its time to the latest attempt.
+        """
         for rule_name, culprits in group_culprits.items():
             already = {locked for locked, _ in decision.locked}
             others = [c for c in culprits if c != employee.id and c not in already]
+            if others:
+                held = await self._run([(GET, self.lock_key(other), now) for other in others])
+                others = [other for other, lock in zip(others, held, strict=True) if lock is None]
             if others:
                 await self._lock(others, rule_name, now)
                 locked = [(other, rule_name) for other in others]
@@ -519,7 +529,9 @@ class Guard:
             ops.append(check.outcome_op(key, subject, found))
             if found:
                 ops.append(check.recent_misses_op(key, subject))
-        results = self._store_run(ops) if self._store_run is not None else await self._run(ops)
+        results = (
+            self._in_process.run(ops) if self._in_process is not None else await self._run(ops)
+        )
         if not found:
             return
         forgive: list[Op] = []
