@@ -260,6 +260,35 @@ def _rare_collections() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
+class _LineTap:
+    """The lines of EVENTS.csv for ``csv.reader``, keeping the text of the record just read.
+
+    DECISIONS.csv echoes each record as it came and appends three fields: a quarter of the
+    cost of writing the row again through ``csv.writer``, which checks every field for
+    characters to quote. A record can span lines (a quoted newline), so ``take`` joins every
+    line read since the last call.
+    """
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._read: list[str] = []
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._read.append(line)
+        return line
+
+    def take(self) -> str:
+        """The record read since the last call, without its line ending."""
+        read = self._read
+        text = read[0] if len(read) == 1 else "".join(read)
+        read.clear()
+        return text.rstrip("\r\n")
+
+
 class _Progress:
     """A one-line progress bar on stderr for long replays."""
 
@@ -344,9 +373,10 @@ class Replayer:
             partial.open("w", newline="", encoding="utf-8") as sink,
             _rare_collections(),
         ):
-            reader = csv.reader(source)
-            writer = csv.writer(sink, lineterminator="\n")
+            tap = _LineTap(source)
+            reader = csv.reader(tap)
             header = next(reader, None)
+            tap.take()
             if header is None or [h.strip() for h in header] != list(EVENT_COLUMNS):
                 partial.unlink(missing_ok=True)
                 raise ReplayFailed(
@@ -354,10 +384,12 @@ class Replayer:
                     [BadRow(1, f"header must be {','.join(EVENT_COLUMNS)}; found {header}")],
                     1,
                 )
-            writer.writerow(DECISION_COLUMNS)
+            csv.writer(sink, lineterminator="\n").writerow(DECISION_COLUMNS)
+            write = sink.write
             previous = float("-inf")
             previous_line = 1
             for line, row in enumerate(reader, start=2):
+                text = tap.take()
                 if bar is not None and line % 4096 == 0:
                     bar.update(line - 1)
                 problem, when = self._check_row(row, previous, previous_line)
@@ -369,7 +401,11 @@ class Replayer:
                 previous, previous_line = when, line
                 if bad_total:
                     continue  # the run already failed; keep looking for more bad rows only
-                writer.writerow((*row, *self._decide(line, row, when, summary)))
+                # The row as it came (its quoting kept, so no field is re-quoted) plus the
+                # decision's fields, which never need quoting: rule names and refusal causes are
+                # kebab-case words, flags rule names joined by ";".
+                decision, rule, flags = self._decide(line, row, when, summary)
+                write(f"{text},{decision},{rule},{flags}\n")
             if bar is not None:
                 bar.close(summary.events + bad_total)
         if bad_total:

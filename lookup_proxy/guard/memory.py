@@ -261,19 +261,15 @@ def _scored_until(entries: dict[str, float], since: float) -> int:
     week's misses?), which the newest member tells at once. Otherwise bisection over the
     scores, so that no long window is walked member by member in Python.
     """
-    for oldest in entries.values():
-        if oldest > since:
-            return 0
-        break
-    else:
-        return 0
-    if next(reversed(entries.values())) <= since:
-        return len(entries)
     for stale, score in enumerate(entries.values()):
         if score > since:
             return stale
         if stale == _SHORT_WALK:
             break
+    else:
+        return len(entries)  # a short window, all of it at or before ``since``
+    if next(reversed(entries.values())) <= since:
+        return len(entries)
     return bisect_right(list(entries.values()), since)
 
 

@@ -205,7 +205,7 @@ class BlockCheck(Check):
         Window members are distinct, so each ``employee|number`` member is one more number of
         that employee's: counting members per employee counts their distinct numbers.
         """
-        numbers_by_employee = Counter(member.rpartition("|")[0] for member in members)
+        numbers_by_employee = Counter([member.rpartition("|")[0] for member in members])
         return tuple(
             sorted(e for e, count in numbers_by_employee.items() if count >= self.member_min)
         )
