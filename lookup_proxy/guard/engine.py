@@ -75,16 +75,30 @@ class Lookup:
         self.number = number
 
 
-@dataclass(frozen=True, slots=True)
 class Hit:
-    """A rule that fired for this lookup."""
+    """A rule that fired for this lookup (a plain class, as :class:`Lookup`)."""
 
-    rule: str
-    kind: str
-    action: str
-    mode: str
-    count: int
-    retry_after: float | None = None
+    __slots__ = ("action", "count", "kind", "mode", "retry_after", "rule")
+
+    def __init__(
+        self,
+        rule: str,
+        kind: str,
+        action: str,
+        mode: str,
+        count: int,
+        retry_after: float | None = None,
+    ) -> None:
+        self.rule = rule
+        self.kind = kind
+        self.action = action
+        self.mode = mode
+        self.count = count
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Hit({fields})"
 
 
 class Decision:

@@ -25,7 +25,17 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from typing import Any, Final
 
-from lookup_proxy.guard.primitives import ADD, COUNT, DELETE, GET, MEMBERS, REMOVE, SET, Op
+from lookup_proxy.guard.primitives import Op
+
+# The opcodes of primitives.py, as constants this module owns: compiled, a comparison with
+# them is a pointer test, not a lookup in another module's globals and a generic compare.
+_ADD: Final = "add"
+_COUNT: Final = "count"
+_MEMBERS: Final = "members"
+_REMOVE: Final = "remove"
+_GET: Final = "get"
+_SET: Final = "set"
+_DELETE: Final = "delete"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -65,23 +75,23 @@ class MemoryStore:
         """Synchronous core, so replay can skip the event loop entirely."""
         results: list[Any] = []
         for op in ops:
-            kind = op[0]
+            kind: str = op[0]
             # The commonest primitives first: this chain is the dispatch.
-            if kind == ADD:
+            if kind == _ADD:
                 results.append(self._add(op[1], op[2], op[3], op[4], op[5], op[6]))
-            elif kind == COUNT:
+            elif kind == _COUNT:
                 results.append(self._count(op[1], op[2]))
-            elif kind == MEMBERS:
+            elif kind == _MEMBERS:
                 results.append(self._members(op[1], op[2]))
-            elif kind == GET:
+            elif kind == _GET:
                 self.observe_time(op[2])
                 results.append(self._get(op[1]))
-            elif kind == REMOVE:
+            elif kind == _REMOVE:
                 results.append(self._remove(op[1], op[2]))
-            elif kind == SET:
+            elif kind == _SET:
                 self.observe_time(op[4])
                 results.append(self._set(op[1], op[2], op[3]))
-            elif kind == DELETE:
+            elif kind == _DELETE:
                 results.append(self._delete(op[1]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")

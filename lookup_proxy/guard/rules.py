@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from lookup_proxy.guard.primitives import ADD, COUNT, MEMBERS, Op
@@ -38,14 +37,18 @@ class Subject:
         self.now = now
 
 
-@dataclass(frozen=True, slots=True)
 class Finding:
-    """A rule that fired: how far over, and when trying again could succeed."""
+    """A rule that fired: how far over, and when trying again could succeed.
 
-    count: int
-    retry_after: float | None = None
-    culprits: tuple[str, ...] = ()
-    """For group (store/region) block rules: every employee who scanned the block."""
+    A plain class for the reason given at :class:`Subject` (a frozen dataclass's constructor
+    stays interpreted under mypyc).
+    """
+
+    __slots__ = ("count", "retry_after")
+
+    def __init__(self, count: int, retry_after: float | None = None) -> None:
+        self.count = count
+        self.retry_after = retry_after
 
 
 class Quota:
@@ -143,7 +146,7 @@ class SequentialCheck(Check):
             return None
         distance = self.distance
         current = subject.value
-        values = sorted(map(int, numbers))
+        values = sorted([int(number) for number in numbers])
         # Is the current number close to another? Only its nearest neighbours below and above
         # can be (found by bisection: this runs for nearly every lookup).
         below, above = bisect_left(values, current), bisect_right(values, current)
