@@ -206,42 +206,37 @@ def parse_timestamp(text: str) -> float:
 
 
 class _EventTimes:
-    """``parse_timestamp`` for a stream of events, cached per hour.
+    """``parse_timestamp`` for a stream of events, cached per minute.
 
-    Nearly every timestamp has the shape ``YYYY-MM-DDTHH:MM:SS±HH:MM``; for those the date, hour
-    and offset are parsed once per distinct hour and the minutes and seconds added, which gives
-    the same epoch seconds (a fixed offset has no daylight-saving steps) at a fraction of the
-    cost. Any other shape, and every error message, comes from ``parse_timestamp`` itself.
+    Nearly every timestamp has the shape ``YYYY-MM-DDTHH:MM:SS±HH:MM``; for those everything
+    but the seconds is parsed once per distinct minute and the seconds added, which gives the
+    same epoch seconds (a fixed offset has no daylight-saving steps) at a fraction of the cost.
+    Any other shape, and every error message, comes from ``parse_timestamp`` itself.
     """
 
-    MAX_HOURS = 100_000
+    MAX_MINUTES = 100_000
 
     def __init__(self) -> None:
-        self._hours: dict[str, float] = {}
+        self._minutes: dict[str, float] = {}
 
     def parse(self, text: str) -> float:
         if (
             len(text) == 25
-            and text[13] == ":"
             and text[16] == ":"
-            and text[19] in "+-"
-            and text[14:16].isdigit()
-            and text[17:19].isdigit()
-            and text.isascii()
-            and text[14:16] < "60"
-            and text[17:19] < "60"
+            and "0" <= text[17] <= "5"
+            and "0" <= text[18] <= "9"
         ):
-            hour = text[:13] + text[19:]
-            start = self._hours.get(hour)
+            minute = text[:16] + text[19:]
+            start = self._minutes.get(minute)
             if start is None:
                 try:
-                    start = parse_timestamp(text[:14] + "00:00" + text[19:])
+                    start = parse_timestamp(text[:17] + "00" + text[19:])
                 except ValueError:
                     return parse_timestamp(text)  # the error names the whole timestamp
-                if len(self._hours) >= self.MAX_HOURS:
-                    self._hours.clear()
-                self._hours[hour] = start
-            return start + 60 * int(text[14:16]) + int(text[17:19])
+                if len(self._minutes) >= self.MAX_MINUTES:
+                    self._minutes.clear()
+                self._minutes[minute] = start
+            return start + 10 * (ord(text[17]) - 48) + ord(text[18]) - 48
         return parse_timestamp(text)
 
 
@@ -260,33 +255,46 @@ def _rare_collections() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-class _LineTap:
-    """The lines of EVENTS.csv for ``csv.reader``, keeping the text of the record just read.
-
-    DECISIONS.csv echoes each record as it came and appends three fields: a quarter of the
-    cost of writing the row again through ``csv.writer``, which checks every field for
-    characters to quote. A record can span lines (a quoted newline), so ``take`` joins every
-    line read since the last call.
-    """
+class _HandedBack:
+    """Lines for ``csv.reader``: a line handed back first, then the file's; keeps what it gave."""
 
     def __init__(self, lines: Iterator[str]) -> None:
         self._lines = lines
-        self._read: list[str] = []
+        self.back: str | None = None
+        self.given: list[str] = []
 
-    def __iter__(self) -> _LineTap:
+    def __iter__(self) -> _HandedBack:
         return self
 
     def __next__(self) -> str:
-        line = next(self._lines)
-        self._read.append(line)
+        line = self.back
+        if line is None:
+            line = next(self._lines)
+        else:
+            self.back = None
+        self.given.append(line)
         return line
 
-    def take(self) -> str:
-        """The record read since the last call, without its line ending."""
-        read = self._read
-        text = read[0] if len(read) == 1 else "".join(read)
-        read.clear()
-        return text.rstrip("\r\n")
+
+def _records(source: Iterator[str]) -> Iterator[tuple[str, list[str]]]:
+    """Each record of EVENTS.csv: its text without the line ending, and its fields.
+
+    A line without a quote character is split on commas, which is exactly what ``csv.reader``
+    makes of it at a fraction of the cost; a line with one goes to ``csv.reader``, which reads
+    on for a quoted newline. DECISIONS.csv echoes the text and appends three fields, so no
+    field is ever re-quoted (writing rows through ``csv.writer`` cost a tenth of a replay).
+    """
+    lines = _HandedBack(source)
+    reader = csv.reader(lines)
+    for line in source:
+        if '"' not in line:
+            text = line.rstrip("\r\n")
+            yield text, (text.split(",") if text else [])
+            continue
+        lines.back = line
+        lines.given.clear()
+        fields = next(reader)
+        yield "".join(lines.given).rstrip("\r\n"), fields
 
 
 class _Progress:
@@ -373,10 +381,9 @@ class Replayer:
             partial.open("w", newline="", encoding="utf-8") as sink,
             _rare_collections(),
         ):
-            tap = _LineTap(source)
-            reader = csv.reader(tap)
-            header = next(reader, None)
-            tap.take()
+            records = _records(source)
+            first = next(records, None)
+            header = None if first is None else first[1]
             if header is None or [h.strip() for h in header] != list(EVENT_COLUMNS):
                 partial.unlink(missing_ok=True)
                 raise ReplayFailed(
@@ -388,8 +395,7 @@ class Replayer:
             write = sink.write
             previous = float("-inf")
             previous_line = 1
-            for line, row in enumerate(reader, start=2):
-                text = tap.take()
+            for line, (text, row) in enumerate(records, start=2):
                 if bar is not None and line % 4096 == 0:
                     bar.update(line - 1)
                 problem, when = self._check_row(row, previous, previous_line)

@@ -10,6 +10,7 @@ seconds after ``T0`` in Korean time unless a test is about the clock itself.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from lookup_proxy.replay import (
     Replayer,
     ReplayFailed,
     _EventTimes,
+    _records,
     load_roster,
     parse_timestamp,
 )
@@ -246,6 +248,37 @@ def test_timestamps_parse_the_same_whichever_hour_came_first() -> None:
         "2026-10-01T09:00:00",
     ):
         assert error_of(times.parse, text) == error_of(parse_timestamp, text), text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a,b,c\n\n , ,\n",
+        '"a,b",c\nx,"multi\nline",y\n"q""uote",z\r\n',
+        'ab"c,d\nlast,no,newline',
+        '"never closed,\nn,m\n',
+        "old\rmac\n",
+    ],
+    ids=["plain", "quoted", "stray-quote", "unterminated", "bare-cr"],
+)
+def test_records_are_what_csv_reads_and_their_text_as_it_came(body: str) -> None:
+    """The comma-split fast path and the csv.reader fallback agree with csv.reader throughout,
+    and each record's text is its input, line ending dropped, so echoing it loses nothing."""
+    text = "h1,h2\n" + body + "\nn,m\n"
+    records = list(_records(io.StringIO(text, newline="")))
+    assert [fields for _, fields in records] == list(csv.reader(io.StringIO(text, newline="")))
+    echoed = "\n".join(record for record, _ in records) + "\n"
+    assert list(csv.reader(io.StringIO(echoed, newline=""))) == [f for _, f in records]
+
+
+def test_a_quoted_event_is_echoed_as_it_came(tmp_path: Path) -> None:
+    """DECISIONS.csv repeats each record's text, quoting and all, then the decision."""
+    events = tmp_path / "events.csv"
+    quoted = f'{at(0)},E1,"Gangnam, 2F",R1,"{number(1)}",BILLING_INQUIRY,,true'
+    events.write_text(",".join(EVENT_COLUMNS) + "\n" + quoted + "\n", encoding="utf-8")
+    out = tmp_path / "decisions.csv"
+    Replayer(policy("")).run(events, out)
+    assert out.read_text(encoding="utf-8").splitlines()[1] == quoted + ",allow,,"
 
 
 # -- rows that cannot be replayed, rows refused before the guard ------------------------------

@@ -8,7 +8,6 @@ and in replay. Counting semantics shared by every kind: the lookup being decided
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections import Counter
 from typing import Any
 
@@ -146,15 +145,15 @@ class SequentialCheck(Check):
             return None
         distance = self.distance
         current = subject.value
-        values = sorted([int(number) for number in numbers])
-        # Is the current number close to another? Only its nearest neighbours below and above
-        # can be (found by bisection: this runs for nearly every lookup).
-        below, above = bisect_left(values, current), bisect_right(values, current)
-        if not (
-            (below > 0 and current - values[below - 1] <= distance)
-            or (above < len(values) and values[above] - current <= distance)
-        ):
+        values = [int(number) for number in numbers]
+        # Is the current number close to another? One pass, before sorting anything: this
+        # runs for nearly every lookup, and for an honest clerk the answer is nearly always no.
+        for value in values:
+            if value != current and -distance <= value - current <= distance:
+                break
+        else:
             return None
+        values.sort()
         clustered = 0
         for index, value in enumerate(values):
             if (index > 0 and value - values[index - 1] <= distance) or (
