@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from lookup_proxy.clock import Clock
@@ -112,7 +112,7 @@ class Decision:
     the response, allowed or refused.
     """
 
-    __slots__ = ("allowed", "flags", "headers", "hits", "locked", "refusal", "rule")
+    __slots__ = ("_headers", "_rate", "allowed", "flags", "hits", "locked", "refusal", "rule")
 
     def __init__(
         self,
@@ -122,7 +122,8 @@ class Decision:
         flags: tuple[str, ...],
         hits: tuple[Hit, ...],
         locked: tuple[tuple[str, str], ...],
-        headers: dict[str, str],
+        headers: dict[str, str] | None,
+        rate: _RateState | None = None,
     ) -> None:
         self.allowed = allowed
         self.rule = rule
@@ -130,7 +131,16 @@ class Decision:
         self.flags = flags
         self.hits = hits
         self.locked = locked
-        self.headers = headers
+        self._headers = headers
+        self._rate = rate
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """RateLimit headers for the response, allowed or refused; made on first reading."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {} if self._rate is None else self._rate.headers()
+        return headers
 
     def also_locking(self, locked: Sequence[tuple[str, str]]) -> Decision:
         """The same decision, reporting more lockouts."""
@@ -141,11 +151,13 @@ class Decision:
             self.flags,
             self.hits,
             (*self.locked, *locked),
-            self.headers,
+            self._headers,
+            self._rate,
         )
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        names = ("allowed", "rule", "refusal", "flags", "hits", "locked", "headers")
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
         return f"Decision({fields})"
 
 
@@ -159,32 +171,58 @@ class LockInfo:
     until: float | None
 
 
-class _RulePlan(NamedTuple):
-    """One applicable rule in a lookup's batch: its key and where its results are."""
+class _RulePlan:
+    """One applicable rule in a lookup's batch: its key and where its results start."""
 
-    check: Check
-    key: str
-    start: int
-    end: int
-    rate: RateCheck | None
-    """The check again when it is an enforced rate rule, which reports RateLimit headers."""
-    group: BlockCheck | None
-    """The check again when it is a group block rule, which asks who scanned the block."""
+    __slots__ = ("check", "group", "key", "start")
+
+    def __init__(self, check: Check, key: str, start: int, group: BlockCheck | None) -> None:
+        self.check = check
+        self.key = key
+        self.start = start
+        self.group = group
+        """The check again when it is a group block rule, which asks who scanned the block."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """How one employee's lookups for one reason are guarded: every key quoted and formatted,
-    every rule's slice of the results fixed. Built once and cached, because none of it depends
+    every rule's place in the results fixed. Built once and cached, because none of it depends
     on the lookup itself and building it was most of what deciding a lookup cost."""
 
+    employee: Employee
     lock_key: str
     rules: tuple[_RulePlan, ...]
     locking_groups: tuple[_RulePlan, ...]
     """The enforced group rules that lock: the only rules judged while the employee is locked."""
     misses: tuple[tuple[MissesCheck, str], ...]
+    rates: tuple[tuple[RateCheck, int], ...]
+    """The enforced rate rules, which report RateLimit headers, and where their results are."""
     rate_policy: str
     """The RateLimit-Policy header: the same for every lookup under this plan."""
+
+
+class _RateState:
+    """What a decision's RateLimit headers are made from, kept so that they are only made
+    when read: the live proxy reads them for every response, replay never."""
+
+    __slots__ = ("now", "plan", "results")
+
+    def __init__(self, plan: _Plan, results: list[Any], now: float) -> None:
+        self.plan = plan
+        self.results = results
+        self.now = now
+
+    def headers(self) -> dict[str, str]:
+        # RateLimit reports the enforced rate rule with the fewest lookups left (the latest
+        # reset among equals; the first of equals in policy order).
+        tight: Quota | None = None
+        tight_rule = ""
+        for rate, start in self.plan.rates:
+            quota = rate.quota(self.results, start, self.now)
+            if tight is None or _tighter(quota, tight):
+                tight, tight_rule = quota, rate.rule.name
+        return _rate_headers(self.plan.rate_policy, tight_rule, tight)
 
 
 PLAN_CACHE_SIZE = 8192
@@ -216,7 +254,9 @@ class Guard:
         when no store latency is measured (replay): two coroutines fewer per batch."""
         self.checks: list[Check] = [make_check(rule) for rule in _all_rules(policy)]
         self._misses = [c for c in self.checks if isinstance(c, MissesCheck)]
-        self._plans: dict[tuple[str, str, str | None, frozenset[str], str], _Plan] = {}
+        self._plans: dict[str, dict[str, _Plan]] = {}
+        """Employee id → reason → plan."""
+        self._plan_count = 0
         self._lock_views: dict[tuple[str, str], tuple[LockInfo, str]] = {}
 
     # -- keys --------------------------------------------------------------------------------
@@ -236,18 +276,30 @@ class Guard:
         return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:lock"
 
     def _plan(self, employee: Employee, reason: str) -> _Plan:
-        """The cached plan for this employee and reason (see :class:`_Plan`)."""
-        cache_key = (employee.id, employee.store, employee.region, employee.roles, reason)
-        plan = self._plans.get(cache_key)
-        if plan is None:
-            if len(self._plans) >= PLAN_CACHE_SIZE:
-                self._plans.clear()
-            plan = self._plans[cache_key] = self._build_plan(employee, reason)
+        """The cached plan for this employee and reason (see :class:`_Plan`).
+
+        Looked up by id and reason, whose hashes strings keep, then checked against the
+        employee's store, region and roles (the same object, in replay), which the plan
+        depends on too: a token with another store gets its own plan.
+        """
+        by_reason = self._plans.get(employee.id)
+        if by_reason is None:
+            by_reason = self._plans[employee.id] = {}
+        plan = by_reason.get(reason)
+        if plan is not None and (plan.employee is employee or plan.employee == employee):
+            return plan
+        if self._plan_count >= PLAN_CACHE_SIZE:
+            self._plans.clear()
+            self._plan_count = 0
+            by_reason = self._plans[employee.id] = {}
+        plan = by_reason[reason] = self._build_plan(employee, reason)
+        self._plan_count += 1
         return plan
 
     def _build_plan(self, employee: Employee, reason: str) -> _Plan:
         rules: list[_RulePlan] = []
         misses: list[tuple[MissesCheck, str]] = []
+        rates: list[tuple[RateCheck, int]] = []
         start = 1  # after the employee's lock
         for check in self.checks:
             if not _applies(check, reason, employee.roles):
@@ -255,21 +307,25 @@ class Guard:
             key = self._rule_key(check, employee)
             if key is None:
                 continue  # a region rule for an employee with no known region
-            rule = check.rule
-            rate = check if isinstance(check, RateCheck) and rule.mode == "enforce" else None
+            if isinstance(check, RateCheck) and check.rule.mode == "enforce":
+                rates.append((check, start))
             group = check if isinstance(check, BlockCheck) and check.group else None
-            rules.append(_RulePlan(check, key, start, start + check.width, rate, group))
+            rules.append(_RulePlan(check, key, start, group))
             start += check.width
             if isinstance(check, MissesCheck):
                 misses.append((check, key))
         rate_policy = ", ".join(
-            f'"{p.check.rule.name}";q={p.check.rule.limit};w={int(p.check.rule.window)}'
-            for p in rules
-            if p.rate is not None
+            f'"{rate.rule.name}";q={rate.rule.limit};w={int(rate.rule.window)}' for rate, _ in rates
         )
         locking_groups = tuple(p for p in rules if p.group is not None and _locks(p.check))
         return _Plan(
-            self.lock_key(employee.id), tuple(rules), locking_groups, tuple(misses), rate_policy
+            employee,
+            self.lock_key(employee.id),
+            tuple(rules),
+            locking_groups,
+            tuple(misses),
+            tuple(rates),
+            rate_policy,
         )
 
     # -- decide ------------------------------------------------------------------------------
@@ -282,7 +338,7 @@ class Guard:
         subject = Subject(lookup.request_id, employee.id, lookup.number, int(lookup.number), now)
         ops: list[Op] = [(GET, plan.lock_key, now)]
         for rule_plan in plan.rules:
-            ops += rule_plan.check.ops(rule_plan.key, subject)
+            rule_plan.check.add_ops(ops, rule_plan.key, subject)
         results = (
             self._in_process.run(ops) if self._in_process is not None else await self._run(ops)
         )
@@ -294,22 +350,15 @@ class Guard:
         flags: list[str] = []
         blocking: list[Hit] = []
         group_culprits: dict[str, tuple[str, ...]] = {}
-        tight: Quota | None = None
-        tight_rule = ""
-        for check, key, start, end, rate, group in plan.rules:
-            part = results[start:end]
-            if rate is not None:
-                # RateLimit reports the enforced rate rule with the fewest lookups left (the
-                # latest reset among equals; the first of equals in policy order).
-                quota = rate.quota(part, subject)
-                if tight is None or _tighter(quota, tight):
-                    tight, tight_rule = quota, rate.rule.name
-            finding = check.judge(part, subject)
+        for rule_plan in plan.rules:
+            check = rule_plan.check
+            finding = check.judge(results, rule_plan.start, subject)
             if finding is None:
                 continue
             rule = check.rule
+            group = rule_plan.group
             if group is not None:
-                who = await self._run([group.who_op(key, subject)])
+                who = await self._run([group.who_op(rule_plan.key, subject)])
                 culprits = group.culprits(who[0])
                 if _locks(check):
                     group_culprits[rule.name] = culprits
@@ -324,11 +373,11 @@ class Guard:
             else:
                 blocking.append(hit)
 
-        headers = _rate_headers(plan.rate_policy, tight_rule, tight)
+        rate = _RateState(plan, results, now)
         if blocking:
-            decision = await self._refuse(employee, blocking, flags, hits, headers, now)
+            decision = await self._refuse(employee, blocking, flags, hits, rate, now)
         else:
-            decision = Decision(True, None, None, tuple(flags), tuple(hits), (), headers)
+            decision = Decision(True, None, None, tuple(flags), tuple(hits), (), None, rate)
         decision = await self._lock_others(decision, employee, group_culprits, now)
         if self.metrics is not None:
             self.metrics.observe_decision(decision)
@@ -353,11 +402,12 @@ class Guard:
         refusal = locked_out(detail, info.until, info.rule)
         decision = Decision(False, LOCKED, refusal, (), (), (), {})
         group_culprits: dict[str, tuple[str, ...]] = {}
-        for check, key, start, end, _rate, group in plan.locking_groups:
-            if group is None or check.judge(results[start:end], subject) is None:
+        for rule_plan in plan.locking_groups:
+            group = rule_plan.group
+            if group is None or group.judge(results, rule_plan.start, subject) is None:
                 continue
-            who = await self._run([group.who_op(key, subject)])
-            group_culprits[check.rule.name] = group.culprits(who[0])
+            who = await self._run([group.who_op(rule_plan.key, subject)])
+            group_culprits[group.rule.name] = group.culprits(who[0])
         if group_culprits:
             decision = await self._lock_others(decision, employee, group_culprits, subject.now)
         if self.metrics is not None:
@@ -395,7 +445,7 @@ class Guard:
         blocking: list[Hit],
         flags: list[str],
         hits: list[Hit],
-        headers: dict[str, str],
+        rate: _RateState,
         now: float,
     ) -> Decision:
         locking = [hit for hit in blocking if hit.action == "lock"]
@@ -410,7 +460,8 @@ class Guard:
                 tuple(flags),
                 tuple(hits),
                 ((employee.id, first.rule),),
-                headers,
+                None,
+                rate,
             )
         rate_hits = [hit for hit in blocking if hit.kind == "rate"]
         other_hits = [hit for hit in blocking if hit.kind != "rate"]
@@ -428,11 +479,12 @@ class Guard:
                 tuple(flags),
                 tuple(hits),
                 (),
-                headers,
+                None,
+                rate,
             )
         slowest = max(rate_hits, key=lambda hit: hit.retry_after or 0.0)
         wait = max(1, math.ceil(slowest.retry_after or 1.0))
-        retry_headers = dict(headers)
+        retry_headers = dict(rate.headers())
         retry_headers["Retry-After"] = str(wait)
         detail = (
             f"Too many lookups in a short time. Wait {format_duration(wait)} and try again; "

@@ -64,7 +64,7 @@ class Quota:
 
 
 class Check:
-    """Base of the five kinds; ``width`` is how many primitives ``ops`` contributes."""
+    """Base of the five kinds; ``width`` is how many primitives ``add_ops`` contributes."""
 
     width = 1
 
@@ -73,10 +73,12 @@ class Check:
         self.window = rule.window
         self.limit = rule.limit
 
-    def ops(self, key: str, subject: Subject) -> list[Op]:
+    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
+        """Append this check's ``width`` primitives to the lookup's batch."""
         raise NotImplementedError
 
-    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        """Judge this check's results, ``results[start:start + width]``."""
         raise NotImplementedError
 
     def _retry(self, score: float | None, now: float) -> float | None:
@@ -86,33 +88,33 @@ class Check:
 class RateCheck(Check):
     """Sliding-window log of attempts; exact, and capped at limit+1 entries per scope."""
 
-    def ops(self, key: str, subject: Subject) -> list[Op]:
-        return [
+    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
+        ops.append(
             (ADD, key, subject.now, subject.request_id, self.window, self.limit + 1, self.limit)
-        ]
+        )
 
-    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
-        count, nth_score, _ = results[0]
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        count, nth_score, _ = results[start]
         if count > self.limit:
             return Finding(count, self._retry(nth_score, subject.now))
         return None
 
-    def quota(self, results: list[Any], subject: Subject) -> Quota:
-        count, nth_score, oldest = results[0]
+    def quota(self, results: list[Any], start: int, now: float) -> Quota:
+        count, nth_score, oldest = results[start]
         remaining = max(self.limit - count, 0)
         anchor = nth_score if remaining == 0 else oldest
-        reset = max(anchor + self.window - subject.now, 0.0) if anchor is not None else 0.0
+        reset = max(anchor + self.window - now, 0.0) if anchor is not None else 0.0
         return Quota(remaining, reset)
 
 
 class DistinctCheck(Check):
     """Distinct numbers in the window: looking the same customer up again is free."""
 
-    def ops(self, key: str, subject: Subject) -> list[Op]:
-        return [(ADD, key, subject.now, subject.number, self.window, self.limit + 1, self.limit)]
+    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
+        ops.append((ADD, key, subject.now, subject.number, self.window, self.limit + 1, self.limit))
 
-    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
-        count, nth_score, _ = results[0]
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        count, nth_score, _ = results[start]
         if count > self.limit:
             return Finding(count, self._retry(nth_score, subject.now))
         return None
@@ -132,15 +134,12 @@ class SequentialCheck(Check):
         self.distance = rule.distance
         self.cap = max(4 * (rule.limit + 1), 64)
 
-    def ops(self, key: str, subject: Subject) -> list[Op]:
-        since = subject.now - self.window
-        return [
-            (ADD, key, subject.now, subject.number, self.window, self.cap, 0),
-            (MEMBERS, key, since),
-        ]
+    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
+        ops.append((ADD, key, subject.now, subject.number, self.window, self.cap, 0))
+        ops.append((MEMBERS, key, subject.now - self.window))
 
-    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
-        numbers: list[str] = results[1]
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        numbers: list[str] = results[start + 1]
         if len(numbers) <= self.limit:
             return None
         distance = self.distance
@@ -184,16 +183,15 @@ class BlockCheck(Check):
     def block_key(self, key: str, subject: Subject) -> str:
         return f"{key}:{subject.number[: self.digits]}"
 
-    def ops(self, key: str, subject: Subject) -> list[Op]:
+    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
         block = self.block_key(key, subject)
-        ops: list[Op] = [(ADD, block, subject.now, subject.number, self.window, self.limit + 1, 0)]
+        ops.append((ADD, block, subject.now, subject.number, self.window, self.limit + 1, 0))
         if self.group:
             member = f"{subject.employee}|{subject.number}"
             ops.append((ADD, block + ":who", subject.now, member, self.window, self.who_cap, 0))
-        return ops
 
-    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
-        count = results[0][0]
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        count = results[start][0]
         if count > self.limit:
             return Finding(count)
         return None
@@ -243,13 +241,14 @@ class MissesCheck(Check):
             keys = self._outcome_keys[key] = (key + ":miss", key + ":found")
         return keys
 
-    def ops(self, key: str, subject: Subject) -> list[Op]:
+    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
         since = subject.now - self.window
         miss, found = self.outcome_keys(key)
-        return [(COUNT, miss, since), (COUNT, found, since)]
+        ops.append((COUNT, miss, since))
+        ops.append((COUNT, found, since))
 
-    def judge(self, results: list[Any], subject: Subject) -> Finding | None:
-        misses, found = results[0], results[1]
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        misses, found = results[start], results[start + 1]
         if misses > self.limit and misses >= self.ratio * (misses + found):
             return Finding(misses)
         return None
