@@ -490,7 +490,9 @@ class Replayer:
         for flag in flags:
             summary.flags_by_rule[flag] += 1
         employees = summary.employees
-        me = employees.setdefault(row[1], EmployeeSummary())
+        me = employees.get(row[1])
+        if me is None:
+            me = employees[row[1]] = EmployeeSummary()
         if flags:
             me.flags.update(flags)
             if me.first_flag_at is None:
@@ -500,7 +502,9 @@ class Replayer:
             me.denied += 1
         for employee, rule in decision.locked:
             summary.lockouts_by_rule[rule] += 1
-            info = employees.setdefault(employee, EmployeeSummary())
+            info = employees.get(employee)
+            if info is None:
+                info = employees[employee] = EmployeeSummary()
             if info.locked_at is None:
                 info.locked_at = row[0]
                 info.locked_by = rule
