@@ -40,16 +40,35 @@ _DELETE: Final = "delete"
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
 """Members ``_scored_until`` steps over one by one before it bisects instead."""
+_HOLES_TOLERATED: Final = 32
+"""Deleted members a window's dict may keep as holes before ``removed`` rebuilds it."""
 
 
 class _Window:
     """One key's members in time order, and when the key expires."""
 
-    __slots__ = ("entries", "expiry")
+    __slots__ = ("entries", "expiry", "removed")
 
     def __init__(self) -> None:
         self.entries: dict[str, float] = {}
         self.expiry = _FOREVER
+        self.removed = 0
+        """Members deleted since ``entries`` was built."""
+
+    def note_removed(self, count: int) -> dict[str, float]:
+        """Count deletions, rebuilding the dict once they are many; returns the entries.
+
+        A dict keeps a deleted entry's slot as a hole until it next resizes, and a window
+        deletes from its front, so every walk from the front (to the oldest member, to trim)
+        steps over the holes: hundreds, in a busy week-long window, which made those walks a
+        tenth of a replay. Rebuilding once the deletions pass a quarter of the members keeps
+        the holes few, for an amortised copy of four members per deletion.
+        """
+        self.removed += count
+        if self.removed > _HOLES_TOLERATED and 4 * self.removed > len(self.entries):
+            self.entries = dict(self.entries)
+            self.removed = 0
+        return self.entries
 
 
 class MemoryStore:
@@ -120,7 +139,7 @@ class MemoryStore:
             for oldest in entries.values():
                 cutoff = now - window
                 if oldest <= cutoff:
-                    _trim(entries, cutoff)
+                    entries = found.note_removed(_trim(entries, cutoff))
                 if now < latest and entries:
                     # Only a clock that stepped back can find a newer score than now (every
                     # score is at most ``_latest``); it must not break the time order.
@@ -130,11 +149,14 @@ class MemoryStore:
                 break
         if member in entries:
             del entries[member]
+            entries = found.note_removed(1)
         entries[member] = now
         count = len(entries)
-        while count > cap:
-            del entries[next(iter(entries))]
-            count -= 1
+        if count > cap:
+            for _ in range(count - cap):
+                del entries[next(iter(entries))]
+            entries = found.note_removed(count - cap)
+            count = cap
         found.expiry = now + window
         score: float | None = None
         if 0 < nth <= count:
@@ -182,7 +204,10 @@ class MemoryStore:
 
     def _remove(self, key: str, member: str) -> int:
         found = self._live(key)
-        return 0 if found is None or found.entries.pop(member, None) is None else 1
+        if found is None or found.entries.pop(member, None) is None:
+            return 0
+        found.note_removed(1)
+        return 1
 
     # -- values ----------------------------------------------------------------------------
 
@@ -283,13 +308,15 @@ def _scored_until(entries: dict[str, float], since: float) -> int:
     return bisect_right(list(entries.values()), since)
 
 
-def _trim(entries: dict[str, float], cutoff: float) -> None:
-    """Drop the members scored at or before ``cutoff`` (a prefix, as scores ascend)."""
+def _trim(entries: dict[str, float], cutoff: float) -> int:
+    """Drop the members scored at or before ``cutoff`` (a prefix, as scores ascend); how many."""
     stale = _scored_until(entries, cutoff)
     if stale == len(entries):
         entries.clear()  # also gives the dict's table back, holes and all
-    elif stale == 1:
+        return 0
+    if stale == 1:
         del entries[next(iter(entries))]
     else:
         for member in list(islice(entries, stale)):
             del entries[member]
+    return stale
