@@ -8,7 +8,9 @@ the terminal's wait. The clock is injected; nothing here knows whether it runs l
 Rules are not judged while the employee is locked out: the lookup is refused as ``locked`` and
 still counted by every rule (the batch runs whole, so hammering while locked resets nothing),
 but it raises no hits and no flags. Only group rules that lock are judged then, for the
-other members of the group they lock.
+other members of the group they lock. In process (replay), an employee locked until unlocked
+is counted by the store- and region-wide rules only: their own counters are never read again,
+since unlocking wipes them, and leaving them be is a third of a replay of hammering attackers.
 
 Replay decides a month of a store chain's lookups through here in one run, so the per-lookup
 path is kept lean: what depends only on the employee and reason (keys, result slices, headers) is a
@@ -195,6 +197,10 @@ class _Plan:
     rules: tuple[_RulePlan, ...]
     locking_groups: tuple[_RulePlan, ...]
     """The enforced group rules that lock: the only rules judged while the employee is locked."""
+    shared: tuple[_RulePlan, ...]
+    """The store- and region-scoped rules, placed in a batch of their own (after the lock)."""
+    shared_locking_groups: tuple[_RulePlan, ...]
+    """``locking_groups`` placed in that batch."""
     misses: tuple[tuple[MissesCheck, str], ...]
     rates: tuple[tuple[RateCheck, int], ...]
     """The enforced rate rules, which report RateLimit headers, and where their results are."""
@@ -318,11 +324,20 @@ class Guard:
             f'"{rate.rule.name}";q={rate.rule.limit};w={int(rate.rule.window)}' for rate, _ in rates
         )
         locking_groups = tuple(p for p in rules if p.group is not None and _locks(p.check))
+        shared: list[_RulePlan] = []
+        start = 1
+        for p in rules:
+            if p.check.rule.scope != "employee":
+                shared.append(_RulePlan(p.check, p.key, start, p.group))
+                start += p.check.width
+        shared_locking = tuple(p for p in shared if p.group is not None and _locks(p.check))
         return _Plan(
             employee,
             self.lock_key(employee.id),
             tuple(rules),
             locking_groups,
+            tuple(shared),
+            shared_locking,
             tuple(misses),
             tuple(rates),
             rate_policy,
@@ -336,15 +351,30 @@ class Guard:
         employee = lookup.employee
         plan = self._plan(employee, lookup.reason)
         subject = Subject(lookup.request_id, employee.id, lookup.number, int(lookup.number), now)
-        ops: list[Op] = [(GET, plan.lock_key, now)]
+        store = self._in_process
+        if store is not None:
+            # In process (replay), where asking first costs no round trip: an employee locked
+            # until unlocked never has their own counters read again (unlocking wipes them), so
+            # only the store- and region-wide rules need this lookup. Decisions are the same as
+            # with the one batch that live stores always run.
+            lock_value = store.run([(GET, plan.lock_key, now)])[0]
+            if lock_value is not None and self._lock_view(employee.id, lock_value)[0].until is None:
+                ops: list[Op] = [(GET, plan.lock_key, now)]
+                for rule_plan in plan.shared:
+                    rule_plan.check.add_ops(ops, rule_plan.key, subject)
+                results = store.run(ops)
+                return await self._decide_locked(
+                    plan.shared_locking_groups, employee, subject, results, lock_value
+                )
+        ops = [(GET, plan.lock_key, now)]
         for rule_plan in plan.rules:
             rule_plan.check.add_ops(ops, rule_plan.key, subject)
-        results = (
-            self._in_process.run(ops) if self._in_process is not None else await self._run(ops)
-        )
+        results = store.run(ops) if store is not None else await self._run(ops)
         lock_value = results[0]
         if lock_value is not None:
-            return await self._decide_locked(plan, employee, subject, results, lock_value)
+            return await self._decide_locked(
+                plan.locking_groups, employee, subject, results, lock_value
+            )
 
         hits: list[Hit] = []
         flags: list[str] = []
@@ -385,14 +415,14 @@ class Guard:
 
     async def _decide_locked(
         self,
-        plan: _Plan,
+        locking_groups: tuple[_RulePlan, ...],
         employee: Employee,
         subject: Subject,
         results: list[Any],
         lock_value: str,
     ) -> Decision:
-        """A locked-out employee's lookup: refused, and counted in every rule (the batch ran),
-        but not judged: it raises no hits and no flags.
+        """A locked-out employee's lookup: refused, and counted in every rule whose counts can
+        still matter (the batch ran), but not judged: it raises no hits and no flags.
 
         Only group rules that lock are judged, for what they do to others: a locked colluder
         still scanning the group's block exposes the rest of the group, as before the lock.
@@ -402,7 +432,7 @@ class Guard:
         refusal = locked_out(detail, info.until, info.rule)
         decision = Decision(False, LOCKED, refusal, (), (), (), {})
         group_culprits: dict[str, tuple[str, ...]] = {}
-        for rule_plan in plan.locking_groups:
+        for rule_plan in locking_groups:
             group = rule_plan.group
             if group is None or group.judge(results, rule_plan.start, subject) is None:
                 continue
