@@ -8,7 +8,6 @@ and in replay. Counting semantics shared by every kind: the lookup being decided
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from lookup_proxy.guard.primitives import ADD, COUNT, MEMBERS, Op
@@ -16,6 +15,8 @@ from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, S
 
 OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
+MEMBERS_CACHED = 65_536
+"""``employee|number`` members whose employee a group block check remembers; likewise."""
 
 
 class Subject:
@@ -179,6 +180,7 @@ class BlockCheck(Check):
         self.group = rule.scope != "employee"
         self.width = 2 if self.group else 1
         self.who_cap = 8 * (rule.limit + 1)
+        self._employee_of: dict[str, str] = {}
 
     def block_key(self, key: str, subject: Subject) -> str:
         return f"{key}:{subject.number[: self.digits]}"
@@ -202,10 +204,22 @@ class BlockCheck(Check):
     def culprits(self, members: list[str]) -> tuple[str, ...]:
         """Employees with at least ``member_min`` numbers in the block, sorted.
 
+        A scanned block asks this on every further lookup in it, over the same members give
+        or take one, so whose member is whose is remembered (a bounded cache) rather than
+        parsed again: the window hands back the same string objects, whose hashes are cached.
+
         Window members are distinct, so each ``employee|number`` member is one more number of
         that employee's: counting members per employee counts their distinct numbers.
         """
-        numbers_by_employee = Counter([member.rpartition("|")[0] for member in members])
+        employee_of = self._employee_of
+        if len(employee_of) >= MEMBERS_CACHED:
+            employee_of.clear()
+        numbers_by_employee: dict[str, int] = {}
+        for member in members:
+            employee = employee_of.get(member)
+            if employee is None:
+                employee = employee_of[member] = member.rpartition("|")[0]
+            numbers_by_employee[employee] = numbers_by_employee.get(employee, 0) + 1
         return tuple(
             sorted(e for e, count in numbers_by_employee.items() if count >= self.member_min)
         )
