@@ -114,7 +114,17 @@ class Decision:
     the response, allowed or refused.
     """
 
-    __slots__ = ("_headers", "_rate", "allowed", "flags", "hits", "locked", "refusal", "rule")
+    __slots__ = (
+        "_headers",
+        "_lockout",
+        "_rate",
+        "_refusal",
+        "allowed",
+        "flags",
+        "hits",
+        "locked",
+        "rule",
+    )
 
     def __init__(
         self,
@@ -126,15 +136,28 @@ class Decision:
         locked: tuple[tuple[str, str], ...],
         headers: dict[str, str] | None,
         rate: _RateState | None = None,
+        lockout: tuple[LockInfo, str] | None = None,
     ) -> None:
         self.allowed = allowed
         self.rule = rule
-        self.refusal = refusal
+        self._refusal = refusal
+        self._lockout = lockout
+        """For a lookup refused because the employee is locked out: the lockout and the
+        refusal's detail, from which ``refusal`` is made when read (replay never reads it)."""
         self.flags = flags
         self.hits = hits
         self.locked = locked
         self._headers = headers
         self._rate = rate
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """The problem answered when refused."""
+        refusal = self._refusal
+        if refusal is None and self._lockout is not None:
+            info, detail = self._lockout
+            refusal = self._refusal = locked_out(detail, info.until, info.rule)
+        return refusal
 
     @property
     def headers(self) -> dict[str, str]:
@@ -149,12 +172,13 @@ class Decision:
         return Decision(
             self.allowed,
             self.rule,
-            self.refusal,
+            self._refusal,
             self.flags,
             self.hits,
             (*self.locked, *locked),
             self._headers,
             self._rate,
+            self._lockout,
         )
 
     def __repr__(self) -> str:
@@ -428,9 +452,9 @@ class Guard:
         still scanning the group's block exposes the rest of the group, as before the lock.
         Skipping the rest is what keeps an employee hammering while locked cheap to decide.
         """
-        info, detail = self._lock_view(employee.id, lock_value)
-        refusal = locked_out(detail, info.until, info.rule)
-        decision = Decision(False, LOCKED, refusal, (), (), (), {})
+        decision = Decision(
+            False, LOCKED, None, (), (), (), {}, None, self._lock_view(employee.id, lock_value)
+        )
         group_culprits: dict[str, tuple[str, ...]] = {}
         for rule_plan in locking_groups:
             group = rule_plan.group
