@@ -10,11 +10,12 @@ still counted by every rule (the batch runs whole, so hammering while locked res
 but it raises no hits and no flags. Only group rules that lock are judged then, for the
 other members of the group they lock. In process (replay), an employee locked until unlocked
 is counted by the store- and region-wide rules only: their own counters are never read again,
-since unlocking wipes them, and leaving them be is a third of a replay of hammering attackers.
+since unlocking wipes them, so a locked attacker's every further attempt need not touch them.
 
 Replay decides a month of a store chain's lookups through here in one run, so the per-lookup
-path is kept lean: what depends only on the employee and reason (keys, result slices, headers) is a
-cached plan, and the in-process store is called without a coroutine in between.
+path is kept lean: what depends only on the employee and reason (keys, result offsets, the
+RateLimit-Policy header) is a cached plan, and the in-process store is called without a
+coroutine in between.
 """
 
 from __future__ import annotations
