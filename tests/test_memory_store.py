@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lookup_proxy.guard.memory import MemoryStore
 
 T = 1_790_000_000.0
@@ -57,3 +59,16 @@ def test_over_budget_the_soonest_to_expire_go_first_and_locks_stay() -> None:
     assert store.evicted >= 2000
     assert store.run([("get", "lp:{e:boss}:lock", T + 3000)]) == ["x"]
     assert store.run([("count", "lp:{e:2999}:rate", T)]) == [1]
+
+
+def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
+    """memory.py keeps its own copies of the opcodes (cheaper when compiled): they must match."""
+    from lookup_proxy.guard import memory, primitives
+
+    for name in ("ADD", "COUNT", "MEMBERS", "REMOVE", "GET", "SET", "DELETE"):
+        assert getattr(memory, "_" + name) == getattr(primitives, name), name
+
+
+def test_an_unknown_primitive_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="incr"):
+        MemoryStore().run([("incr", "lp:{e:a}:x")])
