@@ -24,6 +24,29 @@ from lookup_proxy.tokens import mint_token
 SECRET = "test-secret-for-hs256-tokens-0123456789"
 ENV = {"LOOKUP_PROXY_JWT_SECRET": SECRET}
 
+GUARD_HEAD = """
+[upstream]
+url = "http://127.0.0.1:9"
+
+[[routes]]
+path = "/customers/{number}"
+
+[auth]
+"""
+"""The least policy around guard rules, for tests that decide without serving (no upstream)."""
+
+GUARD_REASONS = """
+[reasons.BILLING_INQUIRY]
+description = "Billing question"
+
+[reasons.NEW_SUBSCRIPTION]
+description = "New subscription"
+
+[reasons.CORPORATE_ACCOUNT]
+description = "Corporate account lines"
+reference_pattern = "CORP-[0-9]{6}"
+"""
+
 REASONS = """
 [reasons.PLAN_CHANGE]
 description = "Changing the customer's plan"

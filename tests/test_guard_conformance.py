@@ -23,30 +23,10 @@ from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.metrics import GuardMetrics
 from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy, parse_policy
+from tests.harness import GUARD_HEAD, GUARD_REASONS
 
 T = 1_790_000_000.0
 
-HEAD = """
-[upstream]
-url = "http://127.0.0.1:9"
-
-[[routes]]
-path = "/customers/{number}"
-
-[auth]
-"""
-
-REASONS = """
-[reasons.BILLING_INQUIRY]
-description = "Billing question"
-
-[reasons.NEW_SUBSCRIPTION]
-description = "New subscription"
-
-[reasons.CORPORATE_ACCOUNT]
-description = "Corporate account lines"
-reference_pattern = "^CORP-[0-9]{6}$"
-"""
 
 ALICE = Employee("alice", "gangnam", "seoul", frozenset({"clerk"}))
 BOB = Employee("bob", "gangnam", "seoul", frozenset({"clerk"}))
@@ -56,8 +36,8 @@ ERIN = Employee("erin", "haeundae", "busan", frozenset({"clerk"}))
 REP = Employee("rep", "gangnam", "seoul", frozenset({"clerk", "corporate-rep"}))
 
 
-def make_policy(rules: str, *, reasons: str = REASONS, tail: str = "") -> Policy:
-    return parse_policy(HEAD + reasons + rules + tail)
+def make_policy(rules: str, *, reasons: str = GUARD_REASONS, tail: str = "") -> Policy:
+    return parse_policy(GUARD_HEAD + reasons + rules + tail)
 
 
 def number(offset: int, base: int = 1012340000) -> str:
@@ -496,7 +476,7 @@ async def test_exempt_roles_are_not_counted(store: GuardStore) -> None:
 
 async def test_per_reason_limits_from_the_catalogue_are_rate_rules(store: GuardStore) -> None:
     """``[reasons.X] limits`` caps that reason alone, answers 429 and frees up after the window."""
-    reasons = REASONS.replace(
+    reasons = GUARD_REASONS.replace(
         'description = "New subscription"', 'description = "New subscription"\nlimits = {"1h" = 2}'
     )
     desk = Desk(make_policy("", reasons=reasons), store)

@@ -17,6 +17,7 @@ from lookup_proxy.guard.engine import Guard, Lookup
 from lookup_proxy.guard.primitives import StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.policy import parse_policy
+from tests.harness import GUARD_HEAD, GUARD_REASONS
 from tests.servers import free_port
 
 T = 1_790_000_000.0
@@ -167,14 +168,9 @@ async def test_a_hung_server_raises_store_unavailable_within_the_timeout(
 async def test_the_guard_refuses_with_503_when_redis_is_down() -> None:
     """An unreachable store never lets a lookup through: the guard answers 503 with Retry-After."""
     policy = parse_policy(
-        """
-        [upstream]
-        url = "http://127.0.0.1:9"
-        [[routes]]
-        path = "/customers/{number}"
-        [auth]
-        [reasons.BILLING_INQUIRY]
-        description = "Billing question"
+        GUARD_HEAD
+        + GUARD_REASONS
+        + """
         [[rules]]
         name = "per-minute"
         kind = "rate"

@@ -39,31 +39,13 @@ from lookup_proxy.replay import (
     load_roster,
     parse_timestamp,
 )
-from tests.harness import run_cli
+from tests.harness import GUARD_HEAD, GUARD_REASONS, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 KST = timezone(timedelta(hours=9))
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=KST)
 
-HEAD = """
-[upstream]
-url = "http://127.0.0.1:9"
-
-[[routes]]
-path = "/customers/{number}"
-
-[auth]
-
-[reasons.BILLING_INQUIRY]
-description = "Billing question"
-
-[reasons.NEW_SUBSCRIPTION]
-description = "New subscription"
-
-[reasons.CORPORATE_ACCOUNT]
-description = "Corporate account lines"
-reference_pattern = "CORP-[0-9]{6}"
-"""
+HEAD = GUARD_HEAD + GUARD_REASONS
 
 RATE_2_PER_MINUTE = """
 [[rules]]

@@ -223,7 +223,7 @@ class _Plan:
     locking_groups: tuple[_RulePlan, ...]
     """The enforced group rules that lock: the only rules judged while the employee is locked."""
     shared: tuple[_RulePlan, ...]
-    """The store- and region-scoped rules, placed in a batch of their own (after the lock)."""
+    """The store- and region-scoped rules, placed in a batch of their own."""
     shared_locking_groups: tuple[_RulePlan, ...]
     """``locking_groups`` placed in that batch."""
     misses: tuple[tuple[MissesCheck, str], ...]
@@ -350,7 +350,7 @@ class Guard:
         )
         locking_groups = tuple(p for p in rules if p.group is not None and _locks(p.check))
         shared: list[_RulePlan] = []
-        start = 1
+        start = 0
         for p in rules:
             if p.check.rule.scope != "employee":
                 shared.append(_RulePlan(p.check, p.key, start, p.group))
@@ -384,7 +384,7 @@ class Guard:
             # with the one batch that live stores always run.
             lock_value = store.run([(GET, plan.lock_key, now)])[0]
             if lock_value is not None and self._lock_view(employee.id, lock_value)[0].until is None:
-                ops: list[Op] = [(GET, plan.lock_key, now)]
+                ops: list[Op] = []
                 for rule_plan in plan.shared:
                     rule_plan.check.add_ops(ops, rule_plan.key, subject)
                 results = store.run(ops)
@@ -394,8 +394,13 @@ class Guard:
         ops = [(GET, plan.lock_key, now)]
         for rule_plan in plan.rules:
             rule_plan.check.add_ops(ops, rule_plan.key, subject)
-        results = store.run(ops) if store is not None else await self._run(ops)
-        lock_value = results[0]
+        if store is not None:
+            # The lock was read just above: the batch skips it and its place is filled in.
+            results = store.run(ops[1:])
+            results.insert(0, lock_value)
+        else:
+            results = await self._run(ops)
+            lock_value = results[0]
         if lock_value is not None:
             return await self._decide_locked(
                 plan.locking_groups, employee, subject, results, lock_value

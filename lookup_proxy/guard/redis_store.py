@@ -98,23 +98,15 @@ class RedisStore:
         # One immediate retry heals a pooled connection that Redis closed (restart, idle
         # timeout); redis-py's default exponential backoff would hold a terminal for seconds.
         retry = Retry(NoBackoff(), 1)
-        client: Redis | RedisCluster
-        if cluster:
-            client = RedisCluster.from_url(
-                url,
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-                retry=retry,
-                decode_responses=True,
-            )
-        else:
-            client = Redis.from_url(
-                url,
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-                retry=retry,
-                decode_responses=True,
-            )
+        options: dict[str, Any] = {
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "retry": retry,
+            "decode_responses": True,
+        }
+        client: Redis | RedisCluster = (
+            RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
+        )
         return cls(client, timeout=timeout)
 
     # -- the lookup path ----------------------------------------------------------------------
