@@ -33,6 +33,7 @@ COMPILED_MODULES = (
     "lookup_proxy.employee",
     "lookup_proxy.numbers",
     "lookup_proxy.justify",
+    "lookup_proxy.guard.primitives",
     "lookup_proxy.guard.memory",
     "lookup_proxy.guard.rules",
     "lookup_proxy.guard.engine",

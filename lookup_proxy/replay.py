@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -372,7 +372,6 @@ class Replayer:
         """Replay ``events`` into ``out``; raises ReplayFailed naming every bad row."""
         summary = Summary()
         bad: list[BadRow] = []
-        bad_total = 0
         started = time.perf_counter()
         partial = out.with_name(out.name + ".partial")
         bar = _Progress(_count_lines(events), progress_stream) if progress else None
@@ -392,26 +391,7 @@ class Replayer:
                     1,
                 )
             csv.writer(sink, lineterminator="\n").writerow(DECISION_COLUMNS)
-            write = sink.write
-            previous = float("-inf")
-            previous_line = 1
-            for line, (text, row) in enumerate(records, start=2):
-                if bar is not None and line % 4096 == 0:
-                    bar.update(line - 1)
-                problem, when = self._check_row(row, previous, previous_line)
-                if problem is not None:
-                    bad_total += 1
-                    if len(bad) < MAX_LISTED_ERRORS:
-                        bad.append(BadRow(line, problem))
-                    continue
-                previous, previous_line = when, line
-                if bad_total:
-                    continue  # the run already failed; keep looking for more bad rows only
-                # The row as it came (its quoting kept, so no field is re-quoted) plus the
-                # decision's fields, which never need quoting: rule names and refusal causes are
-                # kebab-case words, flags rule names joined by ";".
-                decision, rule, flags = self._decide(line, row, when, summary)
-                write(f"{text},{decision},{rule},{flags}\n")
+            bad_total = run_now(self._replay(records, sink.write, summary, bad, bar))
             if bar is not None:
                 bar.close(summary.events + bad_total)
         if bad_total:
@@ -421,6 +401,42 @@ class Replayer:
         summary.seconds = time.perf_counter() - started
         summary.compiled = set(compiled_modules()) == set(COMPILED_MODULES)
         return summary
+
+    async def _replay(
+        self,
+        records: Iterator[tuple[str, list[str]]],
+        write: Callable[[str], object],
+        summary: Summary,
+        bad: list[BadRow],
+        bar: _Progress | None,
+    ) -> int:
+        """Every row after the header, decided and written; returns how many were bad.
+
+        One coroutine for the whole file, run by ``run_now``: the guard's coroutines are awaited
+        from it, which compiled costs a call, where finishing each as its own coroutine raised
+        and caught a StopIteration twice an event.
+        """
+        bad_total = 0
+        previous = float("-inf")
+        previous_line = 1
+        for line, (text, row) in enumerate(records, start=2):
+            if bar is not None and line % 4096 == 0:
+                bar.update(line - 1)
+            problem, when = self._check_row(row, previous, previous_line)
+            if problem is not None:
+                bad_total += 1
+                if len(bad) < MAX_LISTED_ERRORS:
+                    bad.append(BadRow(line, problem))
+                continue
+            previous, previous_line = when, line
+            if bad_total:
+                continue  # the run already failed; keep looking for more bad rows only
+            # The row as it came (its quoting kept, so no field is re-quoted) plus the
+            # decision's fields, which never need quoting: rule names and refusal causes are
+            # kebab-case words, flags rule names joined by ";".
+            decision, rule, flags = await self._decide(line, row, when, summary)
+            write(f"{text},{decision},{rule},{flags}\n")
+        return bad_total
 
     def _check_row(
         self, row: list[str], previous: float, previous_line: int
@@ -444,7 +460,7 @@ class Replayer:
             return "employee and store must not be empty", when
         return None, when
 
-    def _decide(
+    async def _decide(
         self, line: int, row: list[str], when: float, summary: Summary
     ) -> tuple[str, str, str]:
         summary.events += 1
@@ -461,13 +477,13 @@ class Replayer:
             return "deny", refusal.cause, ""
         self.clock.set(when)
         lookup = Lookup(str(line), employee, reason, number)
-        decision = run_now(self.guard.decide(lookup))
+        decision = await self.guard.decide(lookup)
         if decision.hits or decision.locked or not decision.allowed:
             self._tally(row, decision, summary)
         if decision.allowed:
             summary.allowed += 1
             found = row[7] == "true" or row[7].strip().lower() == "true"
-            run_now(self.guard.learn(lookup, found))
+            await self.guard.learn(lookup, found)
             return "allow", "", ";".join(decision.flags)
         summary.denied += 1
         return "deny", decision.rule or "", ";".join(decision.flags)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import GuardStore, Op
+from lookup_proxy.guard.memory import Immediate, MemoryStore
+from lookup_proxy.guard.primitives import Batch, GuardStore, Op
 from lookup_proxy.guard.redis_store import RedisStore
 
 T = 1_790_000_000.0
@@ -214,3 +214,47 @@ async def test_redis_matches_the_memory_store_on_a_random_history(redis_store: R
         ops = _random_batch(rng, now, windows, reference)
         expected = await reference.execute(ops)
         assert await redis_store.execute(ops) == expected, f"step {step}: {ops}"
+
+
+def _describe(batch: Batch, ops: list[Op]) -> None:
+    """Describe ``ops`` to ``batch``, one method call each (the methods are named by opcode)."""
+    for op in ops:
+        getattr(batch, op[0])(*op[1:])
+
+
+def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
+    """Rules describe primitives to a Batch; what it collects for a store are the contract's ops."""
+    ops: list[Op] = [
+        ("add", KEY, T, "m", 60.0, 5, 2),
+        ("count", KEY, T - 60),
+        ("members", KEY, T - 60),
+        ("remove", KEY, "m"),
+        ("get", "lp:{e:a}:lock", T),
+        ("set", "lp:{e:a}:lock", "x", 30.0, T),
+        ("delete", "lp:{e:a}:lock"),
+    ]
+    batch = Batch()
+    _describe(batch, ops)
+    assert batch.ops == ops
+    assert batch.executed() is None
+
+
+def test_the_memory_store_s_immediate_batch_answers_what_run_answers() -> None:
+    """Replay's batch runs each primitive as described; its answers match ``run`` on a random
+    history (trims, caps, re-scored oldest members, removals) and on values."""
+    rng = random.Random(20261128)
+    by_ops, by_calls = MemoryStore(), MemoryStore()
+    windows = {f"lp:{{e:{name}}}:w{i}": w for name in "ab" for i, w in enumerate((5.0, 40.0))}
+    now = T
+    for step in range(3000):
+        now += rng.choice((0.001, 0.25, 1.0, 3.0, 7.5))
+        ops = _random_batch(rng, now, windows, by_ops)
+        if step % 50 == 0:
+            ops += [("set", "lp:{e:a}:lock", str(step), 20.0, now), ("get", "lp:{e:a}:lock", now)]
+        if step % 75 == 0:
+            ops += [("delete", "lp:{e:a}:lock"), ("get", "lp:{e:a}:lock", now)]
+        immediate = by_calls.immediate()
+        assert isinstance(immediate, Immediate)
+        _describe(immediate, ops)
+        assert immediate.executed() == by_ops.run(ops), f"step {step}: {ops}"
+    assert by_calls.size() == by_ops.size()

@@ -32,16 +32,8 @@ from lookup_proxy.clock import Clock
 from lookup_proxy.durations import format_duration
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal, guard_denied, guard_unavailable, locked_out, rate_limited
-from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import (
-    DELETE,
-    GET,
-    REMOVE,
-    SET,
-    GuardStore,
-    Op,
-    StoreUnavailable,
-)
+from lookup_proxy.guard.memory import Immediate, MemoryStore
+from lookup_proxy.guard.primitives import Batch, GuardStore, Op, StoreUnavailable
 from lookup_proxy.guard.rules import (
     BlockCheck,
     Check,
@@ -281,8 +273,8 @@ class Guard:
         self._in_process: MemoryStore | None = (
             store if isinstance(store, MemoryStore) and metrics is None else None
         )
-        """The in-process store, whose synchronous core ``run`` the hot paths call straight
-        when no store latency is measured (replay): two coroutines fewer per batch."""
+        """The in-process store, whose batches run each primitive as it is described when no
+        store latency is measured (replay): no op tuples, and no coroutine in between."""
         self.checks: list[Check] = [make_check(rule) for rule in _all_rules(policy)]
         self._misses = [c for c in self.checks if isinstance(c, MissesCheck)]
         self._plans: dict[str, dict[str, _Plan]] = {}
@@ -376,31 +368,29 @@ class Guard:
         employee = lookup.employee
         plan = self._plan(employee, lookup.reason)
         subject = Subject(lookup.request_id, employee.id, lookup.number, int(lookup.number), now)
-        store = self._in_process
-        if store is not None:
+        batch = self._batch()
+        batch.get(plan.lock_key, now)
+        if isinstance(batch, Immediate):
             # In process (replay), where asking first costs no round trip: an employee locked
             # until unlocked never has their own counters read again (unlocking wipes them), so
             # only the store- and region-wide rules need this lookup. Decisions are the same as
             # with the one batch that live stores always run.
-            lock_value = store.run([(GET, plan.lock_key, now)])[0]
+            lock_value = batch.results[0]
             if lock_value is not None and self._lock_view(employee.id, lock_value)[0].until is None:
-                ops: list[Op] = []
+                shared = self._batch()
                 for rule_plan in plan.shared:
-                    rule_plan.check.add_ops(ops, rule_plan.key, subject)
-                results = store.run(ops)
+                    rule_plan.check.add_ops(shared, rule_plan.key, subject)
                 return await self._decide_locked(
-                    plan.shared_locking_groups, employee, subject, results, lock_value
+                    plan.shared_locking_groups,
+                    employee,
+                    subject,
+                    await self._execute(shared),
+                    lock_value,
                 )
-        ops = [(GET, plan.lock_key, now)]
         for rule_plan in plan.rules:
-            rule_plan.check.add_ops(ops, rule_plan.key, subject)
-        if store is not None:
-            # The lock was read just above: the batch skips it and its place is filled in.
-            results = store.run(ops[1:])
-            results.insert(0, lock_value)
-        else:
-            results = await self._run(ops)
-            lock_value = results[0]
+            rule_plan.check.add_ops(batch, rule_plan.key, subject)
+        results = await self._execute(batch)
+        lock_value = results[0]
         if lock_value is not None:
             return await self._decide_locked(
                 plan.locking_groups, employee, subject, results, lock_value
@@ -418,8 +408,9 @@ class Guard:
             rule = check.rule
             group = rule_plan.group
             if group is not None:
-                who = await self._run([group.who_op(rule_plan.key, subject)])
-                culprits = group.culprits(who[0])
+                who = self._batch()
+                group.add_who(who, rule_plan.key, subject)
+                culprits = group.culprits((await self._execute(who))[0])
                 if _locks(check):
                     group_culprits[rule.name] = culprits
                 if employee.id not in culprits:
@@ -466,8 +457,9 @@ class Guard:
             group = rule_plan.group
             if group is None or group.judge(results, rule_plan.start, subject) is None:
                 continue
-            who = await self._run([group.who_op(rule_plan.key, subject)])
-            group_culprits[group.rule.name] = group.culprits(who[0])
+            who = self._batch()
+            group.add_who(who, rule_plan.key, subject)
+            group_culprits[group.rule.name] = group.culprits((await self._execute(who))[0])
         if group_culprits:
             decision = await self._lock_others(decision, employee, group_culprits, subject.now)
         if self.metrics is not None:
@@ -491,7 +483,10 @@ class Guard:
             already = {locked for locked, _ in decision.locked}
             others = [c for c in culprits if c != employee.id and c not in already]
             if others:
-                held = await self._run([(GET, self.lock_key(other), now) for other in others])
+                locks = self._batch()
+                for other in others:
+                    locks.get(self.lock_key(other), now)
+                held = await self._execute(locks)
                 others = [other for other, lock in zip(others, held, strict=True) if lock is None]
             if others:
                 await self._lock(others, rule_name, now)
@@ -589,7 +584,10 @@ class Guard:
     async def _lock(self, employees: Sequence[str], rule: str, now: float) -> LockInfo:
         until = now + self._lock_ttl if self._lock_ttl else None
         value = json.dumps({"rule": rule, "at": now, "until": until})
-        await self._run([(SET, self.lock_key(e), value, self._lock_ttl, now) for e in employees])
+        batch = self._batch()
+        for employee in employees:
+            batch.set(self.lock_key(employee), value, self._lock_ttl, now)
+        await self._execute(batch)
         if self.metrics is not None:
             self.metrics.lockouts.labels(rule=rule).inc(len(employees))
         return LockInfo(employees[0], rule, now, until)
@@ -604,7 +602,9 @@ class Guard:
     async def lock_status(self, employee_id: str) -> LockInfo | None:
         """The employee's lockout, if any (admin and CLI)."""
         now = self.clock.now()
-        value = (await self._run([(GET, self.lock_key(employee_id), now)]))[0]
+        batch = self._batch()
+        batch.get(self.lock_key(employee_id), now)
+        value = (await self._execute(batch))[0]
         return None if value is None else self._parse_lock(employee_id, value)
 
     async def lock(self, employee_id: str, rule: str = "manual") -> LockInfo:
@@ -621,10 +621,10 @@ class Guard:
         # quote() leaves no glob characters (*?[]) in the tag, so the pattern is literal.
         pattern = f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:*"
         keys = [key for key in await self.store.keys(pattern) if key != self.lock_key(employee_id)]
-        results = await self._run(
-            [(DELETE, self.lock_key(employee_id))] + [(DELETE, key) for key in keys]
-        )
-        return bool(results[0])
+        batch = self._batch()
+        for key in [self.lock_key(employee_id), *keys]:
+            batch.delete(key)
+        return bool((await self._execute(batch))[0])
 
     async def locked_employees(self) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""
@@ -632,7 +632,10 @@ class Guard:
         keys = await self.store.keys(f"{self._prefix}:{{e:*}}:lock")
         if not keys:
             return []
-        values = await self._run([(GET, key, now) for key in keys])
+        batch = self._batch()
+        for key in keys:
+            batch.get(key, now)
+        values = await self._execute(batch)
         return [
             self._parse_lock(unquote(key[key.index("{e:") + 3 : key.index("}")]), value)
             for key, value in zip(keys, values, strict=True)
@@ -650,25 +653,34 @@ class Guard:
         if not misses:
             return
         subject = Subject(lookup.request_id, employee.id, lookup.number, 0, self.clock.now())
-        ops: list[Op] = []
+        batch = self._batch()
         for check, key in misses:
-            ops.append(check.outcome_op(key, subject, found))
+            check.add_outcome(batch, key, subject, found)
             if found:
-                ops.append(check.recent_misses_op(key, subject))
-        results = (
-            self._in_process.run(ops) if self._in_process is not None else await self._run(ops)
-        )
+                check.add_recent_misses(batch, key, subject)
+        results = await self._execute(batch)
         if not found:
             return
-        forgive: list[Op] = []
+        forgive = self._batch()
         for index, (check, key) in enumerate(misses):
             for miss in results[2 * index + 1]:
                 if is_typo_of(miss, lookup.number):
-                    forgive.append((REMOVE, check.outcome_keys(key)[0], miss))
-        if forgive:
-            await self._run(forgive)
+                    forgive.remove(check.outcome_keys(key)[0], miss)
+        await self._execute(forgive)
 
     # -- store -------------------------------------------------------------------------------
+
+    def _batch(self) -> Batch:
+        """A batch for the store: in process, one that runs each primitive as described."""
+        store = self._in_process
+        return Batch() if store is None else store.immediate()
+
+    async def _execute(self, batch: Batch) -> list[Any]:
+        """The batch's results; an empty batch costs no round trip."""
+        results = batch.executed()
+        if results is not None:
+            return results
+        return await self._run(batch.ops) if batch.ops else []
 
     async def _run(self, ops: list[Op]) -> list[Any]:
         metrics = self.metrics

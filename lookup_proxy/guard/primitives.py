@@ -9,7 +9,11 @@ All state is a *window*: members with a time score, trimmed to the window on eve
 capped to a size, so memory stays bounded however hard someone hammers. Plus plain values
 (locks) with an optional time to live.
 
-Primitives (tuples, so a batch costs nothing to build on the replay hot path):
+Primitives are tuples (``Op``), the form a batch takes to travel to a store. Rules do not build
+them: they describe their primitives to a :class:`Batch`, which collects the tuples for the live
+stores; the memory store's own batch runs each primitive as it is described (replay: no tuple
+built, taken apart and thrown away, fifteen times an event).
+
 
 ``("add", key, now, member, window, cap, nth)``
     Drop members scored at or before ``now - window``; add or re-score ``member`` at ``now``;
@@ -65,6 +69,45 @@ class GuardStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Batch:
+    """Primitives described one call each, collected as ``ops`` to be run as one batch.
+
+    ``executed`` is None for a batch still to be sent; a store that runs primitives as they are
+    described (the memory store's :class:`~lookup_proxy.guard.memory.Immediate`) answers the
+    results instead, so the engine needs no second copy of any rule for the in-process case.
+    """
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def add(self, key: str, now: float, member: str, window: float, cap: int, nth: int) -> None:
+        self.ops.append((ADD, key, now, member, window, cap, nth))
+
+    def count(self, key: str, since: float) -> None:
+        self.ops.append((COUNT, key, since))
+
+    def members(self, key: str, since: float) -> None:
+        self.ops.append((MEMBERS, key, since))
+
+    def remove(self, key: str, member: str) -> None:
+        self.ops.append((REMOVE, key, member))
+
+    def get(self, key: str, now: float) -> None:
+        self.ops.append((GET, key, now))
+
+    def set(self, key: str, value: str, ttl: float, now: float) -> None:
+        self.ops.append((SET, key, value, ttl, now))
+
+    def delete(self, key: str) -> None:
+        self.ops.append((DELETE, key))
+
+    def executed(self) -> list[Any] | None:
+        """The results, when the primitives already ran; None when ``ops`` must be sent."""
+        return None
 
 
 def hash_tag(key: str) -> str:

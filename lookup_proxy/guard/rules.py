@@ -1,7 +1,7 @@
 """One class per rule kind: which primitives it needs for a lookup, and how it judges them.
 
-A check never talks to a store. It contributes primitives to the lookup's batch and reads its own
-slice of the results, so the same code decides in the live proxy (Redis), in the embedded store
+A check never talks to a store. It describes its primitives to the lookup's batch and reads its
+own slice of the results, so the same code decides in the live proxy (Redis), in the embedded store
 and in replay. Counting semantics shared by every kind: the lookup being decided is counted
 (denied lookups are attempts too), and a rule fires when the count *exceeds* its ``limit``.
 """
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from lookup_proxy.guard.primitives import ADD, COUNT, MEMBERS, Op
+from lookup_proxy.guard.primitives import Batch
 from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, SequentialRule
 
 OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
 MEMBERS_CACHED = 65_536
 """``employee|number`` members whose employee a group block check remembers; likewise."""
+VALUES_CACHED = 65_536
+"""Numbers whose integer value a sequential check remembers; likewise."""
 
 
 class Subject:
@@ -74,8 +76,8 @@ class Check:
         self.window = rule.window
         self.limit = rule.limit
 
-    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
-        """Append this check's ``width`` primitives to the lookup's batch."""
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        """Describe this check's ``width`` primitives to the lookup's batch."""
         raise NotImplementedError
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
@@ -89,10 +91,8 @@ class Check:
 class RateCheck(Check):
     """Sliding-window log of attempts; exact, and capped at limit+1 entries per scope."""
 
-    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
-        ops.append(
-            (ADD, key, subject.now, subject.request_id, self.window, self.limit + 1, self.limit)
-        )
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        batch.add(key, subject.now, subject.request_id, self.window, self.limit + 1, self.limit)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count, nth_score, _ = results[start]
@@ -111,8 +111,8 @@ class RateCheck(Check):
 class DistinctCheck(Check):
     """Distinct numbers in the window: looking the same customer up again is free."""
 
-    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
-        ops.append((ADD, key, subject.now, subject.number, self.window, self.limit + 1, self.limit))
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        batch.add(key, subject.now, subject.number, self.window, self.limit + 1, self.limit)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count, nth_score, _ = results[start]
@@ -134,10 +134,11 @@ class SequentialCheck(Check):
         super().__init__(rule)
         self.distance = rule.distance
         self.cap = max(4 * (rule.limit + 1), 64)
+        self._values: dict[str, int] = {}
 
-    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
-        ops.append((ADD, key, subject.now, subject.number, self.window, self.cap, 0))
-        ops.append((MEMBERS, key, subject.now - self.window))
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        batch.add(key, subject.now, subject.number, self.window, self.cap, 0)
+        batch.members(key, subject.now - self.window)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         numbers: list[str] = results[start + 1]
@@ -145,13 +146,23 @@ class SequentialCheck(Check):
             return None
         distance = self.distance
         current = subject.value
-        values = [int(number) for number in numbers]
-        # Is the current number close to another? One pass, before sorting anything: this
-        # runs for nearly every lookup, and for an honest clerk the answer is nearly always no.
-        for value in values:
+        # An hour's numbers come back on every lookup, as the same string objects: their values
+        # are remembered (a bounded cache) rather than parsed again each time.
+        value_of = self._values
+        if len(value_of) >= VALUES_CACHED:
+            value_of.clear()
+        values: list[int] = []
+        close = False
+        for number in numbers:
+            value = value_of.get(number)
+            if value is None:
+                value = value_of[number] = int(number)
+            values.append(value)
             if value != current and -distance <= value - current <= distance:
-                break
-        else:
+                close = True
+        # Is the current number close to another? Answered before sorting anything: this runs
+        # for nearly every lookup, and for an honest clerk the answer is nearly always no.
+        if not close:
             return None
         values.sort()
         clustered = 0
@@ -185,12 +196,12 @@ class BlockCheck(Check):
     def block_key(self, key: str, subject: Subject) -> str:
         return f"{key}:{subject.number[: self.digits]}"
 
-    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         block = self.block_key(key, subject)
-        ops.append((ADD, block, subject.now, subject.number, self.window, self.limit + 1, 0))
+        batch.add(block, subject.now, subject.number, self.window, self.limit + 1, 0)
         if self.group:
             member = f"{subject.employee}|{subject.number}"
-            ops.append((ADD, block + ":who", subject.now, member, self.window, self.who_cap, 0))
+            batch.add(block + ":who", subject.now, member, self.window, self.who_cap, 0)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count = results[start][0]
@@ -198,8 +209,9 @@ class BlockCheck(Check):
             return Finding(count)
         return None
 
-    def who_op(self, key: str, subject: Subject) -> Op:
-        return (MEMBERS, self.block_key(key, subject) + ":who", subject.now - self.window)
+    def add_who(self, batch: Batch, key: str, subject: Subject) -> None:
+        """Ask who looked up what in the subject's block (group rules, once they fire)."""
+        batch.members(self.block_key(key, subject) + ":who", subject.now - self.window)
 
     def culprits(self, members: list[str]) -> tuple[str, ...]:
         """Employees with at least ``member_min`` numbers in the block, sorted.
@@ -255,11 +267,11 @@ class MissesCheck(Check):
             keys = self._outcome_keys[key] = (key + ":miss", key + ":found")
         return keys
 
-    def add_ops(self, ops: list[Op], key: str, subject: Subject) -> None:
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         since = subject.now - self.window
         miss, found = self.outcome_keys(key)
-        ops.append((COUNT, miss, since))
-        ops.append((COUNT, found, since))
+        batch.count(miss, since)
+        batch.count(found, since)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         misses, found = results[start], results[start + 1]
@@ -267,12 +279,14 @@ class MissesCheck(Check):
             return Finding(misses)
         return None
 
-    def outcome_op(self, key: str, subject: Subject, found: bool) -> Op:
+    def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
+        """Learn the backend's answer for the subject's number."""
         outcome = self.outcome_keys(key)[1 if found else 0]
-        return (ADD, outcome, subject.now, subject.number, self.window, self.cap, 0)
+        batch.add(outcome, subject.now, subject.number, self.window, self.cap, 0)
 
-    def recent_misses_op(self, key: str, subject: Subject) -> Op:
-        return (MEMBERS, self.outcome_keys(key)[0], subject.now - self.typo_window)
+    def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
+        """Ask for the misses a found number could be the corrected typo of."""
+        batch.members(self.outcome_keys(key)[0], subject.now - self.typo_window)
 
 
 def is_typo_of(miss: str, found: str) -> bool:
