@@ -173,7 +173,12 @@ async def test_unknown_primitives_are_a_programming_error(store: GuardStore) -> 
 
 
 def _random_batch(
-    rng: random.Random, now: float, windows: dict[str, float], reference: MemoryStore
+    rng: random.Random,
+    now: float,
+    windows: dict[str, float],
+    reference: MemoryStore,
+    members: int = 12,
+    caps: tuple[int, int] = (1, 6),
 ) -> list[Op]:
     """A batch touching each key once, so no two members tie on a score.
 
@@ -184,11 +189,12 @@ def _random_batch(
     ops: list[Op] = []
     for key in rng.sample(sorted(windows), rng.randint(1, len(windows))):
         window = windows[key]
-        since = now - window * rng.choice((0.01, 0.5, 1.0))
+        since = now - window * rng.choice((0.01, 0.1, 0.5, 0.9, 1.0))
         roll = rng.random()
         if roll < 0.55:
-            member = str(rng.randrange(12))
-            ops.append(("add", key, now, member, window, rng.randint(1, 6), rng.randint(0, 7)))
+            member = str(rng.randrange(members))
+            cap, nth = rng.randint(*caps), rng.randint(0, caps[1] + 1)
+            ops.append(("add", key, now, member, window, cap, nth))
         elif roll < 0.7:
             ops.append(("count", key, since))
         elif roll < 0.85:
@@ -212,6 +218,20 @@ async def test_redis_matches_the_memory_store_on_a_random_history(redis_store: R
     for step in range(2000):
         now += rng.choice((0.001, 0.25, 1.0, 3.0, 7.5))
         ops = _random_batch(rng, now, windows, reference)
+        expected = await reference.execute(ops)
+        assert await redis_store.execute(ops) == expected, f"step {step}: {ops}"
+
+
+async def test_redis_matches_the_memory_store_on_long_windows(redis_store: RedisStore) -> None:
+    """Windows of up to a hundred members, read at every depth: the memory store finds where
+    ``since`` falls by steps from either end or by bisection, and must agree with Redis."""
+    rng = random.Random(20261129)
+    reference = MemoryStore()
+    windows = {f"lp:{{e:{name}}}:long": 600.0 for name in ("a", "b")}
+    now = T
+    for step in range(1500):
+        now += rng.choice((0.5, 1.0, 3.0, 20.0))
+        ops = _random_batch(rng, now, windows, reference, members=400, caps=(80, 120))
         expected = await reference.execute(ops)
         assert await redis_store.execute(ops) == expected, f"step {step}: {ops}"
 

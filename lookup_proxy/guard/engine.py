@@ -408,9 +408,7 @@ class Guard:
             rule = check.rule
             group = rule_plan.group
             if group is not None:
-                who = self._batch()
-                group.add_who(who, rule_plan.key, subject)
-                culprits = group.culprits((await self._execute(who))[0])
+                culprits = await self._culprits(group, rule_plan.key, subject)
                 if _locks(check):
                     group_culprits[rule.name] = culprits
                 if employee.id not in culprits:
@@ -457,14 +455,22 @@ class Guard:
             group = rule_plan.group
             if group is None or group.judge(results, rule_plan.start, subject) is None:
                 continue
-            who = self._batch()
-            group.add_who(who, rule_plan.key, subject)
-            group_culprits[group.rule.name] = group.culprits((await self._execute(who))[0])
+            group_culprits[group.rule.name] = await self._culprits(group, rule_plan.key, subject)
         if group_culprits:
             decision = await self._lock_others(decision, employee, group_culprits, subject.now)
         if self.metrics is not None:
             self.metrics.observe_decision(decision)
         return decision
+
+    async def _culprits(self, group: BlockCheck, key: str, subject: Subject) -> tuple[str, ...]:
+        """Who a fired group rule holds responsible: two short batches, as the second reads
+        keys that the first names (the employees seen in the block)."""
+        who = self._batch()
+        group.add_who(who, key, subject)
+        employees: list[str] = (await self._execute(who))[0]
+        counts = self._batch()
+        group.add_counts(counts, key, subject, employees)
+        return group.culprits(employees, await self._execute(counts))
 
     async def _lock_others(
         self,

@@ -3,16 +3,17 @@
 A window is an insertion-ordered dict of member → score. Scores only grow within a key (the
 injected clock is monotonic for replay and a step backwards is clamped), so the oldest member is
 always first: trimming is a pop from the front, and the members after a time are a suffix.
-Each window carries its own expiry, so keeping it current costs an attribute store, not a dict
-write. Expired keys are swept in amortised O(1): a full sweep runs once twice as many operations
+Each window carries its own expiry and its oldest and newest scores, so keeping the expiry
+current costs an attribute store, not a dict write, and most reads are answered by the scores
+alone. Expired keys are swept in amortised O(1): a full sweep runs once twice as many operations
 have happened as there are keys.
 
 Replay runs fifteen to twenty primitives per event through here, so the hot paths are written
-for CPython and for mypyc (which compiles this module when a C compiler is present): a
-primitive is dispatched by comparing its opcode and its fields are passed by position to a
-typed handler, work that the common case never needs (the backwards-clock clamp, trimming,
-walking to the nth score) is skipped by a cheap test first, and no window is walked member by
-member beyond a few steps (a week of misses asked about its last minute is bisected). The
+for CPython and for mypyc (which compiles this module when a C compiler is present): replay
+describes primitives straight to typed handlers (:class:`Immediate`), ``run`` dispatches tuples
+by comparing opcodes, work that the common case never needs (the backwards-clock clamp,
+trimming, walking to the nth score) is skipped by a cheap test first, and no window is walked
+member by member beyond a few steps, except to delete what expired. The
 answers are exactly those of the contract in primitives.py; ``tests/test_guard_primitives.py``
 holds the Redis store to them.
 """
@@ -39,7 +40,7 @@ _DELETE: Final = "delete"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
-"""Members ``_scored_until`` steps over one by one before it bisects instead."""
+"""Members ``_scored_until`` steps over from either end before it bisects instead."""
 _HOLES_TOLERATED: Final = 32
 """Deleted members a window's dict may keep as holes before ``removed`` rebuilds it."""
 
@@ -47,7 +48,7 @@ _HOLES_TOLERATED: Final = 32
 class _Window:
     """One key's members in time order, when the key expires, and its oldest score."""
 
-    __slots__ = ("entries", "expiry", "oldest", "removed")
+    __slots__ = ("entries", "expiry", "newest", "oldest", "removed")
 
     def __init__(self) -> None:
         self.entries: dict[str, float] = {}
@@ -56,6 +57,10 @@ class _Window:
         """The first member's score while there are members: whether to trim, how many
         members are recent, and the oldest score an add reports are then answered without
         stepping into the dict (whose front is where deleted members leave their holes)."""
+        self.newest = _FOREVER
+        """At least the newest member's score (the last add's): a read since a time after it
+        is answered at once. Asking for the last minute of a week of misses is what the typo
+        check does for every found number."""
         self.removed = 0
         """Members deleted since ``entries`` was built."""
 
@@ -163,11 +168,14 @@ class MemoryStore:
                 newest = next(reversed(entries.values()))
                 if newest > now:
                     now = newest
-        if member in entries:
-            if entries.pop(member) <= found.oldest:
+        previous = entries.get(member)
+        if previous is not None:
+            del entries[member]
+            if previous <= found.oldest:
                 front_changed = True
             entries = found.note_removed(1)
         entries[member] = now
+        found.newest = now
         count = len(entries)
         if count > cap:
             for _ in range(count - cap):
@@ -207,6 +215,8 @@ class MemoryStore:
         entries = found.entries
         if found.oldest > since:
             return len(entries)  # the common case, answered without a call
+        if found.newest <= since:
+            return 0
         return len(entries) - _scored_until(entries, since)
 
     def _members(self, key: str, since: float) -> list[str]:
@@ -216,19 +226,19 @@ class MemoryStore:
         entries = found.entries
         if found.oldest > since:
             return list(entries)
-        skip = _scored_until(entries, since)
-        if skip == len(entries):
+        if found.newest <= since:
             return []  # the usual answer to "any misses in the last minute?"
         # Scores are in time order, so the members after ``since`` are a suffix.
-        return list(islice(entries, skip, None))
+        return list(islice(entries, _scored_until(entries, since), None))
 
     def _remove(self, key: str, member: str) -> int:
         found = self._live(key)
         if found is None:
             return 0
-        score = found.entries.pop(member, None)
+        score = found.entries.get(member)
         if score is None:
             return 0
+        del found.entries[member]
         found.note_removed(1)
         if score <= found.oldest:
             found.front_changed()
@@ -362,10 +372,10 @@ def _expiry_of(item: tuple[str, float]) -> float:
 def _scored_until(entries: dict[str, float], since: float) -> int:
     """How many members are scored at or before ``since``: a prefix, as scores ascend.
 
-    Usually that prefix is empty or short (a window trimmed a moment ago) and a walk from the
-    front finds its end; or it is everything (is there a miss in the last minute, among a
-    week's misses?), which the newest member tells at once. Otherwise bisection over the
-    scores, so that no long window is walked member by member in Python.
+    Callers have ruled out none and all (by the window's oldest and newest scores). Usually
+    the prefix is short (a window trimmed a moment ago) or the rest is (the last minute of a
+    day's lookups), and a few steps from the front or from the back find the boundary;
+    otherwise bisection over the scores, so that no long window is walked member by member.
     """
     for stale, score in enumerate(entries.values()):
         if score > since:
@@ -373,21 +383,28 @@ def _scored_until(entries: dict[str, float], since: float) -> int:
         if stale == _SHORT_WALK:
             break
     else:
-        return len(entries)  # a short window, all of it at or before ``since``
-    if next(reversed(entries.values())) <= since:
         return len(entries)
+    for recent, score in enumerate(reversed(entries.values())):
+        if score <= since:
+            return len(entries) - recent
+        if recent == _SHORT_WALK:
+            break
     return bisect_right(list(entries.values()), since)
 
 
 def _trim(entries: dict[str, float], cutoff: float) -> int:
-    """Drop the members scored at or before ``cutoff`` (a prefix, as scores ascend); how many."""
-    stale = _scored_until(entries, cutoff)
-    if stale == len(entries):
+    """Drop the members scored at or before ``cutoff`` (a prefix, as scores ascend); how many.
+
+    Each stale member is deleted on its own, so finding them by walking costs no more.
+    """
+    stale: list[str] = []
+    for member, score in entries.items():
+        if score > cutoff:
+            break
+        stale.append(member)
+    else:
         entries.clear()  # also gives the dict's table back, holes and all
         return 0
-    if stale == 1:
-        del entries[next(iter(entries))]
-    else:
-        for member in list(islice(entries, stale)):
-            del entries[member]
-    return stale
+    for member in stale:
+        del entries[member]
+    return len(stale)

@@ -8,6 +8,7 @@ and in replay. Counting semantics shared by every kind: the lookup being decided
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from lookup_proxy.guard.primitives import Batch
@@ -15,8 +16,6 @@ from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, S
 
 OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
-MEMBERS_CACHED = 65_536
-"""``employee|number`` members whose employee a group block check remembers; likewise."""
 VALUES_CACHED = 65_536
 """Numbers whose integer value a sequential check remembers; likewise."""
 
@@ -180,8 +179,12 @@ class BlockCheck(Check):
     """Distinct numbers sharing a leading-digit block, in any order.
 
     With a store or region scope this is the colluding-group rule: the block's key counts every
-    member's numbers, and a second key remembers who looked up what, so that only employees who
-    looked up at least ``member_min`` numbers of the block are held responsible.
+    member's numbers, and two more keys remember who looked up what, the employees seen in the
+    block and, per employee, their numbers in it, so that only employees who looked up at least
+    ``member_min`` numbers of the block are held responsible. Counting per employee makes
+    finding them one short read and a count each, where reading back the block's every
+    ``employee|number`` pair cost a walk over a scanned block's numbers, which a locked
+    colluder still scanning asked for on every lookup.
     """
 
     def __init__(self, rule: BlockRule) -> None:
@@ -189,9 +192,9 @@ class BlockCheck(Check):
         self.digits = rule.block_digits
         self.member_min = rule.member_min
         self.group = rule.scope != "employee"
-        self.width = 2 if self.group else 1
+        self.width = 3 if self.group else 1
         self.who_cap = 8 * (rule.limit + 1)
-        self._employee_of: dict[str, str] = {}
+        """Employees remembered per block."""
 
     def block_key(self, key: str, subject: Subject) -> str:
         return f"{key}:{subject.number[: self.digits]}"
@@ -200,8 +203,11 @@ class BlockCheck(Check):
         block = self.block_key(key, subject)
         batch.add(block, subject.now, subject.number, self.window, self.limit + 1, 0)
         if self.group:
-            member = f"{subject.employee}|{subject.number}"
-            batch.add(block + ":who", subject.now, member, self.window, self.who_cap, 0)
+            employee = subject.employee
+            batch.add(block + ":who", subject.now, employee, self.window, self.who_cap, 0)
+            # Whether an employee reached member_min is all that is asked: the count may stop there.
+            numbers = f"{block}:who:{employee}"
+            batch.add(numbers, subject.now, subject.number, self.window, self.member_min, 0)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count = results[start][0]
@@ -210,30 +216,23 @@ class BlockCheck(Check):
         return None
 
     def add_who(self, batch: Batch, key: str, subject: Subject) -> None:
-        """Ask who looked up what in the subject's block (group rules, once they fire)."""
+        """Ask which employees looked up numbers of the subject's block (once the rule fired)."""
         batch.members(self.block_key(key, subject) + ":who", subject.now - self.window)
 
-    def culprits(self, members: list[str]) -> tuple[str, ...]:
-        """Employees with at least ``member_min`` numbers in the block, sorted.
+    def add_counts(
+        self, batch: Batch, key: str, subject: Subject, employees: Sequence[str]
+    ) -> None:
+        """Ask how many of the block's numbers each of ``employees`` looked up."""
+        block = self.block_key(key, subject)
+        since = subject.now - self.window
+        for employee in employees:
+            batch.count(f"{block}:who:{employee}", since)
 
-        A scanned block asks this on every further lookup in it, over the same members give
-        or take one, so whose member is whose is remembered (a bounded cache) rather than
-        parsed again: the window hands back the same string objects, whose hashes are cached.
-
-        Window members are distinct, so each ``employee|number`` member is one more number of
-        that employee's: counting members per employee counts their distinct numbers.
-        """
-        employee_of = self._employee_of
-        if len(employee_of) >= MEMBERS_CACHED:
-            employee_of.clear()
-        numbers_by_employee: dict[str, int] = {}
-        for member in members:
-            employee = employee_of.get(member)
-            if employee is None:
-                employee = employee_of[member] = member.rpartition("|")[0]
-            numbers_by_employee[employee] = numbers_by_employee.get(employee, 0) + 1
+    def culprits(self, employees: Sequence[str], counts: Sequence[int]) -> tuple[str, ...]:
+        """Employees with at least ``member_min`` numbers in the block, sorted."""
+        member_min = self.member_min
         return tuple(
-            sorted(e for e, count in numbers_by_employee.items() if count >= self.member_min)
+            sorted(e for e, count in zip(employees, counts, strict=True) if count >= member_min)
         )
 
 
