@@ -398,6 +398,24 @@ typo_window = "1m"
 """
 
 
+async def test_found_outcomes_are_kept_only_for_rules_with_a_ratio(store: GuardStore) -> None:
+    """A rule without a ratio never reads found numbers, so none are written for it; a typo
+    corrected is still forgiven by both rules."""
+    desk = Desk(make_policy(MISS_RATIO + TYPOS.replace("limit = 1", "limit = 2")), store)
+    desk.at(0)
+    await desk.look(ALICE, "01012345678", found=False)
+    desk.at(20)
+    await desk.look(ALICE, "01012345679", found=True)  # the typo, corrected
+    assert await store.keys("lp:{e:alice}:*:found") == ["lp:{e:alice}:miss-ratio:found"]
+    [ratio_misses, misses] = await store.execute(
+        [
+            ("members", "lp:{e:alice}:miss-ratio:miss", T - 3600),
+            ("members", "lp:{e:alice}:misses:miss", T - 3600),
+        ]
+    )
+    assert ratio_misses == misses == []
+
+
 @pytest.mark.parametrize(
     ("mistyped", "corrected"),
     [("01012345678", "01012345679"), ("01012345687", "01012345678")],

@@ -212,7 +212,7 @@ def error_of(parse: Callable[[str], float], text: str) -> str:
 
 
 def test_timestamps_parse_the_same_whichever_hour_came_first() -> None:
-    """Replay's per-hour cache of timestamps agrees with ``parse_timestamp``, errors included."""
+    """Replay's per-minute cache of timestamps agrees with ``parse_timestamp``, errors included."""
     rng = random.Random(7)
     offsets = [timezone(timedelta(hours=h, minutes=m)) for h, m in ((9, 0), (0, 0), (-3, -30))]
     times = _EventTimes()
@@ -220,6 +220,16 @@ def test_timestamps_parse_the_same_whichever_hour_came_first() -> None:
         when = T0 + timedelta(seconds=rng.randrange(0, 3 * 86400))
         text = when.astimezone(rng.choice(offsets)).isoformat()
         assert times.parse(text) == parse_timestamp(text) == when.timestamp(), text
+    # In time order, as events come: mostly the previous event's minute, sometimes in another
+    # offset, and once the same wall-clock minute in another offset (another instant).
+    when, offset = T0, offsets[0]
+    for _ in range(2000):
+        when += timedelta(seconds=rng.choice((0, 1, 7, 19.5, 61)))
+        offset = rng.choice(offsets) if rng.random() < 0.1 else offset
+        text = when.astimezone(offset).isoformat()
+        assert times.parse(text) == parse_timestamp(text) == when.timestamp(), text
+    for text in ("2026-10-01T09:15:23+09:00", "2026-10-01T09:15:40+08:00"):
+        assert times.parse(text) == parse_timestamp(text), text
     for text in (
         "2026-10-01T09:60:00+09:00",
         "2026-10-01T24:00:00+09:00",

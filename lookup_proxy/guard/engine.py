@@ -660,16 +660,19 @@ class Guard:
             return
         subject = Subject(lookup.request_id, employee.id, lookup.number, 0, self.clock.now())
         batch = self._batch()
+        if found:
+            # First, so that each rule's recent misses are at its index, whatever primitives
+            # learning the outcome takes (none, for a found number and a rule without a ratio).
+            for check, key in misses:
+                check.add_recent_misses(batch, key, subject)
         for check, key in misses:
             check.add_outcome(batch, key, subject, found)
-            if found:
-                check.add_recent_misses(batch, key, subject)
         results = await self._execute(batch)
         if not found:
             return
         forgive = self._batch()
         for index, (check, key) in enumerate(misses):
-            for miss in results[2 * index + 1]:
+            for miss in results[index]:
                 if is_typo_of(miss, lookup.number):
                     forgive.remove(check.outcome_keys(key)[0], miss)
         await self._execute(forgive)

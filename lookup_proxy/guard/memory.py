@@ -334,7 +334,8 @@ class Immediate(Batch):
     __slots__ = ("results", "store")
 
     def __init__(self, store: MemoryStore) -> None:
-        super().__init__()
+        # Batch.__init__ is not called: ``ops`` stays unset, as nothing is collected to be sent
+        # (``executed`` answers instead), and one list fewer is made per batch.
         self.store = store
         self.results: list[Any] = []
 

@@ -242,15 +242,18 @@ class MissesCheck(Check):
     The guard learns outcomes after the backend answers; a miss that is followed within
     ``typo_window`` by a found number one digit (or one adjacent swap) away is forgiven as a typo.
     Repeat lookups of one number are one outcome, so a clerk retrying a walk-in is not a prober.
+    Found outcomes matter only to the share: a rule without a ``ratio`` neither keeps nor
+    reads them (a week of an honest clerk's found numbers is the largest window there is).
     """
 
-    width = 2
     cap = 4096
 
     def __init__(self, rule: MissesRule) -> None:
         super().__init__(rule)
         self.ratio = rule.ratio
         self.typo_window = rule.typo_window
+        self.counts_found = rule.ratio > 0
+        self.width = 2 if self.counts_found else 1
         self._outcome_keys: dict[str, tuple[str, str]] = {}
 
     def outcome_keys(self, key: str) -> tuple[str, str]:
@@ -270,16 +273,21 @@ class MissesCheck(Check):
         since = subject.now - self.window
         miss, found = self.outcome_keys(key)
         batch.count(miss, since)
-        batch.count(found, since)
+        if self.counts_found:
+            batch.count(found, since)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
-        misses, found = results[start], results[start + 1]
-        if misses > self.limit and misses >= self.ratio * (misses + found):
-            return Finding(misses)
-        return None
+        misses = results[start]
+        if misses <= self.limit:
+            return None
+        if self.counts_found and misses < self.ratio * (misses + results[start + 1]):
+            return None
+        return Finding(misses)
 
     def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
-        """Learn the backend's answer for the subject's number."""
+        """Learn the backend's answer for the subject's number (a found one only for a ratio)."""
+        if found and not self.counts_found:
+            return
         outcome = self.outcome_keys(key)[1 if found else 0]
         batch.add(outcome, subject.now, subject.number, self.window, self.cap, 0)
 
