@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.guard.memory import _SWEEP_EVERY, MemoryStore
 
 T = 1_790_000_000.0
 
@@ -44,7 +44,7 @@ def test_a_sweep_drops_expired_keys_without_being_asked() -> None:
     store = MemoryStore()
     store.run([("add", f"lp:{{e:{i}}}:rate", T, "m", 60.0, 5, 0) for i in range(500)])
     assert store.size() == 500
-    for _ in range(2 * 500 + 1001):
+    for _ in range(_SWEEP_EVERY * 500 + 1001):
         store.run([("get", "lp:{e:x}:lock", T + 61)])
     assert store.size() == 0
 

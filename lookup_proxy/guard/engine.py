@@ -672,7 +672,8 @@ class Guard:
             return
         forgive = self._batch()
         for index, (check, key) in enumerate(misses):
-            for miss in results[index]:
+            recent: list[str] = results[index]
+            for miss in recent:
                 if is_typo_of(miss, lookup.number):
                     forgive.remove(check.outcome_keys(key)[0], miss)
         await self._execute(forgive)

@@ -5,8 +5,8 @@ injected clock is monotonic for replay and a step backwards is clamped), so the 
 always first: trimming is a pop from the front, and the members after a time are a suffix.
 Each window carries its own expiry and its oldest and newest scores, so keeping the expiry
 current costs an attribute store, not a dict write, and most reads are answered by the scores
-alone. Expired keys are swept in amortised O(1): a full sweep runs once twice as many operations
-have happened as there are keys.
+alone. Expired keys are swept in amortised O(1): a full sweep runs once four times as many
+operations have happened as there are keys.
 
 Replay runs fifteen to twenty primitives per event through here, so the hot paths are written
 for CPython and for mypyc (which compiles this module when a C compiler is present): replay
@@ -41,6 +41,10 @@ _DELETE: Final = "delete"
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
 """Members ``_scored_until`` steps over from either end before it bisects instead."""
+_SWEEP_EVERY: Final = 4
+"""A full sweep runs once this many operations per key have run since the last: each sweep
+visits every key, so this is how many operations share the cost of a key's visit (memory
+stays bounded by ``max_keys`` whatever it is)."""
 _HOLES_TOLERATED: Final = 32
 """Deleted members a window's dict may keep as holes before ``removed`` rebuilds it."""
 
@@ -136,10 +140,10 @@ class MemoryStore:
         return Immediate(self)
 
     def ran(self, operations: int) -> None:
-        """Count operations run; sweep expired keys once they outnumber the keys twice."""
+        """Count operations run; sweep expired keys once they outnumber the keys enough."""
         self._ops_since_sweep += operations
         held = len(self._windows) + len(self._values)
-        if self._ops_since_sweep > 2 * held + 1000 or held > self._max_keys:
+        if self._ops_since_sweep > _SWEEP_EVERY * held + 1000 or held > self._max_keys:
             # The second test keeps max_keys a hard budget when nearly every operation makes a
             # new key (a scan across many blocks), which the first alone would let grow.
             self._sweep()
