@@ -1,13 +1,13 @@
 """Which modules run compiled (mypyc), and never a compiled module older than its source.
 
 Replay decides millions of events through the guard; compiled with mypyc, the same source runs
-about twice as fast. ``setup.py`` compiles ``COMPILED_MODULES`` when a C compiler is present and
-records a digest of each source it compiled. In a source checkout the compiled modules sit beside
-their sources (an editable install builds in place), so a source edited since the build would
-silently run the old code: the compiled modules are therefore used only when every source still
-has the recorded digest, and otherwise every one of them is imported from its Python source, with
-a warning. All or none, because compiled modules import each other inside their shared library,
-past the import system: one stale module would still run from a fresh one.
+about two and a half times as fast. ``setup.py`` compiles ``COMPILED_MODULES`` when a C compiler is
+present and records a digest of each source it compiled. In a source checkout the compiled modules
+sit beside their sources (an editable install builds in place), so a source edited since the build
+would silently run the old code: the compiled modules are therefore used only when every source
+still has the recorded digest, and otherwise every one of them is imported from its Python source,
+with a warning. All or none, because compiled modules import each other inside their shared
+library, past the import system: one stale module would still run from a fresh one.
 
 ``LOOKUP_PROXY_PURE_PYTHON=1`` imports every module from its Python source (to compare, or to
 debug); a build with it set compiles nothing.

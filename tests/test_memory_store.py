@@ -39,6 +39,15 @@ async def test_keys_lists_only_live_keys_matching_the_pattern() -> None:
     assert await store.keys("lp:*") == ["lp:{e:a}:lock"]
 
 
+def test_deleting_an_expired_key_reports_nothing_deleted_as_redis_does() -> None:
+    """Expired but not yet swept, a value or a window is already gone: delete answers 0."""
+    store = MemoryStore()
+    store.run([("set", "lp:{e:a}:lock", "x", 20.0, T), ("add", "lp:{e:a}:w", T, "m", 5.0, 5, 0)])
+    store.run([("add", "lp:{e:b}:w", T + 30, "m", 60.0, 5, 0)])  # the clock moves on
+    assert store.run([("delete", "lp:{e:a}:lock"), ("delete", "lp:{e:a}:w")]) == [0, 0]
+    assert store.run([("delete", "lp:{e:b}:w")]) == [1]
+
+
 def test_a_sweep_drops_expired_keys_without_being_asked() -> None:
     """Keys nobody touches again are swept once enough operations have run."""
     store = MemoryStore()

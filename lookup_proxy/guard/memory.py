@@ -270,7 +270,10 @@ class MemoryStore:
         return 1
 
     def _delete(self, key: str) -> int:
-        existed = key in self._windows or key in self._values
+        # A key past its expiry is gone, as in Redis, even if no sweep has dropped it yet.
+        existed = self._live(key) is not None or (
+            key in self._values and self._value_expiry.get(key, _FOREVER) > self._latest
+        )
         self._drop(key)
         return 1 if existed else 0
 
