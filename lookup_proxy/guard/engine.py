@@ -14,8 +14,8 @@ since unlocking wipes them, so a locked attacker's every further attempt need no
 
 Replay decides a month of a store chain's lookups through here in one run, so the per-lookup
 path is kept lean: what depends only on the employee and reason (keys, result offsets, the
-RateLimit-Policy header) is a cached plan, and the in-process store is called without a
-coroutine in between.
+RateLimit-Policy header) is a cached plan, and the in-process store runs each primitive as a
+rule describes it (``primitives.Batch``), with no op tuples in between.
 """
 
 from __future__ import annotations

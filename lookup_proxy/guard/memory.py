@@ -50,7 +50,7 @@ _HOLES_TOLERATED: Final = 32
 
 
 class _Window:
-    """One key's members in time order, when the key expires, and its oldest score."""
+    """One key's members in time order, when the key expires, its oldest and newest scores."""
 
     __slots__ = ("entries", "expiry", "newest", "oldest", "removed")
 
@@ -307,11 +307,6 @@ class MemoryStore:
             for key, _ in victims:
                 self._drop(key)
             self.evicted += len(victims)
-
-    def observe_time(self, now: float) -> None:
-        """Expiry follows the injected clock, as seen in the primitives' time arguments."""
-        if now > self._latest:
-            self._latest = now
 
     def size(self) -> int:
         """Keys held, for tests that prove memory stays bounded."""

@@ -12,8 +12,7 @@ capped to a size, so memory stays bounded however hard someone hammers. Plus pla
 Primitives are tuples (``Op``), the form a batch takes to travel to a store. Rules do not build
 them: they describe their primitives to a :class:`Batch`, which collects the tuples for the live
 stores; the memory store's own batch runs each primitive as it is described (replay: no tuple
-built, taken apart and thrown away, fifteen times an event).
-
+built, taken apart and thrown away, fifteen times an event). The primitives:
 
 ``("add", key, now, member, window, cap, nth)``
     Drop members scored at or before ``now - window``; add or re-score ``member`` at ``now``;
