@@ -10,9 +10,12 @@ seconds after ``T0`` in Korean time unless a test is about the clock itself.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -28,7 +31,7 @@ from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import GuardMetrics
 from lookup_proxy.numbers import normalise_number
-from lookup_proxy.policy import Policy, parse_policy
+from lookup_proxy.policy import Policy, load_policy, parse_policy
 from lookup_proxy.replay import (
     DECISION_COLUMNS,
     EVENT_COLUMNS,
@@ -350,6 +353,54 @@ window = "10m"
 limit = 1
 action = "flag"
 """
+
+
+def test_a_replay_makes_no_reference_cycles(tmp_path: Path) -> None:
+    """Replay runs with the cyclic garbage collector off, which is safe only while deciding
+    events leaves no cycles behind: a simulated chain (attackers, lockouts, group rules) plus
+    rows refused before the guard, and afterwards the collector finds nothing to free."""
+    events = tmp_path / "events.csv"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "simulate.py"),
+            *("--seed", "6", "--employees", "30", "--days", "3"),
+            *("--out", str(events), "--truth", str(tmp_path / "truth.csv")),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with events.open("a", encoding="utf-8") as handle:
+        last = "2026-12-31T23:59:59+09:00"
+        handle.write(f"{last},E1,S1,R1,0101234,BILLING_INQUIRY,,false\n")  # malformed number
+        handle.write(f"{last},E1,S1,R1,01012345678,NO_SUCH_REASON,,true\n")  # unknown reason
+    replayer = Replayer(load_policy(ROOT / "config" / "policy.toml"))
+    gc.collect()
+    summary = replayer.run(events, tmp_path / "decisions.csv")
+    assert gc.collect() == 0
+    assert gc.isenabled()
+    assert summary.lockouts_by_rule
+    assert {"bad-number", "unknown-reason"} <= set(summary.refused_before_guard)
+
+
+def test_replay_keeps_every_counter_whatever_the_memory_budget(tmp_path: Path) -> None:
+    """memory_max_keys bounds the live memory store, which sheds the keys closest to expiry;
+    a backtest must not: the first clerk's counter outlives 1,200 others' under a 1,000-key
+    budget, and their second customer in the hour is refused."""
+    rules = """
+[[rules]]
+name = "one-customer"
+kind = "distinct"
+window = "1h"
+limit = 1
+"""
+    rows = [event(i * 0.5, f"E{i}", number(i)) for i in range(1200)]
+    rows.append(event(700, "E0", number(9999)))
+    decided = replay(tmp_path, rules, rows, tail="[store]\nmemory_max_keys = 1000\n")
+    assert outcomes(decided)[:1200] == [("allow", "", "")] * 1200
+    assert outcomes(decided)[1200] == ("deny", "one-customer", "")
 
 
 def test_locked_lookups_are_counted_but_not_judged(tmp_path: Path) -> None:
