@@ -177,3 +177,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         timeout=60,
         check=False,
     )
+
+
+def simulate(directory: Path, seed: int, employees: int, days: int) -> Path:
+    """EVENTS.csv of a simulated chain (bench/simulate.py, attackers included) in ``directory``."""
+    events = directory / "events.csv"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "simulate.py"),
+            *("--seed", str(seed), "--employees", str(employees), "--days", str(days)),
+            *("--out", str(events), "--truth", str(directory / "truth.csv")),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return events

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from lookup_proxy import native
-from tests.harness import ROOT, run_cli
+from tests.harness import ROOT, run_cli, simulate
 
 
 def test_the_test_install_runs_the_hot_path_compiled() -> None:
@@ -122,19 +122,7 @@ def test_the_pure_python_switch_imports_every_module_from_source() -> None:
 
 def test_compiled_and_pure_replays_decide_every_event_alike(tmp_path: Path) -> None:
     """A simulated stretch of a chain's traffic, attackers included, replayed both ways."""
-    events = tmp_path / "events.csv"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "simulate.py"),
-            *("--seed", "5", "--employees", "40", "--days", "4"),
-            *("--out", str(events), "--truth", str(tmp_path / "truth.csv")),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    events = simulate(tmp_path, seed=5, employees=40, days=4)
     decisions = {}
     for kind, env in (("compiled", {}), ("pure", {native.PURE_ENV: "1"})):
         out = tmp_path / f"{kind}.csv"

@@ -14,8 +14,6 @@ import gc
 import io
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -42,7 +40,7 @@ from lookup_proxy.replay import (
     load_roster,
     parse_timestamp,
 )
-from tests.harness import GUARD_HEAD, GUARD_REASONS, run_cli
+from tests.harness import GUARD_HEAD, GUARD_REASONS, run_cli, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 KST = timezone(timedelta(hours=9))
@@ -359,19 +357,7 @@ def test_a_replay_makes_no_reference_cycles(tmp_path: Path) -> None:
     """Replay runs with the cyclic garbage collector off, which is safe only while deciding
     events leaves no cycles behind: a simulated chain (attackers, lockouts, group rules) plus
     rows refused before the guard, and afterwards the collector finds nothing to free."""
-    events = tmp_path / "events.csv"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "simulate.py"),
-            *("--seed", "6", "--employees", "30", "--days", "3"),
-            *("--out", str(events), "--truth", str(tmp_path / "truth.csv")),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    events = simulate(tmp_path, seed=6, employees=30, days=3)
     with events.open("a", encoding="utf-8") as handle:
         last = "2026-12-31T23:59:59+09:00"
         handle.write(f"{last},E1,S1,R1,0101234,BILLING_INQUIRY,,false\n")  # malformed number
