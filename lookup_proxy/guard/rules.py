@@ -259,7 +259,7 @@ class MissesCheck(Check):
     def outcome_keys(self, key: str) -> tuple[str, str]:
         """The ``:miss`` and ``:found`` windows under the rule's key.
 
-        Built once per key and remembered (a bounded cache): every lookup reads both and learns
+        Built once per key and remembered (a bounded cache): every lookup reads them and learns
         into one, and handing the store the same string objects spares hashing them again.
         """
         keys = self._outcome_keys.get(key)
