@@ -270,10 +270,9 @@ class MemoryStore:
         return 1
 
     def _delete(self, key: str) -> int:
-        # A key past its expiry is gone, as in Redis, even if no sweep has dropped it yet.
-        existed = self._live(key) is not None or (
-            key in self._values and self._value_expiry.get(key, _FOREVER) > self._latest
-        )
+        # A key past its expiry is gone, as in Redis, even if no sweep has dropped it yet:
+        # what reads would see decides.
+        existed = self._live(key) is not None or self._get(key, self._latest) is not None
         self._drop(key)
         return 1 if existed else 0
 
