@@ -1,0 +1,59 @@
+"""File layouts and vocabulary shared by the traffic simulator, the scorer and the red-team.
+
+The tools must agree on columns, actor and threat names and where side files live; keeping
+those facts here means a change to one contract cannot silently desynchronise another tool.
+The replay columns come from the replay tool itself, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Final
+
+from lookup_proxy.replay import DECISION_COLUMNS as REPLAY_DECISION_COLUMNS
+from lookup_proxy.replay import EVENT_COLUMNS
+
+KST: Final = timezone(timedelta(hours=9), "KST")
+
+EVENT_HEADER: Final = EVENT_COLUMNS
+DECISION_COLUMNS: Final = tuple(c for c in REPLAY_DECISION_COLUMNS if c not in EVENT_COLUMNS)
+TRUTH_HEADER: Final = ("row", "employee", "actor", "threat")
+EMPLOYEE_HEADER: Final = ("employee", "store", "region", "role", "threat", "attack_start")
+
+ACTORS: Final = ("honest", "corporate", "attacker")
+
+REASONS: Final = (
+    "NEW_SUBSCRIPTION",
+    "CONTRACT_RENEWAL",
+    "PLAN_CHANGE",
+    "BILLING_INQUIRY",
+    "DEVICE_SUPPORT",
+    "CORPORATE_ACCOUNT",
+)
+CORPORATE_REASON: Final = "CORPORATE_ACCOUNT"
+CORPORATE_ROLE: Final = "corporate-sales"
+
+# Ordered as DESIGN.md lists them, so reports read in the same order as the threat model.
+CLASSIC_THREATS: Final = (
+    "random_typing",
+    "sequential_asc",
+    "sequential_desc",
+    "strided",
+    "block_shuffle",
+    "slow_probe",
+    "collusion",
+    "rotation",
+    "shift_burst",
+)
+THREATS: Final = CLASSIC_THREATS
+
+
+def roster_path_for(events: Path) -> Path:
+    """The employee roster (employee,roles) written next to EVENTS.csv, for replay --roster."""
+    return events.with_suffix(".roster.csv")
+
+
+def employees_path_for(truth: Path) -> Path:
+    """Place the per-employee truth next to the per-row truth so one path names both."""
+    return truth.with_suffix(".employees.csv")
