@@ -15,7 +15,7 @@ from aiohttp import web
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import not_permitted
 from lookup_proxy.guard import Guard
-from lookup_proxy.guard.engine import LockInfo
+from lookup_proxy.guard.lockouts import LockInfo
 from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.request_id import REQUEST_ID
 

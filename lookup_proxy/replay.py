@@ -26,7 +26,8 @@ from typing import Any, TextIO, TypeVar
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import LookupProxyError, Refusal
-from lookup_proxy.guard.engine import Decision, Guard, Lookup
+from lookup_proxy.guard.decision import Decision, Lookup
+from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.native import COMPILED_MODULES, compiled_modules

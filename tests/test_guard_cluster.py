@@ -15,7 +15,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from lookup_proxy.clock import SystemClock
 from lookup_proxy.employee import Employee
-from lookup_proxy.guard.engine import Guard, Lookup
+from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.redis_store import RedisStore
 from tests.test_guard_conformance import Desk, make_policy, number
 

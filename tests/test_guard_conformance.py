@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
-from lookup_proxy.guard.engine import Decision, Guard, Lookup
+from lookup_proxy.guard.decision import Decision, Lookup
+from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.guard.redis_store import RedisStore

@@ -145,6 +145,44 @@ async def test_delete_removes_a_window(store: GuardStore) -> None:
     assert await store.execute([("delete", KEY), ("count", KEY, 0.0)]) == [1, 0]
 
 
+async def test_score_answers_a_member_s_time_without_changing_anything(store: GuardStore) -> None:
+    """``score`` is the member's score as a float, ``None`` for a stranger or a missing key."""
+    await add(store, T + 0.25, "a")
+    results = await store.execute(
+        [("score", KEY, "a"), ("score", KEY, "b"), ("score", "lp:{e:x}:none", "a")]
+    )
+    assert results == [T + 0.25, None, None]
+    assert type(results[0]) is float
+    assert await store.execute([("count", KEY, 0.0)]) == [1]
+
+
+async def test_incr_adds_to_a_tally_field_and_fields_lists_them(store: GuardStore) -> None:
+    """``incr`` starts a field at 0 and answers the new value; ``fields`` lists every field."""
+    tally = "lp:{s:gangnam}:peer:1"
+    results = await store.execute(
+        [
+            ("incr", tally, "alice m", 1, 60.0),
+            ("incr", tally, "alice m", 2, 60.0),
+            ("incr", tally, "bob o", -1, 60.0),
+            ("fields", tally),
+            ("fields", "lp:{s:gangnam}:peer:none"),
+        ]
+    )
+    assert results[:3] == [1, 3, -1]
+    pairs = results[3]
+    assert dict(zip(pairs[::2], pairs[1::2], strict=True)) == {"alice m": 3, "bob o": -1}
+    assert all(type(value) is int for value in pairs[1::2])
+    assert results[4] == []
+
+
+async def test_a_tally_is_deleted_like_any_key(store: GuardStore) -> None:
+    """Unlocking clears an employee's keys with ``delete``: tallies go the same way."""
+    tally = "lp:{e:alice}:tally"
+    await store.execute([("incr", tally, "f", 1, 60.0)])
+    assert await store.execute([("delete", tally), ("fields", tally)]) == [1, []]
+    assert await store.execute([("delete", tally)]) == [0]
+
+
 async def test_results_come_back_in_batch_order_across_hash_tags(store: GuardStore) -> None:
     """A batch interleaving employee, store and region keys is answered in its own order."""
     ops: list[Op] = []
@@ -169,7 +207,7 @@ async def test_an_empty_batch_answers_an_empty_list(store: GuardStore) -> None:
 async def test_unknown_primitives_are_a_programming_error(store: GuardStore) -> None:
     """An opcode the contract does not define raises ValueError, not StoreUnavailable."""
     with pytest.raises(ValueError, match="primitive"):
-        await store.execute([("incr", KEY)])
+        await store.execute([("zincrby", KEY)])
 
 
 def _random_batch(
@@ -252,6 +290,9 @@ def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
         ("get", "lp:{e:a}:lock", T),
         ("set", "lp:{e:a}:lock", "x", 30.0, T),
         ("delete", "lp:{e:a}:lock"),
+        ("score", KEY, "m"),
+        ("incr", "lp:{s:a}:t", "f", 2, 60.0),
+        ("fields", "lp:{s:a}:t"),
     ]
     batch = Batch()
     _describe(batch, ops)
@@ -273,6 +314,9 @@ def test_the_memory_store_s_immediate_batch_answers_what_run_answers() -> None:
             ops += [("set", "lp:{e:a}:lock", str(step), 20.0, now), ("get", "lp:{e:a}:lock", now)]
         if step % 75 == 0:
             ops += [("delete", "lp:{e:a}:lock"), ("get", "lp:{e:a}:lock", now)]
+        if step % 10 == 0:
+            ops += [("incr", "lp:{s:a}:t", str(step % 3), 1, 50.0), ("fields", "lp:{s:a}:t")]
+            ops += [("score", key, "3") for key in sorted(windows)]
         immediate = by_calls.immediate()
         assert isinstance(immediate, Immediate)
         _describe(immediate, ops)

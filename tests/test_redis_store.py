@@ -13,7 +13,8 @@ import redis
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal
-from lookup_proxy.guard.engine import Guard, Lookup
+from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.primitives import StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.policy import parse_policy

@@ -24,7 +24,8 @@ from prometheus_client import CollectorRegistry
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal
-from lookup_proxy.guard.engine import Guard, Lookup
+from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import GuardMetrics

@@ -20,25 +20,25 @@ rule describes it (``primitives.Batch``), with no op tuples in between.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from lookup_proxy.clock import Clock
 from lookup_proxy.durations import format_duration
 from lookup_proxy.employee import Employee
-from lookup_proxy.errors import Refusal, guard_denied, guard_unavailable, locked_out, rate_limited
+from lookup_proxy.errors import guard_denied, guard_unavailable, rate_limited
+from lookup_proxy.guard.decision import LOCKED, Decision, Hit, Lookup, RateState
+from lookup_proxy.guard.lockouts import LockInfo, Lockouts
 from lookup_proxy.guard.memory import Immediate, MemoryStore
 from lookup_proxy.guard.primitives import Batch, GuardStore, Op, StoreUnavailable
 from lookup_proxy.guard.rules import (
     BlockCheck,
     Check,
     MissesCheck,
-    Quota,
     RateCheck,
     Subject,
     is_typo_of,
@@ -48,146 +48,6 @@ from lookup_proxy.policy import Policy, RateRule
 
 if TYPE_CHECKING:
     from lookup_proxy.metrics import GuardMetrics
-
-LOCKED = "locked"
-
-
-# Lookup and Decision are plain classes with slots rather than named tuples or frozen
-# dataclasses: one of each is built for every lookup, mypyc compiles a plain class (a named
-# tuple's constructor stays interpreted), and a frozen dataclass costs about three times as much
-# to build in pure Python. Treat them as immutable.
-
-
-class Lookup:
-    """One lookup as the guard sees it: who, why, which number (canonical), and its id."""
-
-    __slots__ = ("employee", "number", "reason", "request_id")
-
-    def __init__(self, request_id: str, employee: Employee, reason: str, number: str) -> None:
-        self.request_id = request_id
-        self.employee = employee
-        self.reason = reason
-        self.number = number
-
-
-class Hit:
-    """A rule that fired for this lookup (a plain class, as :class:`Lookup`)."""
-
-    __slots__ = ("action", "count", "kind", "mode", "retry_after", "rule")
-
-    def __init__(
-        self,
-        rule: str,
-        kind: str,
-        action: str,
-        mode: str,
-        count: int,
-        retry_after: float | None = None,
-    ) -> None:
-        self.rule = rule
-        self.kind = kind
-        self.action = action
-        self.mode = mode
-        self.count = count
-        self.retry_after = retry_after
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"Hit({fields})"
-
-
-class Decision:
-    """What the guard decided, with everything the record step and replay need.
-
-    ``allowed``; ``rule``: the rule that refused, ``locked`` when the employee was already
-    locked out; ``refusal``: the problem answered when refused; ``flags``: flag rules and
-    shadow-mode rules that fired (allowed or not); ``hits``: every rule that fired;
-    ``locked``: (employee, rule) for each lockout this decision made, the requester and, for
-    group rules, the other employees who scanned the block; ``headers``: RateLimit headers for
-    the response, allowed or refused.
-    """
-
-    __slots__ = (
-        "_headers",
-        "_lockout",
-        "_rate",
-        "_refusal",
-        "allowed",
-        "flags",
-        "hits",
-        "locked",
-        "rule",
-    )
-
-    def __init__(
-        self,
-        allowed: bool,
-        rule: str | None,
-        refusal: Refusal | None,
-        flags: tuple[str, ...],
-        hits: tuple[Hit, ...],
-        locked: tuple[tuple[str, str], ...],
-        headers: dict[str, str] | None,
-        rate: _RateState | None = None,
-        lockout: tuple[LockInfo, str] | None = None,
-    ) -> None:
-        self.allowed = allowed
-        self.rule = rule
-        self._refusal = refusal
-        self._lockout = lockout
-        """For a lookup refused because the employee is locked out: the lockout and the
-        refusal's detail, from which ``refusal`` is made when read (replay never reads it)."""
-        self.flags = flags
-        self.hits = hits
-        self.locked = locked
-        self._headers = headers
-        self._rate = rate
-
-    @property
-    def refusal(self) -> Refusal | None:
-        """The problem answered when refused."""
-        refusal = self._refusal
-        if refusal is None and self._lockout is not None:
-            info, detail = self._lockout
-            refusal = self._refusal = locked_out(detail, info.until, info.rule)
-        return refusal
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """RateLimit headers for the response, allowed or refused; made on first reading."""
-        headers = self._headers
-        if headers is None:
-            headers = self._headers = {} if self._rate is None else self._rate.headers()
-        return headers
-
-    def also_locking(self, locked: Sequence[tuple[str, str]]) -> Decision:
-        """The same decision, reporting more lockouts."""
-        return Decision(
-            self.allowed,
-            self.rule,
-            self._refusal,
-            self.flags,
-            self.hits,
-            (*self.locked, *locked),
-            self._headers,
-            self._rate,
-            self._lockout,
-        )
-
-    def __repr__(self) -> str:
-        names = ("allowed", "rule", "refusal", "flags", "hits", "locked", "headers")
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
-        return f"Decision({fields})"
-
-
-@dataclass(frozen=True, slots=True)
-class LockInfo:
-    """A lockout as stored: which rule, when, until when (None: until unlocked)."""
-
-    employee: str
-    rule: str
-    at: float
-    until: float | None
 
 
 class _RulePlan:
@@ -225,29 +85,6 @@ class _Plan:
     """The RateLimit-Policy header: the same for every lookup under this plan."""
 
 
-class _RateState:
-    """What a decision's RateLimit headers are made from, kept so that they are only made
-    when read: the live proxy reads them for every response, replay never."""
-
-    __slots__ = ("now", "plan", "results")
-
-    def __init__(self, plan: _Plan, results: list[Any], now: float) -> None:
-        self.plan = plan
-        self.results = results
-        self.now = now
-
-    def headers(self) -> dict[str, str]:
-        # RateLimit reports the enforced rate rule with the fewest lookups left (the latest
-        # reset among equals; the first of equals in policy order).
-        tight: Quota | None = None
-        tight_rule = ""
-        for rate, start in self.plan.rates:
-            quota = rate.quota(self.results, start, self.now)
-            if tight is None or _tighter(quota, tight):
-                tight, tight_rule = quota, rate.rule.name
-        return _rate_headers(self.plan.rate_policy, tight_rule, tight)
-
-
 PLAN_CACHE_SIZE = 8192
 """Plans kept (employee × reason); the cache starts over when full, which bounds its memory
 (a few kB per plan) whatever the number of employees."""
@@ -268,7 +105,6 @@ class Guard:
         self.clock = clock
         self.metrics = metrics
         self._prefix = policy.store.key_prefix
-        self._lock_ttl = policy.lockout.duration or 0.0
         self._contact = policy.lockout.contact
         self._in_process: MemoryStore | None = (
             store if isinstance(store, MemoryStore) and metrics is None else None
@@ -280,7 +116,14 @@ class Guard:
         self._plans: dict[str, dict[str, _Plan]] = {}
         """Employee id → reason → plan."""
         self._plan_count = 0
-        self._lock_views: dict[tuple[str, str], tuple[LockInfo, str]] = {}
+        self.lockouts = Lockouts(
+            self._prefix,
+            policy.lockout.duration,
+            self._contact,
+            store,
+            self._batch,
+            self._execute,
+        )
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -294,9 +137,6 @@ class Guard:
     def _rule_key(self, check: Check, employee: Employee) -> str | None:
         tag = self._tag(check.rule.scope, employee)
         return None if tag is None else f"{self._prefix}:{{{tag}}}:{check.rule.name}"
-
-    def lock_key(self, employee_id: str) -> str:
-        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:lock"
 
     def _plan(self, employee: Employee, reason: str) -> _Plan:
         """The cached plan for this employee and reason (see :class:`_Plan`).
@@ -376,7 +216,10 @@ class Guard:
             # only the store- and region-wide rules need this lookup. Decisions are the same as
             # with the one batch that live stores always run.
             lock_value = batch.results[0]
-            if lock_value is not None and self._lock_view(employee.id, lock_value)[0].until is None:
+            if (
+                lock_value is not None
+                and self.lockouts.view(employee.id, lock_value)[0].until is None
+            ):
                 shared = self._batch()
                 for rule_plan in plan.shared:
                     rule_plan.check.add_ops(shared, rule_plan.key, subject)
@@ -422,7 +265,7 @@ class Guard:
             else:
                 blocking.append(hit)
 
-        rate = _RateState(plan, results, now)
+        rate = RateState(plan.rates, plan.rate_policy, results, now)
         if blocking:
             decision = await self._refuse(employee, blocking, flags, hits, rate, now)
         else:
@@ -448,7 +291,7 @@ class Guard:
         Skipping the rest is what keeps an employee hammering while locked cheap to decide.
         """
         decision = Decision(
-            False, LOCKED, None, (), (), (), {}, None, self._lock_view(employee.id, lock_value)
+            False, LOCKED, None, (), (), (), {}, None, self.lockouts.view(employee.id, lock_value)
         )
         group_culprits: dict[str, tuple[str, ...]] = {}
         for rule_plan in locking_groups:
@@ -506,14 +349,14 @@ class Guard:
         blocking: list[Hit],
         flags: list[str],
         hits: list[Hit],
-        rate: _RateState,
+        rate: RateState,
         now: float,
     ) -> Decision:
         locking = [hit for hit in blocking if hit.action == "lock"]
         if locking:
             first = locking[0]
             info = await self._lock([employee.id], first.rule, now)
-            refusal = self._locked_refusal(info)
+            refusal = self.lockouts.refusal(info)
             return Decision(
                 False,
                 first.rule,
@@ -561,92 +404,34 @@ class Guard:
             retry_headers,
         )
 
-    def _lock_view(self, employee_id: str, value: str) -> tuple[LockInfo, str]:
-        """A stored lockout parsed, with the refusal's detail; cached by value, because a
-        locked-out employee who keeps trying reads the same value many times."""
-        view = self._lock_views.get((employee_id, value))
-        if view is None:
-            if len(self._lock_views) >= PLAN_CACHE_SIZE:
-                self._lock_views.clear()
-            info = self._parse_lock(employee_id, value)
-            view = self._lock_views[employee_id, value] = (info, self._locked_detail(info))
-        return view
-
-    def _locked_refusal(self, info: LockInfo) -> Refusal:
-        return locked_out(self._locked_detail(info), info.until, info.rule)
-
-    def _locked_detail(self, info: LockInfo) -> str:
-        if info.until is None:
-            when = "until it is reviewed"
-        else:
-            when = "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.until))
-        return (
-            f"Your customer lookups are locked {when} because of an unusual pattern of "
-            f"lookups. Contact {self._contact} to have it reviewed and unlocked."
-        )
-
     # -- locks -------------------------------------------------------------------------------
 
-    async def _lock(self, employees: Sequence[str], rule: str, now: float) -> LockInfo:
-        until = now + self._lock_ttl if self._lock_ttl else None
-        value = json.dumps({"rule": rule, "at": now, "until": until})
-        batch = self._batch()
-        for employee in employees:
-            batch.set(self.lock_key(employee), value, self._lock_ttl, now)
-        await self._execute(batch)
+    def lock_key(self, employee_id: str) -> str:
+        return self.lockouts.key(employee_id)
+
+    async def _lock(
+        self, employees: Sequence[str], rule: str, now: float, because: Sequence[str] = ()
+    ) -> LockInfo:
+        info = await self.lockouts.write(employees, rule, now, because)
         if self.metrics is not None:
             self.metrics.lockouts.labels(rule=rule).inc(len(employees))
-        return LockInfo(employees[0], rule, now, until)
-
-    def _parse_lock(self, employee_id: str, value: str) -> LockInfo:
-        try:
-            data = json.loads(value)
-            return LockInfo(employee_id, str(data["rule"]), float(data["at"]), data.get("until"))
-        except (ValueError, KeyError, TypeError):
-            return LockInfo(employee_id, "unknown", 0.0, None)
+        return info
 
     async def lock_status(self, employee_id: str) -> LockInfo | None:
         """The employee's lockout, if any (admin and CLI)."""
-        now = self.clock.now()
-        batch = self._batch()
-        batch.get(self.lock_key(employee_id), now)
-        value = (await self._execute(batch))[0]
-        return None if value is None else self._parse_lock(employee_id, value)
+        return await self.lockouts.status(employee_id, self.clock.now())
 
     async def lock(self, employee_id: str, rule: str = "manual") -> LockInfo:
         """Lock an employee out by hand (security staff), as the rules would."""
         return await self._lock([employee_id], rule, self.clock.now())
 
     async def unlock(self, employee_id: str) -> bool:
-        """Lift a lockout on every instance at once; True when there was one.
-
-        Unlocking is a reviewed decision, so the employee's own counters are cleared too:
-        otherwise the history that caused the lock would lock them again on the next lookup.
-        Store- and region-wide counters stay, they belong to the group.
-        """
-        # quote() leaves no glob characters (*?[]) in the tag, so the pattern is literal.
-        pattern = f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:*"
-        keys = [key for key in await self.store.keys(pattern) if key != self.lock_key(employee_id)]
-        batch = self._batch()
-        for key in [self.lock_key(employee_id), *keys]:
-            batch.delete(key)
-        return bool((await self._execute(batch))[0])
+        """Lift a lockout (and the employee's own counters): see :meth:`Lockouts.lift`."""
+        return await self.lockouts.lift(employee_id)
 
     async def locked_employees(self) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""
-        now = self.clock.now()
-        keys = await self.store.keys(f"{self._prefix}:{{e:*}}:lock")
-        if not keys:
-            return []
-        batch = self._batch()
-        for key in keys:
-            batch.get(key, now)
-        values = await self._execute(batch)
-        return [
-            self._parse_lock(unquote(key[key.index("{e:") + 3 : key.index("}")]), value)
-            for key, value in zip(keys, values, strict=True)
-            if value is not None
-        ]
+        return await self.lockouts.every(self.clock.now())
 
     # -- learn -------------------------------------------------------------------------------
 
@@ -743,15 +528,3 @@ def _all_rules(policy: Policy) -> list[Any]:
 def _locks(check: Check) -> bool:
     """Whether the check's rule locks employees out when it fires (an enforced ``lock``)."""
     return check.rule.mode == "enforce" and check.rule.action == "lock"
-
-
-def _tighter(quota: Quota, than: Quota) -> bool:
-    return (quota.remaining, -quota.reset) < (than.remaining, -than.reset)
-
-
-def _rate_headers(policies: str, rule: str, quota: Quota | None) -> dict[str, str]:
-    """IETF RateLimit / RateLimit-Policy headers (draft-ietf-httpapi-ratelimit-headers)."""
-    if quota is None:
-        return {}
-    state = f'"{rule}";r={quota.remaining};t={math.ceil(quota.reset)}'
-    return {"RateLimit-Policy": policies, "RateLimit": state}

@@ -37,6 +37,9 @@ _REMOVE: Final = "remove"
 _GET: Final = "get"
 _SET: Final = "set"
 _DELETE: Final = "delete"
+_SCORE: Final = "score"
+_INCR: Final = "incr"
+_FIELDS: Final = "fields"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -99,8 +102,9 @@ class MemoryStore:
     def __init__(self, max_keys: int = 2_000_000) -> None:
         self._windows: dict[str, _Window] = {}
         self._values: dict[str, str] = {}
+        self._tallies: dict[str, dict[str, int]] = {}
         self._value_expiry: dict[str, float] = {}
-        """Values with a time to live; a value without one is kept until deleted."""
+        """Values and tallies with a time to live; a value without one is kept until deleted."""
         self._max_keys = max_keys
         self._ops_since_sweep = 0
         self._latest = 0.0
@@ -130,6 +134,12 @@ class MemoryStore:
                 results.append(self._set(op[1], op[2], op[3], op[4]))
             elif kind == _DELETE:
                 results.append(self._delete(op[1]))
+            elif kind == _SCORE:
+                results.append(self._score(op[1], op[2]))
+            elif kind == _INCR:
+                results.append(self._incr(op[1], op[2], op[3], op[4]))
+            elif kind == _FIELDS:
+                results.append(self._fields(op[1]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -142,7 +152,7 @@ class MemoryStore:
     def ran(self, operations: int) -> None:
         """Count operations run; sweep expired keys once they outnumber the keys enough."""
         self._ops_since_sweep += operations
-        held = len(self._windows) + len(self._values)
+        held = len(self._windows) + len(self._values) + len(self._tallies)
         if self._ops_since_sweep > _SWEEP_EVERY * held + 1000 or held > self._max_keys:
             # The second test keeps max_keys a hard budget when nearly every operation makes a
             # new key (a scan across many blocks), which the first alone would let grow.
@@ -248,6 +258,10 @@ class MemoryStore:
             found.front_changed()
         return 1
 
+    def _score(self, key: str, member: str) -> float | None:
+        found = self._live(key)
+        return None if found is None else found.entries.get(member)
+
     # -- values ----------------------------------------------------------------------------
 
     def _get(self, key: str, now: float) -> str | None:
@@ -272,15 +286,49 @@ class MemoryStore:
     def _delete(self, key: str) -> int:
         # A key past its expiry is gone, as in Redis, even if no sweep has dropped it yet:
         # what reads would see decides.
-        existed = self._live(key) is not None or self._get(key, self._latest) is not None
+        existed = (
+            self._live(key) is not None
+            or self._get(key, self._latest) is not None
+            or self._live_tally(key) is not None
+        )
         self._drop(key)
         return 1 if existed else 0
+
+    # -- tallies ---------------------------------------------------------------------------
+
+    def _live_tally(self, key: str) -> dict[str, int] | None:
+        tally = self._tallies.get(key)
+        if tally is not None and self._value_expiry.get(key, _FOREVER) <= self._latest:
+            self._drop(key)
+            return None
+        return tally
+
+    def _incr(self, key: str, field: str, amount: int, ttl: float) -> int:
+        tally = self._live_tally(key)
+        if tally is None:
+            self._windows.pop(key, None)
+            self._values.pop(key, None)
+            tally = self._tallies[key] = {}
+        value = tally[field] = tally.get(field, 0) + amount
+        self._value_expiry[key] = self._latest + ttl
+        return value
+
+    def _fields(self, key: str) -> list[Any]:
+        tally = self._live_tally(key)
+        if tally is None:
+            return []
+        flat: list[Any] = []
+        for field, value in tally.items():
+            flat.append(field)
+            flat.append(value)
+        return flat
 
     # -- housekeeping ----------------------------------------------------------------------
 
     def _drop(self, key: str) -> None:
         self._windows.pop(key, None)
         self._values.pop(key, None)
+        self._tallies.pop(key, None)
         self._value_expiry.pop(key, None)
 
     def _expiries(self) -> list[tuple[str, float]]:
@@ -296,7 +344,7 @@ class MemoryStore:
             del self._windows[key]
         for key in [key for key, when in self._value_expiry.items() if when <= now]:
             self._drop(key)
-        excess = len(self._windows) + len(self._values) - self._max_keys
+        excess = len(self._windows) + len(self._values) + len(self._tallies) - self._max_keys
         if excess > 0:
             # Shed a tenth more than needed, so an over-budget store sorts once per
             # max_keys/10 new keys rather than on every batch.
@@ -309,7 +357,7 @@ class MemoryStore:
 
     def size(self) -> int:
         """Keys held, for tests that prove memory stays bounded."""
-        return len(self._windows) + len(self._values)
+        return len(self._windows) + len(self._values) + len(self._tallies)
 
     async def ping(self) -> None:
         return None
@@ -318,6 +366,7 @@ class MemoryStore:
         now = self._latest
         live = [key for key, found in self._windows.items() if found.expiry > now]
         live += [key for key in self._values if self._value_expiry.get(key, _FOREVER) > now]
+        live += [key for key in self._tallies if self._value_expiry.get(key, _FOREVER) > now]
         return sorted(key for key in live if fnmatchcase(key, pattern))
 
     async def close(self) -> None:
@@ -360,6 +409,15 @@ class Immediate(Batch):
 
     def delete(self, key: str) -> None:
         self.results.append(self.store._delete(key))
+
+    def score(self, key: str, member: str) -> None:
+        self.results.append(self.store._score(key, member))
+
+    def incr(self, key: str, field: str, amount: int, ttl: float) -> None:
+        self.results.append(self.store._incr(key, field, amount, ttl))
+
+    def fields(self, key: str) -> None:
+        self.results.append(self.store._fields(key))
 
     def executed(self) -> list[Any]:
         results = self.results

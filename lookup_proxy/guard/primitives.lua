@@ -86,6 +86,26 @@ for k = 1, #KEYS do
     results[k] = call('DEL', key)
     a = a + 1
 
+  elseif code == 'score' then
+    -- ("score", key, member) -> the member's score (a string, as for add) or false
+    results[k] = call('ZSCORE', key, argv[a + 1])
+    a = a + 2
+
+  elseif code == 'incr' then
+    -- ("incr", key, field, amount, ttl) -> the field's new value; the tally lives ttl more
+    results[k] = call('HINCRBY', key, argv[a + 1], argv[a + 2])
+    call('PEXPIRE', key, format('%d', ceil(argv[a + 3] * 1000)))
+    a = a + 4
+
+  elseif code == 'fields' then
+    -- ("fields", key) -> {field, value, ...} with values as integers
+    local flat = call('HGETALL', key)
+    for i = 2, #flat, 2 do
+      flat[i] = tonumber(flat[i])
+    end
+    results[k] = flat
+    a = a + 1
+
   else
     return redis.error_reply('unknown store primitive ' .. tostring(code))
   end

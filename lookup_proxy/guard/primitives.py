@@ -28,6 +28,16 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
 ``now`` rides along on value primitives only so the memory store can expire them on the
 injected clock; Redis expires on its own clock (the same wall time in live use).
 ``("delete", key)``         1 if something was deleted, else 0.
+``("score", key, member)``  the member's score in a window, or ``None``: "was this number
+    looked up before?" without changing anything.
+
+Tallies are the third kind of state: small hashes of integer fields (peer baselines keep one per
+store and day, an employee's counts in fields of it). ``ttl`` is in seconds and is set anew on
+every increment, so a tally lives one ``ttl`` past its last change.
+
+``("incr", key, field, amount, ttl)``  add ``amount`` to a field (missing: 0); the new value.
+``("fields", key)``                  every field and value as one flat list
+    ``[field, value, field, value, ...]`` (empty when the key does not exist).
 """
 
 from __future__ import annotations
@@ -44,6 +54,9 @@ REMOVE = "remove"
 GET = "get"
 SET = "set"
 DELETE = "delete"
+SCORE = "score"
+INCR = "incr"
+FIELDS = "fields"
 
 
 class StoreUnavailable(Exception):
@@ -103,6 +116,15 @@ class Batch:
 
     def delete(self, key: str) -> None:
         self.ops.append((DELETE, key))
+
+    def score(self, key: str, member: str) -> None:
+        self.ops.append((SCORE, key, member))
+
+    def incr(self, key: str, field: str, amount: int, ttl: float) -> None:
+        self.ops.append((INCR, key, field, amount, ttl))
+
+    def fields(self, key: str) -> None:
+        self.ops.append((FIELDS, key))
 
     def executed(self) -> list[Any] | None:
         """The results, when the primitives already ran; None when ``ops`` must be sent."""

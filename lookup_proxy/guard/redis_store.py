@@ -37,9 +37,12 @@ from lookup_proxy.guard.primitives import (
     ADD,
     COUNT,
     DELETE,
+    FIELDS,
     GET,
+    INCR,
     MEMBERS,
     REMOVE,
+    SCORE,
     SET,
     Op,
     StoreUnavailable,
@@ -49,7 +52,18 @@ from lookup_proxy.guard.primitives import (
 SCRIPT = (files("lookup_proxy.guard") / "primitives.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
 
-ARITY = {ADD: 5, COUNT: 1, MEMBERS: 1, GET: 1, SET: 3, REMOVE: 1, DELETE: 0}
+ARITY = {
+    ADD: 5,
+    COUNT: 1,
+    MEMBERS: 1,
+    GET: 1,
+    SET: 3,
+    REMOVE: 1,
+    DELETE: 0,
+    SCORE: 1,
+    INCR: 3,
+    FIELDS: 0,
+}
 """Arguments after the key, per opcode: the script walks its argument array by these counts."""
 
 
@@ -146,9 +160,12 @@ class RedisStore:
         results: list[Any] = [None] * len(ops)
         for group, reply in zip(batches, replies, strict=True):
             for index, value in zip(group.indices, reply, strict=True):
-                if ops[index][0] == ADD:
+                code = ops[index][0]
+                if code == ADD:
                     count, nth, oldest = value
                     value = [count, None if nth is None else float(nth), float(oldest)]
+                elif code == SCORE and value is not None:
+                    value = float(value)
                 results[index] = value
         return results
 
