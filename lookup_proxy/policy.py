@@ -175,7 +175,7 @@ class Store(_Section):
 
 class _Rule(_Section):
     name: Name
-    scope: Literal["employee", "store", "region"] = "employee"
+    scope: Literal["employee", "store", "region", "chain"] = "employee"
     window: Duration
     limit: int = Field(ge=0)
     action: Literal["deny", "lock", "flag"] = "deny"
@@ -209,12 +209,97 @@ class MissesRule(_Rule):
     kind: Literal["misses"]
     ratio: float = Field(0.0, ge=0.0, le=1.0)
     typo_window: Duration = 60.0
+    typo_limit: int = Field(6, ge=0)
+    """Misses forgiven as typos per ``typo_budget``; past it a miss counts, typo or not."""
+    typo_budget: Duration = 86_400.0
+    """How long a forgiveness is remembered: the cap's window, and how long a found number that
+    forgave a miss cannot forgive another (a retype is of a customer met for the first time)."""
+
+
+class HoursRule(_Rule):
+    """Lookups outside the store's opening hours (``[hours]``), counted like a rate."""
+
+    kind: Literal["hours"]
+    limit: int = Field(0, ge=0)
+
+
+class PeerRule(_Rule):
+    """An employee's share of misses compared with their peers' over the window."""
+
+    kind: Literal["peer"]
+    metric: Literal["misses", "typos"] = "misses"
+    """``misses``: numbers not found (typos forgiven left out); ``typos``: misses forgiven as
+    typos, which an insider farming typo forgiveness piles up."""
+    limit: int = Field(0, ge=0)
+    """Excess misses over what the peers' median share predicts that are tolerated."""
+    peers: Literal["store", "region", "chain"] = "store"
+    bucket: Duration = 86_400.0
+    min_peers: int = Field(3, ge=1)
+    min_outcomes: int = Field(20, ge=1)
+    """Numbers an employee must have looked up in the window to be judged or to be a peer."""
+    spread: float = Field(4.0, gt=0)
+    """How many robust standard deviations (1.4826 x MAD) above the peers' median share."""
+    min_spread: float = Field(0.02, ge=0.0, le=1.0)
+    """A floor under that deviation: when peers all look alike, a small rise is no signal."""
+    action: Literal["flag", "lock"] = "flag"
 
 
 Rule = Annotated[
-    RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule,
+    RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule | HoursRule | PeerRule,
     Field(discriminator="kind"),
 ]
+
+
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])$")
+_OFFSET = re.compile(r"^([+-])([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _clock_time(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    match = _CLOCK_TIME.match(value)
+    if match is None or (match.group(1) == "24" and match.group(2) != "00"):
+        raise ValueError(f"a time of day such as '09:30' (00:00-24:00), not {value!r}")
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60
+
+
+def _offset(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    match = _OFFSET.match(value)
+    if match is None:
+        raise ValueError(f"a UTC offset such as '+09:00', not {value!r}")
+    seconds = int(match.group(2)) * 3600 + int(match.group(3)) * 60
+    return -seconds if match.group(1) == "-" else seconds
+
+
+ClockTime = Annotated[int, BeforeValidator(_clock_time), Field(ge=0, le=86_400)]
+
+
+class OpeningHours(_Section):
+    """When lookups make sense: a store's opening hours, as seconds of the local day."""
+
+    open: ClockTime
+    close: ClockTime
+
+
+class Hours(_Section):
+    """Opening hours for the ``hours`` rules: a default, and stores that differ."""
+
+    utc_offset: Annotated[int, BeforeValidator(_offset)] = 9 * 3600
+    open: ClockTime = 9 * 3600
+    close: ClockTime = 22 * 3600
+    stores: dict[str, OpeningHours] = {}
+
+
+class Escalation(_Section):
+    """Repeated flags lead to a lock: ``limit`` flag-days (``rule@day``) are tolerated in
+    ``window``; one more locks the employee out, naming the flags behind it."""
+
+    enabled: bool = True
+    window: Duration = 14 * 86_400.0
+    limit: int = Field(2, ge=0)
+    name: Name = "escalation"
 
 
 def _lock_duration(value: object, info: ValidationInfo) -> object:
@@ -247,6 +332,8 @@ class Policy(_Section):
     store: Store = Store()
     rules: tuple[Rule, ...] = ()
     lockout: Lockout = Lockout()
+    hours: Hours = Hours()
+    escalation: Escalation = Escalation()
     audit: Audit = Audit()
 
 
@@ -274,7 +361,7 @@ def _key(loc: tuple[int | str, ...]) -> str:
         if isinstance(item, int):
             parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
         elif (
-            item in {"rate", "distinct", "sequential", "block", "misses"}
+            item in {"rate", "distinct", "sequential", "block", "misses", "hours", "peer"}
             and parts
             and parts[-1].startswith("rules[")
         ):
@@ -332,9 +419,27 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                         "reason codes defined under [reasons]",
                         repr(code),
                     )
+        if rule.kind == "peer" and rule.scope != "employee":
+            yield ConfigProblem(
+                file,
+                f"rules[{index}].scope",
+                "'employee' (a peer rule judges one employee; `peers` names the group)",
+                repr(rule.scope),
+            )
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)
+            )
+    if policy.escalation.name in seen:
+        yield ConfigProblem(
+            file, "escalation.name", "a name no rule has", repr(policy.escalation.name)
+        )
+    opening = [("hours", policy.hours.open, policy.hours.close)]
+    opening += [(f"hours.stores.{k}", v.open, v.close) for k, v in policy.hours.stores.items()]
+    for key, opens, closes in opening:
+        if opens >= closes:
+            yield ConfigProblem(
+                file, f"{key}.close", "a closing time after the opening time", repr(closes)
             )
     families = {alg[:2] for alg in policy.auth.algorithms}
     if families - {"HS"} and not (policy.auth.public_key_file or policy.auth.jwks_file):

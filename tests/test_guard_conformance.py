@@ -669,3 +669,200 @@ async def test_every_redis_key_expires_within_its_window(redis_store: RedisStore
         assert 0 < ttl <= windows[rule] * 1000, f"{key} has PTTL {ttl}"
         if rule == "lock":
             assert ttl > 7100 * 1000
+
+
+# -- opening hours ---------------------------------------------------------------------------
+
+HOURS = """
+[[rules]]
+name = "after-hours"
+kind = "hours"
+window = "1d"
+limit = 0
+action = "deny"
+"""
+
+OPENING = """
+[hours]
+utc_offset = "+00:00"
+open = "09:00"
+close = "18:00"
+stores = { jamsil = { open = "06:00", close = "23:00" } }
+"""
+
+
+async def test_lookups_outside_opening_hours_are_refused(store: GuardStore) -> None:
+    """Inside the store's hours a lookup passes; before opening or after closing it is refused
+    with a 403 that says why, and a store with its own hours follows them."""
+    desk = Desk(make_policy(HOURS, tail=OPENING), store)
+    midnight = T - T % 86_400 - T
+    desk.at(midnight + 10 * 3600)
+    assert await desk.allowed(ALICE, [number(1)]) == [True]
+    desk.at(midnight + 8 * 3600 + 3599)
+    early = await desk.look(ALICE, number(2))
+    assert (early.allowed, early.rule) == (False, "after-hours")
+    assert early.refusal is not None
+    assert early.refusal.status == 403
+    assert "only while the store is open" in early.refusal.detail
+    desk.at(midnight + 18 * 3600)
+    assert await desk.allowed(ALICE, [number(3)]) == [False]
+    assert await desk.allowed(DAVE, [number(4)]) == [True]  # jamsil closes at 23:00
+    assert await desk.guard.lock_status("alice") is None
+
+
+# -- chain scope -----------------------------------------------------------------------------
+
+
+async def test_a_chain_scoped_group_rule_counts_colluders_in_different_regions(
+    store: GuardStore,
+) -> None:
+    """Seoul and Busan clerks splitting one block are counted together and both locked."""
+    desk = Desk(make_policy(GROUP_BLOCK.format(scope="chain")), store)
+    assert await desk.allowed(ALICE, [number(11), number(22)]) == [True, True]
+    assert await desk.allowed(ERIN, [number(33)]) == [True]
+    caught = await desk.look(ERIN, number(44))
+    assert caught.rule == "group-block"
+    assert set(caught.locked) == {("alice", "group-block"), ("erin", "group-block")}
+
+
+# -- bounded typo forgiveness ----------------------------------------------------------------
+
+BOUNDED_TYPOS = """
+[[rules]]
+name = "misses"
+kind = "misses"
+window = "1d"
+limit = 100
+typo_window = "1m"
+typo_limit = 2
+typo_budget = "1d"
+"""
+
+
+async def _misses(desk: Desk, employee: Employee) -> int:
+    """The employee's misses as the rule counts them, read from the store."""
+    key = f"lp:{{e:{employee.id}}}:misses:miss"
+    return (await desk.guard.store.execute([("count", key, 0.0)]))[0]  # type: ignore[no-any-return]
+
+
+async def test_one_found_lookup_forgives_at_most_one_miss(store: GuardStore) -> None:
+    """Two typos of the same number, then the number: one typo is forgiven, one still counts."""
+    desk = Desk(make_policy(BOUNDED_TYPOS), store)
+    known = "01012345678"
+    desk.at(0)
+    await desk.look(ALICE, "01012345679", found=False)
+    desk.at(5)
+    await desk.look(ALICE, "01012345677", found=False)
+    desk.at(10)
+    await desk.look(ALICE, known, found=True)
+    assert await _misses(desk, ALICE) == 1
+
+
+async def test_a_customer_looked_up_again_forgives_no_second_typo(store: GuardStore) -> None:
+    """Farming forgiveness with one known customer: probe a neighbour, retype the customer.
+    The first retype forgives; every later one of the same customer forgives nothing."""
+    desk = Desk(make_policy(BOUNDED_TYPOS.replace("typo_limit = 2", "typo_limit = 10")), store)
+    known = "01012345678"
+    for index, probe in enumerate(("01012345670", "01012345671", "01012345672")):
+        desk.at(index * 100)
+        await desk.look(ALICE, probe, found=False)
+        desk.at(index * 100 + 5)
+        await desk.look(ALICE, known, found=True)
+    assert await _misses(desk, ALICE) == 2
+
+
+async def test_forgiveness_stops_at_the_typo_limit(store: GuardStore) -> None:
+    """Typos retyped to different customers are forgiven up to ``typo_limit`` per budget."""
+    desk = Desk(make_policy(BOUNDED_TYPOS), store)
+    for index in range(4):
+        customer = number(index * 1000 + 5)
+        desk.at(index * 100)
+        await desk.look(ALICE, number(index * 1000 + 4), found=False)
+        desk.at(index * 100 + 5)
+        await desk.look(ALICE, customer, found=True)
+    assert await _misses(desk, ALICE) == 2
+    desk.at(86_400 + 500)  # the budget has passed: forgiveness again
+    await desk.look(BOB, number(9004), found=False)
+    await desk.look(BOB, number(9005), found=True)
+    assert await _misses(desk, BOB) == 0
+
+
+# -- peer baselines --------------------------------------------------------------------------
+
+PEER = """
+[[rules]]
+name = "peer-misses"
+kind = "peer"
+metric = "misses"
+peers = "store"
+window = "7d"
+bucket = "1d"
+min_peers = {min_peers}
+min_outcomes = 10
+spread = 3.0
+min_spread = 0.05
+limit = 2
+"""
+
+STAFF = [Employee(f"clerk{i}", "gangnam", "seoul", frozenset({"clerk"})) for i in range(4)]
+
+
+async def _workday(desk: Desk, employee: Employee, found: int, missed: int, base: int) -> None:
+    """Lookups of distinct numbers, ``found`` of them customers, ``missed`` not."""
+    for index in range(found + missed):
+        desk.clock.set(desk.clock.now() + 30)
+        await desk.look(employee, number(index * 37, base=base), found=index >= missed)
+
+
+async def test_a_clerk_whose_share_of_misses_stands_out_from_the_store_is_flagged(
+    store: GuardStore,
+) -> None:
+    """Four clerks with one miss in twenty; a fifth with eight in twenty-seven is flagged on
+    the next lookup, and none of the four is."""
+    desk = Desk(make_policy(PEER.format(min_peers=3)), store)
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    await _workday(desk, ALICE, found=19, missed=8, base=1030000000)
+    flagged = await desk.look(ALICE, number(1, base=1040000000))
+    assert flagged.allowed
+    assert flagged.flags == ("peer-misses",)
+    assert flagged.hits[0].kind == "peer"
+    for clerk in STAFF:
+        assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
+
+
+async def test_a_peer_rule_judges_no_one_without_enough_peers(store: GuardStore) -> None:
+    """With fewer qualifying peers than ``min_peers``, even a stand-out share is not judged."""
+    desk = Desk(make_policy(PEER.format(min_peers=5)), store)
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    await _workday(desk, ALICE, found=19, missed=8, base=1030000000)
+    assert (await desk.look(ALICE, number(1, base=1040000000))).flags == ()
+
+
+# -- escalation ------------------------------------------------------------------------------
+
+
+async def test_flags_on_more_days_than_the_escalation_limit_lock_and_say_why(
+    store: GuardStore,
+) -> None:
+    """A flag rule firing on three days, with escalation at two flag-days, locks on the third;
+    the lock names the flag-days behind it. Flags within one day count once."""
+    flagging = DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')
+    desk = Desk(make_policy(flagging, tail='[escalation]\nwindow = "14d"\nlimit = 2\n'), store)
+    for day in range(3):
+        desk.at(day * 86_400)
+        first = await desk.look(ALICE, number(day * 1000))
+        flagged = [await desk.look(ALICE, number(day * 1000 + 500 + i)) for i in range(3)]
+        assert first.allowed
+        if day < 2:
+            assert all(d.allowed and d.flags == ("distinct-hour",) for d in flagged)
+    assert not flagged[0].allowed
+    assert flagged[0].rule == "escalation"
+    assert flagged[0].locked == (("alice", "escalation"),)
+    status = await desk.guard.lock_status("alice")
+    assert status is not None
+    assert status.rule == "escalation"
+    assert len(status.because) == 3
+    assert all(entry.startswith("distinct-hour@") for entry in status.because)
+    assert (await desk.look(ALICE, number(9999))).rule == "locked"

@@ -32,8 +32,10 @@ from lookup_proxy.durations import format_duration
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import guard_denied, guard_unavailable, rate_limited
 from lookup_proxy.guard.decision import LOCKED, Decision, Hit, Lookup, RateState
+from lookup_proxy.guard.escalation import Escalation
 from lookup_proxy.guard.lockouts import LockInfo, Lockouts
 from lookup_proxy.guard.memory import Immediate, MemoryStore
+from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck
 from lookup_proxy.guard.primitives import Batch, GuardStore, Op, StoreUnavailable
 from lookup_proxy.guard.rules import (
     BlockCheck,
@@ -41,10 +43,9 @@ from lookup_proxy.guard.rules import (
     MissesCheck,
     RateCheck,
     Subject,
-    is_typo_of,
     make_check,
 )
-from lookup_proxy.policy import Policy, RateRule
+from lookup_proxy.policy import PeerRule, Policy, RateRule
 
 if TYPE_CHECKING:
     from lookup_proxy.metrics import GuardMetrics
@@ -83,6 +84,10 @@ class _Plan:
     """The enforced rate rules, which report RateLimit headers, and where their results are."""
     rate_policy: str
     """The RateLimit-Policy header: the same for every lookup under this plan."""
+    peers: tuple[tuple[PeerCheck, str], ...]
+    """The peer rules that apply, with the tag of the peer group's tallies."""
+    marks: tuple[tuple[PeerCheck, str, int], ...]
+    """Each peer rule's flag mark: its key and where its value is in the decision's results."""
 
 
 PLAN_CACHE_SIZE = 8192
@@ -111,8 +116,18 @@ class Guard:
         )
         """The in-process store, whose batches run each primitive as it is described when no
         store latency is measured (replay): no op tuples, and no coroutine in between."""
-        self.checks: list[Check] = [make_check(rule) for rule in _all_rules(policy)]
-        self._misses = [c for c in self.checks if isinstance(c, MissesCheck)]
+        self.checks: list[Check] = [
+            make_check(rule, policy.hours)
+            for rule in _all_rules(policy)
+            if not isinstance(rule, PeerRule)
+        ]
+        self.peer_checks = [
+            PeerCheck(rule, self._prefix) for rule in policy.rules if isinstance(rule, PeerRule)
+        ]
+        self._learns = bool(self.peer_checks) or any(
+            isinstance(c, MissesCheck) for c in self.checks
+        )
+        self.escalation = Escalation(policy.escalation, self._prefix, policy.hours.utc_offset)
         self._plans: dict[str, dict[str, _Plan]] = {}
         """Employee id → reason → plan."""
         self._plan_count = 0
@@ -132,6 +147,8 @@ class Guard:
             return "e:" + quote(employee.id, safe="")
         if scope == "store":
             return "s:" + quote(employee.store, safe="")
+        if scope == "chain":
+            return "c"
         return None if employee.region is None else "r:" + quote(employee.region, safe="")
 
     def _rule_key(self, check: Check, employee: Employee) -> str | None:
@@ -165,7 +182,7 @@ class Guard:
         rates: list[tuple[RateCheck, int]] = []
         start = 1  # after the employee's lock
         for check in self.checks:
-            if not _applies(check, reason, employee.roles):
+            if not _applies(check.rule, reason, employee.roles):
                 continue
             key = self._rule_key(check, employee)
             if key is None:
@@ -188,6 +205,15 @@ class Guard:
                 shared.append(_RulePlan(p.check, p.key, start, p.group))
                 start += p.check.width
         shared_locking = tuple(p for p in shared if p.group is not None and _locks(p.check))
+        peers: list[tuple[PeerCheck, str]] = []
+        marks: list[tuple[PeerCheck, str, int]] = []
+        mark_start = 1 + sum(p.check.width for p in rules)
+        for peer in self.peer_checks:
+            tag = self._tag(peer.rule.peers, employee)
+            if tag is None or not _applies(peer.rule, reason, employee.roles):
+                continue
+            peers.append((peer, tag))
+            marks.append((peer, self._mark_key(peer, employee.id), mark_start + len(marks)))
         return _Plan(
             employee,
             self.lock_key(employee.id),
@@ -198,7 +224,13 @@ class Guard:
             tuple(misses),
             tuple(rates),
             rate_policy,
+            tuple(peers),
+            tuple(marks),
         )
+
+    def _mark_key(self, peer: PeerCheck, employee_id: str) -> str:
+        """Where a peer rule that fired leaves its mark for the next decisions to report."""
+        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:{peer.rule.name}:flagged"
 
     # -- decide ------------------------------------------------------------------------------
 
@@ -207,7 +239,14 @@ class Guard:
         now = self.clock.now()
         employee = lookup.employee
         plan = self._plan(employee, lookup.reason)
-        subject = Subject(lookup.request_id, employee.id, lookup.number, int(lookup.number), now)
+        subject = Subject(
+            lookup.request_id,
+            employee.id,
+            employee.store,
+            lookup.number,
+            int(lookup.number),
+            now,
+        )
         batch = self._batch()
         batch.get(plan.lock_key, now)
         if isinstance(batch, Immediate):
@@ -232,6 +271,8 @@ class Guard:
                 )
         for rule_plan in plan.rules:
             rule_plan.check.add_ops(batch, rule_plan.key, subject)
+        for _, mark, _ in plan.marks:
+            batch.get(mark, now)
         results = await self._execute(batch)
         lock_value = results[0]
         if lock_value is not None:
@@ -265,8 +306,31 @@ class Guard:
             else:
                 blocking.append(hit)
 
+        escalating = [hit.rule for hit in hits if hit.action == "flag" and hit.mode == "enforce"]
+        for peer, _, start in plan.marks:
+            if results[start] is not None:
+                peer_rule = peer.rule
+                hits.append(Hit(peer_rule.name, "peer", peer_rule.action, peer_rule.mode, 1))
+                flags.append(peer_rule.name)
+                if peer_rule.mode == "enforce":
+                    escalating.append(peer_rule.name)
         rate = RateState(plan.rates, plan.rate_policy, results, now)
-        if blocking:
+        because = await self._escalate(employee.id, escalating, now) if escalating else None
+        if because is not None:
+            hit = Hit(self.escalation.name, "escalation", "lock", "enforce", len(because))
+            hits.append(hit)
+            info = await self._lock([employee.id], hit.rule, now, because)
+            decision = Decision(
+                False,
+                hit.rule,
+                self.lockouts.refusal(info),
+                tuple(flags),
+                tuple(hits),
+                ((employee.id, hit.rule),),
+                None,
+                rate,
+            )
+        elif blocking:
             decision = await self._refuse(employee, blocking, flags, hits, rate, now)
         else:
             decision = Decision(True, None, None, tuple(flags), tuple(hits), (), None, rate)
@@ -371,11 +435,17 @@ class Guard:
         other_hits = [hit for hit in blocking if hit.kind != "rate"]
         if other_hits:
             first = other_hits[0]
-            detail = (
-                "This lookup was refused because the pattern of recent lookups looks like a "
-                "search through customer numbers. If you are serving a customer, ask "
-                f"{self._contact} to review it."
-            )
+            if first.kind == "hours":
+                detail = (
+                    "Customer lookups are possible only while the store is open. If a customer "
+                    f"needs help now, ask {self._contact}."
+                )
+            else:
+                detail = (
+                    "This lookup was refused because the pattern of recent lookups looks like a "
+                    "search through customer numbers. If you are serving a customer, ask "
+                    f"{self._contact} to review it."
+                )
             return Decision(
                 False,
                 first.rule,
@@ -436,32 +506,101 @@ class Guard:
     # -- learn -------------------------------------------------------------------------------
 
     async def learn(self, lookup: Lookup, found: bool) -> None:
-        """Record the backend's answer for an allowed lookup (misses rules, typo forgiveness)."""
-        if not self._misses:
+        """Record the backend's answer for an allowed lookup: misses rules, bounded typo
+        forgiveness, and the peer tallies (a peer rule is judged when its metric moves)."""
+        if not self._learns:
             return
         employee = lookup.employee
-        misses = self._plan(employee, lookup.reason).misses
-        if not misses:
+        plan = self._plan(employee, lookup.reason)
+        misses, peers = plan.misses, plan.peers
+        if not misses and not peers:
             return
-        subject = Subject(lookup.request_id, employee.id, lookup.number, 0, self.clock.now())
+        now = self.clock.now()
+        subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
         batch = self._batch()
         if found:
-            # First, so that each rule's recent misses are at its index, whatever primitives
+            # First, so that each rule's typo reads are at a fixed index, whatever primitives
             # learning the outcome takes (none, for a found number and a rule without a ratio).
             for check, key in misses:
-                check.add_recent_misses(batch, key, subject)
+                check.add_typo_reads(batch, key, subject)
         for check, key in misses:
             check.add_outcome(batch, key, subject, found)
+        seen_at = batch.size()
+        if peers:
+            seen = self._seen_key(employee.id)
+            batch.score(seen, lookup.number)
+            batch.add(seen, now, lookup.number, peers[0][0].rule.bucket, SEEN_CAP, 0)
         results = await self._execute(batch)
-        if not found:
+
+        then = self._batch()
+        forgave = False
+        if found:
+            for index, (check, key) in enumerate(misses):
+                miss = check.typo_forgiven(results, index * check.typo_width, subject)
+                if miss is not None:
+                    check.add_forgive(then, key, subject, miss)
+                    forgave = True
+        new = bool(peers) and results[seen_at] is None
+        counts: list[tuple[str, int]] = []
+        if new:
+            counts.append((OUTCOMES, 1))
+            if not found:
+                counts.append((MISSES, 1))
+        if forgave:
+            counts += [(MISSES, -1), (TYPOS, 1)]
+        judged: list[tuple[PeerCheck, str, int]] = []
+        if counts:
+            for peer, tag in peers:
+                peer.add_counts(then, tag, employee.id, now, counts)
+                moved = (new and not found) if peer.field == MISSES else forgave
+                if moved:
+                    judged.append((peer, tag, then.size()))
+                    peer.add_reads(then, tag, now)
+        after = await self._execute(then)
+        fired = [
+            peer
+            for peer, _, start in judged
+            if peer.judge(employee.id, after[start : start + peer.buckets]) is not None
+        ]
+        if fired:
+            await self._peer_fired(employee, fired, now)
+
+    async def _peer_fired(self, employee: Employee, fired: list[PeerCheck], now: float) -> None:
+        """Leave each fired peer rule's mark (reported by the next decisions), lock for one
+        that locks, and note the flag-days towards escalation."""
+        marks = self._batch()
+        for peer in fired:
+            marks.set(self._mark_key(peer, employee.id), "1", peer.rule.bucket, now)
+        await self._execute(marks)
+        locking = [
+            p.rule.name for p in fired if p.rule.action == "lock" and p.rule.mode == "enforce"
+        ]
+        if locking:
+            await self._lock([employee.id], locking[0], now)
             return
-        forgive = self._batch()
-        for index, (check, key) in enumerate(misses):
-            recent: list[str] = results[index]
-            for miss in recent:
-                if is_typo_of(miss, lookup.number):
-                    forgive.remove(check.outcome_keys(key)[0], miss)
-        await self._execute(forgive)
+        enforced = [p.rule.name for p in fired if p.rule.mode == "enforce"]
+        if enforced:
+            because = await self._escalate(employee.id, enforced, now)
+            if because is not None:
+                await self._lock([employee.id], self.escalation.name, now, because)
+
+    def _seen_key(self, employee_id: str) -> str:
+        """The numbers the employee looked up in the current peer bucket (distinct outcomes)."""
+        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:peer-seen"
+
+    async def _escalate(
+        self, employee_id: str, rules: Sequence[str], now: float
+    ) -> tuple[str, ...] | None:
+        """Note these flags' flag-days; the flag-days behind a lock when they amount to one."""
+        escalation = self.escalation
+        entries = escalation.flag_days(employee_id, rules, now)
+        if not entries:
+            return None
+        batch = self._batch()
+        escalation.add_note(batch, employee_id, entries, now)
+        days: list[str] = (await self._execute(batch))[-1]
+        escalation.noted(employee_id, entries)
+        return escalation.judge(days)
 
     # -- store -------------------------------------------------------------------------------
 
@@ -496,8 +635,11 @@ class Guard:
         return results
 
 
-def _applies(check: Check, reason: str, roles: frozenset[str]) -> bool:
-    rule = check.rule
+SEEN_CAP = 4096
+"""Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""
+
+
+def _applies(rule: Any, reason: str, roles: frozenset[str]) -> bool:
     if rule.reasons is not None and reason not in rule.reasons:
         return False
     if reason in rule.exempt_reasons:

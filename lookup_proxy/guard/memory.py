@@ -419,6 +419,9 @@ class Immediate(Batch):
     def fields(self, key: str) -> None:
         self.results.append(self.store._fields(key))
 
+    def size(self) -> int:
+        return len(self.results)
+
     def executed(self) -> list[Any]:
         results = self.results
         self.store.ran(len(results))

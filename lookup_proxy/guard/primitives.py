@@ -126,6 +126,10 @@ class Batch:
     def fields(self, key: str) -> None:
         self.ops.append((FIELDS, key))
 
+    def size(self) -> int:
+        """Primitives described so far: where the next one's result will be."""
+        return len(self.ops)
+
     def executed(self) -> list[Any] | None:
         """The results, when the primitives already ran; None when ``ops`` must be sent."""
         return None

@@ -12,7 +12,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from lookup_proxy.guard.primitives import Batch
-from lookup_proxy.policy import BlockRule, DistinctRule, MissesRule, RateRule, SequentialRule
+from lookup_proxy.policy import (
+    BlockRule,
+    DistinctRule,
+    Hours,
+    HoursRule,
+    MissesRule,
+    RateRule,
+    SequentialRule,
+)
+
+DAY = 86_400
 
 OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
@@ -28,11 +38,14 @@ class Subject:
     frozen dataclass costs about three times as much to build in pure Python.
     """
 
-    __slots__ = ("employee", "now", "number", "request_id", "value")
+    __slots__ = ("employee", "now", "number", "request_id", "store", "value")
 
-    def __init__(self, request_id: str, employee: str, number: str, value: int, now: float):
+    def __init__(
+        self, request_id: str, employee: str, store: str, number: str, value: int, now: float
+    ):
         self.request_id = request_id
         self.employee = employee
+        self.store = store
         self.number = number
         self.value = value
         self.now = now
@@ -70,7 +83,9 @@ class Check:
 
     width = 1
 
-    def __init__(self, rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule):
+    def __init__(
+        self, rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule | HoursRule
+    ):
         self.rule = rule
         self.window = rule.window
         self.limit = rule.limit
@@ -236,6 +251,37 @@ class BlockCheck(Check):
         )
 
 
+class HoursCheck(Check):
+    """Lookups outside the store's opening hours, counted like a rate while the store is shut.
+
+    Inside opening hours the check asks for nothing that can fire (a count of members newer
+    than now, which is always 0), so a plan's slots stay fixed whatever the time of day.
+    """
+
+    def __init__(self, rule: HoursRule, hours: Hours) -> None:
+        super().__init__(rule)
+        self.offset = hours.utc_offset
+        self.default = (hours.open, hours.close)
+        self.stores = {store: (h.open, h.close) for store, h in hours.stores.items()}
+
+    def outside(self, subject: Subject) -> bool:
+        second = (subject.now + self.offset) % DAY
+        opens, closes = self.stores.get(subject.store, self.default)
+        return not opens <= second < closes
+
+    def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        if self.outside(subject):
+            batch.add(key, subject.now, subject.request_id, self.window, self.limit + 1, 0)
+        else:
+            batch.count(key, subject.now)
+
+    def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        result = results[start]
+        if isinstance(result, int) or result[0] <= self.limit:
+            return None
+        return Finding(result[0])
+
+
 class MissesCheck(Check):
     """Not-found outcomes in the window, as a count and as a share of all outcomes.
 
@@ -244,6 +290,13 @@ class MissesCheck(Check):
     Repeat lookups of one number are one outcome, so a clerk retrying a walk-in is not a prober.
     Found outcomes matter only to the share: a rule without a ``ratio`` neither keeps nor
     reads them (a week of an honest clerk's found numbers is the largest window there is).
+
+    Forgiveness is a leniency, and an insider who has read the policy farms it: probe a number
+    one digit away from a customer they know, then look the customer up "again". So it is
+    bounded: one found lookup forgives at most one miss; a found number forgives once per
+    ``typo_budget`` (a retype is of a customer met for the first time, not of one the employee
+    keeps returning to); and at most ``typo_limit`` misses are forgiven per ``typo_budget``.
+    Two more windows per rule remember the forgiven misses and the numbers that forgave.
     """
 
     cap = 4096
@@ -252,12 +305,14 @@ class MissesCheck(Check):
         super().__init__(rule)
         self.ratio = rule.ratio
         self.typo_window = rule.typo_window
+        self.typo_limit = rule.typo_limit
+        self.typo_budget = rule.typo_budget
         self.counts_found = rule.ratio > 0
         self.width = 2 if self.counts_found else 1
-        self._outcome_keys: dict[str, tuple[str, str]] = {}
+        self._outcome_keys: dict[str, tuple[str, str, str, str]] = {}
 
-    def outcome_keys(self, key: str) -> tuple[str, str]:
-        """The ``:miss`` and ``:found`` windows under the rule's key.
+    def outcome_keys(self, key: str) -> tuple[str, str, str, str]:
+        """The ``:miss``, ``:found``, ``:forgiven`` and ``:forgivers`` windows under the key.
 
         Built once per key and remembered (a bounded cache): every lookup reads them and learns
         into one, and handing the store the same string objects spares hashing them again.
@@ -266,12 +321,17 @@ class MissesCheck(Check):
         if keys is None:
             if len(self._outcome_keys) >= OUTCOME_KEYS_CACHED:
                 self._outcome_keys.clear()
-            keys = self._outcome_keys[key] = (key + ":miss", key + ":found")
+            keys = self._outcome_keys[key] = (
+                key + ":miss",
+                key + ":found",
+                key + ":forgiven",
+                key + ":forgivers",
+            )
         return keys
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         since = subject.now - self.window
-        miss, found = self.outcome_keys(key)
+        miss, found, _, _ = self.outcome_keys(key)
         batch.count(miss, since)
         if self.counts_found:
             batch.count(found, since)
@@ -291,9 +351,37 @@ class MissesCheck(Check):
         outcome = self.outcome_keys(key)[1 if found else 0]
         batch.add(outcome, subject.now, subject.number, self.window, self.cap, 0)
 
-    def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
-        """Ask for the misses a found number could be the corrected typo of."""
-        batch.members(self.outcome_keys(key)[0], subject.now - self.typo_window)
+    typo_width = 3
+    """Primitives ``add_typo_reads`` contributes."""
+
+    def add_typo_reads(self, batch: Batch, key: str, subject: Subject) -> None:
+        """Ask what deciding a forgiveness needs: the misses a found number could be the
+        corrected typo of, how many were forgiven lately, whether this number forgave one."""
+        miss, _, forgiven, forgivers = self.outcome_keys(key)
+        batch.members(miss, subject.now - self.typo_window)
+        batch.count(forgiven, subject.now - self.typo_budget)
+        batch.score(forgivers, subject.number)
+
+    def typo_forgiven(self, results: list[Any], start: int, subject: Subject) -> str | None:
+        """The miss this found number forgives, if any: the newest that it is a typo of,
+        unless the number forgave one lately or the budget of forgiveness is spent."""
+        recent: list[str] = results[start]
+        if not recent or results[start + 1] >= self.typo_limit or results[start + 2] is not None:
+            return None
+        number = subject.number
+        for miss in reversed(recent):
+            if is_typo_of(miss, number):
+                return miss
+        return None
+
+    def add_forgive(self, batch: Batch, key: str, subject: Subject, miss: str) -> None:
+        """Forgive ``miss`` (three primitives): it leaves the misses, and both it and the
+        number that forgave it are remembered for ``typo_budget``."""
+        misses, _, forgiven, forgivers = self.outcome_keys(key)
+        batch.remove(misses, miss)
+        cap = self.typo_limit + 1
+        batch.add(forgiven, subject.now, miss, self.typo_budget, cap, 0)
+        batch.add(forgivers, subject.now, subject.number, self.typo_budget, cap, 0)
 
 
 def is_typo_of(miss: str, found: str) -> bool:
@@ -310,9 +398,12 @@ def is_typo_of(miss: str, found: str) -> bool:
 
 
 def make_check(
-    rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule,
+    rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule | HoursRule,
+    hours: Hours,
 ) -> Check:
-    """The check for a configured rule."""
+    """The check for a configured rule (peer rules are not checks: see ``peers.py``)."""
+    if isinstance(rule, HoursRule):
+        return HoursCheck(rule, hours)
     if isinstance(rule, RateRule):
         return RateCheck(rule)
     if isinstance(rule, DistinctRule):

@@ -1,0 +1,68 @@
+"""Escalation: flags that keep coming back become a lock.
+
+A flag-only rule is a leniency an insider who has read the policy can live with: flagged every
+day, refused never. So every flag (of an enforced flag rule, or of a peer baseline) is noted
+once per rule and local day in the employee's escalation window, ``rule@YYYY-MM-DD``; more
+than ``limit`` such flag-days within ``window`` lock the employee out, and the lock names the
+flag-days behind it for whoever reviews it. Counting days, not lookups, keeps one bad afternoon
+from counting as a hundred signals, and noting a flag-day once per instance keeps flagged
+employees from paying a second round trip on every lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from lookup_proxy.guard.primitives import Batch
+from lookup_proxy.policy import Escalation as EscalationPolicy
+
+NOTED_CACHED = 65_536
+"""Flag-days this instance remembers having noted; the memory starts over when full."""
+
+
+class Escalation:
+    """Notes flag-days and says when they amount to a lock."""
+
+    def __init__(self, policy: EscalationPolicy, prefix: str, utc_offset: int) -> None:
+        self.enabled = policy.enabled
+        self.name = policy.name
+        self.window = policy.window
+        self.limit = policy.limit
+        self._prefix = prefix
+        self._offset = utc_offset
+        self._noted: set[tuple[str, str]] = set()
+
+    def key(self, employee_id: str) -> str:
+        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:{self.name}"
+
+    def flag_days(self, employee_id: str, rules: Sequence[str], now: float) -> list[str]:
+        """The ``rule@day`` entries of these flags that this instance has not noted yet."""
+        if not self.enabled or not rules:
+            return []
+        day = time.strftime("%Y-%m-%d", time.gmtime(now + self._offset))
+        fresh = []
+        for rule in rules:
+            entry = f"{rule}@{day}"
+            if (employee_id, entry) not in self._noted:
+                fresh.append(entry)
+        return fresh
+
+    def add_note(self, batch: Batch, employee_id: str, entries: Sequence[str], now: float) -> None:
+        """Note flag-days, then ask for every flag-day of the window (the last result)."""
+        key = self.key(employee_id)
+        cap = self.limit + len(entries) + 8
+        for entry in entries:
+            batch.add(key, now, entry, self.window, cap, 0)
+        batch.members(key, now - self.window)
+
+    def noted(self, employee_id: str, entries: Sequence[str]) -> None:
+        if len(self._noted) >= NOTED_CACHED:
+            self._noted.clear()
+        for entry in entries:
+            self._noted.add((employee_id, entry))
+
+    def judge(self, flag_days: list[str]) -> tuple[str, ...] | None:
+        """The flag-days behind a lock, when there are more than ``limit``."""
+        return tuple(flag_days) if len(flag_days) > self.limit else None

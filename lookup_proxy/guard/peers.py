@@ -1,0 +1,111 @@
+"""Peer baselines: an employee's share of misses (or of forgiven typos) against their peers'.
+
+An insider who has read the policy stays under every fixed threshold, and walk-ins who are not
+customers give every honest clerk some misses, so no fixed count separates a prober from a busy
+clerk. Honest clerks of one store on the same days look alike, though: their share of numbers
+that were not found (or that were forgiven as typos) is close to their peers', and a prober's
+is not. A peer rule compares the two with robust statistics (median and MAD, so one odd
+peer moves nothing), a minimum peer group and a floor under the spread, and a launch day that
+lifts everyone lifts the median with them.
+
+State is one small tally per peer group and bucket (a day): fields ``<employee>|o`` (distinct
+numbers with an outcome), ``|m`` (misses not forgiven) and ``|t`` (misses forgiven as typos).
+A store's tally holds three fields per clerk of that store, so peer state is bounded by the
+roster, and each tally is one hash-tagged key (``{s:<store>}``), so it lives on one Redis
+Cluster node like every other group key. Rules are judged when an outcome changes the metric
+(a new miss, a forgiven typo), off the terminal's wait; a rule that fires leaves a mark the next
+decision reports as a flag, and counts towards escalation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from lookup_proxy.guard.primitives import Batch
+from lookup_proxy.policy import PeerRule
+
+OUTCOMES = "o"
+MISSES = "m"
+TYPOS = "t"
+
+MAD_TO_SIGMA = 1.4826
+"""Scales a median absolute deviation to a standard deviation for normally spread data."""
+
+
+class PeerCheck:
+    """One peer rule: where its tallies are and how it judges an employee against them."""
+
+    def __init__(self, rule: PeerRule, prefix: str) -> None:
+        self.rule = rule
+        self.prefix = prefix
+        self.field = TYPOS if rule.metric == "typos" else MISSES
+        self.buckets = max(1, math.ceil(rule.window / rule.bucket))
+        self.ttl = rule.window + rule.bucket
+
+    def tally_key(self, tag: str, bucket: int) -> str:
+        return f"{self.prefix}:{{{tag}}}:{self.rule.name}:{bucket}"
+
+    def bucket_of(self, now: float) -> int:
+        return int(now // self.rule.bucket)
+
+    def add_counts(
+        self, batch: Batch, tag: str, employee: str, now: float, counts: Sequence[tuple[str, int]]
+    ) -> None:
+        """Add to the employee's fields of the current bucket."""
+        key = self.tally_key(tag, self.bucket_of(now))
+        for field, amount in counts:
+            batch.incr(key, f"{employee}|{field}", amount, self.ttl)
+
+    def add_reads(self, batch: Batch, tag: str, now: float) -> None:
+        """Ask for every bucket of the window (``self.buckets`` primitives)."""
+        newest = self.bucket_of(now)
+        for bucket in range(newest - self.buckets + 1, newest + 1):
+            batch.fields(self.tally_key(tag, bucket))
+
+    def judge(self, employee: str, tallies: Sequence[list[Any]]) -> int | None:
+        """The employee's excess (metric count beyond what the peers' median share predicts)
+        when their share stands out from the peers', else None."""
+        totals: dict[str, list[int]] = {}
+        index = 0 if self.field == MISSES else 1
+        for flat in tallies:
+            for position in range(0, len(flat), 2):
+                who, _, kind = str(flat[position]).rpartition("|")
+                counts = totals.get(who)
+                if counts is None:
+                    counts = totals[who] = [0, 0, 0]
+                value = int(flat[position + 1])
+                if kind == OUTCOMES:
+                    counts[2] += value
+                elif kind == MISSES:
+                    counts[0] += value
+                elif kind == TYPOS:
+                    counts[1] += value
+        own = totals.get(employee)
+        floor = self.rule.min_outcomes
+        if own is None or own[2] < floor:
+            return None
+        shares = [
+            counts[index] / counts[2]
+            for who, counts in totals.items()
+            if who != employee and counts[2] >= floor
+        ]
+        if len(shares) < self.rule.min_peers:
+            return None
+        median = _median(shares)
+        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
+        threshold = median + self.rule.spread * max(spread, self.rule.min_spread)
+        metric, outcomes = own[index], own[2]
+        excess = metric - median * outcomes
+        if metric / outcomes > threshold and excess > self.rule.limit:
+            return math.floor(excess)
+        return None
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
