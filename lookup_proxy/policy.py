@@ -211,6 +211,9 @@ class MissesRule(_Rule):
     typo_window: Duration = 60.0
     typo_limit: int = Field(6, ge=0)
     """Misses forgiven as typos per ``typo_budget``; past it a miss counts, typo or not."""
+    typo_repeat: int = Field(2, ge=1, le=8)
+    """How often one found number may forgive a miss per ``typo_budget``: a clerk mistypes a
+    customer's number again later in the visit, but a farmer retypes the same one all day."""
     typo_budget: Duration = 86_400.0
     """How long a forgiveness is remembered: the cap's window, and how long a found number that
     forgave a miss cannot forgive another (a retype is of a customer met for the first time)."""
@@ -238,9 +241,9 @@ class PeerRule(_Rule):
     min_outcomes: int = Field(20, ge=1)
     """Numbers an employee must have looked up in the window to be judged or to be a peer."""
     spread: float = Field(4.0, gt=0)
-    """How many robust standard deviations (1.4826 x MAD) above the peers' median share."""
+    """How many deviations (chance, widened by the peers' 1.4826 x MAD) the excess must pass."""
     min_spread: float = Field(0.02, ge=0.0, le=1.0)
-    """A floor under that deviation: when peers all look alike, a small rise is no signal."""
+    """How far above the peers' median share the employee's share must also be."""
     action: Literal["flag", "lock"] = "flag"
 
 
@@ -299,6 +302,8 @@ class Escalation(_Section):
     enabled: bool = True
     window: Duration = 14 * 86_400.0
     limit: int = Field(2, ge=0)
+    min_rules: int = Field(1, ge=1)
+    """Different rules the flag-days must come from."""
     name: Name = "escalation"
 
 

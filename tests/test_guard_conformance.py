@@ -760,7 +760,7 @@ async def test_one_found_lookup_forgives_at_most_one_miss(store: GuardStore) -> 
 
 async def test_a_customer_looked_up_again_forgives_no_second_typo(store: GuardStore) -> None:
     """Farming forgiveness with one known customer: probe a neighbour, retype the customer.
-    The first retype forgives; every later one of the same customer forgives nothing."""
+    The first ``typo_repeat`` (2) retypes forgive; later ones of the same customer do not."""
     desk = Desk(make_policy(BOUNDED_TYPOS.replace("typo_limit = 2", "typo_limit = 10")), store)
     known = "01012345678"
     for index, probe in enumerate(("01012345670", "01012345671", "01012345672")):
@@ -768,7 +768,7 @@ async def test_a_customer_looked_up_again_forgives_no_second_typo(store: GuardSt
         await desk.look(ALICE, probe, found=False)
         desk.at(index * 100 + 5)
         await desk.look(ALICE, known, found=True)
-    assert await _misses(desk, ALICE) == 2
+    assert await _misses(desk, ALICE) == 1
 
 
 async def test_forgiveness_stops_at_the_typo_limit(store: GuardStore) -> None:

@@ -535,10 +535,12 @@ class Guard:
         then = self._batch()
         forgave = False
         if found:
-            for index, (check, key) in enumerate(misses):
-                miss = check.typo_forgiven(results, index * check.typo_width, subject)
-                if miss is not None:
-                    check.add_forgive(then, key, subject, miss)
+            start = 0
+            for check, key in misses:
+                forgiving = check.typo_forgiven(results, start, subject)
+                start += check.typo_width
+                if forgiving is not None:
+                    check.add_forgive(then, key, subject, *forgiving)
                     forgave = True
         new = bool(peers) and results[seen_at] is None
         counts: list[tuple[str, int]] = []

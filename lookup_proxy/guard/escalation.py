@@ -4,7 +4,8 @@ A flag-only rule is a leniency an insider who has read the policy can live with:
 day, refused never. So every flag (of an enforced flag rule, or of a peer baseline) is noted
 once per rule and local day in the employee's escalation window, ``rule@YYYY-MM-DD``; more
 than ``limit`` such flag-days within ``window`` lock the employee out, and the lock names the
-flag-days behind it for whoever reviews it. Counting days, not lookups, keeps one bad afternoon
+flag-days behind it for whoever reviews it. ``min_rules`` asks for flags of several rules: one
+noisy rule flagging an honest clerk for a few days running is a case to review, not a lock. Counting days, not lookups, keeps one bad afternoon
 from counting as a hundred signals, and noting a flag-day once per instance keeps flagged
 employees from paying a second round trip on every lookup.
 """
@@ -30,6 +31,7 @@ class Escalation:
         self.name = policy.name
         self.window = policy.window
         self.limit = policy.limit
+        self.min_rules = policy.min_rules
         self._prefix = prefix
         self._offset = utc_offset
         self._noted: set[tuple[str, str]] = set()
@@ -64,5 +66,9 @@ class Escalation:
             self._noted.add((employee_id, entry))
 
     def judge(self, flag_days: list[str]) -> tuple[str, ...] | None:
-        """The flag-days behind a lock, when there are more than ``limit``."""
-        return tuple(flag_days) if len(flag_days) > self.limit else None
+        """The flag-days behind a lock, when there are more than ``limit`` of at least
+        ``min_rules`` different rules."""
+        if len(flag_days) <= self.limit:
+            return None
+        rules = {entry.rpartition("@")[0] for entry in flag_days}
+        return tuple(flag_days) if len(rules) >= self.min_rules else None

@@ -4,9 +4,11 @@ An insider who has read the policy stays under every fixed threshold, and walk-i
 customers give every honest clerk some misses, so no fixed count separates a prober from a busy
 clerk. Honest clerks of one store on the same days look alike, though: their share of numbers
 that were not found (or that were forgiven as typos) is close to their peers', and a prober's
-is not. A peer rule compares the two with robust statistics (median and MAD, so one odd
-peer moves nothing), a minimum peer group and a floor under the spread, and a launch day that
-lifts everyone lifts the median with them.
+is not. A peer rule predicts an employee's count from the peers' median share (one odd peer
+moves a median nothing; a launch day that lifts everyone lifts it with them) and fires when the
+excess is beyond ``spread`` deviations of chance (binomial, for the employee's own number of
+lookups) widened by how much the peers differ (1.4826 MAD), beyond ``limit`` misses, and
+beyond ``min_spread`` as a share; with a minimum peer group and a minimum of lookups.
 
 State is one small tally per peer group and bucket (a day): fields ``<employee>|o`` (distinct
 numbers with an outcome), ``|m`` (misses not forgiven) and ``|t`` (misses forgiven as typos).
@@ -93,12 +95,20 @@ class PeerCheck:
         ]
         if len(shares) < self.rule.min_peers:
             return None
-        median = _median(shares)
-        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
-        threshold = median + self.rule.spread * max(spread, self.rule.min_spread)
+        # What the peers' median share predicts for this employee's numbers, and how far chance
+        # alone spreads it (binomial), widened when the peers themselves differ (MAD).
+        median = max(_median(shares), 1.0 / floor)
         metric, outcomes = own[index], own[2]
-        excess = metric - median * outcomes
-        if metric / outcomes > threshold and excess > self.rule.limit:
+        expected = median * outcomes
+        chance = median * (1.0 - median) * outcomes
+        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares]) * outcomes
+        deviation = math.sqrt(chance + spread * spread)
+        excess = metric - expected
+        if (
+            excess > self.rule.limit
+            and excess > self.rule.spread * deviation
+            and metric / outcomes > median + self.rule.min_spread
+        ):
             return math.floor(excess)
         return None
 

@@ -307,6 +307,9 @@ class MissesCheck(Check):
         self.typo_window = rule.typo_window
         self.typo_limit = rule.typo_limit
         self.typo_budget = rule.typo_budget
+        self.typo_repeat = rule.typo_repeat
+        self.typo_width = 2 + rule.typo_repeat
+        """Primitives ``add_typo_reads`` contributes."""
         self.counts_found = rule.ratio > 0
         self.width = 2 if self.counts_found else 1
         self._outcome_keys: dict[str, tuple[str, str, str, str]] = {}
@@ -351,37 +354,47 @@ class MissesCheck(Check):
         outcome = self.outcome_keys(key)[1 if found else 0]
         batch.add(outcome, subject.now, subject.number, self.window, self.cap, 0)
 
-    typo_width = 3
-    """Primitives ``add_typo_reads`` contributes."""
-
     def add_typo_reads(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask what deciding a forgiveness needs: the misses a found number could be the
         corrected typo of, how many were forgiven lately, whether this number forgave one."""
         miss, _, forgiven, forgivers = self.outcome_keys(key)
         batch.members(miss, subject.now - self.typo_window)
         batch.count(forgiven, subject.now - self.typo_budget)
-        batch.score(forgivers, subject.number)
+        for time in range(1, self.typo_repeat + 1):
+            batch.score(forgivers, f"{subject.number}#{time}")
 
-    def typo_forgiven(self, results: list[Any], start: int, subject: Subject) -> str | None:
-        """The miss this found number forgives, if any: the newest that it is a typo of,
-        unless the number forgave one lately or the budget of forgiveness is spent."""
+    def typo_forgiven(
+        self, results: list[Any], start: int, subject: Subject
+    ) -> tuple[str, int] | None:
+        """The miss this found number forgives, and how many times it will have forgiven: the
+        newest miss it is a typo of, unless the number forgave ``typo_repeat`` times lately or
+        the budget of forgiveness is spent."""
         recent: list[str] = results[start]
-        if not recent or results[start + 1] >= self.typo_limit or results[start + 2] is not None:
+        if not recent or results[start + 1] >= self.typo_limit:
+            return None
+        times = 0
+        for offset in range(self.typo_repeat):
+            if results[start + 2 + offset] is None:
+                times = offset + 1
+                break
+        if times == 0:
             return None
         number = subject.number
         for miss in reversed(recent):
             if is_typo_of(miss, number):
-                return miss
+                return miss, times
         return None
 
-    def add_forgive(self, batch: Batch, key: str, subject: Subject, miss: str) -> None:
+    def add_forgive(self, batch: Batch, key: str, subject: Subject, miss: str, times: int) -> None:
         """Forgive ``miss`` (three primitives): it leaves the misses, and both it and the
-        number that forgave it are remembered for ``typo_budget``."""
+        number that forgave it (its ``times``-th forgiveness) are remembered for
+        ``typo_budget``."""
         misses, _, forgiven, forgivers = self.outcome_keys(key)
         batch.remove(misses, miss)
         cap = self.typo_limit + 1
         batch.add(forgiven, subject.now, miss, self.typo_budget, cap, 0)
-        batch.add(forgivers, subject.now, subject.number, self.typo_budget, cap, 0)
+        member = f"{subject.number}#{times}"
+        batch.add(forgivers, subject.now, member, self.typo_budget, cap * self.typo_repeat, 0)
 
 
 def is_typo_of(miss: str, found: str) -> bool:
