@@ -23,7 +23,13 @@ audit_log = logging.getLogger("lookup_proxy.audit")
 
 
 def _lock_json(info: LockInfo) -> dict[str, object]:
-    return {"employee": info.employee, "rule": info.rule, "at": info.at, "until": info.until}
+    return {
+        "employee": info.employee,
+        "rule": info.rule,
+        "at": info.at,
+        "until": info.until,
+        "because": list(info.because),
+    }
 
 
 def add_admin_routes(
