@@ -1,4 +1,4 @@
-"""The ``lookup-proxy`` command: serve, check-config, token, replay, demo-backend.
+"""The ``lookup-proxy`` command: serve, check-config, token, replay, red-team, demo-backend.
 
 Errors reach the user as plain lines (file, key, expected, found) and an exit code, never as a
 traceback.
@@ -171,6 +171,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_red_team(args: argparse.Namespace) -> int:
+    import json
+
+    from lookup_proxy.redteam import Options, red_team
+
+    if args.roster and not args.events:
+        raise ValueError("--roster needs --events (the simulated baseline has its own roster)")
+    options = Options(
+        policy_path=args.config,
+        events=Path(args.events) if args.events else None,
+        roster=Path(args.roster) if args.roster else None,
+        days=args.days,
+        density=args.density,
+        seed=args.seed,
+        employees=args.employees,
+        steps=args.steps,
+        only=tuple(args.only),
+    )
+    outcome = red_team(_policy(args.config), options)
+    print(outcome.text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(outcome.report, indent=2) + "\n")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lookup_proxy.demo import run_demo
 
@@ -268,6 +293,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
     replay.set_defaults(func=cmd_replay)
+
+    red = sub.add_parser(
+        "red-team",
+        help="the policy's worst case: an adaptive insider who has read it",
+        description=(
+            "Plays insiders who know the policy against the replay engine: every evasion "
+            "strategy searched over its intensity and knobs, mixed into a month of honest work "
+            "(--events, or a simulated chain), and reports per strategy the records one "
+            "insider obtains without being locked, before the first flag, and the rule that binds."
+        ),
+    )
+    red.add_argument("--config", default=DEFAULT_POLICY, help="policy file to attack")
+    red.add_argument(
+        "--events", default=None, help="honest EVENTS.csv to hide in (default: simulated)"
+    )
+    red.add_argument("--roster", default=None, help="employee,roles CSV for --events")
+    red.add_argument("--days", type=int, default=30, help="simulated period (without --events)")
+    red.add_argument("--employees", type=int, default=40, help="simulated chain size")
+    red.add_argument(
+        "--density", type=float, default=0.14, help="share of numbers that are customers"
+    )
+    red.add_argument("--seed", type=int, default=1)
+    red.add_argument(
+        "--steps", type=int, default=6, help="trials per strategy (other knobs: half as many)"
+    )
+    red.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="only strategies whose name starts with PREFIX (repeatable)",
+    )
+    red.add_argument("--json", default=None, help="also write the report as JSON")
+    red.set_defaults(func=cmd_red_team)
 
     demo_backend = sub.add_parser("demo-backend", help="run the synthetic customer backend")
     demo_backend.add_argument("--host", default="127.0.0.1")

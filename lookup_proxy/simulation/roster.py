@@ -36,6 +36,7 @@ class SimConfig:
     attack_start_within: int = 7  # attacks start within this many days of --start
     launch_day: date | None = None  # None: a seeded day in the middle third of the period
     store_customers: int = 2500  # size of each store's pool of regulars
+    stores_per_region: tuple[int, int] = (4, 8)  # a small chain wants more, smaller regions
 
     @property
     def reps(self) -> int:
@@ -123,7 +124,7 @@ def build_roster(cfg: SimConfig) -> list[Employee]:
     """Lay out stores and regions, then decide who is a rep and who attacks how."""
     rng = random.Random(f"{cfg.seed}/roster")
     store_sizes = _partition(rng, cfg.employees, 4, 8)
-    region_sizes = _partition(rng, len(store_sizes), 4, 8)
+    region_sizes = _partition(rng, len(store_sizes), *cfg.stores_per_region)
     region_of: list[str] = []
     for region_index, count in enumerate(region_sizes, start=1):
         region_of.extend([f"R{region_index:02d}"] * count)

@@ -1,0 +1,199 @@
+"""The honest month an adversary hides in: past lookups (``--events``) or a simulated chain.
+
+An insider's probes are judged among real work: their own honest lookups, their store's and
+region's peers' (store-, region- and chain-wide rules and peer comparisons see those), on the
+days and in the hours they work. So the baseline keeps every honest row as it was (its own
+``found`` included), and tells each employee's working days, the span of each working day and
+the customers they have already met (whose numbers a typo farmer retypes).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from lookup_proxy.errors import Refusal
+from lookup_proxy.numbers import normalise_number
+from lookup_proxy.policy import Policy
+from lookup_proxy.replay import EVENT_COLUMNS, BadRow, ReplayFailed, load_roster, parse_timestamp
+from lookup_proxy.simulation.contracts import CORPORATE_ROLE, KST
+from lookup_proxy.simulation.month import event_row, month_days, roles_of
+from lookup_proxy.simulation.roster import SimConfig, build_roster
+from lookup_proxy.simulation.world import World
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Staff:
+    """One employee of the baseline: where they work and what HR says they may do."""
+
+    employee: str
+    store: str
+    region: str
+    roles: frozenset[str]
+
+
+@dataclass
+class Workday:
+    """One employee's day: when their first and last honest lookups fell (epoch seconds)."""
+
+    first: float
+    last: float
+
+
+@dataclass
+class Baseline:
+    """Honest rows in time order, with what an insider hiding among them would know.
+
+    ``rows`` are (epoch seconds, the eight EVENTS.csv fields as text); ``start`` is the first
+    day of the period (Korean calendar), ``days`` its length.
+    """
+
+    rows: list[tuple[float, tuple[str, ...]]]
+    staff: dict[str, Staff]
+    start: date
+    days: int
+    workdays: dict[str, dict[int, Workday]] = field(default_factory=dict)
+    met: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    """Per employee: (when, canonical number) of each customer found by their honest lookups."""
+
+    def midnight(self, day: int) -> float:
+        """Epoch seconds of 00:00 KST on a day of the period."""
+        start = datetime.combine(self.start + timedelta(days=day), datetime.min.time(), KST)
+        return start.timestamp()
+
+    def day_of(self, when: float) -> int:
+        """The day of the period (Korean calendar: a fixed offset) an epoch second falls on."""
+        return int((when - self.midnight(0)) // DAY)
+
+    def roles(self) -> dict[str, frozenset[str]]:
+        """Employee id → roles, as replay's ``--roster`` gives them."""
+        return {e: s.roles for e, s in self.staff.items()}
+
+    def clerks(self) -> list[Staff]:
+        """Employees without the corporate role who work on at least one day, in id order."""
+        return [
+            s
+            for _, s in sorted(self.staff.items())
+            if CORPORATE_ROLE not in s.roles and self.workdays.get(s.employee)
+        ]
+
+    def corporate(self) -> list[Staff]:
+        """Employees with the corporate role who work on at least one day, in id order."""
+        return [
+            s
+            for _, s in sorted(self.staff.items())
+            if CORPORATE_ROLE in s.roles and self.workdays.get(s.employee)
+        ]
+
+    def learn_days(self, policy: Policy) -> None:
+        """Derive working days and met customers from the rows (numbers read as replay does)."""
+        self.workdays.clear()
+        self.met.clear()
+        for when, row in self.rows:
+            employee = row[1]
+            day = self.day_of(when)
+            days = self.workdays.setdefault(employee, {})
+            span = days.get(day)
+            if span is None:
+                days[day] = Workday(when, when)
+            else:
+                span.last = when
+            if row[7].strip().lower() == "true":
+                try:
+                    number = normalise_number(row[4], policy.numbers)
+                except Refusal:
+                    continue  # the live proxy would have refused it: nobody met a customer
+                self.met.setdefault(employee, []).append((when, number))
+
+
+def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
+    """Read EVENTS.csv (and the HR roster) as the honest month; bad rows fail as replay fails."""
+    rows: list[tuple[float, tuple[str, ...]]] = []
+    staff: dict[str, Staff] = {}
+    roles = load_roster(roster) if roster is not None else {}
+    with events.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != list(EVENT_COLUMNS):
+            expected = ",".join(EVENT_COLUMNS)
+            raise ReplayFailed(str(events), [BadRow(1, f"header must be {expected}")], 1)
+        for line, record in enumerate(reader, start=2):
+            if len(record) != len(EVENT_COLUMNS):
+                problem = f"expected {len(EVENT_COLUMNS)} columns, found {len(record)}"
+                raise ReplayFailed(str(events), [BadRow(line, problem)], 1)
+            try:
+                when = parse_timestamp(record[0])
+            except ValueError as error:
+                raise ReplayFailed(str(events), [BadRow(line, f"timestamp: {error}")], 1) from None
+            rows.append((when, tuple(record)))
+            employee = record[1]
+            if employee not in staff:
+                staff[employee] = Staff(
+                    employee, record[2], record[3], roles.get(employee, frozenset())
+                )
+    if not rows:
+        raise ValueError(f"{events}: no events to hide an attack among")
+    rows.sort(key=lambda r: r[0])
+    first = datetime.fromtimestamp(rows[0][0], KST).date()
+    last = datetime.fromtimestamp(rows[-1][0], KST).date()
+    baseline = Baseline(rows, staff, first, (last - first).days + 1)
+    baseline.learn_days(policy)
+    return baseline
+
+
+def simulated_config(seed: int, employees: int, days: int) -> SimConfig:
+    """A small chain with real peers: stores of 4-8 in regions of 2-3 stores, no attackers."""
+    return SimConfig(
+        seed=seed,
+        employees=employees,
+        days=days,
+        attackers_per_class=0,
+        collusion_groups=0,
+        corporate_reps=max(2, employees // 20),
+        corporate_accounts=4,
+        store_customers=400,
+        stores_per_region=(2, 3),
+    )
+
+
+def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
+    """Simulate an honest month (lookup_proxy.simulation) to hide the adversary in."""
+    roster = build_roster(cfg)
+    world = World(cfg)
+    rows: list[tuple[float, tuple[str, ...]]] = []
+    midnight = datetime.combine(cfg.start, datetime.min.time(), KST).timestamp()
+    for day, out in month_days(cfg, roster, world, {}):
+        for event in out:
+            rows.append((midnight + day * DAY + event[0], event_row(cfg, day, event)))
+    staff = {e.id: Staff(e.id, e.store, e.region, frozenset(roles_of(e))) for e in roster}
+    baseline = Baseline(rows, staff, cfg.start, cfg.days)
+    baseline.learn_days(policy)
+    return baseline
+
+
+def spread_out(baseline: Baseline, count: int, rng: random.Random) -> Iterator[Staff]:
+    """Up to ``count`` clerks in different stores, taking a new region whenever one is left.
+
+    Colluders who know that group rules count a store or a region together sit in different
+    ones; in a chain with fewer regions than colluders, stores still differ.
+    """
+    clerks = baseline.clerks()
+    rng.shuffle(clerks)
+    stores: set[str] = set()
+    regions: set[str] = set()
+    for fresh_region in (True, False):
+        for clerk in clerks:
+            if count <= 0:
+                return
+            if clerk.store in stores or (fresh_region and clerk.region in regions):
+                continue
+            stores.add(clerk.store)
+            regions.add(clerk.region)
+            count -= 1
+            yield clerk

@@ -1,0 +1,148 @@
+"""What an adversary types and when: probes, the stage they are planned on, and their pacing.
+
+A probe is one malicious lookup by one insider; a cover lookup (a retype of a customer the
+insider already knows, by a typo farmer) is sent as a probe is but discloses nothing new. The
+stage holds what an insider who read the policy and watched their own terminal would know:
+their working days and hours, the customers they have met, and the customer book the probes
+are answered from.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from lookup_proxy.redteam.baseline import Baseline, Staff, Workday
+from lookup_proxy.simulation.customer_book import CustomerBook
+from lookup_proxy.simulation.number_space import (
+    SUBSCRIBER_MAX,
+    SUBSCRIBER_MIN,
+    format_number,
+    number_of,
+    random_subscriber,
+)
+
+HOUR = 3600
+MIN_GAP = 4.0
+"""Seconds between two lookups of one person at a keyboard, at the fastest."""
+
+
+Placement = Callable[[float, float, int, random.Random], list[float]]
+"""Where in [first, last] a day's probes go: ``spread`` or ``sittings``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One lookup the adversary sends; ``counts`` is False for cover lookups."""
+
+    at: float
+    insider: str
+    number: str
+    reason: str
+    reference: str = ""
+    style: int = 0
+    counts: bool = True
+    found: bool | None = None
+    """The backend's answer when the adversary knows it (a retyped customer); else the book's."""
+
+    @property
+    def typed(self) -> str:
+        """The number as the insider types it."""
+        return format_number(self.number, self.style)
+
+
+@dataclass
+class Stage:
+    """Everything a strategy plans one trial with."""
+
+    baseline: Baseline
+    insiders: list[Staff]
+    book: CustomerBook
+    rng: random.Random
+
+    def days(self, insider: Staff) -> Iterator[tuple[int, Workday]]:
+        """The insider's working days in order, with each day's span of honest work."""
+        days = self.baseline.workdays.get(insider.employee, {})
+        for day in sorted(days):
+            yield day, days[day]
+
+    def moments(
+        self, intensity: int, place: Placement | None = None
+    ) -> Iterator[tuple[Staff, int, float]]:
+        """(insider, day, moment) for ``intensity`` probes on each insider's working days,
+        placed within the day's span of honest work (evenly spread by default)."""
+        place = place or spread
+        for insider in self.insiders:
+            for day, span in self.days(insider):
+                for at in place(span.first, span.last, intensity, self.rng):
+                    yield insider, day, at
+
+    def met_before(self, insider: Staff, when: float) -> list[str]:
+        """Customers the insider found by honest lookups before ``when``, oldest first."""
+        met = self.baseline.met.get(insider.employee, [])
+        seen: dict[str, None] = {}
+        for at, number in met:
+            if at >= when:
+                break
+            seen[number] = None
+        return list(seen)
+
+    def found(self, probe: Probe) -> bool:
+        """The backend's answer to a probe."""
+        return self.book.found(probe.number) if probe.found is None else probe.found
+
+    def random_number(self) -> str:
+        """A number drawn uniformly from the allocated range, as a random typist types one."""
+        return number_of(random_subscriber(self.rng))
+
+
+def spread(first: float, last: float, count: int, rng: random.Random) -> list[float]:
+    """``count`` moments spread evenly over [first, last], each jittered within its slot."""
+    if count <= 0:
+        return []
+    width = max(last - first, MIN_GAP * count) / count
+    return [first + (i + rng.uniform(0.1, 0.9)) * width for i in range(count)]
+
+
+def sittings(
+    first: float, last: float, count: int, rng: random.Random, size: int = 10
+) -> list[float]:
+    """``count`` moments in sittings of ``size`` lookups seconds apart, sittings spread out."""
+    starts = spread(first, last, -(-count // size), rng)
+    times: list[float] = []
+    for start in starts:
+        for i in range(min(size, count - len(times))):
+            times.append(start + i * rng.uniform(MIN_GAP, 3 * MIN_GAP))
+    return times
+
+
+class Blocks:
+    """Numbers of one random 010-XXXX block in shuffled order (no step looks like a scan),
+    a new block once it is used up or when asked."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.numbers: list[str] = []
+
+    def fresh(self) -> None:
+        """Start on a new block."""
+        prefix = self.rng.randint(SUBSCRIBER_MIN // 10_000, SUBSCRIBER_MAX // 10_000)
+        self.numbers = [number_of(prefix * 10_000 + i) for i in range(10_000)]
+        self.rng.shuffle(self.numbers)
+
+    def next(self) -> str:
+        """The block's next number."""
+        if not self.numbers:
+            self.fresh()
+        return self.numbers.pop()
+
+
+def walk(rng: random.Random, step: int) -> Iterator[str]:
+    """Numbers ``step`` apart from a random start, restarting at the range's end."""
+    cursor = random_subscriber(rng)
+    while True:
+        cursor += step
+        if not SUBSCRIBER_MIN <= cursor <= SUBSCRIBER_MAX:
+            cursor = random_subscriber(rng)
+        yield number_of(cursor)

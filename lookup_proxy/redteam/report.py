@@ -1,0 +1,200 @@
+"""The red-team's answer for a security officer: per strategy, what it got and what stopped it.
+
+Records are customers' records an insider obtained: probes that were allowed and whose number
+was a customer (each customer once). Group strategies are reported per insider: the most any
+one member obtained. Days are counted from the first probe to the first flag or refusal, and
+to the lock (Korean calendar days; 0 = the same day).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lookup_proxy.redteam.baseline import Baseline
+from lookup_proxy.redteam.search import StrategyResult, Trial
+from lookup_proxy.redteam.trial import Outcome
+
+
+@dataclass
+class Row:
+    """One strategy's line of the report."""
+
+    name: str
+    insiders: int
+    best: Trial
+    """The most records over the period, locked later or not."""
+    unlocked: Trial | None
+    """The most records while no insider was ever locked."""
+    before_flag: Trial
+    """The most records obtained before the first flag or refusal."""
+    binding_rule: str
+    days_to_flag: int | None
+    days_to_lock: int | None
+    trials: int
+
+
+def _days(baseline: Baseline, outcome: Outcome, when: float | None) -> int | None:
+    if when is None or outcome.first_probe is None:
+        return None
+    return baseline.day_of(when) - baseline.day_of(outcome.first_probe)
+
+
+def summarise(baseline: Baseline, result: StrategyResult) -> Row | None:
+    """Reduce a strategy's trials to its row; None when it could not run (no such insider)."""
+    trials = result.trials
+    if not trials:
+        return None
+    best = max(trials, key=lambda t: (t.outcome.best_insider, -t.intensity))
+    unlocked_trials = [t for t in trials if not t.outcome.locked]
+    unlocked = (
+        max(unlocked_trials, key=lambda t: (t.outcome.best_insider, -t.intensity))
+        if unlocked_trials
+        else None
+    )
+    before_flag = max(trials, key=lambda t: (t.outcome.best_insider_before_flag, -t.intensity))
+    shown = unlocked or best
+    # What binds is what locks just above the best unlocked set: the smallest locked
+    # intensity of the same knobs; failing a lock, whatever flagged or refused the best set.
+    locked_above = [
+        t
+        for t in trials
+        if t.outcome.locked and t.knobs == shown.knobs and t.intensity > shown.intensity
+    ]
+    if locked_above:
+        binding = min(locked_above, key=lambda t: t.intensity).outcome.locked_by
+    elif shown.outcome.locked:
+        binding = shown.outcome.locked_by
+    else:
+        binding = shown.outcome.flag_rule
+    return Row(
+        name=result.strategy.name,
+        insiders=len(shown.insiders),
+        best=best,
+        unlocked=unlocked,
+        before_flag=before_flag,
+        binding_rule=binding,
+        days_to_flag=_days(baseline, shown.outcome, shown.outcome.first_flag),
+        days_to_lock=_days(baseline, best.outcome, best.outcome.locked_at),
+        trials=len(trials),
+    )
+
+
+def _knobs(trial: Trial) -> str:
+    return " ".join(f"{k}={v}" for k, v in trial.knobs.items())
+
+
+def _cell(days: int | None) -> str:
+    return "-" if days is None else str(days)
+
+
+def headline(rows: list[Row]) -> Row | None:
+    """The strategy that got one insider the most records without ever being locked."""
+    candidates = [r for r in rows if r.unlocked is not None]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: r.unlocked.outcome.best_insider if r.unlocked else 0)
+
+
+def render(rows: list[Row], meta: dict[str, Any]) -> str:
+    """The markdown-ish table printed on stdout, then the headline."""
+    lines = [
+        f"Red-team of {meta['policy']}: {meta['days']} days, {meta['employees']} employees in "
+        f"{meta['stores']} stores / {meta['regions']} regions, {meta['baseline_events']:,} honest "
+        f"lookups, customer density {meta['density']:g}, seed {meta['seed']}; "
+        f"{meta['trials']} trials in {meta['seconds']:.0f} s",
+        "",
+        "| strategy | insiders | never locked: probes/day, knobs | records, never locked | "
+        "records, locked later or not | records before first flag | days to flag | "
+        "days to lock | binding rule | trials |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        if row.unlocked is not None:
+            params = f"{row.unlocked.intensity} {_knobs(row.unlocked)}".strip()
+            never = str(row.unlocked.outcome.best_insider)
+        else:
+            params, never = "locked at every intensity tried", "0"
+        lines.append(
+            f"| {row.name} | {row.insiders} | {params} | {never} | "
+            f"{row.best.outcome.best_insider} (at {row.best.intensity}/day) | "
+            f"{row.before_flag.outcome.best_insider_before_flag} | {_cell(row.days_to_flag)} | "
+            f"{_cell(row.days_to_lock)} | {row.binding_rule or '-'} | {row.trials} |"
+        )
+    top = headline(rows)
+    lines.append("")
+    if top is None or top.unlocked is None:
+        lines.append("Headline: no strategy obtained a record without being locked.")
+    else:
+        lines.append(
+            f"Headline: {top.name} — {top.unlocked.outcome.best_insider} records for one insider "
+            f"in {meta['days']} days without ever being locked "
+            f"({top.unlocked.intensity} probes per working day"
+            + (f", {_knobs(top.unlocked)}" if top.unlocked.knobs else "")
+            + f"); binding rule: {top.binding_rule or 'none'}."
+        )
+    return "\n".join(lines)
+
+
+def _trial_json(baseline: Baseline, trial: Trial) -> dict[str, Any]:
+    outcome = trial.outcome
+    return {
+        "intensity": trial.intensity,
+        "knobs": trial.knobs,
+        "insiders": trial.insiders,
+        "probes": outcome.probes,
+        "records": outcome.records,
+        "records_per_insider": outcome.best_insider,
+        "records_total": outcome.total,
+        "records_before_flag": outcome.best_insider_before_flag,
+        "locked": outcome.locked,
+        "locked_by": outcome.locked_by or None,
+        "days_to_flag": _days(baseline, outcome, outcome.first_flag),
+        "days_to_lock": _days(baseline, outcome, outcome.locked_at),
+        "flag_rule": outcome.flag_rule or None,
+        "denied": outcome.denied,
+        "denied_by_rule": outcome.denied_by,
+    }
+
+
+def as_json(
+    baseline: Baseline, rows: list[Row], results: list[StrategyResult], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The machine-readable report (``--json``)."""
+    by_name = {r.strategy.name: r for r in results}
+    strategies = []
+    for row in rows:
+        result = by_name[row.name]
+        strategies.append(
+            {
+                "strategy": row.name,
+                "insiders": row.insiders,
+                "records_never_locked": row.unlocked.outcome.best_insider if row.unlocked else 0,
+                "never_locked": _trial_json(baseline, row.unlocked) if row.unlocked else None,
+                "records_best": row.best.outcome.best_insider,
+                "best": _trial_json(baseline, row.best),
+                "records_before_flag": row.before_flag.outcome.best_insider_before_flag,
+                "days_to_flag": row.days_to_flag,
+                "days_to_lock": row.days_to_lock,
+                "binding_rule": row.binding_rule or None,
+                "edges": [
+                    {"knobs": knobs, "edge": ok, "first_locked": locked}
+                    for knobs, ok, locked in result.edges
+                ],
+                "trials": [_trial_json(baseline, t) for t in result.trials],
+            }
+        )
+    top = headline(rows)
+    return {
+        **meta,
+        "headline": {
+            "strategy": top.name,
+            "records_per_insider": top.unlocked.outcome.best_insider,
+            "intensity": top.unlocked.intensity,
+            "knobs": top.unlocked.knobs,
+            "binding_rule": top.binding_rule or None,
+        }
+        if top is not None and top.unlocked is not None
+        else None,
+        "strategies": strategies,
+    }

@@ -1,0 +1,159 @@
+"""The adaptive part: for each strategy, the most it can get before the policy locks it out.
+
+For every knob combination of a strategy (its grid; the first combination is the default) the
+search finds the edge intensity — the most probes per working day at which no insider is ever
+locked in the period — by doubling from the strategy's start until a lock (or the ceiling),
+then bisecting between the last unlocked and the first locked intensity. It assumes more
+probes never make a lock less likely (true of counting rules, the kind every policy has). The
+default combination searches from the strategy's start; every other combination starts from
+the edge found so far (a hill-climb over the knobs). Every trial is kept: the report's
+"best" numbers are maxima over all of them, so an intensity past the edge that disclosed more
+before its lock still counts where the report says "locked later or not".
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from lookup_proxy.redteam.baseline import Staff, spread_out
+from lookup_proxy.redteam.probes import Stage
+from lookup_proxy.redteam.strategies import Knob, Knobs, Strategy
+from lookup_proxy.redteam.trial import Arena, Outcome
+from lookup_proxy.simulation.customer_book import CustomerBook
+
+
+@dataclass
+class Trial:
+    """One parameter set of one strategy and what it got."""
+
+    intensity: int
+    knobs: dict[str, Knob]
+    insiders: list[str]
+    outcome: Outcome
+
+
+@dataclass
+class StrategyResult:
+    """Every trial of one strategy, and the edge found for each knob combination."""
+
+    strategy: Strategy
+    trials: list[Trial] = field(default_factory=list)
+    edges: list[tuple[dict[str, Knob], int, int | None]] = field(default_factory=list)
+    """(knobs, largest intensity never locked (0: none), smallest locked or None)."""
+
+
+def combinations(strategy: Strategy) -> Iterator[dict[str, Knob]]:
+    """The knob grid, default combination first."""
+    names = list(strategy.knobs)
+    for values in itertools.product(*(strategy.knobs[n] for n in names)):
+        yield dict(zip(names, values, strict=True))
+
+
+def edge(
+    run: Callable[[int], Outcome],
+    start: int,
+    ceiling: int,
+    steps: int,
+    precision: float = 0.0,
+) -> tuple[int, int | None]:
+    """The largest intensity in [1, ceiling] never locked, and the smallest locked one tried.
+
+    Doubling from ``start`` brackets the edge; integer bisection closes it until the bracket is
+    one apart, or within ``precision`` of the edge (0.1: a tenth); at most ``steps`` trials.
+    Returns (0, n) when even the smallest intensity tried was locked.
+    """
+    ok, locked = 0, None
+    n = max(1, min(start, ceiling))
+    while steps > 0:
+        steps -= 1
+        if run(n).locked:
+            locked = n
+            break
+        ok = n
+        if n >= ceiling:
+            return ok, None
+        n = min(ceiling, n * 2)
+    while locked is not None and locked - ok > max(1, int(ok * precision)) and steps > 0:
+        steps -= 1
+        middle = (ok + locked) // 2
+        if run(middle).locked:
+            locked = middle
+        else:
+            ok = middle
+    return ok, locked
+
+
+class Search:
+    """Runs every strategy's search against one arena; chooses each strategy's insiders."""
+
+    def __init__(
+        self,
+        arena: Arena,
+        book: CustomerBook,
+        seed: int,
+        steps: int,
+        precision: float = 0.0,
+    ) -> None:
+        self.arena = arena
+        self.baseline = arena.baseline
+        self.book = book
+        self.seed = seed
+        self.steps = steps
+        """Trials for the default knobs; other combinations start near the edge, with half."""
+        self.precision = precision
+
+    def insiders(self, strategy: Strategy, knobs: Knobs) -> list[Staff]:
+        """The insiders a strategy runs with: a seeded clerk, rep or spread-out group."""
+        rng = random.Random(f"{self.seed}/insiders/{strategy.role}")
+        if strategy.role == "corporate":
+            reps = self.baseline.corporate()
+            return [rng.choice(reps)] if reps else []
+        count = strategy.insiders(knobs)
+        if count == 1:
+            clerks = self.baseline.clerks()
+            return [rng.choice(clerks)] if clerks else []
+        return list(spread_out(self.baseline, count, rng))
+
+    def run(self, strategy: Strategy) -> StrategyResult:
+        """Search one strategy's knobs and intensity; every trial is kept."""
+        result = StrategyResult(strategy)
+        found = 0
+        for index, knobs in enumerate(combinations(strategy)):
+            insiders = self.insiders(strategy, knobs)
+            if not insiders:
+                continue
+            trial = functools.partial(self._cached, result, knobs, insiders, {})
+            start = strategy.start if index == 0 else max(1, found)
+            steps = self.steps if index == 0 else max(2, self.steps // 2)
+            ok, locked = edge(trial, start, strategy.ceiling, steps, self.precision)
+            found = max(found, ok)
+            result.edges.append((dict(knobs), ok, locked))
+        return result
+
+    def _cached(
+        self,
+        result: StrategyResult,
+        knobs: dict[str, Knob],
+        insiders: list[Staff],
+        cache: dict[int, Outcome],
+        intensity: int,
+    ) -> Outcome:
+        """A trial of one knob combination, run once per intensity and kept in the result."""
+        outcome = cache.get(intensity)
+        if outcome is None:
+            outcome = cache[intensity] = self._trial(result.strategy, knobs, insiders, intensity)
+            names = [s.employee for s in insiders]
+            result.trials.append(Trial(intensity, dict(knobs), names, outcome))
+        return outcome
+
+    def _trial(
+        self, strategy: Strategy, knobs: Knobs, insiders: list[Staff], intensity: int
+    ) -> Outcome:
+        """One month with this strategy's plan; its randomness is seeded by the parameters."""
+        rng = random.Random(f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}")
+        stage = Stage(self.baseline, insiders, self.book, rng)
+        return self.arena.run(stage, strategy.plan(stage, intensity, knobs))

@@ -1,0 +1,324 @@
+"""Evasion strategies of an insider who has read the policy: each a small parametrised class.
+
+Every strategy plans a month of probes for a given intensity (probes per working day, per
+insider) and a few knobs of its own (reason, shape, gap, group size); the search varies them.
+A strategy's ``name`` is its row in the report. They place probes only on the insider's
+working days and, except where hours are the point, inside the span of their honest work, so
+the attack hides where the policy would have to find it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from itertools import cycle
+from typing import ClassVar
+
+from lookup_proxy.policy import Policy
+from lookup_proxy.redteam.probes import (
+    HOUR,
+    Blocks,
+    Probe,
+    Stage,
+    sittings,
+    spread,
+    walk,
+)
+from lookup_proxy.simulation.contracts import CORPORATE_ROLE
+from lookup_proxy.simulation.number_space import typo_of
+
+Knob = str | int
+Knobs = Mapping[str, Knob]
+
+LENIENT_REASON = "NEW_SUBSCRIPTION"
+"""The reason an informed prober claims where nothing else matters: the one a walk-in who is
+not a customer honestly gets, so the one a policy must forgive misses under."""
+
+
+class Strategy(abc.ABC):
+    """One way to probe; ``knobs`` lists each knob's values, the first being the default."""
+
+    name: str
+    role: ClassVar[str] = "clerk"
+    """``clerk`` or ``corporate``: whom the insider must be."""
+    start: ClassVar[int] = 8
+    """The first intensity the search tries."""
+    ceiling: ClassVar[int] = 240
+    """The most probes per working day the search tries (a person at a keyboard)."""
+
+    def __init__(self, name: str, knobs: Mapping[str, Sequence[Knob]] | None = None) -> None:
+        self.name = name
+        self.knobs: dict[str, tuple[Knob, ...]] = {k: tuple(v) for k, v in (knobs or {}).items()}
+
+    def insiders(self, knobs: Knobs) -> int:
+        """How many insiders take part (groups: their size)."""
+        del knobs
+        return 1
+
+    @abc.abstractmethod
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        """Every probe of the period, for every insider of the stage."""
+
+
+class Paced(Strategy):
+    """Random numbers under one reason, spread over the working day (or in short sittings)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"paced {reason}", {"shape": ("even", "sittings")})
+        self.reason = reason
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        place = spread if knobs["shape"] == "even" else sittings
+        return [
+            Probe(at, insider.employee, stage.random_number(), self.reason)
+            for insider, _, at in stage.moments(intensity, place)
+        ]
+
+
+class TypoFarm(Strategy):
+    """A one-digit or adjacent-swap variant of a known customer, then that customer retyped.
+
+    The variant is the probe; the retype, seconds later, makes the miss look like a typo the
+    policy forgives. ``same`` keeps retyping one customer; ``many`` cycles through every
+    customer the insider has met (a fresh-looking retype each time).
+    """
+
+    def __init__(self, same: bool) -> None:
+        kind = "same customer" if same else "many customers"
+        super().__init__(
+            f"typo-farm {kind}", {"retype_after": (8, 40), "reason": ("BILLING_INQUIRY",)}
+        )
+        self.same = same
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        retype_after = int(knobs["retype_after"])
+        reason = str(knobs["reason"])
+        probes: list[Probe] = []
+        turn = 0
+        for insider, _, at in stage.moments(intensity):
+            known = stage.met_before(insider, at)
+            if not known:
+                continue
+            customer = known[0] if self.same else known[-1 - turn % len(known)]
+            turn += 1
+            variant = typo_of(customer, stage.rng)
+            me = insider.employee
+            probes.append(Probe(at, me, variant, reason))
+            retyped = at + retype_after * stage.rng.uniform(0.8, 1.2)
+            probes.append(Probe(retyped, me, customer, reason, counts=False, found=True))
+        return probes
+
+
+class CorporateExempt(Strategy):
+    """A corporate-sales insider under the corporate reason, with a real-looking reference.
+
+    ``random`` probes any number; ``runs`` walks consecutive lines as a rep does for a
+    business customer, the shape the scan rules exempt.
+    """
+
+    role = "corporate"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"exempt {reason} (corporate rep)", {"pattern": ("random", "runs")})
+        self.reason = reason
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        runs = knobs["pattern"] == "runs"
+        probes: list[Probe] = []
+        numbers = walk(stage.rng, 1)
+        references = {s.employee: self._reference(stage, s.employee) for s in stage.insiders}
+        for insider, _, at in stage.moments(intensity):
+            reference = references[insider.employee]
+            number = next(numbers) if runs else stage.random_number()
+            probes.append(Probe(at, insider.employee, number, self.reason, reference))
+        return probes
+
+    def _reference(self, stage: Stage, employee: str) -> str:
+        """A reference the insider has used honestly, or one shaped like them."""
+        for _, row in stage.baseline.rows:
+            if row[1] == employee and row[5] == self.reason and row[6]:
+                return row[6]
+        return f"CORP-{stage.rng.randrange(1_000_000):06d}"
+
+
+class Slow(Strategy):
+    """A few probes a day, every working day, at random moments, rotating everyday reasons."""
+
+    start = 2
+    ceiling = 12
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("slow multi-week")
+        self.reasons = tuple(reasons)
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        reasons = cycle(self.reasons)
+        probes: list[Probe] = []
+        for insider in stage.insiders:
+            for _, span in stage.days(insider):
+                for _ in range(intensity):
+                    at = stage.rng.uniform(span.first, span.last)
+                    probes.append(Probe(at, insider.employee, stage.random_number(), next(reasons)))
+        return probes
+
+
+class AfterHours(Strategy):
+    """Probes before the store opens (07:00-09:00) or after it closes (21:30-23:00), KST."""
+
+    WINDOWS: ClassVar[dict[str, tuple[float, float]]] = {
+        "morning": (7 * HOUR, 9 * HOUR),
+        "evening": (21.5 * HOUR, 23 * HOUR),
+    }
+
+    def __init__(self) -> None:
+        super().__init__("after hours", {"window": ("morning", "evening")})
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        low, high = self.WINDOWS[str(knobs["window"])]
+        probes: list[Probe] = []
+        for insider in stage.insiders:
+            for day, _ in stage.days(insider):
+                midnight = stage.baseline.midnight(day)
+                for at in spread(midnight + low, midnight + high, intensity, stage.rng):
+                    probes.append(
+                        Probe(at, insider.employee, stage.random_number(), LENIENT_REASON)
+                    )
+        return probes
+
+
+class Group(Strategy):
+    """k insiders in different stores and regions, sharing one block or each on their own."""
+
+    def __init__(self, shared: bool) -> None:
+        how = "sharing a block" if shared else "independent"
+        super().__init__(f"group {how}", {"k": (3, 5)})
+        self.shared = shared
+
+    def insiders(self, knobs: Knobs) -> int:
+        return int(knobs["k"])
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        block = Blocks(stage.rng)
+        return [
+            Probe(
+                at,
+                insider.employee,
+                block.next() if self.shared else stage.random_number(),
+                LENIENT_REASON,
+            )
+            for insider, _, at in stage.moments(intensity)
+        ]
+
+
+class Rotation(Strategy):
+    """Every everyday reason and every spelling in turn, to split per-reason counts."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("format and reason rotation")
+        self.reasons = tuple(reasons)
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        return [
+            Probe(
+                at,
+                insider.employee,
+                stage.random_number(),
+                self.reasons[turn % len(self.reasons)],
+                style=turn % 5,
+            )
+            for turn, (insider, _, at) in enumerate(stage.moments(intensity))
+        ]
+
+
+class ShiftBurst(Strategy):
+    """All of a day's probes in the first minutes of the shift, before the queue builds."""
+
+    def __init__(self) -> None:
+        super().__init__("burst at shift start", {"minutes": (10, 30)})
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        minutes = int(knobs["minutes"])
+        return [
+            Probe(at, insider.employee, stage.random_number(), LENIENT_REASON)
+            for insider in stage.insiders
+            for _, span in stage.days(insider)
+            for at in spread(span.first, span.first + 60 * minutes, intensity, stage.rng)
+        ]
+
+
+class BlockScan(Strategy):
+    """Numbers of one 010-XXXX block in shuffled order; a new block daily or kept all week."""
+
+    def __init__(self) -> None:
+        super().__init__("block scan", {"block": ("daily", "kept")})
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        daily = knobs["block"] == "daily"
+        block = Blocks(stage.rng)
+        probes: list[Probe] = []
+        today = -1
+        for insider, day, at in stage.moments(intensity):
+            if daily and day != today:
+                block.fresh()
+                today = day
+            probes.append(Probe(at, insider.employee, block.next(), LENIENT_REASON))
+        return probes
+
+
+class SequentialScan(Strategy):
+    """An ascending walk resumed every day; the step can sit just outside the rules' reach."""
+
+    def __init__(self, steps: Sequence[int]) -> None:
+        super().__init__("sequential scan", {"step": tuple(steps)})
+
+    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+        numbers = walk(stage.rng, int(knobs["step"]))
+        return [
+            Probe(at, insider.employee, next(numbers), LENIENT_REASON)
+            for insider, _, at in stage.moments(intensity)
+        ]
+
+
+def everyday_reasons(policy: Policy) -> list[str]:
+    """Reason codes any clerk may use without a reference: the cover of every clerk strategy."""
+    return [
+        code
+        for code, reason in policy.reasons.items()
+        if reason.roles is None and reason.reference_pattern is None
+    ]
+
+
+def corporate_reasons(policy: Policy) -> list[str]:
+    """Reason codes only the corporate role may use."""
+    return [
+        code
+        for code, reason in policy.reasons.items()
+        if reason.roles is not None and CORPORATE_ROLE in reason.roles
+    ]
+
+
+def scan_reach(policy: Policy) -> int:
+    """The largest ``distance`` of the policy's sequential rules (0 when it has none)."""
+    return max(
+        (int(getattr(r, "distance", 0)) for r in policy.rules if r.kind == "sequential"), default=0
+    )
+
+
+def strategies_for(policy: Policy) -> list[Strategy]:
+    """The whole family, shaped by what the policy file tells an insider."""
+    everyday = everyday_reasons(policy)
+    reach = scan_reach(policy)
+    family: list[Strategy] = [Paced(reason) for reason in everyday]
+    family += [TypoFarm(same=True), TypoFarm(same=False)]
+    family += [CorporateExempt(reason) for reason in corporate_reasons(policy)]
+    family += [
+        Slow(everyday),
+        AfterHours(),
+        Group(shared=True),
+        Group(shared=False),
+        Rotation(everyday),
+        ShiftBurst(),
+        BlockScan(),
+        SequentialScan((1, reach + 1) if reach else (1,)),
+    ]
+    return family

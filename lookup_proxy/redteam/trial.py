@@ -1,0 +1,212 @@
+"""One trial: a month of honest work with one plan of probes mixed in, through replay.
+
+The probes go through ``lookup_proxy.replay.Replayer`` — the guard engine of the live proxy on
+the memory store with the event's time as the clock — as rows of an EVENTS.csv beside the honest
+rows, and the outcome is read back from its DECISIONS.csv and summary: nothing here decides
+anything, so the red-team can never disagree with a backtest of the same traffic.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from lookup_proxy.policy import Policy
+from lookup_proxy.redteam.baseline import Baseline, Staff
+from lookup_proxy.redteam.probes import Probe, Stage
+from lookup_proxy.replay import EVENT_COLUMNS, Replayer, Summary, parse_timestamp, run_now
+from lookup_proxy.simulation.contracts import KST
+
+
+@dataclass
+class Outcome:
+    """What one plan got the insiders, and when the guard noticed."""
+
+    probes: int = 0
+    records: dict[str, int] = field(default_factory=dict)
+    """Per insider: distinct customers' records obtained by probes that were allowed."""
+    records_before_flag: dict[str, int] = field(default_factory=dict)
+    first_probe: float | None = None
+    first_flag: float | None = None
+    """The first refusal or flag of any insider's lookup from the first probe on."""
+    flag_rule: str = ""
+    locked_at: float | None = None
+    locked_by: str = ""
+    denied: int = 0
+    denied_by: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def locked(self) -> bool:
+        """Whether any insider was locked out during the period."""
+        return self.locked_at is not None
+
+    @property
+    def best_insider(self) -> int:
+        """The most records any one insider obtained."""
+        return max(self.records.values(), default=0)
+
+    @property
+    def best_insider_before_flag(self) -> int:
+        """The most records any one insider obtained before the first flag or refusal."""
+        return max(self.records_before_flag.values(), default=0)
+
+    @property
+    def total(self) -> int:
+        """Records obtained by all insiders together."""
+        return sum(self.records.values())
+
+
+def _line(fields: tuple[str, ...]) -> str:
+    """One CSV line (no line ending), quoted only where a field needs it."""
+    if not any("," in f or '"' in f or "\n" in f or "\r" in f for f in fields):
+        return ",".join(fields)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
+def _stamp(when: float) -> str:
+    return datetime.fromtimestamp(round(when), KST).isoformat()
+
+
+class Arena:
+    """Runs plans against one policy and one baseline, in a scratch directory."""
+
+    def __init__(self, policy: Policy, baseline: Baseline, workdir: Path) -> None:
+        self.policy = policy
+        self.baseline = baseline
+        self.workdir = workdir
+        self.roles = baseline.roles()
+        self._honest = [(when, _line(row)) for when, row in baseline.rows]
+        self._employees = [row[1] for _, row in baseline.rows]
+        self._header = ",".join(EVENT_COLUMNS) + "\n"
+        self._events = workdir / "events.csv"
+        self._decisions = workdir / "decisions.csv"
+        self.trials = 0
+
+    def run(self, stage: Stage, probes: list[Probe]) -> Outcome:
+        """Replay the baseline with ``probes`` mixed in; read what happened to the insiders.
+
+        One replayer takes the month a day at a time (its store and clock carry over), so a
+        trial whose every insider is locked until unlocked stops there: nothing after it can
+        change what they obtained or when they were noticed.
+        """
+        self.trials += 1
+        probes = sorted(probes, key=lambda p: p.at)
+        insiders = {s.employee: s for s in stage.insiders}
+        attack = [(round(p.at), _line(self._fields(stage, p))) for p in probes]
+        # Honest rows first at an equal second: the attack never jumps the queue.
+        merged = heapq.merge(
+            ((when, 0, i, text) for i, (when, text) in enumerate(self._honest)),
+            ((when, 1, i, text) for i, (when, text) in enumerate(attack)),
+        )
+        outcome = Outcome(probes=sum(p.counts for p in probes))
+        outcome.records = dict.fromkeys(insiders, 0)
+        outcome.records_before_flag = dict.fromkeys(insiders, 0)
+        seen: dict[str, set[str]] = {e: set() for e in insiders}
+        locked: set[str] = set()
+        replayer = Replayer(self.policy, self.roles)
+        for _, rows in itertools.groupby(merged, key=lambda r: self.baseline.day_of(r[0])):
+            kinds = self._write_day(rows, insiders)
+            summary = replayer.run(self._events, self._decisions)
+            self._read(kinds, probes, stage, outcome, seen)
+            for employee in insiders:
+                if employee not in locked:
+                    lock = self._lock(replayer, summary, employee)
+                    if lock is not None:
+                        locked.add(employee)
+                        if outcome.locked_at is None or lock[0] < outcome.locked_at:
+                            outcome.locked_at, outcome.locked_by = lock
+            if self.locks_for_good and len(locked) == len(insiders):
+                break
+        return outcome
+
+    @staticmethod
+    def _lock(replayer: Replayer, summary: Summary, employee: str) -> tuple[float, str] | None:
+        """When and by which rule the employee was locked, if they were.
+
+        Locks made while deciding are in the replay summary; the guard's own record also
+        has those made while learning an outcome (a peer rule, an escalation).
+        """
+        info = summary.employees.get(employee)
+        if info is not None and info.locked_at is not None:
+            return parse_timestamp(info.locked_at), info.locked_by or ""
+        status = run_now(replayer.guard.lock_status(employee))
+        if status is not None:
+            return status.at, status.rule
+        return None
+
+    @property
+    def locks_for_good(self) -> bool:
+        """Whether a lock lasts until security staff lift it (none do during a trial)."""
+        return self.policy.lockout.duration is None
+
+    @staticmethod
+    def _fields(stage: Stage, probe: Probe) -> tuple[str, ...]:
+        staff = next(s for s in stage.insiders if s.employee == probe.insider)
+        return (
+            _stamp(probe.at),
+            staff.employee,
+            staff.store,
+            staff.region,
+            probe.typed,
+            probe.reason,
+            probe.reference,
+            "true" if stage.found(probe) else "false",
+        )
+
+    def _write_day(
+        self, rows: Iterator[tuple[float, int, int, str]], insiders: dict[str, Staff]
+    ) -> list[int]:
+        """Write one day's EVENTS.csv; per row: -1 others' work, -2 an insider's, else a probe."""
+        kinds: list[int] = []
+        with self._events.open("w", encoding="utf-8", newline="") as sink:
+            sink.write(self._header)
+            for _, source, index, text in rows:
+                sink.write(text + "\n")
+                if source == 1:
+                    kinds.append(index)
+                else:
+                    kinds.append(-2 if self._employees[index] in insiders else -1)
+        return kinds
+
+    def _read(
+        self,
+        kinds: list[int],
+        probes: list[Probe],
+        stage: Stage,
+        outcome: Outcome,
+        seen: dict[str, set[str]],
+    ) -> None:
+        with self._decisions.open(encoding="utf-8") as decisions:
+            next(decisions)  # header
+            for kind, line in zip(kinds, decisions, strict=True):
+                if kind == -1:
+                    continue
+                if kind == -2 and outcome.first_probe is None:
+                    continue  # honest work before the attack began
+                head, decision, rule, flags = line.rstrip("\n").rsplit(",", 3)
+                when = parse_timestamp(head.split(",", 1)[0])
+                if kind >= 0 and outcome.first_probe is None:
+                    outcome.first_probe = when
+                denied = decision == "deny"
+                if denied:
+                    outcome.denied += 1
+                    outcome.denied_by[rule] = outcome.denied_by.get(rule, 0) + 1
+                if (denied or flags) and outcome.first_flag is None:
+                    outcome.first_flag = when
+                    outcome.flag_rule = rule if denied else flags.split(";")[0]
+                if kind < 0 or denied:
+                    continue
+                probe = probes[kind]
+                if probe.counts and stage.found(probe) and probe.number not in seen[probe.insider]:
+                    seen[probe.insider].add(probe.number)
+                    outcome.records[probe.insider] += 1
+                    if outcome.first_flag is None:
+                        outcome.records_before_flag[probe.insider] += 1

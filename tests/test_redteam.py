@@ -1,0 +1,258 @@
+"""The red-team: an adaptive insider against the replay engine, on tiny simulated months."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from lookup_proxy.cli import main
+from lookup_proxy.policy import Policy, load_policy
+from lookup_proxy.redteam import Options, red_team
+from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
+from lookup_proxy.redteam.probes import Stage
+from lookup_proxy.redteam.search import Search, edge
+from lookup_proxy.redteam.strategies import Paced, TypoFarm, strategies_for
+from lookup_proxy.redteam.trial import Arena, Outcome
+from lookup_proxy.simulation.customer_book import CustomerBook
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "config" / "policy.toml"
+
+# A per-day cap nobody honest reaches (clerks make about 60 lookups a day), refusing only.
+WEAK_RULES = """
+[[rules]]
+name = "daily"
+kind = "rate"
+window = "1d"
+limit = 200
+action = "deny"
+"""
+
+# The same, plus a lock after a handful of misses in a day: random probing misses 6 in 7.
+STRICT_RULES = (
+    WEAK_RULES
+    + """
+[[rules]]
+name = "misses-lock"
+kind = "misses"
+window = "1d"
+limit = 4
+action = "lock"
+"""
+)
+
+# Lock past 20 DEVICE_SUPPORT lookups in 12 hours (a working day fits; two never do).
+EDGE_RULES = """
+[[rules]]
+name = "device-cap"
+kind = "rate"
+window = "12h"
+limit = 20
+action = "lock"
+reasons = ["DEVICE_SUPPORT"]
+"""
+
+
+def _policy_file(directory: Path, rules: str, name: str = "policy.toml") -> Path:
+    """The shipped policy's routes, reasons and auth with only ``rules``, locks for good."""
+    head = SHIPPED.read_text(encoding="utf-8").split("[[rules]]", 1)[0]
+    path = directory / name
+    path.write_text(head + rules + '\n[lockout]\nduration = "until-unlocked"\n', encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("policies")
+    return {
+        "weak": _policy_file(directory, WEAK_RULES, "weak.toml"),
+        "strict": _policy_file(directory, STRICT_RULES, "strict.toml"),
+        "edge": _policy_file(directory, EDGE_RULES, "edge.toml"),
+    }
+
+
+@pytest.fixture(scope="module")
+def baseline(policies: dict[str, Path]) -> Baseline:
+    """Three days of a 16-employee chain, honest only."""
+    return simulated(load_policy(policies["weak"]), simulated_config(3, 16, 3))
+
+
+def _options(path: Path, **overrides: object) -> Options:
+    values: dict[str, object] = {
+        "policy_path": str(path),
+        "days": 3,
+        "employees": 16,
+        "seed": 3,
+        "steps": 6,
+        "precision": 0.25,
+    }
+    values.update(overrides)
+    return Options(**values)  # type: ignore[arg-type]
+
+
+def test_edge_finds_the_largest_unlocked_intensity_exactly() -> None:
+    """Doubling then bisection returns the last intensity that is not locked, for any edge."""
+    for limit in (1, 7, 20, 33, 150):
+        tried: list[int] = []
+
+        def run(n: int, limit: int = limit, tried: list[int] = tried) -> Outcome:
+            tried.append(n)
+            return Outcome(locked_at=1.0 if n > limit else None)
+
+        assert edge(run, 8, 400, 30) == (limit, limit + 1)
+        assert len(tried) <= 2 + 2 * 9
+
+
+def test_edge_stops_at_the_ceiling_and_within_the_step_budget() -> None:
+    """Nothing locks: the ceiling is the edge; a small budget stops the search early."""
+    assert edge(lambda n: Outcome(), 8, 100, 30) == (100, None)
+    calls: list[int] = []
+
+    def run(n: int) -> Outcome:
+        calls.append(n)
+        return Outcome(locked_at=1.0 if n > 50 else None)
+
+    assert edge(run, 8, 400, 4) == (32, 64)
+    assert calls == [8, 16, 32, 64]
+
+
+def test_search_finds_a_simple_rate_limit_exactly(
+    policies: dict[str, Path], baseline: Baseline, tmp_path: Path
+) -> None:
+    """Against a 20-per-12h locking cap on one reason, the edge found is 20 probes a day."""
+    policy = load_policy(policies["edge"])
+    # Keep the cap for the adversary alone: honest DEVICE_SUPPORT work becomes billing work.
+    rows = [
+        (when, (*row[:5], "BILLING_INQUIRY" if row[5] == "DEVICE_SUPPORT" else row[5], *row[6:]))
+        for when, row in baseline.rows
+    ]
+    honest = Baseline(rows, baseline.staff, baseline.start, baseline.days)
+    honest.learn_days(policy)
+    search = Search(Arena(policy, honest, tmp_path), CustomerBook(3, 0.14), 3, 20, 0.0)
+    result = search.run(Paced("DEVICE_SUPPORT"))
+    default = result.edges[0]
+    assert default[0] == {"shape": "even"}
+    assert (default[1], default[2]) == (20, 21)
+    locked = [t for t in result.trials if t.outcome.locked]
+    assert locked and all(t.outcome.locked_by == "device-cap" for t in locked)
+
+
+def test_weak_policy_discloses_many_records_and_names_the_binding_rule(
+    policies: dict[str, Path],
+) -> None:
+    """With only a daily refusal cap, paced probing gets many records and the cap binds."""
+    outcome = red_team(
+        load_policy(policies["weak"]), _options(policies["weak"]), [Paced("BILLING_INQUIRY")]
+    )
+    (row,) = outcome.rows
+    assert row.unlocked is not None
+    assert row.unlocked.outcome.best_insider > 20
+    assert row.binding_rule == "daily"
+    assert outcome.report["headline"]["strategy"] == "paced BILLING_INQUIRY"
+
+
+def test_a_strict_misses_lock_leaves_far_fewer_records(policies: dict[str, Path]) -> None:
+    """Locking on a few misses a day cuts what paced probing gets, and the lock binds."""
+    weak = red_team(
+        load_policy(policies["weak"]), _options(policies["weak"]), [Paced("BILLING_INQUIRY")]
+    )
+    strict = red_team(
+        load_policy(policies["strict"]), _options(policies["strict"]), [Paced("BILLING_INQUIRY")]
+    )
+    weak_records = weak.rows[0].unlocked
+    strict_row = strict.rows[0]
+    assert weak_records is not None
+    strict_records = strict_row.unlocked.outcome.best_insider if strict_row.unlocked else 0
+    assert strict_records * 3 < weak_records.outcome.best_insider
+    assert strict_row.binding_rule == "misses-lock"
+    assert strict_row.days_to_lock is not None
+
+
+def test_typo_farming_pairs_a_variant_with_a_quick_retype(baseline: Baseline) -> None:
+    """Each probe is one edit from a customer the insider met, retyped seconds later."""
+    insider = baseline.clerks()[0]
+    stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+    probes = sorted(
+        TypoFarm(same=False).plan(stage, 5, {"retype_after": 8, "reason": "BILLING_INQUIRY"}),
+        key=lambda p: p.at,
+    )
+    variants = [p for p in probes if p.counts]
+    retypes = [p for p in probes if not p.counts]
+    assert variants and len(variants) == len(retypes)
+    for variant in variants:
+        retype = next(r for r in retypes if r.at > variant.at)
+        assert retype.at - variant.at <= 10
+        assert retype.number in stage.met_before(insider, variant.at)
+        diffs = [i for i in range(11) if variant.number[i] != retype.number[i]]
+        swapped = (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and variant.number[diffs[0]] == retype.number[diffs[1]]
+        )
+        assert len(diffs) == 1 or swapped
+    # "many customers" retypes different customers; "same customer" always the first one met.
+    assert len({r.number for r in retypes}) > 1
+    same = TypoFarm(same=True).plan(stage, 5, {"retype_after": 8, "reason": "BILLING_INQUIRY"})
+    assert len({p.number for p in same if not p.counts}) == 1
+
+
+def test_groups_sit_in_different_stores_and_regions(policies: dict[str, Path]) -> None:
+    """Colluders are spread over stores, and over regions while there are regions left."""
+    chain = simulated(load_policy(policies["weak"]), simulated_config(5, 40, 1))
+    regions = {s.region for s in chain.clerks()}
+    assert len(regions) >= 2
+    for size in (3, 5):
+        group = list(spread_out(chain, size, random.Random(size)))
+        assert len(group) == size
+        assert len({s.store for s in group}) == size
+        assert len({s.region for s in group}) == min(size, len(regions))
+
+
+def test_every_reason_of_the_catalogue_gets_a_paced_row() -> None:
+    """The family is read from the policy: a paced row per everyday reason, a corporate row."""
+    policy: Policy = load_policy(SHIPPED)
+    names = [s.name for s in strategies_for(policy)]
+    for code, reason in policy.reasons.items():
+        if reason.roles is None and reason.reference_pattern is None:
+            assert f"paced {code}" in names
+    assert "exempt CORPORATE_ACCOUNT (corporate rep)" in names
+    assert {"typo-farm same customer", "typo-farm many customers", "after hours"} <= set(names)
+
+
+def test_command_prints_the_table_and_writes_json(
+    policies: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI prints one row per strategy and a headline, writes the JSON, and exits 0."""
+    out = tmp_path / "red.json"
+    status = main(
+        ["red-team", "--config", str(policies["weak"]), "--days", "3", "--employees", "16",
+         "--seed", "3", "--steps", "2", "--only", "paced BILLING", "--only", "after hours",
+         "--json", str(out)]
+    )  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| paced BILLING_INQUIRY |" in printed
+    assert "| after hours |" in printed
+    assert "Headline:" in printed
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert {"policy", "days", "density", "seed", "trials", "headline", "strategies"} <= set(report)
+    row = report["strategies"][0]
+    assert {
+        "strategy", "insiders", "records_never_locked", "records_best", "records_before_flag",
+        "days_to_flag", "days_to_lock", "binding_rule", "edges", "trials",
+    } <= set(row)  # fmt: skip
+    trial = row["trials"][0]
+    assert {"intensity", "knobs", "records_per_insider", "locked", "locked_by"} <= set(trial)
+
+
+def test_bad_config_exits_2_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken policy is a configuration error with the file and key, not a traceback."""
+    broken = _policy_file(tmp_path, WEAK_RULES.replace("limit = 200", 'limit = "lots"'))
+    assert main(["red-team", "--config", str(broken), "--days", "2"]) == 2
+    error = capsys.readouterr().err
+    assert f"{broken}: rules[0].limit" in error
