@@ -33,7 +33,17 @@ def test_the_shipped_policy_is_valid_and_complete() -> None:
         "CORPORATE_ACCOUNT",
     }
     assert p.reasons["CORPORATE_ACCOUNT"].reference_pattern == "CORP-[0-9]{6}"
-    assert {rule.kind for rule in p.rules} == {"rate", "distinct", "sequential", "block", "misses"}
+    assert {rule.kind for rule in p.rules} == {
+        "rate",
+        "distinct",
+        "sequential",
+        "block",
+        "misses",
+        "hours",
+        "peer",
+    }
+    assert p.escalation.enabled
+    assert {rule.scope for rule in p.rules if rule.kind == "block"} >= {"region", "chain"}
 
 
 def test_a_valid_test_policy_parses() -> None:
@@ -183,3 +193,45 @@ def test_durations_format_back() -> None:
         "250ms",
         "90s",
     ]
+
+
+def test_opening_hours_are_clock_times_with_an_offset() -> None:
+    """``[hours]`` takes HH:MM times and a +HH:MM offset, stored as seconds; stores may differ."""
+    text = policy_text("http://127.0.0.1:1") + (
+        '[hours]\nutc_offset = "-03:30"\nopen = "08:15"\nclose = "24:00"\n'
+        'stores = { S1 = { open = "10:00", close = "12:00" } }\n'
+    )
+    hours = parse_policy(text).hours
+    assert (hours.utc_offset, hours.open, hours.close) == (-12_600, 29_700, 86_400)
+    assert (hours.stores["S1"].open, hours.stores["S1"].close) == (36_000, 43_200)
+
+
+@pytest.mark.parametrize(
+    ("hours", "key", "expected"),
+    [
+        ('open = "9am"', "hours.open", "time of day"),
+        ('close = "24:30"', "hours.close", "time of day"),
+        ('utc_offset = "KST"', "hours.utc_offset", "UTC offset"),
+        ('open = "20:00"\nclose = "08:00"', "hours.close", "closing time after the opening"),
+        (
+            'stores = { S1 = { open = "12:00", close = "11:00" } }',
+            "hours.stores.S1.close",
+            "closing time after the opening",
+        ),
+    ],
+)
+def test_bad_opening_hours_name_the_key(hours: str, key: str, expected: str) -> None:
+    """Unreadable or inverted opening hours are refused, naming the key."""
+    [(_, found_key, found_expected, _)] = problems(
+        policy_text("http://127.0.0.1:1") + "[hours]\n" + hours + "\n"
+    )
+    assert found_key == key
+    assert expected in found_expected
+
+
+def test_a_peer_rule_judges_one_employee_and_escalation_needs_its_own_name() -> None:
+    """A peer rule's ``scope`` must stay ``employee`` (``peers`` names the group), and the
+    escalation's name may not collide with a rule's."""
+    rule = '[[rules]]\nname = "escalation"\nkind = "peer"\nscope = "store"\nwindow = "7d"\n'
+    found = problems(policy_text("http://127.0.0.1:1") + rule)
+    assert {key for _, key, _, _ in found} == {"rules[0].scope", "escalation.name"}

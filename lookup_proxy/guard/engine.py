@@ -395,12 +395,7 @@ class Guard:
         for rule_name, culprits in group_culprits.items():
             already = {locked for locked, _ in decision.locked}
             others = [c for c in culprits if c != employee.id and c not in already]
-            if others:
-                locks = self._batch()
-                for other in others:
-                    locks.get(self.lock_key(other), now)
-                held = await self._execute(locks)
-                others = [other for other, lock in zip(others, held, strict=True) if lock is None]
+            others = await self.lockouts.unlocked(others, now)
             if others:
                 await self._lock(others, rule_name, now)
                 locked = [(other, rule_name) for other in others]
@@ -555,7 +550,7 @@ class Guard:
             for peer, tag in peers:
                 peer.add_counts(then, tag, employee.id, now, counts)
                 moved = (new and not found) if peer.field == MISSES else forgave
-                if moved:
+                if moved or (new and results[seen_at + 1][0] % REJUDGE_EVERY == 0):
                     judged.append((peer, tag, then.size()))
                     peer.add_reads(then, tag, now)
         after = await self._execute(then)
@@ -636,6 +631,11 @@ class Guard:
             )
         return results
 
+
+REJUDGE_EVERY = 10
+"""Peer rules are judged when their metric moves, and also at every tenth new number of the
+day: an employee's misses may all come before they have looked up enough numbers to be judged
+(``min_outcomes``), and a rule judged only on misses would then wait for the next one."""
 
 SEEN_CAP = 4096
 """Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""

@@ -5,7 +5,8 @@ day, refused never. So every flag (of an enforced flag rule, or of a peer baseli
 once per rule and local day in the employee's escalation window, ``rule@YYYY-MM-DD``; more
 than ``limit`` such flag-days within ``window`` lock the employee out, and the lock names the
 flag-days behind it for whoever reviews it. ``min_rules`` asks for flags of several rules: one
-noisy rule flagging an honest clerk for a few days running is a case to review, not a lock. Counting days, not lookups, keeps one bad afternoon
+noisy rule flagging an honest clerk for a few days running is a case to review, not a lock.
+Counting days, not lookups, keeps one bad afternoon
 from counting as a hundred signals, and noting a flag-day once per instance keeps flagged
 employees from paying a second round trip on every lookup.
 """

@@ -1,0 +1,53 @@
+"""Escalation: which flag-days are noted, and when they amount to a lock."""
+
+from __future__ import annotations
+
+from lookup_proxy.guard.escalation import Escalation
+from lookup_proxy.guard.primitives import Batch
+from lookup_proxy.policy import Escalation as EscalationPolicy
+
+T = 1_790_000_000.0  # 2026-09-21 14:13 UTC, 23:13 at +09:00
+
+
+def escalation(**overrides: object) -> Escalation:
+    return Escalation(EscalationPolicy.model_validate(overrides), "lp", 9 * 3600)
+
+
+def test_flag_days_are_named_by_rule_and_local_date() -> None:
+    """The date is the store's (UTC offset applied), not UTC's."""
+    assert escalation().flag_days("alice", ["peer-misses"], T + 3600) == ["peer-misses@2026-09-22"]
+
+
+def test_a_flag_day_noted_once_is_not_noted_again() -> None:
+    """After ``noted``, the same rule on the same day asks for no round trip."""
+    e = escalation()
+    entries = e.flag_days("alice", ["a", "b"], T)
+    e.noted("alice", entries)
+    assert e.flag_days("alice", ["a", "b"], T) == []
+    assert e.flag_days("bob", ["a"], T) == ["a@2026-09-21"]
+    assert e.flag_days("alice", ["a"], T + 86_400) == ["a@2026-09-22"]
+
+
+def test_more_flag_days_than_the_limit_lock_when_enough_rules_agree() -> None:
+    """Three flag-days over a limit of two lock, unless they must come from two rules."""
+    days = ["a@2026-09-20", "a@2026-09-21", "a@2026-09-22"]
+    assert escalation(limit=2).judge(days) == tuple(days)
+    assert escalation(limit=3).judge(days) is None
+    assert escalation(limit=2, min_rules=2).judge(days) is None
+    assert escalation(limit=2, min_rules=2).judge([*days[:2], "b@2026-09-22"]) is not None
+
+
+def test_disabled_escalation_notes_nothing() -> None:
+    """``enabled = false``: no flag-day, so no extra primitive on any lookup."""
+    assert escalation(enabled=False).flag_days("alice", ["a"], T) == []
+
+
+def test_notes_go_to_the_employee_s_own_window_and_read_it_back() -> None:
+    """One add per flag-day, then the window's flag-days, all under the employee's hash tag."""
+    batch = Batch()
+    escalation(window="14d").add_note(batch, "al ice", ["a@2026-09-21"], T)
+    assert [op[:2] for op in batch.ops] == [
+        ("add", "lp:{e:al%20ice}:escalation"),
+        ("members", "lp:{e:al%20ice}:escalation"),
+    ]
+    assert batch.ops[1][2] == T - 14 * 86_400
