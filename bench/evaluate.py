@@ -1,8 +1,10 @@
 """Judge a policy the way the README's tuning table does: simulate, replay, score, per seed.
 
-For each seed: simulate a month (bench/simulate.py), replay it through the policy under test
-and through a plain 60-per-hour baseline (`lookup-proxy replay`, the live guard engine), score
-both against the ground truth (bench/score.py), then print one markdown table over all seeds.
+For each seed: simulate a month (bench/simulate.py) with both threat families (--families: the
+classic attackers, and insiders who have read the policy under test), replay it through the
+policy under test and through a plain 60-per-hour baseline (`lookup-proxy replay`, the live guard
+engine), score both against the ground truth (bench/score.py), then print one markdown table over
+all seeds: per threat class, per family, honest staff, and each family's verdict per seed.
 Seeds used for tuning should not be the seeds reported: pass fresh ones.
 
 Usage:
@@ -21,6 +23,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from sim_model import FAMILIES, family_of
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -48,6 +52,10 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             str(events),
             "--truth",
             str(truth),
+            "--families",
+            args.families,
+            "--policy",
+            str(args.policy),
             *args.sim_arg,
         ]
     )
@@ -115,29 +123,33 @@ def table(results: list[dict[str, Any]]) -> str:
     def pct(part: float, whole: float) -> str:
         return f"{100 * part / whole:.2f}%" if whole else "-"
 
+    def row(label: str, t: dict[str, float], bold: bool = False) -> str:
+        policy = f"{t['policy']:.0f} ({pct(t['policy'], t['no_guard'])})"
+        return (
+            f"| {label} | {t['attackers']:.0f} | {t['no_guard']:.0f} | "
+            f"{t['plain-60-per-hour']:.0f} ({pct(t['plain-60-per-hour'], t['no_guard'])}) | "
+            f"{f'**{policy}**' if bold else policy} | {t['policy_max']:.0f} | "
+            f"{t['flag_days']:.0f} |"
+        )
+
     lines = [
         "| threat class | attackers | records, no guard | plain 60/h | shipped policy | worst attacker | flagged by day |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    total = defaultdict(float)
-    for name in sorted(threats):
+    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for name in sorted(threats, key=lambda n: (family_of(n), n)):
         t = threats[name]
-        for key in ("attackers", "no_guard", "policy", "plain-60-per-hour"):
-            total[key] += t[key]
-        total["policy_max"] = max(total["policy_max"], t["policy_max"])
-        total["flag_days"] = max(total["flag_days"], t["flag_days"])
-        lines.append(
-            f"| {name} | {t['attackers']:.0f} | {t['no_guard']:.0f} | "
-            f"{t['plain-60-per-hour']:.0f} ({pct(t['plain-60-per-hour'], t['no_guard'])}) | "
-            f"{t['policy']:.0f} ({pct(t['policy'], t['no_guard'])}) | {t['policy_max']:.0f} | "
-            f"{t['flag_days']:.0f} |"
-        )
-    lines.append(
-        f"| **all** | {total['attackers']:.0f} | {total['no_guard']:.0f} | "
-        f"{total['plain-60-per-hour']:.0f} ({pct(total['plain-60-per-hour'], total['no_guard'])}) | "
-        f"**{total['policy']:.0f} ({pct(total['policy'], total['no_guard'])})** | "
-        f"{total['policy_max']:.0f} | {total['flag_days']:.0f} |"
-    )
+        for group in (family_of(name), "all"):
+            total = totals[group]
+            for key in ("attackers", "no_guard", "policy", "plain-60-per-hour"):
+                total[key] += t[key]
+            total["policy_max"] = max(total["policy_max"], t["policy_max"])
+            total["flag_days"] = max(total["flag_days"], t["flag_days"])
+        lines.append(row(name, t))
+    families = [f for f in FAMILIES if f in totals]
+    for family in families if len(families) > 1 else []:
+        lines.append(row(f"**{family} family**", totals[family], bold=True))
+    lines.append(row("**all**", totals["all"], bold=True))
     lines += ["", "| honest staff | plain 60/h | shipped policy |", "|---|---:|---:|"]
     staff: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for result in results:
@@ -165,14 +177,16 @@ def table(results: list[dict[str, Any]]) -> str:
         f"{shipped['corporate_lookups']:.0f} |",
     ]
     verdicts = [
-        f"seed {result['seed']}: "
-        + ("PASS" if result["verdicts"]["policy"]["pass"] else "FAIL")
+        f"seed {result['seed']}, {family}: "
+        + ("PASS" if passed else "FAIL")
         + " — "
         + "; ".join(
             f"{'ok' if c['ok'] else 'FAILED'} {c['target']} ({c['detail']})"
             for c in result["verdicts"]["policy"]["checks"]
+            if c["family"] == family
         )
         for result in results
+        for family, passed in result["verdicts"]["policy"]["families"].items()
     ]
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
 
@@ -188,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, default=ROOT / "out" / "evaluate")
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument(
+        "--families",
+        default="classic,informed",
+        help="threat families to plant (simulate.py --families); informed ones read --policy",
+    )
     parser.add_argument("--sim-arg", action="append", default=[], help="extra simulate.py args")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -32,13 +32,15 @@ from typing import Any, Final
 
 from sim_model import (
     ACTORS,
+    ALL_THREATS,
     DECISION_COLUMNS,
     EMPLOYEE_HEADER,
     EVENT_HEADER,
+    FAMILIES,
     KST,
-    THREATS,
     TRUTH_HEADER,
     employees_path_for,
+    family_of,
 )
 
 __all__ = ["InputError", "Targets", "main", "render", "score"]
@@ -56,13 +58,31 @@ LOCKED: Final = "locked"
 
 @dataclass(frozen=True)
 class Targets:
-    """The pass marks DESIGN.md's promise translates to."""
+    """The pass marks DESIGN.md's promise translates to.
+
+    Attackers of each family have their own marks (``informed_*``: insiders who have read the
+    policy, issue 9); honest staff have one set whatever the attackers were.
+    """
 
     disclosed_share: float = 0.02  # of what no guard would have disclosed
     per_attacker: int = 10  # records any one attacker may get
     honest_denied_share: float = 0.0005
     corporate_denied: int = 0
     days_to_flag: int = 7
+    honest_flagged_share: float = 0.03  # of honest employees flagged at least once
+    informed_disclosed_share: float = 0.05
+    informed_per_attacker: int = 10
+    informed_days_to_flag: int = 7
+
+    def family(self, family: str) -> tuple[float, int, int]:
+        """(disclosed share, records per attacker, days to flag) for a threat family."""
+        if family == "informed":
+            return (
+                self.informed_disclosed_share,
+                self.informed_per_attacker,
+                self.informed_days_to_flag,
+            )
+        return self.disclosed_share, self.per_attacker, self.days_to_flag
 
 
 class InputError(Exception):
@@ -401,12 +421,10 @@ def summarise(scored: Scored, targets: Targets = Targets()) -> dict[str, Any]:
     threats = sorted({s.threat for s in attackers}, key=_threat_order)
     names = [f.name for f in scored.files]
 
-    threat_rows: list[dict[str, Any]] = []
-    for threat in [*threats, "total"]:
-        members = [s.employee for s in attackers if threat in ("total", s.threat)]
+    def tally(key: str, value: str, members: list[str]) -> dict[str, Any]:
         no_guard = sum(scored.no_guard[e] for e in members)
         entry: dict[str, Any] = {
-            "threat": threat,
+            key: value,
             "attackers": len(members),
             "malicious": sum(scored.malicious[e] for e in members),
             "no_guard": no_guard,
@@ -422,7 +440,17 @@ def summarise(scored: Scored, targets: Targets = Targets()) -> dict[str, Any]:
                 _pct(sum(disclosed), no_guard), 3
             )
             entry["max_per_attacker"][result.name] = max(disclosed, default=0)
-        threat_rows.append(entry)
+        return entry
+
+    threat_rows = [
+        tally("threat", threat, [s.employee for s in attackers if threat in ("total", s.threat)])
+        for threat in [*threats, "total"]
+    ]
+    family_rows = [
+        tally("family", family, [s.employee for s in attackers if family_of(s.threat) == family])
+        for family in FAMILIES
+        if any(family_of(s.threat) == family for s in attackers)
+    ]
 
     attacker_rows: list[dict[str, Any]] = []
     for person in attackers:
@@ -465,7 +493,7 @@ def summarise(scored: Scored, targets: Targets = Targets()) -> dict[str, Any]:
         }
 
     verdicts = {
-        name: _verdict(name, threat_rows[-1], attacker_rows, staff_rows[name], targets)
+        name: _verdict(name, family_rows, attacker_rows, staff_rows[name], targets)
         for name in names
     }
     return {
@@ -477,8 +505,13 @@ def summarise(scored: Scored, targets: Targets = Targets()) -> dict[str, Any]:
             "honest_denied_pct": 100 * targets.honest_denied_share,
             "corporate_denied": targets.corporate_denied,
             "days_to_flag": targets.days_to_flag,
+            "honest_flagged_pct": 100 * targets.honest_flagged_share,
+            "informed_disclosed_pct_of_no_guard": 100 * targets.informed_disclosed_share,
+            "informed_max_records_per_attacker": targets.informed_per_attacker,
+            "informed_days_to_flag": targets.informed_days_to_flag,
         },
         "threats": threat_rows,
+        "families": family_rows,
         "attackers": attacker_rows,
         "staff": staff_rows,
         "verdicts": verdicts,
@@ -486,39 +519,90 @@ def summarise(scored: Scored, targets: Targets = Targets()) -> dict[str, Any]:
 
 
 def _threat_order(threat: str) -> tuple[int, str]:
-    return (THREATS.index(threat) if threat in THREATS else len(THREATS), threat)
+    return (ALL_THREATS.index(threat) if threat in ALL_THREATS else len(ALL_THREATS), threat)
 
 
 def _verdict(
     name: str,
-    total: dict[str, Any],
+    families: list[dict[str, Any]],
     attackers: list[dict[str, Any]],
     staff: dict[str, Any],
     targets: Targets,
 ) -> dict[str, Any]:
-    """Hold one decisions file against every target, explaining each outcome in a line."""
+    """Hold one decisions file against every target, explaining each outcome in a line.
+
+    Checks are tagged with what they judge: a threat family's attackers, or honest staff. The
+    classic family's and honest staff's come first, in their long-standing order; the informed
+    family's only when the run planted such insiders.
+    """
     checks: list[dict[str, Any]] = []
 
-    def check(target: str, ok: bool, detail: str) -> None:
-        checks.append({"target": target, "ok": ok, "detail": detail})
+    def check(family: str, target: str, ok: bool, detail: str) -> None:
+        checks.append({"family": family, "target": target, "ok": ok, "detail": detail})
 
-    disclosed, no_guard = total["disclosed"][name], total["no_guard"]
-    check(
-        f"total disclosed <= {100 * targets.disclosed_share:g}% of no guard",
-        disclosed <= targets.disclosed_share * no_guard,
-        f"{disclosed} of {no_guard} ({_pct(disclosed, no_guard):.2f}%)",
-    )
+    by_family = {row["family"]: row for row in families}
+    empty = {"disclosed": {name: 0}, "no_guard": 0}
 
-    worst = max(attackers, key=lambda a: a["results"][name]["disclosed"], default=None)
-    worst_count = worst["results"][name]["disclosed"] if worst else 0
-    check(
-        f"no single attacker > {targets.per_attacker} records",
-        worst_count <= targets.per_attacker,
-        f"worst {worst['employee']} ({worst['threat']}) {worst_count}" if worst else "no attackers",
-    )
+    def attacker_checks(family: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        share, per_attacker, _ = targets.family(family)
+        label = "attacker" if family == "classic" else f"{family} attacker"
+        members = [a for a in attackers if family_of(a["threat"]) == family]
+        total = by_family.get(family, empty)
+        disclosed, no_guard = total["disclosed"][name], total["no_guard"]
+        check(
+            family,
+            f"{'' if family == 'classic' else family + ' '}total disclosed <= {100 * share:g}% "
+            "of no guard",
+            disclosed <= share * no_guard,
+            f"{disclosed} of {no_guard} ({_pct(disclosed, no_guard):.2f}%)",
+        )
+        worst = max(members, key=lambda a: a["results"][name]["disclosed"], default=None)
+        worst_count = worst["results"][name]["disclosed"] if worst else 0
+        check(
+            family,
+            f"no single {label} > {per_attacker} records",
+            worst_count <= per_attacker,
+            f"worst {worst['employee']} ({worst['threat']}) {worst_count}"
+            if worst
+            else "no attackers",
+        )
+        return members, total
+
+    def flagged_in_time(family: str, members: list[dict[str, Any]]) -> None:
+        days = targets.family(family)[2]
+        late = [
+            a
+            for a in members
+            if a["malicious"]
+            and (
+                a["results"][name]["days_to_flag"] is None
+                or a["results"][name]["days_to_flag"] > days
+            )
+        ]
+        active = sum(1 for a in members if a["malicious"])
+        label = "attacker" if family == "classic" else f"{family} attacker"
+        check(
+            family,
+            f"every {label} flagged within {days} days",
+            not late,
+            f"{active - len(late)} of {active} in time"
+            + (
+                "; late or never: "
+                + ", ".join(
+                    f"{a['employee']} ({a['threat']}, "
+                    f"{_fmt_days(a['results'][name]['days_to_flag'])})"
+                    for a in late
+                )
+                if late
+                else ""
+            ),
+        )
+
+    classic, _ = attacker_checks("classic")
 
     locked = staff["honest"]["locked_employees"] + staff["corporate"]["locked_employees"]
     check(
+        "honest",
         "no honest or corporate employee locked",
         not locked,
         f"{len(locked)} locked" + (f": {', '.join(sorted(locked)[:10])}" if locked else ""),
@@ -526,6 +610,7 @@ def _verdict(
 
     honest = staff["honest"]
     check(
+        "honest",
         f"honest lookups denied <= {100 * targets.honest_denied_share:g}%",
         honest["denied"] <= targets.honest_denied_share * honest["lookups"],
         f"{honest['denied']} of {honest['lookups']} ({honest['denied_pct']:.4f}%)",
@@ -533,36 +618,32 @@ def _verdict(
 
     corporate = staff["corporate"]
     check(
+        "honest",
         f"corporate lookups denied = {targets.corporate_denied}",
         corporate["denied"] <= targets.corporate_denied,
         f"{corporate['denied']} of {corporate['lookups']}",
     )
 
-    late = [
-        a
-        for a in attackers
-        if a["malicious"]
-        and (
-            a["results"][name]["days_to_flag"] is None
-            or a["results"][name]["days_to_flag"] > targets.days_to_flag
-        )
-    ]
-    active = sum(1 for a in attackers if a["malicious"])
+    flagged_in_time("classic", classic)
+
+    flagged, employees = len(honest["flagged_employees"]), honest["employees"]
     check(
-        f"every attacker flagged within {targets.days_to_flag} days",
-        not late,
-        f"{active - len(late)} of {active} in time"
-        + (
-            "; late or never: "
-            + ", ".join(
-                f"{a['employee']} ({a['threat']}, {_fmt_days(a['results'][name]['days_to_flag'])})"
-                for a in late
-            )
-            if late
-            else ""
-        ),
+        "honest",
+        f"honest staff flagged <= {100 * targets.honest_flagged_share:g}%",
+        flagged <= targets.honest_flagged_share * employees,
+        f"{flagged} of {employees} ({_pct(flagged, employees):.2f}%)",
     )
-    return {"pass": all(c["ok"] for c in checks), "checks": checks}
+
+    if "informed" in by_family:
+        informed, _ = attacker_checks("informed")
+        flagged_in_time("informed", informed)
+
+    verdict: dict[str, Any] = {"pass": all(c["ok"] for c in checks), "checks": checks}
+    verdict["families"] = {
+        family: all(c["ok"] for c in checks if c["family"] == family)
+        for family in ("classic", *(f for f in by_family if f != "classic"), "honest")
+    }
+    return verdict
 
 
 def _fmt_days(days: int | None) -> str:
@@ -582,13 +663,14 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Records disclosed by threat class (malicious lookups of a found number that were allowed)",
     ]
-    head = f"{'threat':<16}{'attackers':>10}{'malicious':>10}{'no-guard':>9}{'max':>5}"
+    head = f"{'threat':<22}{'attackers':>10}{'malicious':>10}{'no-guard':>9}{'max':>5}"
     for name in names:
         head += f" | {name[:12]:>12}{'%':>8}{'max':>5}"
     out.append(head)
-    for entry in report["threats"]:
+    families = [{**row, "threat": f"family {row['family']}"} for row in report["families"]]
+    for entry in [*report["threats"], *families]:
         line = (
-            f"{entry['threat']:<16}{entry['attackers']:>10}{entry['malicious']:>10}"
+            f"{entry['threat']:<22}{entry['attackers']:>10}{entry['malicious']:>10}"
             f"{entry['no_guard']:>9}{entry['no_guard_max_per_attacker']:>5}"
         )
         for name in names:
@@ -603,13 +685,13 @@ def render(report: dict[str, Any]) -> str:
         out += [
             "",
             f"Attackers under {name} (days counted from attack_start; - = never)",
-            f"{'employee':<9}{'threat':<16}{'start':<11}{'malicious':>10}{'no-guard':>9}"
+            f"{'employee':<9}{'threat':<22}{'start':<11}{'malicious':>10}{'no-guard':>9}"
             f"{'disclosed':>10}{'flag':>5}{'deny':>5}{'lock':>5}  locked",
         ]
         for attacker in report["attackers"]:
             result = attacker["results"][name]
             out.append(
-                f"{attacker['employee']:<9}{attacker['threat']:<16}"
+                f"{attacker['employee']:<9}{attacker['threat']:<22}"
                 f"{attacker['attack_start'] or '-':<11}{attacker['malicious']:>10}"
                 f"{attacker['no_guard']:>9}{result['disclosed']:>10}"
                 f"{_cell(result['days_to_flag']):>5}{_cell(result['days_to_deny']):>5}"
@@ -639,7 +721,9 @@ def render(report: dict[str, Any]) -> str:
         met = sum(1 for c in verdict["checks"] if c["ok"])
         out.append(
             f"VERDICT {name}: {'PASS' if verdict['pass'] else 'FAIL'} "
-            f"({met}/{len(verdict['checks'])} targets met)"
+            f"({met}/{len(verdict['checks'])} targets met; "
+            + ", ".join(f"{f} {'PASS' if ok else 'FAIL'}" for f, ok in verdict["families"].items())
+            + ")"
         )
     return "\n".join(out)
 

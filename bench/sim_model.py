@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from lookup_proxy.simulation.contracts import (
     ACTORS,
+    ALL_THREATS,
     CLASSIC_THREATS,
     CORPORATE_REASON,
     DECISION_COLUMNS,
     EMPLOYEE_HEADER,
     EVENT_HEADER,
+    FAMILIES,
+    INFORMED_THREATS,
     KST,
     REASONS,
     THREATS,
     TRUTH_HEADER,
     employees_path_for,
+    family_of,
     roster_path_for,
 )
 from lookup_proxy.simulation.customer_book import CustomerBook, is_customer
@@ -34,11 +38,14 @@ from lookup_proxy.simulation.number_space import (
 
 __all__ = [
     "ACTORS",
+    "ALL_THREATS",
     "CLASSIC_THREATS",
     "CORPORATE_REASON",
     "DECISION_COLUMNS",
     "EMPLOYEE_HEADER",
     "EVENT_HEADER",
+    "FAMILIES",
+    "INFORMED_THREATS",
     "KST",
     "NUMBER_STYLES",
     "REASONS",
@@ -49,6 +56,7 @@ __all__ = [
     "CustomerBook",
     "canonical",
     "employees_path_for",
+    "family_of",
     "format_number",
     "is_customer",
     "number_of",

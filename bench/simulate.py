@@ -25,6 +25,9 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
+from lookup_proxy.errors import ConfigError
+from lookup_proxy.policy import load_policy
+
 # The model lives in the package (lookup_proxy.simulation) so the installed red-team can
 # generate honest traffic too; these names are re-exported for the scorer, the tests and
 # anyone who imported them from here.
@@ -42,7 +45,7 @@ from lookup_proxy.simulation.campaigns import (
     SlowProbe,
     build_campaigns,
 )
-from lookup_proxy.simulation.contracts import THREATS
+from lookup_proxy.simulation.contracts import FAMILIES
 from lookup_proxy.simulation.customer_book import is_customer
 from lookup_proxy.simulation.honest import (
     EVERYDAY_REASONS,
@@ -72,6 +75,8 @@ from lookup_proxy.simulation.workday import (
     time_in,
 )
 from lookup_proxy.simulation.world import World
+
+ROOT = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "EVERYDAY_REASONS",
@@ -126,12 +131,12 @@ def report(summary: Summary, cfg: SimConfig) -> str:
         + ", ".join(f"{roles[r]} {r}" for r in ("honest", "corporate", "attacker")),
         "rows by actor: "
         + ", ".join(f"{a} {summary.by_actor[a]}" for a in ("honest", "corporate", "attacker")),
-        f"{'threat':<16}{'attackers':>10}{'malicious':>11}{'found':>8}",
+        f"{'threat':<22}{'attackers':>10}{'malicious':>11}{'found':>8}",
     ]
     attackers = Counter(e.threat for e in summary.roster if e.role == "attacker")
-    for threat in THREATS:
+    for threat in (t for family in cfg.families for t in FAMILIES[family]):
         lines.append(
-            f"{threat:<16}{attackers[threat]:>10}{summary.by_threat[threat]:>11}"
+            f"{threat:<22}{attackers[threat]:>10}{summary.by_threat[threat]:>11}"
             f"{summary.found_by_threat[threat]:>8}"
         )
     return "\n".join(lines)
@@ -197,7 +202,29 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SimConfig, Path, Path]:
     parser.add_argument(
         "--store-customers", type=int, default=2500, help="regular customers per store"
     )
+    parser.add_argument(
+        "--families",
+        default="classic,informed",
+        help="threat families to plant, comma-separated: classic (DESIGN.md's threat model) "
+        "and informed (insiders who have read --policy)",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=ROOT / "config" / "policy.toml",
+        help="the policy informed insiders have read and stay just under (default: shipped)",
+    )
     args = parser.parse_args(argv)
+    families = tuple(f for f in args.families.split(",") if f)
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown or not families:
+        parser.error(f"--families takes {', '.join(FAMILIES)}; got {args.families!r}")
+    policy = None
+    if "informed" in families:
+        try:
+            policy = load_policy(args.policy)
+        except (ConfigError, OSError) as error:
+            parser.error(f"--policy: {error}")
     if args.employees < 1 or args.days < 1:
         parser.error("--employees and --days must be positive")
     if not 0 < args.customer_share < 1:
@@ -222,6 +249,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[SimConfig, Path, Path]:
         attack_start_within=args.attack_start_within,
         launch_day=args.launch_day,
         store_customers=args.store_customers,
+        families=families,
+        policy=policy,
     )
     return cfg, args.out, args.truth
 

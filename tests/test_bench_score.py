@@ -48,13 +48,16 @@ def _write(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) 
     return path
 
 
+EMPLOYEE_COLUMNS = ["employee", "store", "region", "role", "threat", "attack_start"]
+DECISION_HEADER = [
+    "timestamp", "employee", "store", "region", "number", "reason", "reference", "found",
+    "decision", "rule", "flags",
+]  # fmt: skip
+
+
 def _truth(directory: Path, rows: Sequence[tuple[str, ...]] = ROWS) -> Path:
     roles = {e[0]: e[3] for e in EMPLOYEES}
-    _write(
-        directory / "TRUTH.employees.csv",
-        ["employee", "store", "region", "role", "threat", "attack_start"],
-        EMPLOYEES,
-    )
+    _write(directory / "TRUTH.employees.csv", EMPLOYEE_COLUMNS, EMPLOYEES)
     return _write(
         directory / "TRUTH.csv",
         ["row", "employee", "actor", "threat"],
@@ -63,13 +66,9 @@ def _truth(directory: Path, rows: Sequence[tuple[str, ...]] = ROWS) -> Path:
 
 
 def _decisions(path: Path, rows: Sequence[tuple[str, ...]]) -> Path:
-    header = [
-        "timestamp", "employee", "store", "region", "number", "reason", "reference", "found",
-        "decision", "rule", "flags",
-    ]  # fmt: skip
     return _write(
         path,
-        header,
+        DECISION_HEADER,
         [
             (t, e, *STORES[e], "01012345678", "BILLING_INQUIRY", "", found, decision, rule, flags)
             for t, e, _, found, decision, rule, flags in rows
@@ -145,14 +144,14 @@ def test_honest_groups_are_reported_separately(report: dict[str, Any]) -> None:
 
 
 def test_verdict_names_each_missed_target(report: dict[str, Any]) -> None:
-    """The policy fails on disclosure, honest denials and a late flag, and passes the rest."""
-    assert _checks(report, "policy") == [False, True, True, False, True, False]
+    """The policy fails on disclosure, honest denials and flags, a late flag; passes the rest."""
+    assert _checks(report, "policy") == [False, True, True, False, True, False, False]
     assert report["verdicts"]["policy"]["pass"] is False
-    assert _checks(report, "none") == [False, True, True, True, True, False]
+    assert _checks(report, "none") == [False, True, True, True, True, False, True]
 
 
 def test_a_policy_meeting_every_target_passes(tmp_path: Path) -> None:
-    """Denying every malicious lookup on day 0 and nothing honest meets all six targets."""
+    """Denying every malicious lookup on day 0 and nothing honest meets all seven targets."""
     deny = [(*r[:4], "deny", "misses", "") if r[2] else (*r[:4], "allow", "", "") for r in ROWS]
     # The slow prober is caught on its start day instead of day 8.
     rows = [
@@ -161,7 +160,7 @@ def test_a_policy_meeting_every_target_passes(tmp_path: Path) -> None:
     ]
     truth = _truth(tmp_path, rows)
     report = score.summarise(score.score(truth, [("good", _decisions(tmp_path / "d.csv", rows))]))
-    assert _checks(report, "good") == [True] * 6
+    assert _checks(report, "good") == [True] * 7
     assert report["verdicts"]["good"]["pass"] is True
 
 
@@ -199,8 +198,8 @@ def test_cli_prints_tables_and_writes_json(
     )  # fmt: skip
     assert status == 0
     printed = capsys.readouterr().out
-    assert "VERDICT policy: FAIL (3/6 targets met)" in printed
-    assert "VERDICT none: FAIL (4/6 targets met)" in printed
+    assert "VERDICT policy: FAIL (3/7 targets met; classic FAIL, honest FAIL)" in printed
+    assert "VERDICT none: FAIL (5/7 targets met; classic FAIL, honest PASS)" in printed
     assert "FAIL  every attacker flagged within 7 days" in printed
     saved = json.loads(out.read_text(encoding="utf-8"))
     assert saved["verdicts"]["policy"]["pass"] is False
@@ -305,4 +304,45 @@ def test_unguarded_simulation_discloses_everything_found(tmp_path: Path) -> None
     honest = report["staff"]["none"]["honest"]
     assert honest["denied"] == 0
     assert honest["lookups"] > 0
-    assert _checks(report, "none") == [False, False, True, True, True, False]
+    assert _checks(report, "none") == [False, False, True, True, True, False, True]
+
+
+def test_families_are_scored_and_judged_separately(tmp_path: Path) -> None:
+    """An informed insider counts towards the informed family and its own marks, not classic."""
+    informed = ("E00005", "S003", "R02", "attacker", "informed_newsub", "2026-10-01")
+    rows = [
+        *ROWS,
+        ("2026-10-03T10:00:00+09:00", "E00005", "informed_newsub", "true", "allow", "", ""),
+        ("2026-10-03T11:00:00+09:00", "E00005", "informed_newsub", "false", "allow", "", ""),
+        ("2026-10-03T12:00:00+09:00", "E00005", "informed_newsub", "true", "allow", "", ""),
+    ]
+    roles = {e[0]: e[3] for e in [*EMPLOYEES, informed]}
+    _write(tmp_path / "TRUTH.employees.csv", EMPLOYEE_COLUMNS, [*EMPLOYEES, informed])
+    truth = _write(
+        tmp_path / "TRUTH.csv",
+        ["row", "employee", "actor", "threat"],
+        [(i, r[1], roles[r[1]], r[2]) for i, r in enumerate(rows, start=1)],
+    )
+    stores = {**STORES, "E00005": ("S003", "R02")}
+    decisions = _write(
+        tmp_path / "d.csv",
+        DECISION_HEADER,
+        [
+            (t, e, *stores[e], "01012345678", "BILLING_INQUIRY", "", found, decision, rule, flags)
+            for t, e, _, found, decision, rule, flags in rows
+        ],
+    )
+    report = score.summarise(score.score(truth, [("p", decisions)]))
+    families = {row["family"]: row for row in report["families"]}
+    assert (families["classic"]["attackers"], families["informed"]["attackers"]) == (2, 1)
+    assert families["informed"]["disclosed"] == {"p": 2}
+    assert families["classic"]["disclosed"] == {"p": 2}
+    verdict = report["verdicts"]["p"]
+    informed_checks = [c for c in verdict["checks"] if c["family"] == "informed"]
+    assert [c["ok"] for c in informed_checks] == [False, True, False]
+    assert "5%" in informed_checks[0]["target"]
+    assert verdict["families"] == {"classic": False, "informed": False, "honest": False}
+    assert [t["threat"] for t in report["threats"]][-2:] == ["informed_newsub", "total"]
+    printed = score.render(report)
+    assert "family informed" in printed
+    assert "informed FAIL" in printed

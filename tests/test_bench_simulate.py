@@ -23,6 +23,7 @@ import simulate  # noqa: E402
 from sim_model import (  # noqa: E402
     EMPLOYEE_HEADER,
     EVENT_HEADER,
+    INFORMED_THREATS,
     REASONS,
     THREATS,
     TRUTH_HEADER,
@@ -385,3 +386,39 @@ def test_roster_gives_roles_without_revealing_the_truth(run: Run) -> None:
     for employee in run.employees:
         expected = {"clerk", "corporate-sales"} if employee["role"] == "corporate" else {"clerk"}
         assert roles[employee["employee"]] == expected
+
+
+def test_cli_plants_both_families_reading_the_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By default the informed family is planted too, sized by the shipped policy."""
+    events, truth = tmp_path / "EVENTS.csv", tmp_path / "TRUTH.csv"
+    status = simulate.main(
+        [
+            "--seed", "2", "--employees", "70", "--days", "3", "--start", "2026-10-05",
+            "--out", str(events), "--truth", str(truth), "--attackers-per-class", "1",
+            "--store-customers", "100", "--attack-start-within", "1",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    report = capsys.readouterr().err
+    assert all(threat in report for threat in (*THREATS, *INFORMED_THREATS))
+    _, employees = _read(tmp_path / "TRUTH.employees.csv")
+    planted = {e["threat"] for e in employees if e["role"] == "attacker"}
+    assert set(INFORMED_THREATS) <= planted
+
+
+def test_cli_refuses_an_unknown_family_or_a_broken_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A family name or policy file that cannot be used stops the run with a clear message."""
+    base = ["--seed", "1", "--out", str(tmp_path / "E.csv"), "--truth", str(tmp_path / "T.csv")]
+    with pytest.raises(SystemExit) as stopped:
+        simulate.main([*base, "--families", "classic,clever"])
+    assert stopped.value.code == 2
+    assert "--families takes classic, informed" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server]\nport = 'x'\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        simulate.main([*base, "--policy", str(broken)])
+    assert f"--policy: {broken}" in capsys.readouterr().err

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from lookup_proxy.replay import EVENT_COLUMNS, BadRow, ReplayFailed, load_roster
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE, KST
 from lookup_proxy.simulation.month import event_row, month_days, roles_of
 from lookup_proxy.simulation.roster import SimConfig, build_roster
+from lookup_proxy.simulation.roster import spread_out as spread_over
 from lookup_proxy.simulation.world import World
 
 DAY = 86_400
@@ -177,23 +177,7 @@ def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
     return baseline
 
 
-def spread_out(baseline: Baseline, count: int, rng: random.Random) -> Iterator[Staff]:
-    """Up to ``count`` clerks in different stores, taking a new region whenever one is left.
-
-    Colluders who know that group rules count a store or a region together sit in different
-    ones; in a chain with fewer regions than colluders, stores still differ.
-    """
-    clerks = baseline.clerks()
-    rng.shuffle(clerks)
-    stores: set[str] = set()
-    regions: set[str] = set()
-    for fresh_region in (True, False):
-        for clerk in clerks:
-            if count <= 0:
-                return
-            if clerk.store in stores or (fresh_region and clerk.region in regions):
-                continue
-            stores.add(clerk.store)
-            regions.add(clerk.region)
-            count -= 1
-            yield clerk
+def spread_out(baseline: Baseline, count: int, rng: random.Random) -> list[Staff]:
+    """Up to ``count`` clerks of the baseline in different stores and, while any are left,
+    different regions (``lookup_proxy.simulation.roster.spread_out``)."""
+    return spread_over(baseline.clerks(), count, rng)

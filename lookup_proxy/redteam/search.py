@@ -116,7 +116,7 @@ class Search:
         if count == 1:
             clerks = self.baseline.clerks()
             return [rng.choice(clerks)] if clerks else []
-        return list(spread_out(self.baseline, count, rng))
+        return spread_out(self.baseline, count, rng)
 
     def run(self, strategy: Strategy) -> StrategyResult:
         """Search one strategy's knobs and intensity; every trial is kept."""

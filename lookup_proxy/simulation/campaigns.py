@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import Final
 
-from lookup_proxy.simulation.contracts import CORPORATE_REASON
+from lookup_proxy.simulation.contracts import CORPORATE_REASON, INFORMED_THREATS
 from lookup_proxy.simulation.honest import EVERYDAY_REASONS, REASON_WEIGHTS
 from lookup_proxy.simulation.number_space import (
     SUBSCRIBER_MAX,
@@ -274,6 +274,8 @@ def build_campaigns(world: World, roster: Sequence[Employee]) -> dict[str, Campa
             continue
         threat = employee.threat
         campaign: Campaign
+        if threat in INFORMED_THREATS:
+            continue  # lookup_proxy.simulation.informed plans those
         if threat == "random_typing":
             campaign = RandomTyping(world, employee)
         elif threat in ("sequential_asc", "sequential_desc", "strided"):

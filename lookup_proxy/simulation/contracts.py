@@ -47,6 +47,23 @@ CLASSIC_THREATS: Final = (
     "shift_burst",
 )
 THREATS: Final = CLASSIC_THREATS
+# Insiders who have read the policy (lookup_proxy.simulation.informed); a family of their own.
+INFORMED_THREATS: Final = (
+    "informed_newsub",
+    "informed_typo_farm",
+    "informed_slow",
+    "informed_after_hours",
+    "informed_groups",
+    "informed_corporate",
+    "informed_rotation",
+)
+ALL_THREATS: Final = (*CLASSIC_THREATS, *INFORMED_THREATS)
+FAMILIES: Final = {"classic": CLASSIC_THREATS, "informed": INFORMED_THREATS}
+
+
+def family_of(threat: str) -> str:
+    """The family a threat class belongs to (``classic`` for names it does not know)."""
+    return "informed" if threat in INFORMED_THREATS else "classic"
 
 
 def roster_path_for(events: Path) -> Path:

@@ -27,6 +27,7 @@ from lookup_proxy.simulation.contracts import (
     roster_path_for,
 )
 from lookup_proxy.simulation.honest import honest_day
+from lookup_proxy.simulation.informed import informed_campaigns
 from lookup_proxy.simulation.roster import Employee, SimConfig, build_roster
 from lookup_proxy.simulation.workday import HOUR, Event, day_segments
 from lookup_proxy.simulation.world import World
@@ -87,9 +88,24 @@ def month_days(
         yield day, out
 
 
+def all_campaigns(cfg: SimConfig, world: World, roster: Sequence[Employee]) -> dict[str, Campaign]:
+    """Every planted attacker's campaign, of each family the config asks for."""
+    campaigns = build_campaigns(world, roster)
+    if "informed" in cfg.families:
+        if cfg.policy is None:
+            raise ValueError("informed insiders read a policy: give one (--policy)")
+        campaigns.update(informed_campaigns(world, roster, cfg.policy))
+    return campaigns
+
+
 def roles_of(employee: Employee) -> tuple[str, ...]:
-    """The roles HR's directory gives an employee: every one is a clerk, reps also sell."""
-    return ("clerk", CORPORATE_ROLE) if employee.role == "corporate" else ("clerk",)
+    """The roles HR's directory gives an employee: every one is a clerk, reps also sell.
+
+    The informed corporate insider is a rep gone bad: HR gave them the role as to any rep.
+    """
+    if employee.role == "corporate" or employee.threat == "informed_corporate":
+        return ("clerk", CORPORATE_ROLE)
+    return ("clerk",)
 
 
 def write_roster(roster: Sequence[Employee], path: Path) -> None:
@@ -105,7 +121,7 @@ def simulate(cfg: SimConfig, events_path: Path, truth_path: Path) -> Summary:
     """Write EVENTS, TRUTH and TRUTH.employees, one day at a time to bound memory."""
     roster = build_roster(cfg)
     world = World(cfg)
-    campaigns = build_campaigns(world, roster)
+    campaigns = all_campaigns(cfg, world, roster)
     summary = Summary(roster=roster)
     if 0 <= world.launch < cfg.days:
         summary.launch_day = cfg.start + timedelta(days=world.launch)

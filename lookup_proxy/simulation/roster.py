@@ -8,11 +8,13 @@ changing how many attackers there are never reshuffles the honest staff's days.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
-from lookup_proxy.simulation.contracts import CLASSIC_THREATS
+from lookup_proxy.policy import Policy
+from lookup_proxy.simulation.contracts import CLASSIC_THREATS, INFORMED_THREATS
 from lookup_proxy.simulation.number_space import SUBSCRIBER_MAX, SUBSCRIBER_MIN
 
 SHIFT_WEIGHTS: Final = {"open": 0.30, "mid": 0.30, "close": 0.25, "split": 0.15}
@@ -37,6 +39,8 @@ class SimConfig:
     launch_day: date | None = None  # None: a seeded day in the middle third of the period
     store_customers: int = 2500  # size of each store's pool of regulars
     stores_per_region: tuple[int, int] = (4, 8)  # a small chain wants more, smaller regions
+    families: tuple[str, ...] = ("classic",)  # threat families planted (see contracts.FAMILIES)
+    policy: Policy | None = None  # what informed insiders have read; needed for that family
 
     @property
     def reps(self) -> int:
@@ -169,7 +173,7 @@ def _assign_roles(cfg: SimConfig, roster: list[Employee]) -> None:
         first = _first_workday(employee, start_day)
         employee.attack_start = start_day if first is None else first
 
-    for _ in range(cfg.groups):
+    for _ in range(cfg.groups if "classic" in cfg.families else 0):
         size = cfg.collusion_size or rng.randint(3, 5)
         by_region: dict[str, dict[str, list[Employee]]] = {}
         for employee in free.values():
@@ -184,7 +188,7 @@ def _assign_roles(cfg: SimConfig, roster: list[Employee]) -> None:
         for store in rng.sample(sorted(stores), size):
             take(rng.choice(stores[store]), "collusion", start_day)
 
-    for threat in CLASSIC_THREATS:
+    for threat in CLASSIC_THREATS if "classic" in cfg.families else ():
         if threat == "collusion":
             continue
         for _ in range(cfg.attackers_per_class):
@@ -201,6 +205,61 @@ def _assign_roles(cfg: SimConfig, roster: list[Employee]) -> None:
     for index, account in enumerate(accounts):
         if reps:
             reps[index % len(reps)].accounts.append(account)
+    for rep in reps:
+        del free[rep.id]
+    if "informed" in cfg.families:
+        # A generator of its own: planting informed insiders leaves every classic choice as it was.
+        informed = random.Random(f"{cfg.seed}/informed-roles")
+        for threat in INFORMED_THREATS:
+            if threat == "informed_groups":
+                if cfg.groups:
+                    size = cfg.collusion_size or informed.randint(3, 5)
+                    start_day = informed.randrange(start_limit)
+                    for member in spread_out(sorted(free.values(), key=_id), size, informed):
+                        take(member, threat, start_day)
+                continue
+            for _ in range(cfg.attackers_per_class):
+                if not free:
+                    raise ValueError("not enough employees for the requested attackers")
+                take(free[informed.choice(sorted(free))], threat, informed.randrange(start_limit))
+
+
+def _id(employee: Employee) -> str:
+    return employee.id
+
+
+class Placed(Protocol):
+    """Anyone who works in a store of a region."""
+
+    @property
+    def store(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+
+P = TypeVar("P", bound=Placed)
+
+
+def spread_out(people: Sequence[P], count: int, rng: random.Random) -> list[P]:
+    """Up to ``count`` people in different stores, taking a new region whenever one is left.
+
+    Colluders who know that group rules count a store or a region together sit in different
+    ones; in a chain with fewer regions than colluders, stores still differ.
+    """
+    shuffled = list(people)
+    rng.shuffle(shuffled)
+    chosen: list[P] = []
+    for fresh_region in (True, False):
+        for person in shuffled:
+            if len(chosen) >= count:
+                return chosen
+            if person in chosen or any(c.store == person.store for c in chosen):
+                continue
+            if fresh_region and any(c.region == person.region for c in chosen):
+                continue
+            chosen.append(person)
+    return chosen
 
 
 def corporate_accounts(cfg: SimConfig) -> list[CorporateAccount]:

@@ -1,0 +1,176 @@
+"""Informed insiders in the simulator: planted beside the classic ones, sized by the policy."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from lookup_proxy.policy import Policy, load_policy
+from lookup_proxy.simulation.contracts import CLASSIC_THREATS, INFORMED_THREATS
+from lookup_proxy.simulation.honest import EVERYDAY_REASONS
+from lookup_proxy.simulation.informed import Budget
+from lookup_proxy.simulation.month import simulate
+from lookup_proxy.simulation.number_space import canonical
+from lookup_proxy.simulation.roster import SimConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = load_policy(ROOT / "config" / "policy.toml")
+
+CONFIG = SimConfig(seed=11, employees=90, days=12, attackers_per_class=1, store_customers=200)
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _run(directory: Path, cfg: SimConfig) -> tuple[list[dict[str, str]], ...]:
+    directory.mkdir(parents=True, exist_ok=True)
+    events, truth = directory / "EVENTS.csv", directory / "TRUTH.csv"
+    simulate(cfg, events, truth)
+    return (
+        _read(events),
+        _read(truth),
+        _read(directory / "TRUTH.employees.csv"),
+        _read(directory / "EVENTS.roster.csv"),
+    )
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, str]], ...]:
+    cfg = dataclasses.replace(CONFIG, families=("classic", "informed"), policy=SHIPPED)
+    return _run(tmp_path_factory.mktemp("both"), cfg)
+
+
+def test_every_informed_class_is_planted(both: tuple[list[dict[str, str]], ...]) -> None:
+    """Both families' classes have attackers and malicious rows."""
+    _, truth, employees, _ = both
+    planted = {e["threat"] for e in employees if e["role"] == "attacker"}
+    assert planted == set(CLASSIC_THREATS) | set(INFORMED_THREATS)
+    assert {t["threat"] for t in truth if t["threat"]} == planted
+
+
+def test_informed_family_leaves_everyone_elses_rows_unchanged(
+    both: tuple[list[dict[str, str]], ...], tmp_path: Path
+) -> None:
+    """Planting informed insiders changes no row of anyone else: classic runs stay comparable."""
+    events, _, employees, _ = both
+    classic_events, _, classic_employees, _ = _run(tmp_path, CONFIG)
+    informed = {e["employee"] for e in employees if e["threat"] in INFORMED_THREATS}
+    assert informed
+    assert [e for e in events if e["employee"] not in informed] == [
+        e for e in classic_events if e["employee"] not in informed
+    ]
+    classic_roles = {e["employee"]: e["role"] for e in classic_employees}
+    assert all(classic_roles[e] == "honest" for e in informed)
+
+
+def test_informed_groups_sit_in_different_stores_and_regions(
+    both: tuple[list[dict[str, str]], ...],
+) -> None:
+    """The group straddles scopes: one member per store, one per region while regions last."""
+    _, _, employees, _ = both
+    members = [e for e in employees if e["threat"] == "informed_groups"]
+    regions = {e["region"] for e in employees}
+    assert 3 <= len(members) <= 5
+    assert len({m["store"] for m in members}) == len(members)
+    assert len({m["region"] for m in members}) == min(len(members), len(regions))
+
+
+def test_the_corporate_insider_has_the_role_and_a_reference(
+    both: tuple[list[dict[str, str]], ...],
+) -> None:
+    """HR gave the informed corporate insider the role; their probes carry a CORP reference."""
+    events, truth, employees, roster = both
+    insider = next(e["employee"] for e in employees if e["threat"] == "informed_corporate")
+    roles = next(r["roles"] for r in roster if r["employee"] == insider)
+    assert "corporate-sales" in roles.split(";")
+    probes = [e for e, t in zip(events, truth, strict=True) if t["threat"] == "informed_corporate"]
+    assert probes
+    assert all(p["reason"] == "CORPORATE_ACCOUNT" and p["reference"] for p in probes)
+
+
+def test_typo_farmers_retype_a_customer_seconds_after_each_variant(
+    both: tuple[list[dict[str, str]], ...],
+) -> None:
+    """Each farmed variant is one edit from a found customer retyped within 15 s, as cover."""
+    events, truth, employees, _ = both
+    farmers = {e["employee"] for e in employees if e["threat"] == "informed_typo_farm"}
+    rows: dict[str, list[tuple[dict[str, str], str]]] = defaultdict(list)
+    for event, row in zip(events, truth, strict=True):
+        if event["employee"] in farmers:
+            rows[event["employee"]].append((event, row["threat"]))
+    variants = 0
+    for mine in rows.values():
+        for index, (event, threat) in enumerate(mine):
+            if threat != "informed_typo_farm":
+                continue
+            variants += 1
+            variant = canonical(event["number"])
+            seconds = event["timestamp"][11:19]
+            retype = next(
+                e
+                for e, t in mine[index + 1 :]
+                if not t and e["timestamp"][:10] == event["timestamp"][:10]
+            )
+            assert retype["found"] == "true"
+            gap = _seconds(retype["timestamp"][11:19]) - _seconds(seconds)
+            assert 0 < gap <= 15
+            diffs = sum(a != b for a, b in zip(variant, canonical(retype["number"]), strict=True))
+            assert 1 <= diffs <= 2
+    assert variants > 0
+
+
+def _seconds(clock: str) -> int:
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _with_rules(rules: str) -> Policy:
+    """The shipped policy's catalogue with only ``rules``."""
+    import tomllib
+
+    data = tomllib.loads(
+        (ROOT / "config" / "policy.toml").read_text(encoding="utf-8").split("[[rules]]", 1)[0]
+        + rules
+    )
+    return Policy.model_validate(data)
+
+
+def test_budget_follows_the_limits_the_insider_can_read() -> None:
+    """A tighter misses limit shrinks the quota; a rule exempting the reason does not bind."""
+    rule = """
+[[rules]]
+name = "weekly-misses"
+kind = "misses"
+window = "7d"
+limit = {limit}
+action = "lock"
+{exempt}
+"""
+    loose = _with_rules(rule.format(limit=140, exempt=""))
+    tight = _with_rules(rule.format(limit=35, exempt=""))
+    exempt = _with_rules(rule.format(limit=35, exempt='exempt_reasons = ["NEW_SUBSCRIPTION"]'))
+    clerk = frozenset({"clerk"})
+    newsub = ("NEW_SUBSCRIPTION",)
+    loose_quota = Budget(loose, 1 / 7).probes(newsub, 40, clerk)
+    tight_quota = Budget(tight, 1 / 7).probes(newsub, 40, clerk)
+    assert tight_quota < loose_quota
+    assert 3 <= loose_quota / tight_quota <= 5
+    assert Budget(exempt, 1 / 7).probes(newsub, 40, clerk) > loose_quota
+    # Rotating over reasons a reason-specific rule sees only some of spreads its count.
+    one = _with_rules(
+        rule.format(limit=35, exempt="").replace("action", 'reasons = ["PLAN_CHANGE"]\naction')
+    )
+    assert Budget(one, 1 / 7).probes(EVERYDAY_REASONS, 40, clerk) > tight_quota
+
+
+def test_informed_family_needs_a_policy(tmp_path: Path) -> None:
+    """Without a policy to read there is no informed insider: a clear error, not a guess."""
+    cfg = dataclasses.replace(CONFIG, families=("classic", "informed"))
+    with pytest.raises(ValueError, match="read a policy"):
+        simulate(cfg, tmp_path / "E.csv", tmp_path / "T.csv")
