@@ -211,6 +211,9 @@ class MissesRule(_Rule):
     typo_window: Duration = 60.0
     typo_limit: int = Field(6, ge=0)
     """Misses forgiven as typos per ``typo_budget``; past it a miss counts, typo or not."""
+    flag_limit: int | None = Field(None, ge=0)
+    """An early warning: more misses than this (but not more than ``limit``) raise a flag
+    under the rule's name, so a prober staying just under the limit is seen (and escalated)."""
     typo_repeat: int = Field(2, ge=1, le=8)
     """How often one found number may forgive a miss per ``typo_budget``: a clerk mistypes a
     customer's number again later in the visit, but a farmer retypes the same one all day."""

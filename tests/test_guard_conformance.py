@@ -866,3 +866,21 @@ async def test_flags_on_more_days_than_the_escalation_limit_lock_and_say_why(
     assert len(status.because) == 3
     assert all(entry.startswith("distinct-hour@") for entry in status.because)
     assert (await desk.look(ALICE, number(9999))).rule == "locked"
+
+
+async def test_a_flag_limit_flags_misses_below_the_rule_s_limit(store: GuardStore) -> None:
+    """Over ``flag_limit`` a misses rule flags under its own name; over ``limit`` it acts."""
+    desk = Desk(
+        make_policy(MISSES.replace("limit = 3", 'limit = 3\nflag_limit = 1\naction = "lock"')),
+        store,
+    )
+    decisions = []
+    for index in range(4):
+        desk.at(index * 10)
+        decisions.append(await desk.look(ALICE, FAR[index], found=False))
+    assert [d.flags for d in decisions] == [(), (), ("misses",), ("misses",)]
+    assert all(d.allowed for d in decisions)
+    assert decisions[2].hits[0].action == "flag"
+    desk.at(50)
+    locked = await desk.look(ALICE, FAR[4])
+    assert (locked.allowed, locked.rule) == (False, "misses")

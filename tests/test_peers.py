@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lookup_proxy.guard.peers import PeerCheck
+from lookup_proxy.guard.peers import PeerCheck, PeerTally
+from lookup_proxy.guard.primitives import Batch
 from lookup_proxy.policy import PeerRule
 
 
@@ -36,13 +37,13 @@ PEERS = {"p1": (200, 20, 8), "p2": (180, 17, 7), "p3": (220, 23, 9), "p4": (150,
 
 def test_an_employee_like_the_peers_is_not_judged_above_them() -> None:
     """A share of misses inside chance of the peers' median fires nothing."""
-    check = PeerCheck(rule(), "lp")
+    check = PeerCheck(rule())
     assert check.judge("me", [tally({**PEERS, "me": (200, 24, 8)})]) is None
 
 
 def test_a_share_of_misses_far_above_the_peers_fires_with_the_excess() -> None:
     """Fifty misses where the peers' share predicts about twenty: the excess is reported."""
-    check = PeerCheck(rule(), "lp")
+    check = PeerCheck(rule())
     excess = check.judge("me", [tally({**PEERS, "me": (200, 50, 8)})])
     assert excess is not None
     assert 28 <= excess <= 31
@@ -50,7 +51,7 @@ def test_a_share_of_misses_far_above_the_peers_fires_with_the_excess() -> None:
 
 def test_buckets_are_summed_over_the_window() -> None:
     """The same counts split over two days judge as they do in one."""
-    check = PeerCheck(rule(), "lp")
+    check = PeerCheck(rule())
     half = {who: (o // 2, m // 2, t // 2) for who, (o, m, t) in PEERS.items()}
     one_day = tally({**half, "me": (100, 25, 4)})
     assert check.judge("me", [one_day, one_day]) == check.judge(
@@ -60,14 +61,14 @@ def test_buckets_are_summed_over_the_window() -> None:
 
 def test_everyone_lifted_together_lifts_no_one() -> None:
     """A launch day doubling every clerk's misses moves the median, not the verdict."""
-    check = PeerCheck(rule(), "lp")
+    check = PeerCheck(rule())
     launch = {who: (o, 2 * m, t) for who, (o, m, t) in PEERS.items()}
     assert check.judge("me", [tally({**launch, "me": (200, 44, 8)})]) is None
 
 
 def test_few_lookups_or_few_peers_are_not_judged() -> None:
     """Under min_outcomes the employee is not judged; peers under it do not count."""
-    check = PeerCheck(rule(min_outcomes=100), "lp")
+    check = PeerCheck(rule(min_outcomes=100))
     assert check.judge("me", [tally({**PEERS, "me": (90, 60, 0)})]) is None
     quiet = {"p1": (200, 20, 8), "p2": (90, 9, 3), "p3": (80, 8, 3)}
     assert check.judge("me", [tally({**quiet, "me": (200, 60, 8)})]) is None
@@ -75,27 +76,28 @@ def test_few_lookups_or_few_peers_are_not_judged() -> None:
 
 def test_peers_who_differ_widen_what_counts_as_chance() -> None:
     """Peers spread from 5 % to 25 % misses: a 22 % clerk is one of them, not an outlier."""
-    check = PeerCheck(rule(), "lp")
+    check = PeerCheck(rule())
     varied = {"p1": (200, 10, 0), "p2": (200, 30, 0), "p3": (200, 50, 0), "p4": (200, 20, 0)}
     assert check.judge("me", [tally({**varied, "me": (200, 44, 0)})]) is None
 
 
 def test_the_typos_metric_reads_forgiven_typos() -> None:
     """``metric = "typos"`` judges the share of forgiven typos, not of misses."""
-    check = PeerCheck(rule(metric="typos"), "lp")
+    check = PeerCheck(rule(metric="typos"))
     assert check.judge("me", [tally({**PEERS, "me": (200, 20, 40)})]) is not None
     assert check.judge("me", [tally({**PEERS, "me": (200, 60, 8)})]) is None
 
 
-def test_tally_keys_are_per_peer_group_and_bucket() -> None:
-    """Reads cover exactly the window's buckets, newest last, under the group's hash tag."""
-    from lookup_proxy.guard.primitives import Batch
-
-    check = PeerCheck(rule(window="3d"), "lp")
+def test_rules_over_the_same_peers_share_one_tally_read_for_the_longest_window() -> None:
+    """Reads cover the longest window's buckets, oldest first, under the group's hash tag;
+    each rule judges the newest buckets its own window spans."""
+    week, three_days = PeerCheck(rule(window="7d")), PeerCheck(rule(window="3d"))
+    tally = PeerTally("lp", [three_days, week])
     batch = Batch()
-    check.add_reads(batch, "s:gangnam", 10 * 86_400.0 + 5)
+    tally.add_reads(batch, "s:gangnam", 10 * 86_400.0 + 5)
     assert [op[1] for op in batch.ops] == [
-        "lp:{s:gangnam}:peer-misses:8",
-        "lp:{s:gangnam}:peer-misses:9",
-        "lp:{s:gangnam}:peer-misses:10",
+        f"lp:{{s:gangnam}}:peers:86400:{d}" for d in range(4, 11)
     ]
+    buckets = [[f"bucket {d}"] for d in range(4, 11)]
+    assert tally.window_of(three_days, buckets) == [["bucket 8"], ["bucket 9"], ["bucket 10"]]
+    assert tally.window_of(week, buckets) == buckets

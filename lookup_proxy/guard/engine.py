@@ -35,7 +35,7 @@ from lookup_proxy.guard.decision import LOCKED, Decision, Hit, Lookup, RateState
 from lookup_proxy.guard.escalation import Escalation
 from lookup_proxy.guard.lockouts import LockInfo, Lockouts
 from lookup_proxy.guard.memory import Immediate, MemoryStore
-from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck
+from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck, PeerTally
 from lookup_proxy.guard.primitives import Batch, GuardStore, Op, StoreUnavailable
 from lookup_proxy.guard.rules import (
     BlockCheck,
@@ -84,8 +84,9 @@ class _Plan:
     """The enforced rate rules, which report RateLimit headers, and where their results are."""
     rate_policy: str
     """The RateLimit-Policy header: the same for every lookup under this plan."""
-    peers: tuple[tuple[PeerCheck, str], ...]
-    """The peer rules that apply, with the tag of the peer group's tallies."""
+    peers: tuple[tuple[PeerTally, str, tuple[PeerCheck, ...]], ...]
+    """The peer tallies this employee counts into, with the peer group's tag and the peer
+    rules that apply to them."""
     marks: tuple[tuple[PeerCheck, str, int], ...]
     """Each peer rule's flag mark: its key and where its value is in the decision's results."""
 
@@ -121,9 +122,11 @@ class Guard:
             for rule in _all_rules(policy)
             if not isinstance(rule, PeerRule)
         ]
-        self.peer_checks = [
-            PeerCheck(rule, self._prefix) for rule in policy.rules if isinstance(rule, PeerRule)
-        ]
+        self.peer_checks = [PeerCheck(rule) for rule in policy.rules if isinstance(rule, PeerRule)]
+        by_tally: dict[tuple[str, float], list[PeerCheck]] = {}
+        for peer in self.peer_checks:
+            by_tally.setdefault((peer.rule.peers, peer.rule.bucket), []).append(peer)
+        self.peer_tallies = [PeerTally(self._prefix, checks) for checks in by_tally.values()]
         self._learns = bool(self.peer_checks) or any(
             isinstance(c, MissesCheck) for c in self.checks
         )
@@ -205,15 +208,19 @@ class Guard:
                 shared.append(_RulePlan(p.check, p.key, start, p.group))
                 start += p.check.width
         shared_locking = tuple(p for p in shared if p.group is not None and _locks(p.check))
-        peers: list[tuple[PeerCheck, str]] = []
+        peers: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
         marks: list[tuple[PeerCheck, str, int]] = []
         mark_start = 1 + sum(p.check.width for p in rules)
-        for peer in self.peer_checks:
-            tag = self._tag(peer.rule.peers, employee)
-            if tag is None or not _applies(peer.rule, reason, employee.roles):
+        for tally in self.peer_tallies:
+            tag = self._tag(tally.peers, employee)
+            if tag is None:
                 continue
-            peers.append((peer, tag))
-            marks.append((peer, self._mark_key(peer, employee.id), mark_start + len(marks)))
+            applying = tuple(c for c in tally.checks if _applies(c.rule, reason, employee.roles))
+            if not applying:
+                continue
+            peers.append((tally, tag, applying))
+            for peer in applying:
+                marks.append((peer, self._mark_key(peer, employee.id), mark_start + len(marks)))
         return _Plan(
             employee,
             self.lock_key(employee.id),
@@ -297,11 +304,10 @@ class Guard:
                     group_culprits[rule.name] = culprits
                 if employee.id not in culprits:
                     continue  # the unlucky clerk who looked up one number in a scanned block
-            hit = Hit(
-                rule.name, rule.kind, rule.action, rule.mode, finding.count, finding.retry_after
-            )
+            action = "flag" if finding.early else rule.action
+            hit = Hit(rule.name, rule.kind, action, rule.mode, finding.count, finding.retry_after)
             hits.append(hit)
-            if rule.mode == "shadow" or rule.action == "flag":
+            if rule.mode == "shadow" or action == "flag":
                 flags.append(rule.name)
             else:
                 blocking.append(hit)
@@ -514,29 +520,21 @@ class Guard:
         subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
         batch = self._batch()
         if found:
-            # First, so that each rule's typo reads are at a fixed index, whatever primitives
+            # First, so that each rule's recent misses are at its index, whatever primitives
             # learning the outcome takes (none, for a found number and a rule without a ratio).
             for check, key in misses:
-                check.add_typo_reads(batch, key, subject)
+                check.add_recent_misses(batch, key, subject)
         for check, key in misses:
             check.add_outcome(batch, key, subject, found)
         seen_at = batch.size()
         if peers:
             seen = self._seen_key(employee.id)
             batch.score(seen, lookup.number)
-            batch.add(seen, now, lookup.number, peers[0][0].rule.bucket, SEEN_CAP, 0)
+            batch.add(seen, now, lookup.number, SEEN_WINDOW, SEEN_CAP, 0)
         results = await self._execute(batch)
 
         then = self._batch()
-        forgave = False
-        if found:
-            start = 0
-            for check, key in misses:
-                forgiving = check.typo_forgiven(results, start, subject)
-                start += check.typo_width
-                if forgiving is not None:
-                    check.add_forgive(then, key, subject, *forgiving)
-                    forgave = True
+        forgave = bool(found) and await self._forgive(misses, subject, results, then)
         new = bool(peers) and results[seen_at] is None
         counts: list[tuple[str, int]] = []
         if new:
@@ -545,22 +543,64 @@ class Guard:
                 counts.append((MISSES, 1))
         if forgave:
             counts += [(MISSES, -1), (TYPOS, 1)]
-        judged: list[tuple[PeerCheck, str, int]] = []
+        judged: list[tuple[PeerTally, tuple[PeerCheck, ...], int]] = []
         if counts:
-            for peer, tag in peers:
-                peer.add_counts(then, tag, employee.id, now, counts)
-                moved = (new and not found) if peer.field == MISSES else forgave
-                if moved or (new and results[seen_at + 1][0] % REJUDGE_EVERY == 0):
-                    judged.append((peer, tag, then.size()))
-                    peer.add_reads(then, tag, now)
+            rejudge = new and results[seen_at + 1][0] % REJUDGE_EVERY == 0
+            for tally, tag, applying in peers:
+                tally.add_counts(then, tag, employee.id, now, counts)
+                moved = tuple(
+                    check
+                    for check in applying
+                    if rejudge or ((new and not found) if check.field == MISSES else forgave)
+                )
+                if moved:
+                    judged.append((tally, moved, then.size()))
+                    tally.add_reads(then, tag, now)
         after = await self._execute(then)
         fired = [
-            peer
-            for peer, _, start in judged
-            if peer.judge(employee.id, after[start : start + peer.buckets]) is not None
+            check
+            for tally, checks, start in judged
+            for check in checks
+            if check.judge(
+                employee.id, tally.window_of(check, after[start : start + tally.buckets])
+            )
+            is not None
         ]
         if fired:
             await self._peer_fired(employee, fired, now)
+
+    async def _forgive(
+        self,
+        misses: tuple[tuple[MissesCheck, str], ...],
+        subject: Subject,
+        results: list[Any],
+        then: Batch,
+    ) -> bool:
+        """Describe the forgiveness of the misses this found number corrects to ``then``;
+        whether any was forgiven. The budget is read only for a number that corrects a typo
+        (a second round trip for a few lookups in a hundred, off the terminal's wait)."""
+        candidates: list[tuple[MissesCheck, str, str]] = []
+        for index, (check, key) in enumerate(misses):
+            recent: list[str] = results[index]
+            if recent:
+                miss = check.typo_candidate(recent, subject)
+                if miss is not None:
+                    candidates.append((check, key, miss))
+        if not candidates:
+            return False
+        budget = self._batch()
+        for check, key, _ in candidates:
+            check.add_budget_reads(budget, key, subject)
+        read = await self._execute(budget)
+        forgave = False
+        start = 0
+        for check, key, miss in candidates:
+            times = check.forgiveness(read, start)
+            start += check.typo_width
+            if times:
+                check.add_forgive(then, key, subject, miss, times)
+                forgave = True
+        return forgave
 
     async def _peer_fired(self, employee: Employee, fired: list[PeerCheck], now: float) -> None:
         """Leave each fired peer rule's mark (reported by the next decisions), lock for one
@@ -636,6 +676,9 @@ REJUDGE_EVERY = 10
 """Peer rules are judged when their metric moves, and also at every tenth new number of the
 day: an employee's misses may all come before they have looked up enough numbers to be judged
 (``min_outcomes``), and a rule judged only on misses would then wait for the next one."""
+
+SEEN_WINDOW = 86_400.0
+"""A number counts once a day towards an employee's peer tallies, whatever their buckets."""
 
 SEEN_CAP = 4096
 """Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""

@@ -14,8 +14,10 @@ State is one small tally per peer group and bucket (a day): fields ``<employee>|
 numbers with an outcome), ``|m`` (misses not forgiven) and ``|t`` (misses forgiven as typos).
 A store's tally holds three fields per clerk of that store, so peer state is bounded by the
 roster, and each tally is one hash-tagged key (``{s:<store>}``), so it lives on one Redis
-Cluster node like every other group key. Rules are judged when an outcome changes the metric
-(a new miss, a forgiven typo), off the terminal's wait; a rule that fires leaves a mark the next
+Cluster node like every other group key. Rules over the same peers and bucket share one tally
+(:class:`PeerTally`): counted once, read once for all of them. Rules are judged when an
+outcome changes the metric (a new miss, a forgiven typo) or at every tenth new number of the
+day, off the terminal's wait; a rule that fires leaves a mark the next
 decision reports as a flag, and counts towards escalation.
 """
 
@@ -37,34 +39,12 @@ MAD_TO_SIGMA = 1.4826
 
 
 class PeerCheck:
-    """One peer rule: where its tallies are and how it judges an employee against them."""
+    """One peer rule: how it judges an employee against the tallies of its window."""
 
-    def __init__(self, rule: PeerRule, prefix: str) -> None:
+    def __init__(self, rule: PeerRule) -> None:
         self.rule = rule
-        self.prefix = prefix
         self.field = TYPOS if rule.metric == "typos" else MISSES
         self.buckets = max(1, math.ceil(rule.window / rule.bucket))
-        self.ttl = rule.window + rule.bucket
-
-    def tally_key(self, tag: str, bucket: int) -> str:
-        return f"{self.prefix}:{{{tag}}}:{self.rule.name}:{bucket}"
-
-    def bucket_of(self, now: float) -> int:
-        return int(now // self.rule.bucket)
-
-    def add_counts(
-        self, batch: Batch, tag: str, employee: str, now: float, counts: Sequence[tuple[str, int]]
-    ) -> None:
-        """Add to the employee's fields of the current bucket."""
-        key = self.tally_key(tag, self.bucket_of(now))
-        for field, amount in counts:
-            batch.incr(key, f"{employee}|{field}", amount, self.ttl)
-
-    def add_reads(self, batch: Batch, tag: str, now: float) -> None:
-        """Ask for every bucket of the window (``self.buckets`` primitives)."""
-        newest = self.bucket_of(now)
-        for bucket in range(newest - self.buckets + 1, newest + 1):
-            batch.fields(self.tally_key(tag, bucket))
 
     def judge(self, employee: str, tallies: Sequence[list[Any]]) -> int | None:
         """The employee's excess (metric count beyond what the peers' median share predicts)
@@ -111,6 +91,45 @@ class PeerCheck:
         ):
             return math.floor(excess)
         return None
+
+
+class PeerTally:
+    """The tallies of every peer rule over one kind of peer group and one bucket length."""
+
+    def __init__(self, prefix: str, checks: Sequence[PeerCheck]) -> None:
+        first = checks[0].rule
+        self.peers = first.peers
+        self.bucket = first.bucket
+        self.checks = tuple(checks)
+        self.buckets = max(check.buckets for check in checks)
+        """Buckets read for a judgement: the longest window's."""
+        self.ttl = max(check.rule.window for check in checks) + self.bucket
+        self.prefix = prefix
+        self.length = int(self.bucket)
+
+    def tally_key(self, tag: str, bucket: int) -> str:
+        return f"{self.prefix}:{{{tag}}}:peers:{self.length}:{bucket}"
+
+    def bucket_of(self, now: float) -> int:
+        return int(now // self.bucket)
+
+    def add_counts(
+        self, batch: Batch, tag: str, employee: str, now: float, counts: Sequence[tuple[str, int]]
+    ) -> None:
+        """Add to the employee's fields of the current bucket."""
+        key = self.tally_key(tag, self.bucket_of(now))
+        for field, amount in counts:
+            batch.incr(key, f"{employee}|{field}", amount, self.ttl)
+
+    def add_reads(self, batch: Batch, tag: str, now: float) -> None:
+        """Ask for the buckets of the longest window, oldest first (``buckets`` primitives)."""
+        newest = self.bucket_of(now)
+        for bucket in range(newest - self.buckets + 1, newest + 1):
+            batch.fields(self.tally_key(tag, bucket))
+
+    def window_of(self, check: PeerCheck, tallies: Sequence[list[Any]]) -> Sequence[list[Any]]:
+        """The newest buckets, as many as ``check``'s window spans."""
+        return tallies[len(tallies) - check.buckets :]
 
 
 def _median(values: list[float]) -> float:

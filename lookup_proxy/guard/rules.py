@@ -58,11 +58,13 @@ class Finding:
     stays interpreted under mypyc).
     """
 
-    __slots__ = ("count", "retry_after")
+    __slots__ = ("count", "early", "retry_after")
 
-    def __init__(self, count: int, retry_after: float | None = None) -> None:
+    def __init__(self, count: int, retry_after: float | None = None, early: bool = False) -> None:
         self.count = count
         self.retry_after = retry_after
+        self.early = early
+        """Over the rule's ``flag_limit`` but not its ``limit``: a flag, whatever the action."""
 
 
 class Quota:
@@ -308,8 +310,9 @@ class MissesCheck(Check):
         self.typo_limit = rule.typo_limit
         self.typo_budget = rule.typo_budget
         self.typo_repeat = rule.typo_repeat
-        self.typo_width = 2 + rule.typo_repeat
-        """Primitives ``add_typo_reads`` contributes."""
+        self.typo_width = 1 + rule.typo_repeat
+        """Primitives ``add_budget_reads`` contributes."""
+        self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
         self.width = 2 if self.counts_found else 1
         self._outcome_keys: dict[str, tuple[str, str, str, str]] = {}
@@ -341,11 +344,12 @@ class MissesCheck(Check):
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         misses = results[start]
-        if misses <= self.limit:
+        flag_limit = self.flag_limit
+        if misses <= self.limit and (flag_limit is None or misses <= flag_limit):
             return None
         if self.counts_found and misses < self.ratio * (misses + results[start + 1]):
             return None
-        return Finding(misses)
+        return Finding(misses, None, misses <= self.limit)
 
     def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
         """Learn the backend's answer for the subject's number (a found one only for a ratio)."""
@@ -354,36 +358,36 @@ class MissesCheck(Check):
         outcome = self.outcome_keys(key)[1 if found else 0]
         batch.add(outcome, subject.now, subject.number, self.window, self.cap, 0)
 
-    def add_typo_reads(self, batch: Batch, key: str, subject: Subject) -> None:
-        """Ask what deciding a forgiveness needs: the misses a found number could be the
-        corrected typo of, how many were forgiven lately, whether this number forgave one."""
-        miss, _, forgiven, forgivers = self.outcome_keys(key)
-        batch.members(miss, subject.now - self.typo_window)
+    def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
+        """Ask for the misses a found number could be the corrected typo of."""
+        batch.members(self.outcome_keys(key)[0], subject.now - self.typo_window)
+
+    def typo_candidate(self, recent: list[str], subject: Subject) -> str | None:
+        """The newest of the recent misses that the found number is a typo of."""
+        number = subject.number
+        for miss in reversed(recent):
+            if is_typo_of(miss, number):
+                return miss
+        return None
+
+    def add_budget_reads(self, batch: Batch, key: str, subject: Subject) -> None:
+        """Ask what a forgiveness still depends on (``typo_width`` primitives): how many were
+        forgiven lately, and how often this number forgave one. Asked only when the found
+        number is a typo's correction, a few lookups in a hundred."""
+        _, _, forgiven, forgivers = self.outcome_keys(key)
         batch.count(forgiven, subject.now - self.typo_budget)
         for time in range(1, self.typo_repeat + 1):
             batch.score(forgivers, f"{subject.number}#{time}")
 
-    def typo_forgiven(
-        self, results: list[Any], start: int, subject: Subject
-    ) -> tuple[str, int] | None:
-        """The miss this found number forgives, and how many times it will have forgiven: the
-        newest miss it is a typo of, unless the number forgave ``typo_repeat`` times lately or
-        the budget of forgiveness is spent."""
-        recent: list[str] = results[start]
-        if not recent or results[start + 1] >= self.typo_limit:
-            return None
-        times = 0
+    def forgiveness(self, results: list[Any], start: int) -> int:
+        """How many times the number will have forgiven, with this one (0: no forgiveness,
+        because the number forgave ``typo_repeat`` times lately or the budget is spent)."""
+        if results[start] >= self.typo_limit:
+            return 0
         for offset in range(self.typo_repeat):
-            if results[start + 2 + offset] is None:
-                times = offset + 1
-                break
-        if times == 0:
-            return None
-        number = subject.number
-        for miss in reversed(recent):
-            if is_typo_of(miss, number):
-                return miss, times
-        return None
+            if results[start + 1 + offset] is None:
+                return offset + 1
+        return 0
 
     def add_forgive(self, batch: Batch, key: str, subject: Subject, miss: str, times: int) -> None:
         """Forgive ``miss`` (three primitives): it leaves the misses, and both it and the
