@@ -310,13 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     red.add_argument("--roster", default=None, help="employee,roles CSV for --events")
     red.add_argument("--days", type=int, default=30, help="simulated period (without --events)")
-    red.add_argument("--employees", type=int, default=40, help="simulated chain size")
+    red.add_argument("--employees", type=int, default=30, help="simulated chain size")
     red.add_argument(
         "--density", type=float, default=0.14, help="share of numbers that are customers"
     )
     red.add_argument("--seed", type=int, default=1)
     red.add_argument(
-        "--steps", type=int, default=6, help="trials per strategy (other knobs: half as many)"
+        "--steps", type=int, default=5, help="trials per strategy (other knobs: half as many)"
     )
     red.add_argument(
         "--only",

@@ -86,7 +86,7 @@ def _options(path: Path, **overrides: object) -> Options:
         "days": 3,
         "employees": 16,
         "seed": 3,
-        "steps": 6,
+        "steps": 7,
         "precision": 0.25,
     }
     values.update(overrides)
@@ -256,3 +256,36 @@ def test_bad_config_exits_2_naming_file_and_key(
     assert main(["red-team", "--config", str(broken), "--days", "2"]) == 2
     error = capsys.readouterr().err
     assert f"{broken}: rules[0].limit" in error
+
+
+def test_an_events_baseline_reads_as_the_simulated_one(
+    policies: dict[str, Path], baseline: Baseline, tmp_path: Path
+) -> None:
+    """EVENTS.csv and its roster give the same rows, roles, working days and met customers."""
+    from lookup_proxy.redteam.baseline import from_events
+    from lookup_proxy.simulation.month import simulate
+
+    cfg = simulated_config(3, 16, 3)
+    events = tmp_path / "EVENTS.csv"
+    simulate(cfg, events, tmp_path / "TRUTH.csv")
+    read = from_events(load_policy(policies["weak"]), events, tmp_path / "EVENTS.roster.csv")
+    assert read.rows == baseline.rows
+    assert read.staff == baseline.staff
+    assert (read.start, read.days) == (baseline.start, baseline.days)
+    assert read.workdays == baseline.workdays
+    assert read.met == baseline.met
+    assert read.corporate() and all("corporate-sales" in s.roles for s in read.corporate())
+
+
+def test_an_unreadable_events_baseline_exits_2_naming_the_line(
+    policies: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A baseline row replay could not read stops the red-team as it stops replay."""
+    events = tmp_path / "EVENTS.csv"
+    events.write_text(
+        "timestamp,employee,store,region,number,reason,reference,found\n"
+        "yesterday,E1,S1,R1,01012345678,BILLING_INQUIRY,,true\n",
+        encoding="utf-8",
+    )
+    assert main(["red-team", "--config", str(policies["weak"]), "--events", str(events)]) == 2
+    assert f"{events}: line 2: timestamp" in capsys.readouterr().err

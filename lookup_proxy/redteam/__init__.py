@@ -36,8 +36,8 @@ class Options:
     days: int = 30
     density: float = 0.14
     seed: int = 1
-    employees: int = 40
-    steps: int = 6
+    employees: int = 30
+    steps: int = 5
     """Trials for a strategy's default knobs, at most (other combinations: half as many)."""
     precision: float = 0.1
     """Bisection stops when the edge is known within this fraction (0: exactly)."""

@@ -128,7 +128,7 @@ class Search:
                 continue
             trial = functools.partial(self._cached, result, knobs, insiders, {})
             start = strategy.start if index == 0 else max(1, found)
-            steps = self.steps if index == 0 else max(2, self.steps // 2)
+            steps = self.steps if index == 0 else max(1, self.steps // 2)
             ok, locked = edge(trial, start, strategy.ceiling, steps, self.precision)
             found = max(found, ok)
             result.edges.append((dict(knobs), ok, locked))

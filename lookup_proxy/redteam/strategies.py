@@ -41,7 +41,7 @@ class Strategy(abc.ABC):
     name: str
     role: ClassVar[str] = "clerk"
     """``clerk`` or ``corporate``: whom the insider must be."""
-    start: ClassVar[int] = 8
+    start: ClassVar[int] = 4
     """The first intensity the search tries."""
     ceiling: ClassVar[int] = 240
     """The most probes per working day the search tries (a person at a keyboard)."""
