@@ -119,6 +119,31 @@ def test_edge_stops_at_the_ceiling_and_within_the_step_budget() -> None:
     assert calls == [8, 16, 32, 64]
 
 
+def test_edge_tries_sparser_probing_when_one_a_day_is_locked() -> None:
+    """Below one probe a day the search halves: a probe every other, every fourth working day."""
+    tried: list[float] = []
+
+    def run(n: float) -> Outcome:
+        tried.append(n)
+        return Outcome(locked_at=1.0 if n > 0.3 else None)
+
+    assert edge(run, 4, 400, 10) == (0.25, 0.5)
+    assert tried[-2:] == [0.5, 0.25]
+    assert edge(lambda n: Outcome(locked_at=1.0), 4, 400, 10, floor=1 / 8) == (0, 0.125)
+
+
+def test_daily_counts_spread_an_intensity_over_working_days(baseline: Baseline) -> None:
+    """Half a probe a day is one every other working day; three a day is three every day."""
+    insider = baseline.clerks()[0]
+    stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+    days = [day for day, _ in stage.days(insider)]
+    assert {count for _, _, count in stage.daily(insider, 3)} == {3}
+    assert [day for day, _, _ in stage.daily(insider, 3)] == days
+    sparse = list(stage.daily(insider, 0.5))
+    assert [count for _, _, count in sparse] == [1] * (len(days) // 2)
+    assert [day for day, _, _ in sparse] == days[1::2]
+
+
 def test_search_finds_a_simple_rate_limit_exactly(
     policies: dict[str, Path], baseline: Baseline, tmp_path: Path
 ) -> None:

@@ -67,15 +67,23 @@ class Stage:
         for day in sorted(days):
             yield day, days[day]
 
+    def daily(self, insider: Staff, intensity: float) -> Iterator[tuple[int, Workday, int]]:
+        """The insider's working days with how many probes each gets: ``intensity`` a day on
+        average, evenly (0.5: one every other working day; 3: three every day)."""
+        for index, (day, span) in enumerate(self.days(insider)):
+            count = int((index + 1) * intensity + 1e-9) - int(index * intensity + 1e-9)
+            if count:
+                yield day, span, count
+
     def moments(
-        self, intensity: int, place: Placement | None = None
+        self, intensity: float, place: Placement | None = None
     ) -> Iterator[tuple[Staff, int, float]]:
-        """(insider, day, moment) for ``intensity`` probes on each insider's working days,
-        placed within the day's span of honest work (evenly spread by default)."""
+        """(insider, day, moment) for ``intensity`` probes a day on each insider's working
+        days, placed within the day's span of honest work (evenly spread by default)."""
         place = place or spread
         for insider in self.insiders:
-            for day, span in self.days(insider):
-                for at in place(span.first, span.last, intensity, self.rng):
+            for day, span, count in self.daily(insider, intensity):
+                for at in place(span.first, span.last, count, self.rng):
                     yield insider, day, at
 
     def met_before(self, insider: Staff, when: float) -> list[str]:

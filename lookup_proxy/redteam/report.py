@@ -111,13 +111,13 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
     ]
     for row in rows:
         if row.unlocked is not None:
-            params = f"{row.unlocked.intensity} {_knobs(row.unlocked)}".strip()
+            params = f"{row.unlocked.intensity:g} {_knobs(row.unlocked)}".strip()
             never = str(row.unlocked.outcome.best_insider)
         else:
             params, never = "locked at every intensity tried", "0"
         lines.append(
             f"| {row.name} | {row.insiders} | {params} | {never} | "
-            f"{row.best.outcome.best_insider} (at {row.best.intensity}/day) | "
+            f"{row.best.outcome.best_insider} (at {row.best.intensity:g}/day) | "
             f"{row.before_flag.outcome.best_insider_before_flag} | {_cell(row.days_to_flag)} | "
             f"{_cell(row.days_to_lock)} | {row.binding_rule or '-'} | {row.trials} |"
         )
@@ -129,7 +129,7 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         lines.append(
             f"Headline: {top.name} — {top.unlocked.outcome.best_insider} records for one insider "
             f"in {meta['days']} days without ever being locked "
-            f"({top.unlocked.intensity} probes per working day"
+            f"({top.unlocked.intensity:g} probes per working day"
             + (f", {_knobs(top.unlocked)}" if top.unlocked.knobs else "")
             + f"); binding rule: {top.binding_rule or 'none'}."
         )

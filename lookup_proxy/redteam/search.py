@@ -30,7 +30,7 @@ from lookup_proxy.simulation.customer_book import CustomerBook
 class Trial:
     """One parameter set of one strategy and what it got."""
 
-    intensity: int
+    intensity: float
     knobs: dict[str, Knob]
     insiders: list[str]
     outcome: Outcome
@@ -42,7 +42,7 @@ class StrategyResult:
 
     strategy: Strategy
     trials: list[Trial] = field(default_factory=list)
-    edges: list[tuple[dict[str, Knob], int, int | None]] = field(default_factory=list)
+    edges: list[tuple[dict[str, Knob], float, float | None]] = field(default_factory=list)
     """(knobs, largest intensity never locked (0: none), smallest locked or None)."""
 
 
@@ -54,19 +54,22 @@ def combinations(strategy: Strategy) -> Iterator[dict[str, Knob]]:
 
 
 def edge(
-    run: Callable[[int], Outcome],
+    run: Callable[[float], Outcome],
     start: int,
     ceiling: int,
     steps: int,
     precision: float = 0.0,
-) -> tuple[int, int | None]:
-    """The largest intensity in [1, ceiling] never locked, and the smallest locked one tried.
+    floor: float = 1 / 8,
+) -> tuple[float, float | None]:
+    """The largest intensity never locked, and the smallest locked one tried.
 
     Doubling from ``start`` brackets the edge; integer bisection closes it until the bracket is
-    one apart, or within ``precision`` of the edge (0.1: a tenth); at most ``steps`` trials.
-    Returns (0, n) when even the smallest intensity tried was locked.
+    one apart, or within ``precision`` of the edge (0.1: a tenth). When even one probe a day is
+    locked, halving tries sparser probing (a probe every other working day, every fourth...)
+    down to ``floor``. At most ``steps`` trials; (0, n) when nothing tried was unlocked.
     """
-    ok, locked = 0, None
+    ok: float = 0
+    locked: float | None = None
     n = max(1, min(start, ceiling))
     while steps > 0:
         steps -= 1
@@ -79,11 +82,19 @@ def edge(
         n = min(ceiling, n * 2)
     while locked is not None and locked - ok > max(1, int(ok * precision)) and steps > 0:
         steps -= 1
-        middle = (ok + locked) // 2
+        middle = (int(ok) + int(locked)) // 2
         if run(middle).locked:
             locked = middle
         else:
             ok = middle
+    sparse = 0.5
+    while ok == 0 and locked is not None and sparse >= floor and steps > 0:
+        steps -= 1
+        if run(sparse).locked:
+            locked = sparse
+            sparse /= 2
+        else:
+            ok = sparse
     return ok, locked
 
 
@@ -121,13 +132,13 @@ class Search:
     def run(self, strategy: Strategy) -> StrategyResult:
         """Search one strategy's knobs and intensity; every trial is kept."""
         result = StrategyResult(strategy)
-        found = 0
+        found: float = 0
         for index, knobs in enumerate(combinations(strategy)):
             insiders = self.insiders(strategy, knobs)
             if not insiders:
                 continue
             trial = functools.partial(self._cached, result, knobs, insiders, {})
-            start = strategy.start if index == 0 else max(1, found)
+            start = strategy.start if index == 0 else max(1, int(found))
             steps = self.steps if index == 0 else max(1, self.steps // 2)
             ok, locked = edge(trial, start, strategy.ceiling, steps, self.precision)
             found = max(found, ok)
@@ -139,8 +150,8 @@ class Search:
         result: StrategyResult,
         knobs: dict[str, Knob],
         insiders: list[Staff],
-        cache: dict[int, Outcome],
-        intensity: int,
+        cache: dict[float, Outcome],
+        intensity: float,
     ) -> Outcome:
         """A trial of one knob combination, run once per intensity and kept in the result."""
         outcome = cache.get(intensity)
@@ -151,7 +162,7 @@ class Search:
         return outcome
 
     def _trial(
-        self, strategy: Strategy, knobs: Knobs, insiders: list[Staff], intensity: int
+        self, strategy: Strategy, knobs: Knobs, insiders: list[Staff], intensity: float
     ) -> Outcome:
         """One month with this strategy's plan; its randomness is seeded by the parameters."""
         rng = random.Random(f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}")

@@ -56,7 +56,7 @@ class Strategy(abc.ABC):
         return 1
 
     @abc.abstractmethod
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         """Every probe of the period, for every insider of the stage."""
 
 
@@ -67,7 +67,7 @@ class Paced(Strategy):
         super().__init__(f"paced {reason}", {"shape": ("even", "sittings")})
         self.reason = reason
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         place = spread if knobs["shape"] == "even" else sittings
         return [
             Probe(at, insider.employee, stage.random_number(), self.reason)
@@ -90,7 +90,7 @@ class TypoFarm(Strategy):
         )
         self.same = same
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         retype_after = int(knobs["retype_after"])
         reason = str(knobs["reason"])
         probes: list[Probe] = []
@@ -122,7 +122,7 @@ class CorporateExempt(Strategy):
         super().__init__(f"exempt {reason} (corporate rep)", {"pattern": ("random", "runs")})
         self.reason = reason
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         runs = knobs["pattern"] == "runs"
         probes: list[Probe] = []
         numbers = walk(stage.rng, 1)
@@ -151,12 +151,12 @@ class Slow(Strategy):
         super().__init__("slow multi-week")
         self.reasons = tuple(reasons)
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         reasons = cycle(self.reasons)
         probes: list[Probe] = []
         for insider in stage.insiders:
-            for _, span in stage.days(insider):
-                for _ in range(intensity):
+            for _, span, count in stage.daily(insider, intensity):
+                for _ in range(count):
                     at = stage.rng.uniform(span.first, span.last)
                     probes.append(Probe(at, insider.employee, stage.random_number(), next(reasons)))
         return probes
@@ -173,13 +173,13 @@ class AfterHours(Strategy):
     def __init__(self) -> None:
         super().__init__("after hours", {"window": ("morning", "evening")})
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         low, high = self.WINDOWS[str(knobs["window"])]
         probes: list[Probe] = []
         for insider in stage.insiders:
-            for day, _ in stage.days(insider):
+            for day, _, count in stage.daily(insider, intensity):
                 midnight = stage.baseline.midnight(day)
-                for at in spread(midnight + low, midnight + high, intensity, stage.rng):
+                for at in spread(midnight + low, midnight + high, count, stage.rng):
                     probes.append(
                         Probe(at, insider.employee, stage.random_number(), LENIENT_REASON)
                     )
@@ -197,7 +197,7 @@ class Group(Strategy):
     def insiders(self, knobs: Knobs) -> int:
         return int(knobs["k"])
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         block = Blocks(stage.rng)
         return [
             Probe(
@@ -217,7 +217,7 @@ class Rotation(Strategy):
         super().__init__("format and reason rotation")
         self.reasons = tuple(reasons)
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         return [
             Probe(
                 at,
@@ -236,13 +236,13 @@ class ShiftBurst(Strategy):
     def __init__(self) -> None:
         super().__init__("burst at shift start", {"minutes": (10, 30)})
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         minutes = int(knobs["minutes"])
         return [
             Probe(at, insider.employee, stage.random_number(), LENIENT_REASON)
             for insider in stage.insiders
-            for _, span in stage.days(insider)
-            for at in spread(span.first, span.first + 60 * minutes, intensity, stage.rng)
+            for _, span, count in stage.daily(insider, intensity)
+            for at in spread(span.first, span.first + 60 * minutes, count, stage.rng)
         ]
 
 
@@ -252,7 +252,7 @@ class BlockScan(Strategy):
     def __init__(self) -> None:
         super().__init__("block scan", {"block": ("daily", "kept")})
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         daily = knobs["block"] == "daily"
         block = Blocks(stage.rng)
         probes: list[Probe] = []
@@ -271,7 +271,7 @@ class SequentialScan(Strategy):
     def __init__(self, steps: Sequence[int]) -> None:
         super().__init__("sequential scan", {"step": tuple(steps)})
 
-    def plan(self, stage: Stage, intensity: int, knobs: Knobs) -> list[Probe]:
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         numbers = walk(stage.rng, int(knobs["step"]))
         return [
             Probe(at, insider.employee, next(numbers), LENIENT_REASON)
