@@ -270,7 +270,11 @@ def test_command_prints_the_table_and_writes_json(
         "days_to_flag", "days_to_lock", "binding_rule", "edges", "trials",
     } <= set(row)  # fmt: skip
     trial = row["trials"][0]
-    assert {"intensity", "knobs", "records_per_insider", "locked", "locked_by"} <= set(trial)
+    assert {
+        "intensity", "knobs", "records_per_insider", "records_before_flag", "first_probe_day",
+        "first_flag", "locked", "locked_at", "locked_by", "days_to_flag", "days_to_lock",
+    } <= set(trial)  # fmt: skip
+    assert trial["first_probe_day"] is not None
 
 
 def test_bad_config_exits_2_naming_file_and_key(

@@ -21,6 +21,7 @@ from lookup_proxy.redteam.baseline import Baseline, from_events, simulated, simu
 from lookup_proxy.redteam.report import Row, as_json, render, summarise
 from lookup_proxy.redteam.search import Search, StrategyResult
 from lookup_proxy.redteam.strategies import Strategy, strategies_for
+from lookup_proxy.redteam.trial import Arena
 from lookup_proxy.simulation.customer_book import CustomerBook
 
 __all__ = ["Options", "RedTeam", "red_team"]
@@ -75,8 +76,6 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
     book = CustomerBook(options.seed, options.density)
     results: list[StrategyResult] = []
     with tempfile.TemporaryDirectory(prefix="lookup-proxy-red-team-") as scratch:
-        from lookup_proxy.redteam.trial import Arena
-
         arena = Arena(policy, baseline, Path(scratch))
         search = Search(arena, book, options.seed, options.steps, options.precision)
         for strategy in family:

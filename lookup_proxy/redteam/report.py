@@ -9,11 +9,13 @@ to the lock (Korean calendar days; 0 = the same day).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from lookup_proxy.redteam.baseline import Baseline
 from lookup_proxy.redteam.search import StrategyResult, Trial
 from lookup_proxy.redteam.trial import Outcome
+from lookup_proxy.simulation.contracts import KST
 
 
 @dataclass
@@ -136,8 +138,13 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _moment(when: float | None) -> str | None:
+    return None if when is None else datetime.fromtimestamp(round(when), KST).isoformat()
+
+
 def _trial_json(baseline: Baseline, trial: Trial) -> dict[str, Any]:
     outcome = trial.outcome
+    first_probe = outcome.first_probe
     return {
         "intensity": trial.intensity,
         "knobs": trial.knobs,
@@ -147,7 +154,11 @@ def _trial_json(baseline: Baseline, trial: Trial) -> dict[str, Any]:
         "records_per_insider": outcome.best_insider,
         "records_total": outcome.total,
         "records_before_flag": outcome.best_insider_before_flag,
+        "first_probe": _moment(first_probe),
+        "first_probe_day": None if first_probe is None else baseline.day_of(first_probe),
+        "first_flag": _moment(outcome.first_flag),
         "locked": outcome.locked,
+        "locked_at": _moment(outcome.locked_at),
         "locked_by": outcome.locked_by or None,
         "days_to_flag": _days(baseline, outcome, outcome.first_flag),
         "days_to_lock": _days(baseline, outcome, outcome.locked_at),
