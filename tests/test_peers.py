@@ -24,7 +24,7 @@ def rule(**overrides: Any) -> PeerRule:
     return PeerRule.model_validate(settings)
 
 
-def tally(counts: dict[str, tuple[int, int, int]]) -> list[Any]:
+def tally_of(counts: dict[str, tuple[int, int, int]]) -> list[Any]:
     """One bucket's flat fields from employee → (outcomes, misses, typos)."""
     flat: list[Any] = []
     for who, (outcomes, misses, typos) in counts.items():
@@ -38,13 +38,13 @@ PEERS = {"p1": (200, 20, 8), "p2": (180, 17, 7), "p3": (220, 23, 9), "p4": (150,
 def test_an_employee_like_the_peers_is_not_judged_above_them() -> None:
     """A share of misses inside chance of the peers' median fires nothing."""
     check = PeerCheck(rule())
-    assert check.judge("me", [tally({**PEERS, "me": (200, 24, 8)})]) is None
+    assert check.judge("me", [tally_of({**PEERS, "me": (200, 24, 8)})]) is None
 
 
 def test_a_share_of_misses_far_above_the_peers_fires_with_the_excess() -> None:
     """Fifty misses where the peers' share predicts about twenty: the excess is reported."""
     check = PeerCheck(rule())
-    excess = check.judge("me", [tally({**PEERS, "me": (200, 50, 8)})])
+    excess = check.judge("me", [tally_of({**PEERS, "me": (200, 50, 8)})])
     assert excess is not None
     assert 28 <= excess <= 31
 
@@ -53,9 +53,9 @@ def test_buckets_are_summed_over_the_window() -> None:
     """The same counts split over two days judge as they do in one."""
     check = PeerCheck(rule())
     half = {who: (o // 2, m // 2, t // 2) for who, (o, m, t) in PEERS.items()}
-    one_day = tally({**half, "me": (100, 25, 4)})
+    one_day = tally_of({**half, "me": (100, 25, 4)})
     assert check.judge("me", [one_day, one_day]) == check.judge(
-        "me", [tally({**PEERS, "me": (200, 50, 8)})]
+        "me", [tally_of({**PEERS, "me": (200, 50, 8)})]
     )
 
 
@@ -63,41 +63,50 @@ def test_everyone_lifted_together_lifts_no_one() -> None:
     """A launch day doubling every clerk's misses moves the median, not the verdict."""
     check = PeerCheck(rule())
     launch = {who: (o, 2 * m, t) for who, (o, m, t) in PEERS.items()}
-    assert check.judge("me", [tally({**launch, "me": (200, 44, 8)})]) is None
+    assert check.judge("me", [tally_of({**launch, "me": (200, 44, 8)})]) is None
 
 
 def test_few_lookups_or_few_peers_are_not_judged() -> None:
     """Under min_outcomes the employee is not judged; peers under it do not count."""
     check = PeerCheck(rule(min_outcomes=100))
-    assert check.judge("me", [tally({**PEERS, "me": (90, 60, 0)})]) is None
+    assert check.judge("me", [tally_of({**PEERS, "me": (90, 60, 0)})]) is None
     quiet = {"p1": (200, 20, 8), "p2": (90, 9, 3), "p3": (80, 8, 3)}
-    assert check.judge("me", [tally({**quiet, "me": (200, 60, 8)})]) is None
+    assert check.judge("me", [tally_of({**quiet, "me": (200, 60, 8)})]) is None
 
 
 def test_peers_who_differ_widen_what_counts_as_chance() -> None:
     """Peers spread from 5 % to 25 % misses: a 22 % clerk is one of them, not an outlier."""
     check = PeerCheck(rule())
     varied = {"p1": (200, 10, 0), "p2": (200, 30, 0), "p3": (200, 50, 0), "p4": (200, 20, 0)}
-    assert check.judge("me", [tally({**varied, "me": (200, 44, 0)})]) is None
+    assert check.judge("me", [tally_of({**varied, "me": (200, 44, 0)})]) is None
 
 
 def test_the_typos_metric_reads_forgiven_typos() -> None:
     """``metric = "typos"`` judges the share of forgiven typos, not of misses."""
     check = PeerCheck(rule(metric="typos"))
-    assert check.judge("me", [tally({**PEERS, "me": (200, 20, 40)})]) is not None
-    assert check.judge("me", [tally({**PEERS, "me": (200, 60, 8)})]) is None
+    assert check.judge("me", [tally_of({**PEERS, "me": (200, 20, 40)})]) is not None
+    assert check.judge("me", [tally_of({**PEERS, "me": (200, 60, 8)})]) is None
 
 
 def test_rules_over_the_same_peers_share_one_tally_read_for_the_longest_window() -> None:
     """Reads cover the longest window's buckets, oldest first, under the group's hash tag;
-    each rule judges the newest buckets its own window spans."""
+    once a window's closed buckets are added up, a judgement reads only the current one."""
     week, three_days = PeerCheck(rule(window="7d")), PeerCheck(rule(window="3d"))
     tally = PeerTally("lp", [three_days, week])
+    now = 10 * 86_400.0 + 5
     batch = Batch()
-    tally.add_reads(batch, "s:gangnam", 10 * 86_400.0 + 5)
+    assert tally.add_reads(batch, "s:gangnam", now, [three_days, week]) == 7
     assert [op[1] for op in batch.ops] == [
         f"lp:{{s:gangnam}}:peers:86400:{d}" for d in range(4, 11)
     ]
-    buckets = [[f"bucket {d}"] for d in range(4, 11)]
-    assert tally.window_of(three_days, buckets) == [["bucket 8"], ["bucket 9"], ["bucket 10"]]
-    assert tally.window_of(week, buckets) == buckets
+    day = tally_of({**PEERS})
+    buckets = [day] * 7
+    assert tally.totals(week, "s:gangnam", now, buckets)["p1"] == [140, 56, 1400]
+    assert tally.totals(three_days, "s:gangnam", now, buckets)["p1"] == [60, 24, 600]
+
+    again = Batch()
+    assert tally.add_reads(again, "s:gangnam", now, [three_days, week]) == 1
+    assert [op[1] for op in again.ops] == ["lp:{s:gangnam}:peers:86400:10"]
+    today = tally_of({"p1": (1, 1, 0)})
+    assert tally.totals(week, "s:gangnam", now, [today])["p1"] == [121, 48, 1201]
+    assert tally.add_reads(Batch(), "s:gangnam", now + 86_400, [week]) == 7  # a new day

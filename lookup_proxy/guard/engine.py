@@ -543,7 +543,7 @@ class Guard:
                 counts.append((MISSES, 1))
         if forgave:
             counts += [(MISSES, -1), (TYPOS, 1)]
-        judged: list[tuple[PeerTally, tuple[PeerCheck, ...], int]] = []
+        judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int]] = []
         if counts:
             rejudge = new and results[seen_at + 1][0] % REJUDGE_EVERY == 0
             for tally, tag, applying in peers:
@@ -554,15 +554,17 @@ class Guard:
                     if rejudge or ((new and not found) if check.field == MISSES else forgave)
                 )
                 if moved:
-                    judged.append((tally, moved, then.size()))
-                    tally.add_reads(then, tag, now)
+                    start = then.size()
+                    judged.append(
+                        (tally, tag, moved, start, tally.add_reads(then, tag, now, moved))
+                    )
         after = await self._execute(then)
         fired = [
             check
-            for tally, checks, start in judged
+            for tally, tag, checks, start, width in judged
             for check in checks
-            if check.judge(
-                employee.id, tally.window_of(check, after[start : start + tally.buckets])
+            if check.judge_totals(
+                employee.id, tally.totals(check, tag, now, after[start : start + width])
             )
             is not None
         ]

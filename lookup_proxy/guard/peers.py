@@ -34,6 +34,9 @@ OUTCOMES = "o"
 MISSES = "m"
 TYPOS = "t"
 
+CLOSED_CACHED = 16_384
+"""Windows' closed-bucket sums remembered (per peer group and day); cleared when full."""
+
 MAD_TO_SIGMA = 1.4826
 """Scales a median absolute deviation to a standard deviation for normally spread data."""
 
@@ -48,22 +51,13 @@ class PeerCheck:
 
     def judge(self, employee: str, tallies: Sequence[list[Any]]) -> int | None:
         """The employee's excess (metric count beyond what the peers' median share predicts)
-        when their share stands out from the peers', else None."""
-        totals: dict[str, list[int]] = {}
+        when their share stands out from the peers', else None; ``tallies`` as ``fields``
+        answers them, one per bucket of the window."""
+        return self.judge_totals(employee, add_up(tallies))
+
+    def judge_totals(self, employee: str, totals: dict[str, list[int]]) -> int | None:
+        """:meth:`judge` on tallies already added up (employee → [misses, typos, outcomes])."""
         index = 0 if self.field == MISSES else 1
-        for flat in tallies:
-            for position in range(0, len(flat), 2):
-                who, _, kind = str(flat[position]).rpartition("|")
-                counts = totals.get(who)
-                if counts is None:
-                    counts = totals[who] = [0, 0, 0]
-                value = int(flat[position + 1])
-                if kind == OUTCOMES:
-                    counts[2] += value
-                elif kind == MISSES:
-                    counts[0] += value
-                elif kind == TYPOS:
-                    counts[1] += value
         own = totals.get(employee)
         floor = self.rule.min_outcomes
         if own is None or own[2] < floor:
@@ -106,6 +100,8 @@ class PeerTally:
         self.ttl = max(check.rule.window for check in checks) + self.bucket
         self.prefix = prefix
         self.length = int(self.bucket)
+        self._closed: dict[tuple[str, int, int], dict[str, list[int]]] = {}
+        """(tag, first bucket, current bucket) → the window's closed buckets added up."""
 
     def tally_key(self, tag: str, bucket: int) -> str:
         return f"{self.prefix}:{{{tag}}}:peers:{self.length}:{bucket}"
@@ -121,15 +117,56 @@ class PeerTally:
         for field, amount in counts:
             batch.incr(key, f"{employee}|{field}", amount, self.ttl)
 
-    def add_reads(self, batch: Batch, tag: str, now: float) -> None:
-        """Ask for the buckets of the longest window, oldest first (``buckets`` primitives)."""
+    def add_reads(self, batch: Batch, tag: str, now: float, checks: Sequence[PeerCheck]) -> int:
+        """Ask for what judging ``checks`` needs; how many primitives that took.
+
+        Only the current bucket changes (every count goes to it), so the sums of the closed
+        buckets of each window are remembered once read, on every instance alike: a judgement
+        then reads one bucket where it read a window's worth (28 for a four-week rule).
+        """
         newest = self.bucket_of(now)
+        if all((tag, newest - check.buckets + 1, newest) in self._closed for check in checks):
+            batch.fields(self.tally_key(tag, newest))
+            return 1
         for bucket in range(newest - self.buckets + 1, newest + 1):
             batch.fields(self.tally_key(tag, bucket))
+        return self.buckets
 
-    def window_of(self, check: PeerCheck, tallies: Sequence[list[Any]]) -> Sequence[list[Any]]:
-        """The newest buckets, as many as ``check``'s window spans."""
-        return tallies[len(tallies) - check.buckets :]
+    def totals(
+        self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
+    ) -> dict[str, list[int]]:
+        """``check``'s window added up from what :meth:`add_reads` asked for."""
+        newest = self.bucket_of(now)
+        key = (tag, newest - check.buckets + 1, newest)
+        closed = self._closed.get(key)
+        if closed is None:
+            closed = add_up(tallies[len(tallies) - check.buckets : len(tallies) - 1])
+            if len(self._closed) >= CLOSED_CACHED:
+                self._closed.clear()
+            self._closed[key] = closed
+        return add_up(tallies[-1:], {who: list(counts) for who, counts in closed.items()})
+
+
+def add_up(
+    tallies: Sequence[list[Any]], totals: dict[str, list[int]] | None = None
+) -> dict[str, list[int]]:
+    """Tallies' fields added up per employee: [misses, typos, outcomes]."""
+    if totals is None:
+        totals = {}
+    for flat in tallies:
+        for position in range(0, len(flat), 2):
+            who, _, kind = str(flat[position]).rpartition("|")
+            counts = totals.get(who)
+            if counts is None:
+                counts = totals[who] = [0, 0, 0]
+            value = int(flat[position + 1])
+            if kind == OUTCOMES:
+                counts[2] += value
+            elif kind == MISSES:
+                counts[0] += value
+            elif kind == TYPOS:
+                counts[1] += value
+    return totals
 
 
 def _median(values: list[float]) -> float:
