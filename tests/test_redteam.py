@@ -14,7 +14,7 @@ from lookup_proxy.redteam import Options, red_team
 from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
 from lookup_proxy.redteam.probes import Stage
 from lookup_proxy.redteam.search import Search, edge
-from lookup_proxy.redteam.strategies import Paced, TypoFarm, strategies_for
+from lookup_proxy.redteam.strategies import Combined, Paced, TypoFarm, strategies_for
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
 
@@ -318,3 +318,21 @@ def test_an_unreadable_events_baseline_exits_2_naming_the_line(
     )
     assert main(["red-team", "--config", str(policies["weak"]), "--events", str(events)]) == 2
     assert f"{events}: line 2: timestamp" in capsys.readouterr().err
+
+
+def test_the_best_strategies_are_also_tried_together(
+    policies: dict[str, Path], baseline: Baseline
+) -> None:
+    """The best one-clerk strategies run at once, each at a share of the edge it found alone."""
+    parts = [Paced("BILLING_INQUIRY"), Paced("PLAN_CHANGE")]
+    outcome = red_team(load_policy(policies["weak"]), _options(policies["weak"]), parts)
+    combined = outcome.results[-1].strategy
+    assert isinstance(combined, Combined)
+    assert outcome.rows[-1].name == combined.name
+    assert {part.name for part, _, _ in combined.parts} == {p.name for p in parts}
+    insider = baseline.clerks()[0]
+    stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+    together = combined.plan(stage, 8, {})
+    alone = [len(part.plan(stage, edge, knobs)) for part, edge, knobs in combined.parts]
+    assert len(together) == sum(alone) > 0
+    assert len(combined.plan(stage, 4, {})) < len(together)

@@ -14,6 +14,7 @@ from typing import Any
 
 from lookup_proxy.redteam.baseline import Baseline
 from lookup_proxy.redteam.search import StrategyResult, Trial
+from lookup_proxy.redteam.strategies import Strategy
 from lookup_proxy.redteam.trial import Outcome
 from lookup_proxy.simulation.contracts import KST
 
@@ -22,6 +23,7 @@ from lookup_proxy.simulation.contracts import KST
 class Row:
     """One strategy's line of the report."""
 
+    strategy: Strategy
     name: str
     insiders: int
     best: Trial
@@ -70,6 +72,7 @@ def summarise(baseline: Baseline, result: StrategyResult) -> Row | None:
     else:
         binding = shown.outcome.flag_rule
     return Row(
+        strategy=result.strategy,
         name=result.strategy.name,
         insiders=len(shown.insiders),
         best=best,
@@ -80,10 +83,6 @@ def summarise(baseline: Baseline, result: StrategyResult) -> Row | None:
         days_to_lock=_days(baseline, best.outcome, best.outcome.locked_at),
         trials=len(trials),
     )
-
-
-def _knobs(trial: Trial) -> str:
-    return " ".join(f"{k}={v}" for k, v in trial.knobs.items())
 
 
 def _cell(days: int | None) -> str:
@@ -106,20 +105,21 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         f"lookups, customer density {meta['density']:g}, seed {meta['seed']}; "
         f"{meta['trials']} trials in {meta['seconds']:.0f} s",
         "",
-        "| strategy | insiders | never locked: probes/day, knobs | records, never locked | "
-        "records, locked later or not | records before first flag | days to flag | "
-        "days to lock | binding rule | trials |",
+        "| strategy | insiders | never locked: probes per working day, knobs | "
+        "records, never locked | records, locked later or not | records before first flag | "
+        "days to flag | days to lock | binding rule | trials |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         if row.unlocked is not None:
-            params = f"{row.unlocked.intensity:g} {_knobs(row.unlocked)}".strip()
+            params = row.strategy.describe(row.unlocked.intensity, row.unlocked.knobs)
             never = str(row.unlocked.outcome.best_insider)
         else:
             params, never = "locked at every intensity tried", "0"
+        best = row.strategy.describe(row.best.intensity, row.best.knobs)
         lines.append(
             f"| {row.name} | {row.insiders} | {params} | {never} | "
-            f"{row.best.outcome.best_insider} (at {row.best.intensity:g}/day) | "
+            f"{row.best.outcome.best_insider} (at {best}) | "
             f"{row.before_flag.outcome.best_insider_before_flag} | {_cell(row.days_to_flag)} | "
             f"{_cell(row.days_to_lock)} | {row.binding_rule or '-'} | {row.trials} |"
         )
@@ -131,9 +131,8 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         lines.append(
             f"Headline: {top.name} — {top.unlocked.outcome.best_insider} records for one insider "
             f"in {meta['days']} days without ever being locked "
-            f"({top.unlocked.intensity:g} probes per working day"
-            + (f", {_knobs(top.unlocked)}" if top.unlocked.knobs else "")
-            + f"); binding rule: {top.binding_rule or 'none'}."
+            f"({top.strategy.describe(top.unlocked.intensity, top.unlocked.knobs)}); "
+            f"binding rule: {top.binding_rule or 'none'}."
         )
     return "\n".join(lines)
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import functools
 import itertools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from lookup_proxy.redteam.baseline import Staff, spread_out
 from lookup_proxy.redteam.probes import Stage
-from lookup_proxy.redteam.strategies import Knob, Knobs, Strategy
+from lookup_proxy.redteam.strategies import Combined, Knob, Knobs, Strategy
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
 
@@ -144,6 +144,21 @@ class Search:
             found = max(found, ok)
             result.edges.append((dict(knobs), ok, locked))
         return result
+
+    def combine(self, results: Sequence[StrategyResult], parts: int = 3) -> Combined | None:
+        """The best one-clerk strategies (most records never locked) as one, or None."""
+        best: list[tuple[int, Trial, Strategy]] = []
+        for result in results:
+            strategy = result.strategy
+            unlocked = [t for t in result.trials if not t.outcome.locked]
+            if strategy.role != "clerk" or not unlocked:
+                continue
+            top = max(unlocked, key=lambda t: t.outcome.best_insider)
+            if strategy.insiders(top.knobs) == 1 and top.outcome.best_insider > 0:
+                best.append((top.outcome.best_insider, top, strategy))
+        best.sort(key=lambda b: -b[0])
+        chosen = [(strategy, top.intensity, top.knobs) for _, top, strategy in best[:parts]]
+        return Combined(chosen) if len(chosen) > 1 else None
 
     def _cached(
         self,

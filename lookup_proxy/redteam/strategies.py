@@ -55,6 +55,10 @@ class Strategy(abc.ABC):
         del knobs
         return 1
 
+    def describe(self, intensity: float, knobs: Knobs) -> str:
+        """A parameter set as the report shows it."""
+        return " ".join([f"{intensity:g}/day", *(f"{k}={v}" for k, v in knobs.items())])
+
     @abc.abstractmethod
     def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         """Every probe of the period, for every insider of the stage."""
@@ -277,6 +281,34 @@ class SequentialScan(Strategy):
             Probe(at, insider.employee, next(numbers), LENIENT_REASON)
             for insider, _, at in stage.moments(intensity)
         ]
+
+
+class Combined(Strategy):
+    """Several one-clerk strategies at once, each at a share of the edge it found alone.
+
+    An insider who has read the policy spends every budget it leaves, not only one: intensity
+    ``n`` runs each part at n/8 of its own edge (8: every part at its edge, together), so the
+    search finds how much of the parts' budgets add up before something binds.
+    """
+
+    start = 8
+    ceiling = 16
+
+    def __init__(self, parts: Sequence[tuple[Strategy, float, Knobs]]) -> None:
+        super().__init__("combined: " + " + ".join(part.name for part, _, _ in parts))
+        self.parts = list(parts)
+
+    def describe(self, intensity: float, knobs: Knobs) -> str:
+        each = "; ".join(
+            part.describe(edge * intensity / 8, part_knobs) for part, edge, part_knobs in self.parts
+        )
+        return f"{intensity / 8:g} of each edge ({each})"
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        probes: list[Probe] = []
+        for part, edge, part_knobs in self.parts:
+            probes += part.plan(stage, edge * intensity / 8, part_knobs)
+        return probes
 
 
 def everyday_reasons(policy: Policy) -> list[str]:
