@@ -2,8 +2,9 @@
 
 The probes go through ``lookup_proxy.replay.Replayer`` — the guard engine of the live proxy on
 the memory store with the event's time as the clock — as rows of an EVENTS.csv beside the honest
-rows, and the outcome is read back from its DECISIONS.csv and summary: nothing here decides
-anything, so the red-team can never disagree with a backtest of the same traffic.
+rows, and the outcome is read back from its DECISIONS.csv, its summary and the guard's own record
+of lockouts: nothing here decides anything, so the red-team can never disagree with a backtest of
+the same traffic.
 """
 
 from __future__ import annotations
