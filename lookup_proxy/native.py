@@ -37,6 +37,8 @@ COMPILED_MODULES = (
     "lookup_proxy.guard.memory",
     "lookup_proxy.guard.rules",
     "lookup_proxy.guard.lockouts",
+    "lookup_proxy.guard.peers",
+    "lookup_proxy.guard.escalation",
     "lookup_proxy.guard.decision",
     "lookup_proxy.guard.engine",
     "lookup_proxy.replay",
