@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     red.add_argument("--roster", default=None, help="employee,roles CSV for --events")
     red.add_argument("--days", type=int, default=30, help="simulated period (without --events)")
-    red.add_argument("--employees", type=int, default=30, help="simulated chain size")
+    red.add_argument("--employees", type=int, default=40, help="simulated chain size")
     red.add_argument(
         "--density", type=float, default=0.14, help="share of numbers that are customers"
     )

@@ -37,7 +37,7 @@ class Options:
     days: int = 30
     density: float = 0.14
     seed: int = 1
-    employees: int = 30
+    employees: int = 40
     steps: int = 5
     """Trials for a strategy's default knobs, at most (other combinations: half as many)."""
     precision: float = 0.1

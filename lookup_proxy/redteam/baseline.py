@@ -148,7 +148,7 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
 
 
 def simulated_config(seed: int, employees: int, days: int) -> SimConfig:
-    """A small chain with real peers: stores of 4-8 in regions of 2-3 stores, no attackers."""
+    """A small chain with real peers: stores of 4-8 staff in regions of 2-3 stores, no attackers."""
     return SimConfig(
         seed=seed,
         employees=employees,
@@ -158,7 +158,7 @@ def simulated_config(seed: int, employees: int, days: int) -> SimConfig:
         corporate_reps=max(2, employees // 20),
         corporate_accounts=4,
         store_customers=400,
-        stores_per_region=(2, 3),
+        stores_per_region=(2, 2),  # regions of 2-3 stores: even a small chain has several
     )
 
 
