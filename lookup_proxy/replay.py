@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -502,7 +502,9 @@ class Replayer:
         if decision.allowed:
             summary.allowed += 1
             found = row[7] == "true" or row[7].strip().lower() == "true"
-            await self.guard.learn(lookup, found)
+            learnt = await self.guard.learn(lookup, found)
+            if learnt:
+                self._tally_locks(row, learnt, summary)
             return "allow", "", ";".join(decision.flags)
         summary.denied += 1
         return "deny", decision.rule or "", ";".join(decision.flags)
@@ -535,7 +537,15 @@ class Replayer:
         if not decision.allowed:
             summary.denials_by_rule[decision.rule or ""] += 1
             me.denied += 1
-        for employee, rule in decision.locked:
+        self._tally_locks(row, decision.locked, summary)
+
+    def _tally_locks(
+        self, row: list[str], locked: Sequence[tuple[str, str]], summary: Summary
+    ) -> None:
+        """Lockouts made by a decision, or by learning its outcome (a peer rule or an
+        escalation that fired then), counted at this row's time."""
+        employees = summary.employees
+        for employee, rule in locked:
             summary.lockouts_by_rule[rule] += 1
             info = employees.get(employee)
             if info is None:

@@ -183,6 +183,40 @@ action = "flag"
     ]
 
 
+def test_lockouts_made_while_learning_an_outcome_are_in_the_summary(tmp_path: Path) -> None:
+    """A peer rule that locks fires when an outcome is learnt, not in a decision: the summary
+    still names the employee, when, and the rule, and their next lookup is refused."""
+    rules = """
+[[rules]]
+name = "peer-lock"
+kind = "peer"
+peers = "store"
+window = "1d"
+min_peers = 2
+min_outcomes = 4
+spread = 1.0
+min_spread = 0.1
+limit = 1
+action = "lock"
+"""
+    rows = [
+        event(10 * i + index, clerk, number(100 * i + index))
+        for i in range(6)
+        for index, clerk in enumerate(("P1", "P2"))
+    ]
+    rows += [event(100 + i, "E1", number(5000 + 100 * i), found="false") for i in range(5)]
+    rows.append(event(200, "E1", number(9000)))
+    out = tmp_path / "decisions.csv"
+    summary = Replayer(policy(rules)).run(write_events(tmp_path / "events.csv", rows), out)
+    locked = summary.employees["E1"]
+    assert locked.locked_by == "peer-lock"
+    assert locked.locked_at == at(103)  # the fourth miss: min_outcomes reached, all missed
+    assert summary.lockouts_by_rule["peer-lock"] == 1
+    with out.open(newline="", encoding="utf-8") as handle:
+        last = list(csv.reader(handle))[-1]
+    assert (last[8], last[9]) == ("deny", "locked")
+
+
 def test_iso_offsets_and_epoch_seconds_are_one_clock(tmp_path: Path) -> None:
     """Any UTC offset and epoch seconds (with fractions) order and window events alike."""
     start = T0.timestamp()

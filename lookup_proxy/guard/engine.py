@@ -506,16 +506,18 @@ class Guard:
 
     # -- learn -------------------------------------------------------------------------------
 
-    async def learn(self, lookup: Lookup, found: bool) -> None:
+    async def learn(self, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
         """Record the backend's answer for an allowed lookup: misses rules, bounded typo
-        forgiveness, and the peer tallies (a peer rule is judged when its metric moves)."""
+        forgiveness, and the peer tallies (a peer rule is judged when its metric moves).
+        Returns the lockouts this made (employee, rule): a peer rule that locks, or an
+        escalation its flag completed; usually none."""
         if not self._learns:
-            return
+            return ()
         employee = lookup.employee
         plan = self._plan(employee, lookup.reason)
         misses, peers = plan.misses, plan.peers
         if not misses and not peers:
-            return
+            return ()
         now = self.clock.now()
         subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
         batch = self._batch()
@@ -569,7 +571,8 @@ class Guard:
             is not None
         ]
         if fired:
-            await self._peer_fired(employee, fired, now)
+            return await self._peer_fired(employee, fired, now)
+        return ()
 
     async def _forgive(
         self,
@@ -604,9 +607,11 @@ class Guard:
                 forgave = True
         return forgave
 
-    async def _peer_fired(self, employee: Employee, fired: list[PeerCheck], now: float) -> None:
+    async def _peer_fired(
+        self, employee: Employee, fired: list[PeerCheck], now: float
+    ) -> tuple[tuple[str, str], ...]:
         """Leave each fired peer rule's mark (reported by the next decisions), lock for one
-        that locks, and note the flag-days towards escalation."""
+        that locks, and note the flag-days towards escalation; the lockouts made."""
         marks = self._batch()
         for peer in fired:
             marks.set(self._mark_key(peer, employee.id), "1", peer.rule.bucket, now)
@@ -616,12 +621,14 @@ class Guard:
         ]
         if locking:
             await self._lock([employee.id], locking[0], now)
-            return
+            return ((employee.id, locking[0]),)
         enforced = [p.rule.name for p in fired if p.rule.mode == "enforce"]
         if enforced:
             because = await self._escalate(employee.id, enforced, now)
             if because is not None:
                 await self._lock([employee.id], self.escalation.name, now, because)
+                return ((employee.id, self.escalation.name),)
+        return ()
 
     def _seen_key(self, employee_id: str) -> str:
         """The numbers the employee looked up in the current peer bucket (distinct outcomes)."""

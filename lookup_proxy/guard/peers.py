@@ -6,8 +6,9 @@ clerk. Honest clerks of one store on the same days look alike, though: their sha
 that were not found (or that were forgiven as typos) is close to their peers', and a prober's
 is not. A peer rule predicts an employee's count from the peers' median share (one odd peer
 moves a median nothing; a launch day that lifts everyone lifts it with them) and fires when the
-excess is beyond ``spread`` deviations of chance (binomial, for the employee's own number of
-lookups) widened by how much the peers differ (1.4826 MAD), beyond ``limit`` misses, and
+excess is beyond ``spread`` deviations of chance (binomial for the employee's own number of
+lookups) widened by how much the peers really differ (the 1.4826 MAD of their shares, less
+what chance alone gives peers with their numbers of lookups), beyond ``limit`` misses, and
 beyond ``min_spread`` as a share; with a minimum peer group and a minimum of lookups.
 
 State is one small tally per peer group and bucket (a day): fields ``<employee>|o`` (distinct
@@ -62,21 +63,27 @@ class PeerCheck:
         floor = self.rule.min_outcomes
         if own is None or own[2] < floor:
             return None
-        shares = [
-            counts[index] / counts[2]
+        peers = [
+            (counts[index] / counts[2], counts[2])
             for who, counts in totals.items()
             if who != employee and counts[2] >= floor
         ]
-        if len(shares) < self.rule.min_peers:
+        if len(peers) < self.rule.min_peers:
             return None
-        # What the peers' median share predicts for this employee's numbers, and how far chance
-        # alone spreads it (binomial), widened when the peers themselves differ (MAD).
+        # What the peers' median share predicts for this employee's numbers, and how far an
+        # honest count strays from it: chance (binomial, for the employee's own number of
+        # lookups) plus however much the peers really differ. The peers' spread (1.4826 MAD of
+        # their shares) holds their own chance too, large for a peer with few lookups, so what
+        # chance alone would give them is taken out before it widens the test.
+        shares = [share for share, _ in peers]
         median = max(_median(shares), 1.0 / floor)
         metric, outcomes = own[index], own[2]
         expected = median * outcomes
         chance = median * (1.0 - median) * outcomes
-        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares]) * outcomes
-        deviation = math.sqrt(chance + spread * spread)
+        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
+        noise = _median([median * (1.0 - median) / lookups for _, lookups in peers])
+        differ = max(0.0, spread * spread - noise) * outcomes * outcomes
+        deviation = math.sqrt(chance + differ)
         excess = metric - expected
         if (
             excess > self.rule.limit
