@@ -58,6 +58,14 @@ class CompressedClock:
         await asyncio.sleep(max(simulated_seconds, 0.0) / self.speed)
 
 
+def _opening_time(policy: Policy) -> float:
+    """Half an hour after opening time today, store time: the demo's store is open whenever it
+    is run (an ``hours`` rule refuses lookups while a store is shut)."""
+    offset = policy.hours.utc_offset
+    local = time.time() + offset
+    return local - local % 86_400 - offset + policy.hours.open + 1800
+
+
 @dataclass
 class Clerk:
     """One terminal in the demo and what it has been answered so far."""
@@ -109,7 +117,7 @@ class Demo:
         live: bool,
     ) -> None:
         self.policy = policy.model_copy(update={"store": Store(kind="memory")})
-        self.clock = CompressedClock(speed)
+        self.clock = CompressedClock(speed, _opening_time(policy))
         self.minutes = minutes
         self.rng = random.Random(seed)
         self.base = CustomerBase()
@@ -233,8 +241,8 @@ class Demo:
     # -- view --------------------------------------------------------------------------------
 
     def _time(self, elapsed: float) -> str:
-        clock = time.localtime(self.clock.start + elapsed)
-        return time.strftime("%H:%M:%S", clock)
+        local = time.gmtime(self.clock.start + elapsed + self.policy.hours.utc_offset)
+        return time.strftime("%H:%M:%S", local)
 
     def render(self, final: bool = False) -> None:
         if not self.live and not final:

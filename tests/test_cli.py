@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,9 +104,28 @@ def wait_for(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError(f"{url} never answered")
 
 
+def open_all_day(directory: Path) -> Path:
+    """The shipped policy with its store open around the clock: a test must not pass or fail by
+    the hour it runs at (opening hours have their own tests, on a manual clock)."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    opening = 'open = "09:30"\nclose = "21:30"'
+    assert opening in text, "the shipped [hours] changed; update this test"
+    copy = directory / "policy.toml"
+    copy.write_text(text.replace(opening, 'open = "00:00"\nclose = "24:00"'), encoding="utf-8")
+    return copy
+
+
 @contextmanager
 def serving_processes(*extra: str, env_extra: dict[str, str] | None = None) -> Iterator[str]:
-    """The README's path: demo backend and proxy as real processes with the shipped policy."""
+    """The README's path: demo backend and proxy as real processes with the shipped policy
+    (open all day, see ``open_all_day``)."""
+    with tempfile.TemporaryDirectory() as directory:
+        with _serving(open_all_day(Path(directory)), extra, env_extra) as url:
+            yield url
+
+
+@contextmanager
+def _serving(config: Path, extra: Sequence[str], env_extra: dict[str, str] | None) -> Iterator[str]:
     backend_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     env["LOOKUP_PROXY_JWT_SECRET"] = SECRET
@@ -125,7 +145,7 @@ def serving_processes(*extra: str, env_extra: dict[str, str] | None = None) -> I
             "lookup_proxy",
             "serve",
             "--config",
-            str(SHIPPED),
+            str(config),
             "--port",
             str(proxy_port),
             "--upstream-url",
