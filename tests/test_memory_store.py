@@ -74,10 +74,21 @@ def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
     """memory.py keeps its own copies of the opcodes (cheaper when compiled): they must match."""
     from lookup_proxy.guard import memory, primitives
 
-    for name in ("ADD", "COUNT", "MEMBERS", "REMOVE", "GET", "SET", "DELETE"):
+    for name in (
+        "ADD",
+        "COUNT",
+        "MEMBERS",
+        "REMOVE",
+        "GET",
+        "SET",
+        "DELETE",
+        "SCORE",
+        "INCR",
+        "FIELDS",
+    ):
         assert getattr(memory, "_" + name) == getattr(primitives, name), name
 
 
 def test_an_unknown_primitive_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="incr"):
-        MemoryStore().run([("incr", "lp:{e:a}:x")])
+    with pytest.raises(ValueError, match="zincrby"):
+        MemoryStore().run([("zincrby", "lp:{e:a}:x")])
