@@ -307,6 +307,9 @@ class Escalation(_Section):
     limit: int = Field(2, ge=0)
     min_rules: int = Field(1, ge=1)
     """Different rules the flag-days must come from."""
+    one_rule_limit: int | None = Field(None, ge=0)
+    """Flag-days of any one rule tolerated in ``window`` whatever the others say (unset: no
+    such limit): a rule that flags an employee day after day is not chance either."""
     name: Name = "escalation"
 
 

@@ -51,3 +51,12 @@ def test_notes_go_to_the_employee_s_own_window_and_read_it_back() -> None:
         ("members", "lp:{e:al%20ice}:escalation"),
     ]
     assert batch.ops[1][2] == T - 14 * 86_400
+
+
+def test_one_rule_flagging_day_after_day_locks_past_its_own_limit() -> None:
+    """With ``min_rules = 2``, one rule's flag-days lock only past ``one_rule_limit``."""
+    days = [f"a@2026-09-{day:02d}" for day in range(10, 16)]
+    e = escalation(limit=2, min_rules=2, one_rule_limit=5)
+    assert e.judge(days[:5]) is None
+    assert e.judge(days) == tuple(days)
+    assert escalation(limit=2, min_rules=2).judge(days) is None

@@ -5,7 +5,8 @@ day, refused never. So every flag (of an enforced flag rule, or of a peer baseli
 once per rule and local day in the employee's escalation window, ``rule@YYYY-MM-DD``; more
 than ``limit`` such flag-days within ``window`` lock the employee out, and the lock names the
 flag-days behind it for whoever reviews it. ``min_rules`` asks for flags of several rules: one
-noisy rule flagging an honest clerk for a few days running is a case to review, not a lock.
+noisy rule flagging an honest clerk for a few days running is a case to review, not a lock;
+``one_rule_limit`` still locks when one rule flags day after day, past what chance gives.
 Counting days, not lookups, keeps one bad afternoon
 from counting as a hundred signals, and noting a flag-day once per instance keeps flagged
 employees from paying a second round trip on every lookup.
@@ -33,6 +34,7 @@ class Escalation:
         self.window = policy.window
         self.limit = policy.limit
         self.min_rules = policy.min_rules
+        self.one_rule_limit = policy.one_rule_limit
         self._prefix = prefix
         self._offset = utc_offset
         self._noted: set[tuple[str, str]] = set()
@@ -67,9 +69,17 @@ class Escalation:
             self._noted.add((employee_id, entry))
 
     def judge(self, flag_days: list[str]) -> tuple[str, ...] | None:
-        """The flag-days behind a lock, when there are more than ``limit`` of at least
-        ``min_rules`` different rules."""
+        """The flag-days behind a lock: more than ``limit`` of at least ``min_rules``
+        different rules, or more than ``one_rule_limit`` of one rule."""
         if len(flag_days) <= self.limit:
             return None
-        rules = {entry.rpartition("@")[0] for entry in flag_days}
-        return tuple(flag_days) if len(rules) >= self.min_rules else None
+        per_rule: dict[str, int] = {}
+        for entry in flag_days:
+            rule = entry.rpartition("@")[0]
+            per_rule[rule] = per_rule.get(rule, 0) + 1
+        if len(per_rule) >= self.min_rules:
+            return tuple(flag_days)
+        one_rule = self.one_rule_limit
+        if one_rule is not None and max(per_rule.values()) > one_rule:
+            return tuple(flag_days)
+        return None
