@@ -217,6 +217,10 @@ class MissesRule(_Rule):
     typo_repeat: int = Field(2, ge=1, le=8)
     """How often one found number may forgive a miss per ``typo_budget``: a clerk mistypes a
     customer's number again later in the visit, but a farmer retypes the same one all day."""
+    typo_share: float = Field(0.0, ge=0.0, le=1.0)
+    """With a share above 0, forgiveness is also capped at ``typo_floor`` plus this share of the
+    numbers the employee looked up in ``typo_budget`` (one more window per rule)."""
+    typo_floor: int = Field(5, ge=0)
     typo_budget: Duration = 86_400.0
     """How long a forgiveness is remembered: the cap's window, and how long a found number that
     forgave a miss cannot forgive another (a retype is of a customer met for the first time)."""

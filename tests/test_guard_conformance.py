@@ -884,3 +884,25 @@ async def test_a_flag_limit_flags_misses_below_the_rule_s_limit(store: GuardStor
     desk.at(50)
     locked = await desk.look(ALICE, FAR[4])
     assert (locked.allowed, locked.rule) == (False, "misses")
+
+
+async def test_forgiveness_is_capped_by_a_share_of_the_employee_s_own_lookups(
+    store: GuardStore,
+) -> None:
+    """With ``typo_share``, a clerk who looked up few numbers gets fewer typos forgiven than a
+    busy one: 10 % of 20-odd numbers forgives three of five typos, of 60-odd all five."""
+    shared = BOUNDED_TYPOS.replace(
+        "typo_limit = 2", "typo_limit = 100\ntypo_share = 0.1\ntypo_floor = 0"
+    )
+    desk = Desk(make_policy(shared), store)
+    for employee, served in ((ALICE, 20), (BOB, 60)):
+        for index in range(served):
+            desk.at(index)
+            await desk.look(employee, number(index * 7, base=1050000000), found=True)
+        for index in range(5):
+            desk.at(1000 + index * 100)
+            await desk.look(employee, number(index * 1000 + 4), found=False)
+            desk.at(1000 + index * 100 + 5)
+            await desk.look(employee, number(index * 1000 + 5), found=True)
+    assert await _misses(desk, ALICE) == 2
+    assert await _misses(desk, BOB) == 0

@@ -24,6 +24,9 @@ from lookup_proxy.policy import (
 
 DAY = 86_400
 
+NUMBERS_CAP = 4096
+"""Numbers remembered per employee for a relative forgiveness budget (a busy week's worth)."""
+
 OUTCOME_KEYS_CACHED = 65_536
 """Rule keys whose outcome keys a misses check remembers; the cache starts over when full."""
 VALUES_CACHED = 65_536
@@ -297,7 +300,10 @@ class MissesCheck(Check):
     one digit away from a customer they know, then look the customer up "again". So it is
     bounded: one found lookup forgives at most one miss; a found number forgives once per
     ``typo_budget`` (a retype is of a customer met for the first time, not of one the employee
-    keeps returning to); and at most ``typo_limit`` misses are forgiven per ``typo_budget``.
+    keeps returning to); and at most ``typo_limit`` misses are forgiven per ``typo_budget`` or,
+    with a ``typo_share``, ``typo_floor`` plus that share of the numbers the employee looked up
+    in it, if fewer: a clerk who makes few typos of their own cannot spend a busy clerk's budget
+    on probes.
     Two more windows per rule remember the forgiven misses and the numbers that forgave.
     """
 
@@ -310,7 +316,9 @@ class MissesCheck(Check):
         self.typo_limit = rule.typo_limit
         self.typo_budget = rule.typo_budget
         self.typo_repeat = rule.typo_repeat
-        self.typo_width = 1 + rule.typo_repeat
+        self.typo_share = rule.typo_share
+        self.typo_floor = rule.typo_floor
+        self.typo_width = 1 + rule.typo_repeat + (1 if rule.typo_share > 0 else 0)
         """Primitives ``add_budget_reads`` contributes."""
         self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
@@ -352,7 +360,12 @@ class MissesCheck(Check):
         return Finding(misses, None, misses <= self.limit)
 
     def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
-        """Learn the backend's answer for the subject's number (a found one only for a ratio)."""
+        """Learn the backend's answer for the subject's number (a found one only for a ratio),
+        and, for a budget of forgiveness relative to the employee's lookups, the number."""
+        if self.typo_share > 0:
+            batch.add(
+                key + ":numbers", subject.now, subject.number, self.typo_budget, NUMBERS_CAP, 0
+            )
         if found and not self.counts_found:
             return
         outcome = self.outcome_keys(key)[1 if found else 0]
@@ -375,14 +388,21 @@ class MissesCheck(Check):
         forgiven lately, and how often this number forgave one. Asked only when the found
         number is a typo's correction, a few lookups in a hundred."""
         _, _, forgiven, forgivers = self.outcome_keys(key)
-        batch.count(forgiven, subject.now - self.typo_budget)
+        since = subject.now - self.typo_budget
+        batch.count(forgiven, since)
         for time in range(1, self.typo_repeat + 1):
             batch.score(forgivers, f"{subject.number}#{time}")
+        if self.typo_share > 0:
+            batch.count(key + ":numbers", since)
 
     def forgiveness(self, results: list[Any], start: int) -> int:
         """How many times the number will have forgiven, with this one (0: no forgiveness,
         because the number forgave ``typo_repeat`` times lately or the budget is spent)."""
-        if results[start] >= self.typo_limit:
+        budget: float = self.typo_limit
+        if self.typo_share > 0:
+            numbers = results[start + 1 + self.typo_repeat]
+            budget = min(budget, self.typo_floor + self.typo_share * numbers)
+        if results[start] >= budget:
             return 0
         for offset in range(self.typo_repeat):
             if results[start + 1 + offset] is None:
