@@ -398,7 +398,7 @@ class MissesCheck(Check):
     def forgiveness(self, results: list[Any], start: int) -> int:
         """How many times the number will have forgiven, with this one (0: no forgiveness,
         because the number forgave ``typo_repeat`` times lately or the budget is spent)."""
-        budget: float = self.typo_limit
+        budget = float(self.typo_limit)
         if self.typo_share > 0:
             numbers = results[start + 1 + self.typo_repeat]
             budget = min(budget, self.typo_floor + self.typo_share * numbers)
