@@ -406,6 +406,28 @@ def test_a_replay_makes_no_reference_cycles(tmp_path: Path) -> None:
     assert {"bad-number", "unknown-reason"} <= set(summary.refused_before_guard)
 
 
+def test_one_replayer_carries_on_from_one_file_to_the_next(tmp_path: Path) -> None:
+    """The red-team replays a month a day at a time with one Replayer: a simulated chain
+    split into two files decides every row as the whole file does, counters, peer tallies and
+    lockouts carrying over."""
+    events = simulate(tmp_path, seed=8, employees=30, days=4)
+    header, *rows = events.read_text(encoding="utf-8").splitlines()
+    half = len(rows) // 2
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("\n".join([header, *rows[:half]]) + "\n", encoding="utf-8")
+    second.write_text("\n".join([header, *rows[half:]]) + "\n", encoding="utf-8")
+    shipped = load_policy(ROOT / "config" / "policy.toml")
+    Replayer(shipped).run(events, tmp_path / "whole.csv")
+    split = Replayer(shipped)
+    split.run(first, tmp_path / "one.csv")
+    split.run(second, tmp_path / "two.csv")
+    whole = (tmp_path / "whole.csv").read_text(encoding="utf-8").splitlines()
+    one = (tmp_path / "one.csv").read_text(encoding="utf-8").splitlines()
+    two = (tmp_path / "two.csv").read_text(encoding="utf-8").splitlines()
+    assert one + two[1:] == whole
+    assert any(",deny," in line for line in two)
+
+
 def test_replay_keeps_every_counter_whatever_the_memory_budget(tmp_path: Path) -> None:
     """memory_max_keys bounds the live memory store, which sheds the keys closest to expiry;
     a backtest must not: the first clerk's counter outlives 1,200 others' under a 1,000-key
