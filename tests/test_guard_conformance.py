@@ -710,6 +710,20 @@ async def test_lookups_outside_opening_hours_are_refused(store: GuardStore) -> N
     assert await desk.guard.lock_status("alice") is None
 
 
+async def test_an_hours_limit_above_zero_counts_lookups_while_the_store_is_shut(
+    store: GuardStore,
+) -> None:
+    """With ``limit = 1`` the first lookup after closing passes and the second is refused."""
+    desk = Desk(make_policy(HOURS.replace("limit = 0", "limit = 1"), tail=OPENING), store)
+    midnight = T - T % 86_400 - T
+    desk.at(midnight + 19 * 3600)
+    first, second = [await desk.look(ALICE, number(i)) for i in range(2)]
+    assert first.allowed
+    assert (second.allowed, second.rule) == (False, "after-hours")
+    desk.at(midnight + 86_400 + 10 * 3600)  # the next morning, open again
+    assert await desk.allowed(ALICE, [number(3)]) == [True]
+
+
 # -- chain scope -----------------------------------------------------------------------------
 
 

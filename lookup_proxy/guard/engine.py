@@ -36,7 +36,7 @@ from lookup_proxy.guard.escalation import Escalation
 from lookup_proxy.guard.lockouts import LockInfo, Lockouts
 from lookup_proxy.guard.memory import Immediate, MemoryStore
 from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck, PeerTally
-from lookup_proxy.guard.primitives import Batch, GuardStore, Op, StoreUnavailable
+from lookup_proxy.guard.primitives import Batch, GuardStore, Op, StoreUnavailable, employee_key
 from lookup_proxy.guard.rules import (
     BlockCheck,
     Check,
@@ -87,8 +87,12 @@ class _Plan:
     peers: tuple[tuple[PeerTally, str, tuple[PeerCheck, ...]], ...]
     """The peer tallies this employee counts into, with the peer group's tag and the peer
     rules that apply to them."""
-    marks: tuple[tuple[PeerCheck, str, int], ...]
-    """Each peer rule's flag mark: its key and where its value is in the decision's results."""
+    marks: tuple[PeerCheck, ...]
+    """The peer rules that apply, whose marks (see :meth:`Guard._marks_key`) the decision
+    reports as flags."""
+    marks_key: str
+    marks_at: int
+    """Where the marks are in the decision's results (after every rule's primitives)."""
 
 
 PLAN_CACHE_SIZE = 8192
@@ -127,6 +131,7 @@ class Guard:
         for peer in self.peer_checks:
             by_tally.setdefault((peer.rule.peers, peer.rule.bucket), []).append(peer)
         self.peer_tallies = [PeerTally(self._prefix, checks) for checks in by_tally.values()]
+        self._marks_span = max((peer.rule.bucket for peer in self.peer_checks), default=0.0)
         self._learns = bool(self.peer_checks) or any(
             isinstance(c, MissesCheck) for c in self.checks
         )
@@ -209,8 +214,7 @@ class Guard:
                 start += p.check.width
         shared_locking = tuple(p for p in shared if p.group is not None and _locks(p.check))
         peers: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
-        marks: list[tuple[PeerCheck, str, int]] = []
-        mark_start = 1 + sum(p.check.width for p in rules)
+        marks: list[PeerCheck] = []
         for tally in self.peer_tallies:
             tag = self._tag(tally.peers, employee)
             if tag is None:
@@ -219,11 +223,10 @@ class Guard:
             if not applying:
                 continue
             peers.append((tally, tag, applying))
-            for peer in applying:
-                marks.append((peer, self._mark_key(peer, employee.id), mark_start + len(marks)))
+            marks.extend(applying)
         return _Plan(
             employee,
-            self.lock_key(employee.id),
+            self.lockouts.key(employee.id),
             tuple(rules),
             locking_groups,
             tuple(shared),
@@ -233,11 +236,14 @@ class Guard:
             rate_policy,
             tuple(peers),
             tuple(marks),
+            self._marks_key(employee.id),
+            1 + sum(p.check.width for p in rules),
         )
 
-    def _mark_key(self, peer: PeerCheck, employee_id: str) -> str:
-        """Where a peer rule that fired leaves its mark for the next decisions to report."""
-        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:{peer.rule.name}:flagged"
+    def _marks_key(self, employee_id: str) -> str:
+        """The peer rules that fired for the employee lately: one window, one primitive per
+        decision however many peer rules there are; a mark lasts the longest peer bucket."""
+        return employee_key(self._prefix, employee_id, "peer-flags")
 
     # -- decide ------------------------------------------------------------------------------
 
@@ -278,8 +284,8 @@ class Guard:
                 )
         for rule_plan in plan.rules:
             rule_plan.check.add_ops(batch, rule_plan.key, subject)
-        for _, mark, _ in plan.marks:
-            batch.get(mark, now)
+        if plan.marks:
+            batch.members(plan.marks_key, now - self._marks_span)
         results = await self._execute(batch)
         lock_value = results[0]
         if lock_value is not None:
@@ -313,8 +319,9 @@ class Guard:
                 blocking.append(hit)
 
         escalating = [hit.rule for hit in hits if hit.action == "flag" and hit.mode == "enforce"]
-        for peer, _, start in plan.marks:
-            if results[start] is not None:
+        marked: list[str] = results[plan.marks_at] if plan.marks else []
+        for peer in plan.marks:
+            if peer.rule.name in marked:
                 peer_rule = peer.rule
                 hits.append(Hit(peer_rule.name, "peer", peer_rule.action, peer_rule.mode, 1))
                 flags.append(peer_rule.name)
@@ -477,9 +484,6 @@ class Guard:
 
     # -- locks -------------------------------------------------------------------------------
 
-    def lock_key(self, employee_id: str) -> str:
-        return self.lockouts.key(employee_id)
-
     async def _lock(
         self, employees: Sequence[str], rule: str, now: float, because: Sequence[str] = ()
     ) -> LockInfo:
@@ -536,7 +540,7 @@ class Guard:
         results = await self._execute(batch)
 
         then = self._batch()
-        forgave = bool(found) and await self._forgive(misses, subject, results, then)
+        forgave = found and await self._forgive(misses, subject, results, then)
         new = bool(peers) and results[seen_at] is None
         counts: list[tuple[str, int]] = []
         if new:
@@ -613,8 +617,9 @@ class Guard:
         """Leave each fired peer rule's mark (reported by the next decisions), lock for one
         that locks, and note the flag-days towards escalation; the lockouts made."""
         marks = self._batch()
+        key, span, cap = self._marks_key(employee.id), self._marks_span, len(self.peer_checks)
         for peer in fired:
-            marks.set(self._mark_key(peer, employee.id), "1", peer.rule.bucket, now)
+            marks.add(key, now, peer.rule.name, span, cap, 0)
         await self._execute(marks)
         locking = [
             p.rule.name for p in fired if p.rule.action == "lock" and p.rule.mode == "enforce"
@@ -632,7 +637,7 @@ class Guard:
 
     def _seen_key(self, employee_id: str) -> str:
         """The numbers the employee looked up in the current peer bucket (distinct outcomes)."""
-        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:peer-seen"
+        return employee_key(self._prefix, employee_id, "peer-seen")
 
     async def _escalate(
         self, employee_id: str, rules: Sequence[str], now: float

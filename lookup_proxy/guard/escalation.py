@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from urllib.parse import quote
 
-from lookup_proxy.guard.primitives import Batch
+from lookup_proxy.guard.primitives import Batch, employee_key
 from lookup_proxy.policy import Escalation as EscalationPolicy
 
 NOTED_CACHED = 65_536
@@ -40,7 +39,7 @@ class Escalation:
         self._noted: set[tuple[str, str]] = set()
 
     def key(self, employee_id: str) -> str:
-        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:{self.name}"
+        return employee_key(self._prefix, employee_id, self.name)
 
     def flag_days(self, employee_id: str, rules: Sequence[str], now: float) -> list[str]:
         """The ``rule@day`` entries of these flags that this instance has not noted yet."""

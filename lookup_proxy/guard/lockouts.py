@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from lookup_proxy.errors import Refusal, locked_out
-from lookup_proxy.guard.primitives import Batch, GuardStore
+from lookup_proxy.guard.primitives import Batch, GuardStore, employee_key
 
 VIEWS_CACHED = 8192
 """Parsed lockouts remembered (by value); the cache starts over when full."""
@@ -59,7 +59,7 @@ class Lockouts:
         self._views: dict[tuple[str, str], tuple[LockInfo, str]] = {}
 
     def key(self, employee_id: str) -> str:
-        return f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:lock"
+        return employee_key(self._prefix, employee_id, "lock")
 
     async def write(
         self, employees: Sequence[str], rule: str, now: float, because: Sequence[str] = ()
@@ -133,9 +133,8 @@ class Lockouts:
         otherwise the history that caused the lock would lock them again on the next lookup.
         Store- and region-wide counters stay, they belong to the group.
         """
-        # quote() leaves no glob characters (*?[]) in the tag, so the pattern is literal.
-        pattern = f"{self._prefix}:{{e:{quote(employee_id, safe='')}}}:*"
         lock = self.key(employee_id)
+        pattern = employee_key(self._prefix, employee_id, "*")
         keys = [key for key in await self._store.keys(pattern) if key != lock]
         batch = self._batch()
         for key in [lock, *keys]:

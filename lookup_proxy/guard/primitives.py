@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import quote
 
 Op = tuple[Any, ...]
 
@@ -133,6 +134,13 @@ class Batch:
     def executed(self) -> list[Any] | None:
         """The results, when the primitives already ran; None when ``ops`` must be sent."""
         return None
+
+
+def employee_key(prefix: str, employee_id: str, name: str) -> str:
+    """One of an employee's own keys. They all share the ``{e:<employee>}`` hash tag, so a
+    lookup's employee-scoped primitives run as one group (one script call, one Cluster node);
+    quoting leaves no glob characters, so ``name = "*"`` is a literal pattern for them all."""
+    return f"{prefix}:{{e:{quote(employee_id, safe='')}}}:{name}"
 
 
 def hash_tag(key: str) -> str:

@@ -259,8 +259,10 @@ class BlockCheck(Check):
 class HoursCheck(Check):
     """Lookups outside the store's opening hours, counted like a rate while the store is shut.
 
-    Inside opening hours the check asks for nothing that can fire (a count of members newer
-    than now, which is always 0), so a plan's slots stay fixed whatever the time of day.
+    With ``limit = 0`` (every lookup while the store is shut fires) nothing needs counting: the
+    check asks the store for nothing and judges the clock alone. Otherwise, inside opening hours
+    it asks for nothing that can fire (a count of members newer than now, always 0), so a
+    plan's slots stay fixed whatever the time of day.
     """
 
     def __init__(self, rule: HoursRule, hours: Hours) -> None:
@@ -268,6 +270,7 @@ class HoursCheck(Check):
         self.offset = hours.utc_offset
         self.default = (hours.open, hours.close)
         self.stores = {store: (h.open, h.close) for store, h in hours.stores.items()}
+        self.width = 0 if rule.limit == 0 else 1
 
     def outside(self, subject: Subject) -> bool:
         second = (subject.now + self.offset) % DAY
@@ -275,12 +278,16 @@ class HoursCheck(Check):
         return not opens <= second < closes
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        if self.width == 0:
+            return
         if self.outside(subject):
             batch.add(key, subject.now, subject.request_id, self.window, self.limit + 1, 0)
         else:
             batch.count(key, subject.now)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
+        if self.width == 0:
+            return Finding(1) if self.outside(subject) else None
         result = results[start]
         if isinstance(result, int) or result[0] <= self.limit:
             return None

@@ -2,8 +2,8 @@
 
 The probes go through ``lookup_proxy.replay.Replayer`` — the guard engine of the live proxy on
 the memory store with the event's time as the clock — as rows of an EVENTS.csv beside the honest
-rows, and the outcome is read back from its DECISIONS.csv, its summary and the guard's own record
-of lockouts: nothing here decides anything, so the red-team can never disagree with a backtest of
+rows, and the outcome is read back from its DECISIONS.csv and its summary (which has every
+lockout): nothing here decides anything, so the red-team can never disagree with a backtest of
 the same traffic.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from lookup_proxy.policy import Policy
 from lookup_proxy.redteam.baseline import Baseline, Staff
 from lookup_proxy.redteam.probes import Probe, Stage
-from lookup_proxy.replay import EVENT_COLUMNS, Replayer, Summary, parse_timestamp, run_now
+from lookup_proxy.replay import EVENT_COLUMNS, Replayer, Summary, parse_timestamp
 from lookup_proxy.simulation.contracts import KST
 
 
@@ -119,7 +119,7 @@ class Arena:
             self._read(kinds, probes, stage, outcome, seen)
             for employee in insiders:
                 if employee not in locked:
-                    lock = self._lock(replayer, summary, employee)
+                    lock = self._lock(summary, employee)
                     if lock is not None:
                         locked.add(employee)
                         if outcome.locked_at is None or lock[0] < outcome.locked_at:
@@ -129,18 +129,13 @@ class Arena:
         return outcome
 
     @staticmethod
-    def _lock(replayer: Replayer, summary: Summary, employee: str) -> tuple[float, str] | None:
-        """When and by which rule the employee was locked, if they were.
-
-        Locks made while deciding are in the replay summary; the guard's own record also
-        has those made while learning an outcome (a peer rule, an escalation).
-        """
+    def _lock(summary: Summary, employee: str) -> tuple[float, str] | None:
+        """When and by which rule the employee was locked, if they were: the replay summary
+        has every lockout, those made while deciding and those made while learning an
+        outcome (a peer rule, an escalation)."""
         info = summary.employees.get(employee)
         if info is not None and info.locked_at is not None:
             return parse_timestamp(info.locked_at), info.locked_by or ""
-        status = run_now(replayer.guard.lock_status(employee))
-        if status is not None:
-            return status.at, status.rule
         return None
 
     @property
