@@ -7,6 +7,7 @@ into problem responses, and owns the start-up and shutdown of shared resources.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +23,7 @@ from lookup_proxy.errors import ConfigError, ConfigProblem, Refusal, bad_request
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
+from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import ProxyMetrics
@@ -30,6 +32,9 @@ from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
 from lookup_proxy.request_id import REQUEST_ID, request_id_for
+from lookup_proxy.resilience.fallback import Failover
+from lookup_proxy.resilience.journal import LockJournal
+from lookup_proxy.resilience.recovery import reassert_locks
 from lookup_proxy.stores import open_store
 
 log = logging.getLogger("lookup_proxy.app")
@@ -56,6 +61,17 @@ class Proxy:
         self.catalogue = ReasonCatalogue(policy.reasons)
         self.store = store if store is not None else open_store(policy.store, environ)
         self.guard = Guard(policy, self.store, clock, self.metrics.guard)
+        self.journal: LockJournal | None = None
+        if policy.store.lock_journal is not None:
+            self.journal = LockJournal(
+                base_dir / policy.store.lock_journal,
+                on_error=self.metrics.store.journal_errors.inc,
+            )
+        self.guard.lockouts.recorder = self.journal
+        if isinstance(self.store, RedisStore):
+            self.store.on_restart = self._reassert
+        self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
+        self._watching: asyncio.Task[None] | None = None
         credential = None
         if policy.upstream.credential_env is not None:
             credential = environ.get(policy.upstream.credential_env)
@@ -104,7 +120,7 @@ class Proxy:
             number = normalise_number(_raw_number(request, route), self.policy.numbers)  # target
             entry.number = mask(number)
             lookup = Lookup(request_id, employee, justification.reason, number)
-            decision = await self.guard.decide(lookup)  # guard
+            decision, guard = await self.failover.decide(lookup)  # guard
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.refusal is not None:
@@ -125,10 +141,10 @@ class Proxy:
             entry.status = entry.upstream_status = forwarded.status
             if 200 <= forwarded.status < 300:
                 entry.outcome = "found"
-                self._learn(lookup, found=True)  # learn
+                self._learn(guard, lookup, found=True)  # learn
             elif forwarded.status in self.not_found:
                 entry.outcome = "not_found"
-                self._learn(lookup, found=False)
+                self._learn(guard, lookup, found=False)
             else:
                 entry.outcome = "upstream_status"
             if not forwarded.complete:
@@ -142,9 +158,9 @@ class Proxy:
             self.metrics.in_flight.dec()
             self.recorder.record(entry, time.perf_counter() - started)  # record
 
-    def _learn(self, lookup: Lookup, *, found: bool) -> None:
-        """Teach the guard the outcome after the terminal has its answer."""
-        task = asyncio.get_running_loop().create_task(self._learn_now(lookup, found))
+    def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
+        """Teach the guard that decided the outcome, after the terminal has its answer."""
+        task = asyncio.get_running_loop().create_task(self._learn_now(guard, lookup, found))
         self._learning.add(task)
         task.add_done_callback(self._learning.discard)
 
@@ -153,9 +169,9 @@ class Proxy:
         while self._learning:
             await asyncio.wait(set(self._learning))
 
-    async def _learn_now(self, lookup: Lookup, found: bool) -> None:
+    async def _learn_now(self, guard: Guard, lookup: Lookup, found: bool) -> None:
         try:
-            await self.guard.learn(lookup, found)
+            await self.failover.learn(guard, lookup, found)
         except Refusal:
             log.warning(
                 "outcome not recorded: store unavailable",
@@ -166,10 +182,36 @@ class Proxy:
 
     async def start(self, _app: web.Application) -> None:
         await self.upstream.start()
+        if isinstance(self.store, RedisStore):
+            # Its first batch re-asserts the journal (on_restart "start"); the watch notices a
+            # Redis emptied without a restart.
+            self._watching = asyncio.get_running_loop().create_task(self._watch(self.store))
+        else:
+            await self._reassert("start")  # a proxy restart always empties the memory store
+        if self.journal is None:
+            log.warning(
+                "no lock journal configured ([store] lock_journal): lockouts do not survive "
+                "a store that loses its state",
+                extra={"store": self.store.kind},
+            )
+
+    async def _reassert(self, found: str) -> None:
+        await reassert_locks(self.guard, self.journal, self.metrics.store, found)
+
+    async def _watch(self, store: RedisStore) -> None:
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                await store.verify()
+            await asyncio.sleep(self.policy.store.check_interval)
 
     async def stop(self, _app: web.Application) -> None:
         if self._learning:
             await asyncio.wait(self._learning, timeout=5)
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+        await self.failover.close()
         await self.upstream.close()
         await self.store.close()
 
@@ -186,9 +228,15 @@ class Proxy:
         except (StoreUnavailable, TimeoutError):
             checks["store"] = "unreachable"
         checks["upstream"] = "ok" if await self.upstream.reachable() else "unreachable"
-        ready = all(v in ("ok", "loaded") for v in checks.values())
+        # Guarding from the embedded store is degraded but safe: keep taking traffic.
+        local = self.failover.mode == "local"
+        ready = all(v in ("ok", "loaded") or (k == "store" and local) for k, v in checks.items())
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
+            {
+                "status": "ready" if ready else "not ready",
+                "checks": checks,
+                "store_mode": self.failover.mode,
+            },
             status=200 if ready else 503,
             dumps=_dumps,
         )

@@ -124,3 +124,51 @@ class ProxyMetrics:
             registry=registry,
         )
         self.guard = GuardMetrics(registry)
+        self.store = StoreHealthMetrics(registry)
+
+
+class StoreHealthMetrics:
+    """The store-down mode and what kept guard state through restarts and outages."""
+
+    MODES = ("shared", "local", "refusing")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.mode = Gauge(
+            "lookup_proxy_store_mode",
+            "1 for the mode lookups are guarded in now: shared (Redis), local (embedded store "
+            "while Redis is unreachable) or refusing (503 while Redis is unreachable).",
+            ["mode"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "lookup_proxy_store_mode_transitions_total",
+            "Changes of store mode, by the mode entered.",
+            ["mode"],
+            registry=registry,
+        )
+        self.recoveries = Counter(
+            "lookup_proxy_store_recoveries_total",
+            "Times the guard's state was checked and locks re-asserted, by what was found: "
+            "start, restarted (data kept), empty (restarted without data), flushed, back "
+            "(after an outage), outage (a local store loaded for an outage).",
+            ["found"],
+            registry=registry,
+        )
+        self.locks_restored = Counter(
+            "lookup_proxy_locks_restored_total",
+            "Locks written back from the lock journal into a store that may have lost them.",
+            registry=registry,
+        )
+        self.journal_errors = Counter(
+            "lookup_proxy_lock_journal_errors_total",
+            "Lock journal writes that failed (disk full, volume gone): those locks live only "
+            "in the store.",
+            registry=registry,
+        )
+        for mode in self.MODES:
+            self.mode.labels(mode=mode).set(1 if mode == "shared" else 0)
+
+    def entered(self, mode: str) -> None:
+        for each in self.MODES:
+            self.mode.labels(mode=each).set(1 if each == mode else 0)
+        self.transitions.labels(mode=mode).inc()

@@ -169,7 +169,21 @@ class Store(_Section):
     cluster: bool = False
     timeout: Duration = 0.25
     key_prefix: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,16}$")] = "lp"
-    on_unavailable: Literal["refuse"] = "refuse"
+    on_unavailable: Literal["refuse", "local"] = "refuse"
+    """What a lookup meets while Redis cannot be reached: a 503, or the embedded store."""
+    local_limit_share: float = Field(0.5, gt=0.0, le=1.0)
+    """In ``local`` mode every count limit is this share of the policy's (rounded down, at
+    least 1): each instance counts alone, so an employee spread over N instances gets N
+    times it. Set it to 1/N of your instances or less."""
+    breaker_failures: int = Field(2, ge=1, le=100)
+    """Consecutive store failures that open the circuit (no more waits on a dead Redis)."""
+    retry_interval: Duration = 1.0
+    """While the circuit is open, how often one probe asks whether Redis is back."""
+    check_interval: Duration = 2.0
+    """How often the marker key is checked, to notice a Redis emptied without a restart."""
+    lock_journal: str | None = None
+    """Directory for the lock journal (relative to the policy file), shared by every
+    instance: locks re-asserted from it survive a Redis or proxy restart that lost them."""
     memory_max_keys: int = Field(2_000_000, ge=1000)
 
 

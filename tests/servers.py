@@ -78,6 +78,12 @@ class RedisServer:
         log = self.directory / "redis.log"
         return log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no shutdown save, no goodbye."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -104,19 +110,32 @@ def _wait_until_answering(server: RedisServer, deadline: float) -> bool:
         client.close()
 
 
-def start_redis(directory: Path, *, cluster: bool = False, wait: float = 15.0) -> RedisServer:
-    """A redis-server answering PING, persistence off, in ``directory``."""
+def start_redis(
+    directory: Path,
+    *,
+    cluster: bool = False,
+    wait: float = 15.0,
+    persistence: bool = False,
+    port: int | None = None,
+) -> RedisServer:
+    """A redis-server answering PING in ``directory``; persistence off unless asked.
+
+    ``persistence`` turns on the append-only file with ``appendfsync always``, so a test can
+    kill the server right after a write and still expect the write back (deployments use
+    ``everysec``: at most about a second lost). ``port`` restarts a server where it was.
+    """
     binary = _binary("redis-server")
     directory.mkdir(parents=True, exist_ok=True)
     failure = ""
-    for _ in range(5):  # a free port can be taken between probing and binding
-        port = free_port(cluster_bus=cluster)
+    for _ in range(5 if port is None else 1):  # a free port can be taken before binding
+        chosen = free_port(cluster_bus=cluster) if port is None else port
         args = [
             binary,
-            "--port", str(port),
+            "--port", str(chosen),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if persistence else "no",
+            "--appendfsync", "always",
             "--dir", str(directory),
             "--logfile", "redis.log",
         ]  # fmt: skip
@@ -127,7 +146,7 @@ def start_redis(directory: Path, *, cluster: bool = False, wait: float = 15.0) -
                 "--cluster-node-timeout", "3000",
             ]  # fmt: skip
         process = subprocess.Popen(args, cwd=directory, stdin=subprocess.DEVNULL)
-        server = RedisServer(port, directory, process)
+        server = RedisServer(chosen, directory, process)
         if _wait_until_answering(server, time.monotonic() + wait):
             return server
         failure = server.log_tail()

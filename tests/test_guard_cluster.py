@@ -116,7 +116,7 @@ async def test_every_scope_works_with_its_keys_on_three_masters(fresh_cluster: s
         assert await desk.guard.unlock("alice")
         assert (await desk.look(alice, number(0, base=1077770000))).allowed
 
-        keys = await store.keys("lp:*")
+        keys = await store.keys("lp:{*")
         tags = {key[key.index("{") + 1 : key.index("}")] for key in keys}
         assert {"e:alice", f"s:{store_name}", f"r:{region}"} <= tags
         nodes = {

@@ -502,7 +502,7 @@ class Guard:
 
     async def unlock(self, employee_id: str) -> bool:
         """Lift a lockout (and the employee's own counters): see :meth:`Lockouts.lift`."""
-        return await self.lockouts.lift(employee_id)
+        return await self.lockouts.lift(employee_id, self.clock.now())
 
     async def locked_employees(self) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""

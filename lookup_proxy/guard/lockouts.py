@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from lookup_proxy.errors import Refusal, locked_out
@@ -38,6 +38,14 @@ class LockInfo:
     because: tuple[str, ...] = ()
 
 
+class LockRecorder(Protocol):
+    """Where locks are also written so they outlive the store (the lock journal)."""
+
+    def locked(self, infos: Sequence[LockInfo]) -> None: ...
+
+    def unlocked(self, employee: str, at: float) -> None: ...
+
+
 class Lockouts:
     """Writes, reads, lists and lifts lockouts through the guard's batches."""
 
@@ -57,6 +65,8 @@ class Lockouts:
         self._batch = batch
         self._execute = execute
         self._views: dict[tuple[str, str], tuple[LockInfo, str]] = {}
+        self.recorder: LockRecorder | None = None
+        """Set by the proxy when locks must also go to the lock journal."""
 
     def key(self, employee_id: str) -> str:
         return employee_key(self._prefix, employee_id, "lock")
@@ -74,7 +84,26 @@ class Lockouts:
         for employee in employees:
             batch.set(self.key(employee), value, self._ttl, now)
         await self._execute(batch)
-        return LockInfo(employees[0], rule, now, until, tuple(because))
+        infos = [LockInfo(employee, rule, now, until, tuple(because)) for employee in employees]
+        if self.recorder is not None:
+            self.recorder.locked(infos)
+        return infos[0]
+
+    async def restore(self, infos: Sequence[LockInfo], now: float) -> int:
+        """Write back locks a store lost (from the journal); returns how many were written."""
+        batch = self._batch()
+        written = 0
+        for info in infos:
+            if info.until is not None and info.until <= now:
+                continue
+            record: dict[str, Any] = {"rule": info.rule, "at": info.at, "until": info.until}
+            if info.because:
+                record["because"] = list(info.because)
+            ttl = 0.0 if info.until is None else info.until - now
+            batch.set(self.key(info.employee), json.dumps(record), ttl, now)
+            written += 1
+        await self._execute(batch)
+        return written
 
     def view(self, employee_id: str, value: str) -> tuple[LockInfo, str]:
         """A stored lockout parsed, with the refusal's detail; cached by value, because a
@@ -126,7 +155,7 @@ class Lockouts:
         held = await self._execute(batch)
         return [employee for employee, lock in zip(employees, held, strict=True) if lock is None]
 
-    async def lift(self, employee_id: str) -> bool:
+    async def lift(self, employee_id: str, now: float) -> bool:
         """Lift a lockout on every instance at once; True when there was one.
 
         Unlocking is a reviewed decision, so the employee's own counters are cleared too:
@@ -139,7 +168,10 @@ class Lockouts:
         batch = self._batch()
         for key in [lock, *keys]:
             batch.delete(key)
-        return bool((await self._execute(batch))[0])
+        removed = bool((await self._execute(batch))[0])
+        if self.recorder is not None:
+            self.recorder.unlocked(employee_id, now)
+        return removed
 
     async def every(self, now: float) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""

@@ -12,6 +12,14 @@ Any failure to get an answer (refused connection, timeout, cluster down, a scrip
 :class:`StoreUnavailable`: the guard then refuses the lookup rather than letting it through
 unguarded. Timeouts are short and retries minimal so a terminal never waits on a dead Redis.
 
+A Redis that restarted is noticed on the first new connection to it, before any command runs
+there: the connection's handshake reads the server's ``run_id`` and, when it is not the one
+whose state this instance vouched for, refuses the connection (:class:`RedisRestarted`). Every
+batch then waits while :meth:`RedisStore.on_restart` writes back what must not be lost (the
+proxy re-asserts locks from its journal), and runs after. A marker key written at each
+recovery catches a Redis emptied without a restart (a flush) at the next :meth:`verify`.
+Cluster clients own the handshake hook, so there only the marker and start-up recover.
+
 Two differences from the memory store are inherent, and no rule depends on them: values and
 whole keys expire on Redis's clock rather than the injected one (the same wall time in live
 use), and members with *equal* scores are ordered by member rather than by insertion, so a
@@ -22,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from importlib.resources import files
 from typing import Any
 
@@ -31,7 +41,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from lookup_proxy.guard.primitives import (
     ADD,
@@ -67,6 +77,14 @@ ARITY = {
 """Arguments after the key, per opcode: the script walks its argument array by these counts."""
 
 
+_RECOVERING: ContextVar[bool] = ContextVar("lookup_proxy_redis_recovering", default=False)
+"""True inside the recovery task: its own batches must not wait for themselves."""
+
+
+class RedisRestarted(RedisError):
+    """A new connection reached a Redis whose state this instance has not vouched for."""
+
+
 class _Group:
     """The primitives of one hash tag, encoded for one script call."""
 
@@ -95,9 +113,19 @@ class RedisStore:
 
     kind = "redis"
 
-    def __init__(self, client: Redis | RedisCluster, *, timeout: float) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, *, timeout: float, marker: str = "lp:epoch"
+    ) -> None:
         self.client = client
         """The redis-py client, for admin tools and tests that inspect keys and TTLs."""
+        self.marker = marker
+        self.on_restart: Callable[[str], Awaitable[None]] | None = None
+        """Run before any lookup's batch whenever Redis may have lost state: at first contact
+        (``"start"``), after a restart that kept its data (``"restarted"``) or lost it
+        (``"empty"``), and after a flush (``"flushed"``)."""
+        self._run_id: str | None = None
+        self._verified = False
+        self._recovery: asyncio.Task[None] | None = None
         self._cluster = isinstance(client, RedisCluster)
         # The socket timeouts bound each connect, write and read, which bounds a standalone
         # batch. A Cluster batch may also refresh the topology, follow redirects and wait out a
@@ -107,7 +135,9 @@ class RedisStore:
         self._discovering = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, url: str, *, cluster: bool, timeout: float) -> RedisStore:
+    def from_url(
+        cls, url: str, *, cluster: bool, timeout: float, marker: str = "lp:epoch"
+    ) -> RedisStore:
         """A store for ``url``; connects lazily, so a Redis that is down fails on first use."""
         # One immediate retry heals a pooled connection that Redis closed (restart, idle
         # timeout); redis-py's default exponential backoff would hold a terminal for seconds.
@@ -118,10 +148,83 @@ class RedisStore:
             "retry": retry,
             "decode_responses": True,
         }
-        client: Redis | RedisCluster = (
-            RedisCluster.from_url(url, **options) if cluster else Redis.from_url(url, **options)
+        if cluster:
+            return cls(RedisCluster.from_url(url, **options), timeout=timeout, marker=marker)
+        watch = _Handshake()
+        store = cls(
+            Redis.from_url(url, redis_connect_func=watch.connected, **options),
+            timeout=timeout,
+            marker=marker,
         )
-        return cls(client, timeout=timeout)
+        watch.store = store
+        return store
+
+    # -- restarts -----------------------------------------------------------------------------
+
+    def _admit(self, run_id: str) -> None:
+        """Called in every new connection's handshake with the server's run_id."""
+        if _RECOVERING.get() or (self._recovery is None and not self._verified):
+            return  # before the first recovery every batch waits for it anyway (_ready)
+        if run_id == self._run_id and self._recovery is None:
+            return
+        raise RedisRestarted("Redis restarted; its state is being checked")
+
+    def _recover_soon(self) -> asyncio.Task[None]:
+        if self._recovery is None:
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+        return self._recovery
+
+    async def _recover(self) -> None:
+        token = _RECOVERING.set(True)
+        try:
+            async with asyncio.timeout(self._deadline * 4):
+                client = self.client
+                run_id: str | None = None
+                if not self._cluster:
+                    run_id = str((await client.info("server"))["run_id"])
+                had_marker = await client.get(self.marker) is not None
+                if not self._verified:
+                    found = "start"
+                elif had_marker:
+                    found = "restarted" if run_id != self._run_id else "verified"
+                else:
+                    found = "flushed" if run_id == self._run_id else "empty"
+                if self.on_restart is not None:
+                    await self.on_restart(found)
+                if not had_marker:
+                    await client.set(self.marker, uuid.uuid4().hex, nx=True)
+                self._run_id = run_id
+                self._verified = True
+        finally:
+            _RECOVERING.reset(token)
+            self._recovery = None
+
+    async def _ready(self) -> None:
+        """Wait for a recovery in progress (or start the first); StoreUnavailable if it fails."""
+        if _RECOVERING.get():
+            return
+        task = self._recovery
+        if task is None:
+            if self._verified:
+                return
+            task = self._recover_soon()
+        try:
+            await asyncio.shield(task)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def verify(self) -> None:
+        """Recover now if the marker key is gone (Redis emptied without a restart)."""
+        await self._ready()
+        try:
+            present = await self.client.get(self.marker) is not None
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        if not present:
+            try:
+                await asyncio.shield(self._recover_soon())
+            except Exception as exc:
+                raise _unavailable(exc) from exc
 
     # -- the lookup path ----------------------------------------------------------------------
 
@@ -146,14 +249,17 @@ class RedisStore:
         batches = list(groups.values())
         for group in batches:
             group.seal()  # outside the try: unencodable arguments are a bug, not an outage
+        await self._ready()
         try:
-            if self._cluster:
-                async with asyncio.timeout(self._deadline):
-                    if not self._discovered:
-                        await self._discover()
-                    replies = await self._run_concurrently(batches)
-            else:
-                replies = await self._run_pipelined(batches)
+            replies = await self._run(batches)
+        except RedisRestarted:
+            # Refused in the handshake, so nothing of this batch ran: recover, then run it.
+            await self._recover_soon()
+            await self._ready()
+            try:
+                replies = await self._run(batches)
+            except Exception as exc:
+                raise _unavailable(exc) from exc
         except Exception as exc:
             raise _unavailable(exc) from exc
 
@@ -168,6 +274,14 @@ class RedisStore:
                     value = float(value)
                 results[index] = value
         return results
+
+    async def _run(self, batches: list[_Group]) -> list[Any]:
+        if self._cluster:
+            async with asyncio.timeout(self._deadline):
+                if not self._discovered:
+                    await self._discover()
+                return await self._run_concurrently(batches)
+        return await self._run_pipelined(batches)
 
     async def _discover(self) -> None:
         """Learn the Cluster's topology once, before any concurrent commands.
@@ -231,19 +345,29 @@ class RedisStore:
     # -- health and admin ---------------------------------------------------------------------
 
     async def ping(self) -> None:
+        await self._ready()
         try:
-            async with asyncio.timeout(self._deadline):
-                if isinstance(self.client, RedisCluster):
-                    await self._discover()
-                    await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
-                else:
-                    await self.client.ping()
+            try:
+                await self._ping()
+            except RedisRestarted:
+                await self._recover_soon()
+                await self._ready()
+                await self._ping()
         except Exception as exc:
             raise _unavailable(exc) from exc
+
+    async def _ping(self) -> None:
+        async with asyncio.timeout(self._deadline):
+            if isinstance(self.client, RedisCluster):
+                await self._discover()
+                await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await self.client.ping()
 
     async def keys(self, pattern: str) -> list[str]:
         # SCAN, never KEYS: listing must not stall Redis for every proxy's lookups. In Cluster
         # redis-py scans every master.
+        await self._ready()
         try:
             await self._discover()
             found = {key async for key in self.client.scan_iter(match=pattern, count=1000)}
@@ -253,6 +377,23 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class _Handshake:
+    """The connection hook: the usual handshake, then the server's run_id for the store."""
+
+    store: RedisStore | None = None
+
+    async def connected(self, connection: Any) -> None:
+        await connection.on_connect()
+        await connection.send_command("INFO", "server")
+        info = await connection.read_response()
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        run_id = next(
+            (line[7:].strip() for line in text.splitlines() if line.startswith("run_id:")), ""
+        )
+        if self.store is not None:
+            self.store._admit(run_id)
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
