@@ -32,11 +32,13 @@ def check_framing(request: web.Request) -> None:
     """Refuse what no route carries: a target that is not a path, repeated identity headers,
     and a body on a method that has none (the backend might read it; the guard never did)."""
     target = request.raw_path
-    if not target.startswith("/") or target.startswith("//"):
+    # Origin form only (RFC 9112 §3.2.1): an absolute URL names a host the proxy would have to
+    # ignore, "//host/..." reads as one to URL parsers, and a fragment is never sent on the wire.
+    if not target.startswith("/") or target.startswith("//") or "#" in target:
         raise bad_request(
-            "Send the request to a path on this service (starting with a single /), not to a "
+            "Send the request to a path on this service (a single / and the path), not to a "
             "full address. Ask the help desk to check the terminal's settings.",
-            "absolute-form",
+            "bad-target",
         )
     for name in SINGLE_HEADERS:
         if len(request.headers.getall(name, ())) > 1:
