@@ -7,19 +7,37 @@ every action is written to the audit log with who did it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import orjson
 from aiohttp import web
 
 from lookup_proxy.employee import Employee
-from lookup_proxy.errors import not_permitted
+from lookup_proxy.errors import bad_request, not_permitted
 from lookup_proxy.guard import Guard
 from lookup_proxy.guard.lockouts import LockInfo
 from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.request_id import REQUEST_ID
 
 audit_log = logging.getLogger("lookup_proxy.audit")
+
+EMPLOYEE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+"""What an employee id in the admin API may be. The id becomes part of store keys and key
+patterns (listing and unlocking scan for them), so glob characters (``*``, ``?``, ``[``),
+hash-tag braces, separators and path tricks must never reach the store."""
+
+
+def _employee(request: web.Request) -> str:
+    employee = request.match_info["employee"]
+    if EMPLOYEE_ID.fullmatch(employee) is None:
+        raise bad_request(
+            "That is not an employee id: 1 to 128 letters, digits and . _ @ + - "
+            "(starting with a letter or digit).",
+            "bad-employee-id",
+        )
+    return employee
 
 
 def _lock_json(info: LockInfo) -> dict[str, object]:
@@ -54,7 +72,7 @@ def add_admin_routes(
 
     async def show_lock(request: web.Request) -> web.Response:
         admin(request)
-        employee = request.match_info["employee"]
+        employee = _employee(request)
         info = await guard.lock_status(employee)
         return respond(
             {
@@ -66,7 +84,7 @@ def add_admin_routes(
 
     async def unlock(request: web.Request) -> web.Response:
         actor = admin(request)
-        employee = request.match_info["employee"]
+        employee = _employee(request)
         removed = await guard.unlock(employee)
         audit_log.info(
             "unlock",
@@ -81,7 +99,7 @@ def add_admin_routes(
 
     async def lock(request: web.Request) -> web.Response:
         actor = admin(request)
-        employee = request.match_info["employee"]
+        employee = _employee(request)
         info = await guard.lock(employee, rule="manual")
         audit_log.info(
             "lock",

@@ -19,7 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.clock import Clock, SystemClock
-from lookup_proxy.errors import ConfigError, ConfigProblem, Refusal, bad_request, not_permitted
+from lookup_proxy.errors import (
+    ConfigError,
+    ConfigProblem,
+    Refusal,
+    guard_unavailable,
+    not_permitted,
+)
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
@@ -32,6 +38,7 @@ from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
 from lookup_proxy.request_id import REQUEST_ID, request_id_for
+from lookup_proxy.request_shape import check_framing, lookup_target
 from lookup_proxy.resilience.fallback import Failover
 from lookup_proxy.resilience.journal import LockJournal
 from lookup_proxy.resilience.recovery import reassert_locks
@@ -91,6 +98,8 @@ class Proxy:
         self.recorder = Recorder(self.metrics, policy.audit.enabled)
         self.not_found = frozenset(policy.upstream.not_found_statuses)
         self._learning: set[asyncio.Task[None]] = set()
+        self.lookup_routes: set[web.AbstractRoute] = set()
+        """Routes whose walk checks the request's shape itself, so the refusal is audited."""
 
     # -- the walk ----------------------------------------------------------------------------
 
@@ -109,6 +118,8 @@ class Proxy:
         entry = LookupRecord(request_id, label, client, started)
         self.metrics.in_flight.inc()
         try:
+            check_framing(request)  # shape: nothing the route does not declare
+            raw_number, target = lookup_target(request, route)
             employee = self.verifier.verify(request.headers.get("Authorization"))  # identify
             entry.employee, entry.store, entry.region = employee.id, employee.store, employee.region
             justification = self.catalogue.justify(  # justify
@@ -117,7 +128,7 @@ class Proxy:
                 request.headers.get("X-Lookup-Reference"),
             )
             entry.reason, entry.reference = justification.reason, justification.reference
-            number = normalise_number(_raw_number(request, route), self.policy.numbers)  # target
+            number = normalise_number(raw_number, self.policy.numbers)  # target
             entry.number = mask(number)
             lookup = Lookup(request_id, employee, justification.reason, number)
             decision, guard = await self.failover.decide(lookup)  # guard
@@ -129,6 +140,7 @@ class Proxy:
             upstream_started = time.perf_counter()
             forwarded = await self.upstream.forward(  # forward
                 request,
+                target,
                 employee,
                 justification,
                 request_id,
@@ -149,9 +161,14 @@ class Proxy:
                 entry.outcome = "upstream_status"
             if not forwarded.complete:
                 entry.outcome = "upstream_error"
+            if forwarded.truncated:
+                self.metrics.upstream_truncated.labels(label).inc()
             return forwarded.response
         except Refusal as refusal:
             entry.cause, entry.status = refusal.cause, refusal.status
+            upstream_status = refusal.extra.get("upstream_status")
+            if isinstance(upstream_status, int):
+                entry.upstream_status = upstream_status
             entry.outcome = "upstream_error" if refusal.status in (502, 504) else "refused"
             return problem_response(refusal, request_id, request.path)
         finally:
@@ -172,7 +189,7 @@ class Proxy:
     async def _learn_now(self, guard: Guard, lookup: Lookup, found: bool) -> None:
         try:
             await self.failover.learn(guard, lookup, found)
-        except Refusal:
+        except (Refusal, StoreUnavailable):
             log.warning(
                 "outcome not recorded: store unavailable",
                 extra={"request_id": lookup.request_id, "number": mask(lookup.number)},
@@ -247,47 +264,73 @@ class Proxy:
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    async def not_a_route(self, request: web.Request) -> web.StreamResponse:
-        refusal = not_permitted(
-            "This address is not a customer lookup this proxy serves.", "route-not-allowed"
-        )
+    def refused(self, request: web.Request, refusal: Refusal) -> web.Response:
+        """A refusal outside the lookup walk (which records its own): counted, logged, no
+        traceback, since every one of them is an expected condition."""
         self.metrics.refusals.labels(refusal.cause, str(refusal.status)).inc()
         log.warning(
-            "refused: not a lookup route",
-            extra={"request_id": request[REQUEST_ID], "method": request.method},
+            "refused",
+            extra={
+                "request_id": request[REQUEST_ID],
+                "method": request.method,
+                "cause": refusal.cause,
+                "status": refusal.status,
+            },
         )
-        raise refusal
+        return problem_response(refusal, request[REQUEST_ID], request.path)
+
+
+def _not_a_route() -> Refusal:
+    return not_permitted(
+        "This address is not a customer lookup this proxy serves.", "route-not-allowed"
+    )
+
+
+def _method_not_allowed(request: web.Request, allowed: set[str]) -> Refusal:
+    methods = ", ".join(sorted(allowed))
+    return Refusal(
+        f"This address does not answer {request.method} requests (only {methods}). "
+        "Ask the help desk to check the terminal's settings.",
+        status=405,
+        cause="method-not-allowed",
+        title="Method not allowed",
+        headers={"Allow": methods},
+    )
 
 
 def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _raw_number(request: web.Request, route: Route) -> str:
-    if route.number_from == "path":
-        return request.match_info.get(route.number_param, "")
-    values = request.query.getall(route.number_param, [])
-    if len(values) != 1:
-        raise bad_request("Enter exactly one phone number to look up.", "bad-number")
-    return values[0]
-
-
 @web.middleware
 async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids on every response; refusals and surprises as problem bodies, no tracebacks."""
+    """Request ids on every response; strict framing on every request; refusals and surprises
+    as problem bodies, tracebacks only for surprises."""
     request_id = request_id_for(request)
     request[REQUEST_ID] = request_id
+    proxy = request.app[PROXY]
     try:
+        if request.match_info.route not in proxy.lookup_routes:
+            check_framing(request)
         response = await handler(request)
     except Refusal as refusal:
-        response = problem_response(refusal, request_id, request.path)
+        response = proxy.refused(request, refusal)
+    except web.HTTPMethodNotAllowed as exc:
+        response = proxy.refused(request, _method_not_allowed(request, exc.allowed_methods))
+    except web.HTTPNotFound:
+        response = proxy.refused(request, _not_a_route())
+    except StoreUnavailable:
+        # The admin API reaches the store directly; Redis down is an outage, not a bug.
+        unavailable = guard_unavailable(
+            "The lockout records are unavailable for a moment. Try again in a few seconds."
+        )
+        response = proxy.refused(request, unavailable)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = problem_response(
+        response = proxy.refused(
+            request,
             Refusal(exc.reason, status=exc.status, cause=f"http-{exc.status}", title=exc.reason),
-            request_id,
-            request.path,
         )
     except (asyncio.CancelledError, ConnectionResetError):
         raise
@@ -337,6 +380,8 @@ def build_app(
     add_admin_routes(app, proxy.verifier, proxy.guard, policy.server.admin_role)
     for route in policy.routes:
         label = f"{route.method} {route.path}"
-        app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))
-    app.router.add_route("*", "/{tail:.*}", proxy.not_a_route)
+        added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))
+        proxy.lookup_routes.add(added)
+    # No catch-all: the router's 404 (no such route) becomes a 403 route-not-allowed, its 405
+    # (a route, another method) a 405 problem with Allow; see _problems.
     return app

@@ -13,6 +13,7 @@
         ├── GuardDenied           403  an enumeration rule refused this lookup
         ├── GuardUnavailable      503  the store behind the guard cannot be reached
         ├── UpstreamUnavailable   502  the customer-lookup backend refused or broke the connection
+        ├── UpstreamError         502  the backend answered 5xx (its body is logged, not relayed)
         └── UpstreamTimeout       504  the customer-lookup backend did not answer in time
 
 A refusal's ``detail`` is read by a clerk at a store terminal: short, plain, and says what to do.
@@ -133,6 +134,17 @@ def guard_unavailable(detail: str) -> Refusal:
 def upstream_unavailable(detail: str) -> Refusal:
     """502: the backend refused, reset or garbled the exchange."""
     return Refusal(detail, status=502, cause="upstream-unavailable", title="Customer system error")
+
+
+def upstream_error(detail: str, upstream_status: int) -> Refusal:
+    """502 in place of a backend's 5xx, whose body may show internals the clerk must not see."""
+    return Refusal(
+        detail,
+        status=502,
+        cause="upstream-error",
+        title="Customer system error",
+        extra={"upstream_status": upstream_status},
+    )
 
 
 def upstream_timeout(detail: str) -> Refusal:

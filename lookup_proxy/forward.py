@@ -1,14 +1,20 @@
 """The *forward* step: one shared upstream client, bodies streamed, headers made trustworthy.
 
-What the backend learns about a lookup comes only from us: the terminal's Authorization and any
-identity headers it tried to set are dropped, and ours (request id, employee, store, reason) are
-added. Hop-by-hop headers (RFC 9110 §7.6.1, plus any the Connection header names) stop here.
+What the backend learns about a lookup comes only from us: of the terminal's headers only the
+policy's ``forward_headers`` cross (never its Authorization or identity headers), and ours
+(request id, employee, store, reason) are added. Hop-by-hop headers (RFC 9110 §7.6.1, plus any
+the Connection header names) stop here in both directions.
+
+What the clerk learns comes only from an answer the backend finished: a 5xx body (a stack trace,
+an internal host name) is replaced by our problem body and kept in the log, and an answer cut
+short after its headers went out ends in an aborted connection, never in a short "complete" one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -18,42 +24,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from lookup_proxy.employee import Employee
-from lookup_proxy.errors import upstream_timeout, upstream_unavailable
+from lookup_proxy.errors import upstream_error, upstream_timeout, upstream_unavailable
 from lookup_proxy.justify import Justification
 from lookup_proxy.policy import Upstream
+from lookup_proxy.proxy_headers import HOP_BY_HOP, NEVER_FORWARDED
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Headers only the proxy may set: a terminal that sends them is ignored, never believed.
-_OURS = frozenset(
-    {
-        "authorization",
-        "host",
-        "x-request-id",
-        "x-employee-id",
-        "x-store-id",
-        "x-region-id",
-        "x-lookup-reason",
-        "x-lookup-reference",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-        "x-real-ip",
-        "content-length",
-    }
-)
+log = logging.getLogger("lookup_proxy.forward")
+
+ERROR_BODY_LOGGED = 2048
+"""Bytes of an upstream 5xx body kept in the log: enough to diagnose, bounded for the log."""
 
 
 def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -67,6 +46,15 @@ def end_to_end(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> CIMu
     """The headers that may cross the proxy: no hop-by-hop ones, none named in Connection."""
     blocked = HOP_BY_HOP | _connection_named(headers) | set(drop)
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in blocked)
+
+
+def allowed_terminal_headers(
+    headers: CIMultiDictProxy[str], allowed: Iterable[str]
+) -> CIMultiDict[str]:
+    """The terminal's headers the backend may see: the allow-list, less anything hop-by-hop,
+    named in Connection or set by the proxy itself (the policy loader refuses those too)."""
+    names = {name.lower() for name in allowed} - NEVER_FORWARDED - _connection_named(headers)
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() in names)
 
 
 class TrustedProxies:
@@ -105,6 +93,8 @@ class Forwarded:
     status: int
     response: web.StreamResponse
     complete: bool = True
+    truncated: bool = False
+    """The backend broke off its answer (the terminal's connection was aborted)."""
 
 
 class UpstreamClient:
@@ -155,15 +145,17 @@ class UpstreamClient:
     async def forward(
         self,
         request: web.Request,
+        target: str,
         employee: Employee,
         justification: Justification,
         request_id: str,
         forwarded_for: str,
         response_headers: Mapping[str, str],
     ) -> Forwarded:
-        """Send the lookup upstream unchanged and stream the answer back to the terminal."""
+        """Send the lookup to ``target`` (path and query, already checked) and stream the
+        backend's answer back to the terminal."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
-        headers = end_to_end(request.headers, _OURS)
+        headers = allowed_terminal_headers(request.headers, self.config.forward_headers)
         headers["X-Request-Id"] = request_id
         headers["X-Employee-Id"] = employee.id
         headers["X-Store-Id"] = employee.store
@@ -175,28 +167,30 @@ class UpstreamClient:
         headers["X-Forwarded-For"] = forwarded_for
         if self._credential is not None:
             headers[self.config.credential_header] = self._credential
-        url = URL(str(self.base) + request.raw_path, encoded=True)
+        url = URL(str(self.base) + target, encoded=True)
         body = request.content if request.can_read_body else None
         response: web.StreamResponse | None = None
         try:
             async with self._session.request(
                 request.method, url, headers=headers, data=body, allow_redirects=False
             ) as upstream:
+                if upstream.status >= 500:
+                    await _log_error_answer(upstream, request_id)
+                    raise upstream_error(
+                        "The customer system had a problem answering. Try again in a moment; "
+                        "if it keeps failing, call the help desk.",
+                        upstream.status,
+                    )
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 response.headers.update(end_to_end(upstream.headers, ("content-length",)))
                 response.headers.update(response_headers)
                 if upstream.content_length is not None:
                     response.content_length = upstream.content_length
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return Forwarded(upstream.status, response)
+                return await _relay(upstream, request, response, request_id)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if response is not None and response.prepared:
-                # Headers already went out: the only honest signal left is a cut connection.
-                if request.transport is not None:
-                    request.transport.close()
+                # The terminal went away while we wrote to it: nobody is left to tell.
                 return Forwarded(response.status, response, complete=False)
             if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
                 raise upstream_timeout(
@@ -206,3 +200,58 @@ class UpstreamClient:
                 "The customer system could not be reached. Try again in a moment; if it "
                 "keeps failing, call the help desk."
             ) from None
+
+
+async def _relay(
+    upstream: aiohttp.ClientResponse,
+    request: web.Request,
+    response: web.StreamResponse,
+    request_id: str,
+) -> Forwarded:
+    """Stream the body; if the backend breaks off, abort the terminal's connection.
+
+    The status line and headers already went out, so a problem body is impossible, and a
+    graceful close after a short body could pass for a complete answer (no Content-Length, or
+    a client that does not check it). A reset cannot.
+    """
+    while True:
+        try:
+            chunk = await upstream.content.readany()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning(
+                "upstream answer cut short; terminal connection aborted",
+                extra={
+                    "request_id": request_id,
+                    "upstream_status": upstream.status,
+                    "error": type(exc).__name__,
+                },
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return Forwarded(upstream.status, response, complete=False, truncated=True)
+        if not chunk:
+            break
+        await response.write(chunk)
+    await response.write_eof()
+    return Forwarded(upstream.status, response)
+
+
+async def _log_error_answer(upstream: aiohttp.ClientResponse, request_id: str) -> None:
+    """Keep the start of a 5xx body for the operators; the clerk gets our problem instead."""
+    sample = b""
+    try:
+        while len(sample) < ERROR_BODY_LOGGED:
+            chunk = await upstream.content.read(ERROR_BODY_LOGGED - len(sample))
+            if not chunk:
+                break
+            sample += chunk
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass  # what arrived is still worth logging; the clerk's answer is the same
+    log.warning(
+        "upstream error answer replaced by a problem",
+        extra={
+            "request_id": request_id,
+            "upstream_status": upstream.status,
+            "upstream_body": sample.decode("utf-8", "replace"),
+        },
+    )

@@ -68,6 +68,9 @@ _NOT_YET_VALID = (
     "If this keeps happening, ask the help desk to check the terminal's clock."
 )
 _NO_EXPIRY = f"Your sign-in has no expiry time, so it cannot be accepted. {_CALL_HELP}"
+_NO_ISSUE_TIME = (
+    f"Your sign-in does not say when it was issued, so it cannot be accepted. {_CALL_HELP}"
+)
 _TOO_LONG = f"Your sign-in is valid for longer than this service allows. {_CALL_HELP}"
 _WRONG_ISSUER = f"Your sign-in was issued by a system this service does not trust. {_CALL_HELP}"
 _WRONG_AUDIENCE = f"Your sign-in is meant for a different system. {_CALL_HELP}"
@@ -355,18 +358,21 @@ class TokenVerifier:
     def _check_claims(self, claims: dict[str, Any], now: float) -> _Verified:
         auth = self._auth
         leeway = auth.leeway
-        if "exp" not in claims or claims["exp"] is None:
+        if claims.get("exp") is None:
             raise _claims(_NO_EXPIRY)
+        if claims.get("iat") is None:
+            # Without an issue time a token's lifetime is unknowable: a stolen token minted to
+            # live for a year would pass ``max_token_lifetime`` on its last day.
+            raise _claims(_NO_ISSUE_TIME)
         exp = _numeric_date(claims["exp"])
-        iat = _numeric_date(claims.get("iat"))
+        iat = _numeric_date(claims["iat"])
         nbf = _numeric_date(claims.get("nbf"))
-        assert exp is not None
+        assert exp is not None and iat is not None
         if now >= exp + leeway:
             raise unauthenticated(_EXPIRED, "token-expired")
-        if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        if (nbf is not None and nbf > now + leeway) or iat > now + leeway:
             raise unauthenticated(_NOT_YET_VALID, "token-not-yet-valid")
-        lifetime = exp - (iat if iat is not None else now)
-        if lifetime > auth.max_token_lifetime:
+        if exp - iat > auth.max_token_lifetime:
             raise _claims(_TOO_LONG)
         if auth.issuer is not None and claims.get("iss") != auth.issuer:
             raise _claims(_WRONG_ISSUER)
@@ -380,13 +386,9 @@ class TokenVerifier:
             region=_region(claims.get(names.region)),
             roles=_roles(claims.get(names.roles)),
         )
-        floors = [-math.inf]
+        floors = [iat - leeway]
         if nbf is not None:
             floors.append(nbf - leeway)
-        if iat is not None:
-            floors.append(iat - leeway)
-        else:
-            floors.append(exp - auth.max_token_lifetime)
         return _Verified(employee, valid_from=max(floors), valid_until=exp + leeway)
 
 

@@ -118,6 +118,13 @@ class ProxyMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.upstream_truncated = Counter(
+            "lookup_proxy_upstream_truncated_total",
+            "Backend answers broken off after their headers went out (the terminal's "
+            "connection was aborted), by route.",
+            ["route"],
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "lookup_proxy_requests_in_flight",
             "Lookup requests being handled now.",

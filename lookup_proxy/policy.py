@@ -26,6 +26,7 @@ from pydantic import (
 
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError, ConfigProblem
+from lookup_proxy.proxy_headers import NEVER_FORWARDED
 
 
 def _duration(value: object, info: ValidationInfo) -> object:
@@ -45,6 +46,7 @@ SECONDS_ALLOWED = "seconds-allowed"
 Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 ReasonCode = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")]
+HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
 
 
 class _Section(BaseModel):
@@ -80,6 +82,20 @@ class Upstream(_Section):
     not_found_statuses: tuple[int, ...] = (404,)
     credential_env: str | None = None
     credential_header: str = "Authorization"
+    forward_headers: tuple[HeaderName, ...] = ("Accept", "Accept-Language", "Content-Type")
+    """The terminal's headers the backend may see; everything else a terminal sends stops here
+    (a header the backend reads but the guard never judged is a way around the guard)."""
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _not_ours(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name.lower() in NEVER_FORWARDED:
+                raise ValueError(
+                    f"headers the proxy may pass on from a terminal; {name!r} is hop-by-hop or "
+                    "one the proxy sets itself"
+                )
+        return value
 
 
 class Route(_Section):
@@ -430,6 +446,16 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                 file,
                 f"routes[{index}].path",
                 f"a path containing {placeholder} (number_from = 'path')",
+                repr(route.path),
+            )
+        # The backend's URL is rebuilt from the validated number alone, so a route may not
+        # take anything else from the path.
+        others = route.path.replace(placeholder, "", 1 if route.number_from == "path" else 0)
+        if "{" in others or "}" in others:
+            yield ConfigProblem(
+                file,
+                f"routes[{index}].path",
+                "no placeholder but the number's own (the proxy forwards only what it checked)",
                 repr(route.path),
             )
     seen: set[str] = set()

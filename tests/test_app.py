@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -166,9 +167,8 @@ async def test_a_reference_and_a_permitted_role_are_accepted(
         ("GET", "/"),
         ("GET", "/customers"),
         ("GET", "/admin"),
-        ("POST", "/customers/01012345678"),
         ("GET", "/customers/01012345678/contracts"),
-        ("DELETE", "/customers/01012345678"),
+        ("DELETE", "/customers/01012345678/contracts"),
     ],
 )
 async def test_paths_that_are_not_lookup_routes_are_refused(
@@ -181,6 +181,30 @@ async def test_paths_that_are_not_lookup_routes_are_refused(
             assert r.status == 403
             body = await problem(r)
     assert body["type"] == "urn:lookup-proxy:problem:route-not-allowed"
+    assert await seen(client, backend) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/customers/01012345678", "GET"),
+        ("DELETE", "/customers/01012345678", "GET"),
+        ("HEAD", "/customers/01012345678", "GET"),
+        ("POST", "/admin/locks", "GET"),
+        ("POST", "/admin/locks/E1", "DELETE, GET, PUT"),
+    ],
+)
+async def test_a_route_asked_with_another_method_is_a_405_naming_the_allowed_ones(
+    backend: str, client: aiohttp.ClientSession, method: str, path: str, allow: str
+) -> None:
+    """A path that is a route but not for this method is 405 with Allow, not a 403."""
+    p = policy(backend)
+    async with running_proxy(p) as (url, _):
+        async with client.request(method, url + path, headers=headers(token(p))) as r:
+            assert r.status == 405
+            assert r.headers["Allow"] == allow
+            if method != "HEAD":
+                assert (await problem(r))["type"] == "urn:lookup-proxy:problem:method-not-allowed"
     assert await seen(client, backend) == []
 
 
@@ -204,7 +228,30 @@ async def test_query_parameter_routes_take_exactly_one_number(
             f"{url}/search", params={"msisdn": dashed(FOUND[0])}, headers=headers(token(p))
         ) as r:
             assert r.status == 404  # the demo backend has no /search: the proxy forwarded it
-    assert (await seen(client, backend))[-1]["path"] == f"/search?msisdn={dashed(FOUND[0])}"
+        async with client.get(
+            f"{url}/search",
+            params=[("msisdn", FOUND[0]), ("page", "2")],
+            headers=headers(token(p)),
+        ) as r:
+            assert r.status == 400
+            assert (await problem(r))["type"] == "urn:lookup-proxy:problem:unexpected-query"
+    assert [entry["path"] for entry in await seen(client, backend)] == [
+        f"/search?msisdn={dashed(FOUND[0])}"
+    ]
+
+
+async def test_the_backend_gets_a_target_rebuilt_from_the_checked_number(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """Whatever encoding the terminal used, the path upstream holds only the number it typed."""
+    p = policy(backend)
+    async with running_proxy(p) as (url, _):
+        spaced = FOUND[0][:3] + "%20" + FOUND[0][3:7] + "%20" + FOUND[0][7:]
+        async with client.get(
+            yarl.URL(f"{url}/customers/{spaced}", encoded=True), headers=headers(token(p))
+        ) as r:
+            assert r.status == 200
+    assert (await seen(client, backend))[-1]["path"] == f"/customers/{spaced}"
 
 
 async def hop_upstream(request: web.Request) -> web.Response:
@@ -232,7 +279,8 @@ async def test_hop_by_hop_headers_are_stripped_both_ways(client: aiohttp.ClientS
                 "TE": "trailers",
                 "Proxy-Authorization": "Basic Zm9vOmJhcg==",
                 "Upgrade": "websocket",
-                "X-Terminal-Plain": "kept",
+                "X-Terminal-Plain": "not on the allow-list",
+                "Accept-Language": "ko-KR",
             },
         )
         async with running_proxy(p) as (url, _):
@@ -247,11 +295,29 @@ async def test_hop_by_hop_headers_are_stripped_both_ways(client: aiohttp.ClientS
         "proxy-authorization",
         "upgrade",
         "authorization",
+        "x-terminal-plain",
     ):
         assert hop not in got, hop
-    assert got["x-terminal-plain"] == "kept"
+    assert got["accept-language"] == "ko-KR"
     assert {"x-upstream-hop", "keep-alive", "proxy-authenticate"}.isdisjoint(answer)
     assert r.headers["X-Upstream-Plain"] == "kept"
+
+
+async def test_only_the_configured_terminal_headers_reach_the_backend(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """``forward_headers`` is the whole list: a header named there crosses, others stop."""
+    p = policy(backend, upstream_extra='forward_headers = ["X-Terminal-Model"]')
+    sent = headers(
+        token(p), **{"X-Terminal-Model": "T-800", "Accept-Language": "ko", "Cookie": "a=b"}
+    )
+    async with running_proxy(p) as (url, _):
+        async with client.get(f"{url}/customers/{FOUND[0]}", headers=sent) as r:
+            assert r.status == 200
+    got = (await seen(client, backend))[-1]["headers"]
+    assert isinstance(got, dict)
+    assert got["x-terminal-model"] == "T-800"
+    assert "accept-language" not in got and "cookie" not in got
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(

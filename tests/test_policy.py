@@ -137,6 +137,32 @@ def test_route_without_its_number_placeholder_is_an_error() -> None:
     assert [key for _, key, _, _ in problems(text)] == ["routes[0].path"]
 
 
+@pytest.mark.parametrize(
+    ("path", "number_from"),
+    [("/customers/{number}/{store}", "path"), ("/stores/{store}/search", "query")],
+)
+def test_a_route_may_take_nothing_but_the_number_from_the_path(path: str, number_from: str) -> None:
+    """The backend's URL is rebuilt from the checked number: other placeholders are refused."""
+    routes = f'[[routes]]\npath = "{path}"\nnumber_from = "{number_from}"\n'
+    [(_, key, expected, _)] = problems(policy_text("http://127.0.0.1:1", routes=routes))
+    assert key == "routes[0].path"
+    assert "no placeholder but the number's own" in expected
+
+
+def test_forward_headers_default_to_a_small_safe_list() -> None:
+    """Content negotiation crosses by default; nothing that names or routes the request."""
+    p = parse_policy(policy_text("http://127.0.0.1:1"))
+    assert p.upstream.forward_headers == ("Accept", "Accept-Language", "Content-Type")
+
+
+@pytest.mark.parametrize("name", ["Authorization", "x-employee-id", "Connection", "Host", "a b"])
+def test_forward_headers_refuse_what_the_proxy_owns_or_hops(name: str) -> None:
+    """A header the proxy sets itself, a hop-by-hop one or a non-token is a config error."""
+    text = policy_text("http://127.0.0.1:1", upstream_extra=f'forward_headers = ["{name}"]')
+    [(_, key, _, _)] = problems(text)
+    assert key.startswith("upstream.forward_headers")
+
+
 def test_mixing_shared_secret_and_public_key_algorithms_is_refused() -> None:
     """HS and RS algorithms together would allow key-confusion forgeries."""
     text = policy_text("http://127.0.0.1:1").replace(

@@ -1,0 +1,133 @@
+"""What the clerk sees of a backend that breaks: our problem for a 5xx, a cut connection for a
+body broken off half-way. The misbehaving backends are raw sockets, so they can do what no
+well-behaved HTTP server would."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from lookup_proxy.customers import CustomerBase
+from tests.harness import policy, running_proxy, serving, token
+
+NUMBER = CustomerBase().find_customers(1)[0]
+SECRET_PAGE = "Traceback (most recent call last): db-primary.internal:5432 password=hunter2"
+
+Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_upstream(answer: Answer) -> AsyncIterator[str]:
+    """A TCP backend that reads one request head and then runs ``answer`` on the socket."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await answer(writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def short_by_content_length(writer: asyncio.StreamWriter) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(b'{"number": "' + b"0" * 80)
+    await writer.drain()
+
+
+async def chunked_cut_mid_chunk(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"10\r\n0123456789abcdef\r\n")
+    writer.write(b"400\r\n" + b"x" * 100)
+    await writer.drain()
+
+
+def lookup_headers(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}", "X-Lookup-Reason": "PLAN_CHANGE"}
+
+
+def truncated_count(metrics_text: str) -> float:
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "lookup_proxy_upstream_truncated":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return 0.0
+
+
+@pytest.mark.parametrize("answer", [short_by_content_length, chunked_cut_mid_chunk])
+async def test_a_body_broken_off_reaches_the_terminal_as_an_error_never_as_complete(
+    answer: Answer, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A short body (Content-Length or chunked) aborts the terminal's connection; it is
+    logged without a traceback and counted by route."""
+    caplog.set_level(logging.INFO, logger="lookup_proxy")
+    async with raw_upstream(answer) as upstream_url:
+        p = policy(upstream_url)
+        async with running_proxy(p) as (url, _):
+            async with client.get(
+                f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))
+            ) as r:
+                request_id = r.headers["X-Request-Id"]
+                with pytest.raises(aiohttp.ClientError):
+                    await r.read()
+            async with client.get(url + "/metrics") as m:
+                assert truncated_count(await m.text()) == 1
+    cut = [rec for rec in caplog.records if rec.getMessage().startswith("upstream answer cut")]
+    assert [rec.__dict__["request_id"] for rec in cut] == [request_id]
+    assert not any(rec.exc_info for rec in caplog.records)
+
+
+async def error_page(_request: web.Request) -> web.Response:
+    return web.Response(status=503, text=SECRET_PAGE * 100, headers={"X-Backend-Node": "db7"})
+
+
+async def test_an_upstream_5xx_body_is_replaced_by_a_problem_and_kept_in_the_log(
+    client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clerk gets a 502 problem naming the backend's status; the log keeps 2 KiB of the
+    original body, with the request id and no traceback."""
+    caplog.set_level(logging.INFO, logger="lookup_proxy")
+    upstream = web.Application()
+    upstream.router.add_get("/customers/{number}", error_page)
+    async with serving(upstream) as upstream_url:
+        p = policy(upstream_url)
+        async with running_proxy(p) as (url, _):
+            async with client.get(
+                f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))
+            ) as r:
+                assert r.status == 502
+                assert r.headers["Content-Type"] == "application/problem+json"
+                assert "X-Backend-Node" not in r.headers
+                text = await r.text()
+                body = await r.json(content_type=None)
+    assert body["type"] == "urn:lookup-proxy:problem:upstream-error"
+    assert body["upstream_status"] == 503
+    assert body["request_id"] == r.headers["X-Request-Id"]
+    assert "hunter2" not in text and "internal" not in text
+    [logged] = [rec for rec in caplog.records if rec.getMessage().startswith("upstream error")]
+    assert logged.__dict__["request_id"] == body["request_id"]
+    assert logged.__dict__["upstream_status"] == 503
+    kept = logged.__dict__["upstream_body"]
+    assert kept.startswith(SECRET_PAGE) and len(kept) == 2048
+    assert not any(rec.exc_info for rec in caplog.records)
+    audit = [rec for rec in caplog.records if rec.name == "lookup_proxy.audit"]
+    assert (audit[0].__dict__["cause"], audit[0].__dict__["upstream_status"]) == (
+        "upstream-error",
+        503,
+    )
