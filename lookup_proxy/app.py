@@ -170,7 +170,7 @@ class Proxy:
             if isinstance(upstream_status, int):
                 entry.upstream_status = upstream_status
             entry.outcome = "upstream_error" if refusal.status in (502, 504) else "refused"
-            return problem_response(refusal, request_id, request.path)
+            return problem_response(refusal, request_id)
         finally:
             self.metrics.in_flight.dec()
             self.recorder.record(entry, time.perf_counter() - started)  # record
@@ -277,7 +277,7 @@ class Proxy:
                 "status": refusal.status,
             },
         )
-        return problem_response(refusal, request[REQUEST_ID], request.path)
+        return problem_response(refusal, request[REQUEST_ID])
 
 
 def _not_a_route() -> Refusal:
@@ -343,7 +343,7 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
             cause="internal-error",
             title="Internal error",
         )
-        response = problem_response(internal, request_id, request.path)
+        response = problem_response(internal, request_id)
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     return response

@@ -49,13 +49,9 @@ class ReasonCatalogue:
             )
         entry = self._reasons.get(code)
         if entry is None:
-            shown = (
-                code
-                if code.isascii() and code.isprintable() and len(code) <= 40
-                else "(unreadable)"
-            )
+            # Not echoed: an answer repeats nothing the terminal sent.
             raise bad_request(
-                f"'{shown}' is not a lookup reason. Choose one of: {self._choices}.",
+                f"That is not a lookup reason. Choose one of: {self._choices}.",
                 "unknown-reason",
             )
         if entry.roles is not None and not employee.roles.intersection(entry.roles):

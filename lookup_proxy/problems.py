@@ -8,21 +8,23 @@ from aiohttp import web
 from lookup_proxy.errors import Refusal
 
 PROBLEM_JSON = "application/problem+json"
+REQUEST_URN = "urn:lookup-proxy:request:"
 
 
-def problem_response(
-    refusal: Refusal, request_id: str, instance: str | None = None
-) -> web.Response:
-    """A problem+json response with the refusal's headers and the request id."""
+def problem_response(refusal: Refusal, request_id: str) -> web.Response:
+    """A problem+json response with the refusal's headers and the request id.
+
+    ``instance`` names the occurrence by its request id, never by the request's path: an
+    answer must not echo what the terminal sent (a number, or bytes aimed at whatever shows it).
+    """
     body: dict[str, object] = {
         "type": refusal.type_uri,
         "title": refusal.title,
         "status": refusal.status,
         "detail": refusal.detail,
         "request_id": request_id,
+        "instance": REQUEST_URN + request_id,
     }
-    if instance is not None:
-        body["instance"] = instance
     body.update(refusal.extra)
     response = web.Response(
         status=refusal.status, body=orjson.dumps(body), content_type=PROBLEM_JSON

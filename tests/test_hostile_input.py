@@ -5,8 +5,7 @@ targets go out as written) to a real proxy in front of a real recording backend,
 
 - the exact status and a problem body whose ``type`` names the cause, with ``request_id`` equal
   to the ``X-Request-Id`` header;
-- that nothing in the answer echoes the hostile value (``instance``, the request path by
-  contract, aside);
+- that nothing in the answer echoes the hostile value (``instance`` is the request id's URN);
 - that nothing reached the backend (or, for headers that are ignored rather than refused, that
   the backend saw our values and not the terminal's);
 - that the server is unharmed: a good lookup right after still answers 200.
@@ -231,6 +230,7 @@ HEADERS = [
     Case("reason-prospecting", 400, "unknown-reason", reason=("PROSPECTING",)),
     Case("reason-huge", 400, "unknown-reason", reason=(MARK + HUGE,), hostile=MARK),
     Case("reason-unicode", 400, "unknown-reason", reason=(f"ＰＬＡＮ{MARK}",), hostile=MARK),
+    Case("reason-markup", 400, "unknown-reason", reason=("<b>X</b>",), hostile="<b>X</b>"),
     Case("reason-role-restricted", 403, "reason-not-permitted", reason=("FRAUD_REVIEW",)),
     Case("reference-missing", 400, "missing-reference", reason=("CORPORATE_ACCOUNT",)),
     Case(
@@ -546,8 +546,8 @@ async def test_hostile_request(case: Case, backend: str, client: aiohttp.ClientS
                 assert problem[name] == value, name
             if case.status == 405:
                 assert answer.headers["allow"]
+            assert problem["instance"] == f"urn:lookup-proxy:request:{request_id}"
             if case.hostile is not None:
-                problem.pop("instance", None)
                 assert case.hostile not in json.dumps(problem, ensure_ascii=False)
                 assert case.hostile not in answer.raw_headers
         # Unharmed: the same proxy still serves an honest lookup, and only that one goes upstream.

@@ -33,10 +33,13 @@ def test_a_missing_reason_lists_the_choices(reason: str | None) -> None:
     assert "PLAN_CHANGE" in refused.detail
 
 
-def test_an_unknown_reason_is_named_back_only_when_printable() -> None:
-    """A made-up code is refused; unprintable input is not echoed into the problem body."""
-    assert "'PROSPECTING' is not a lookup reason" in refusal("PROSPECTING").detail
-    assert "(unreadable)" in refusal("X\x00Y").detail
+def test_an_unknown_reason_is_refused_without_echoing_it() -> None:
+    """A made-up code is refused with the catalogue; what the terminal sent is not repeated."""
+    for sent in ("PROSPECTING", "<script>", "X\x00Y"):
+        refused = refusal(sent)
+        assert refused.cause == "unknown-reason"
+        assert sent not in refused.detail
+        assert "PLAN_CHANGE" in refused.detail
 
 
 def test_codes_are_case_sensitive() -> None:
