@@ -86,15 +86,23 @@ async def _serve_until_stopped(
             await each.cleanup()
 
 
-def _with_overrides(policy: Policy, store_kind: str | None, upstream_url: str | None) -> Policy:
+def _with_overrides(
+    policy: Policy,
+    store_kind: str | None,
+    upstream_url: str | None,
+    lock_journal: str | None = None,
+) -> Policy:
     """Deployment overrides: one policy file serves laptop, compose and production."""
     from lookup_proxy.policy import SECONDS_ALLOWED, Store, Upstream
 
     context = {SECONDS_ALLOWED: True}
 
-    if store_kind is not None:
+    if store_kind is not None or lock_journal is not None:
         data = policy.store.model_dump()
-        data["kind"] = store_kind
+        if store_kind is not None:
+            data["kind"] = store_kind
+        if lock_journal is not None:
+            data["lock_journal"] = str(Path(lock_journal).resolve())
         policy = policy.model_copy(update={"store": Store.model_validate(data, context=context)})
     if upstream_url is not None:
         data = policy.upstream.model_dump()
@@ -109,7 +117,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lookup_proxy.logs import configure_logging
 
     configure_logging(args.log_level)
-    policy = _with_overrides(_policy(args.config), args.store_kind, args.upstream_url)
+    policy = _with_overrides(
+        _policy(args.config), args.store_kind, args.upstream_url, args.lock_journal
+    )
     host = args.host or policy.server.host
     port = policy.server.port if args.port is None else args.port
     _run(_serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend))
@@ -228,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-kind", choices=["memory", "redis"], default=None, help="override [store] kind"
     )
     serve.add_argument("--upstream-url", default=None, help="override [upstream] url")
+    serve.add_argument(
+        "--lock-journal",
+        default=None,
+        metavar="DIR",
+        help="override [store] lock_journal (a directory every instance shares)",
+    )
     serve.add_argument(
         "--with-demo-backend",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 import jwt
 import pytest
 
+from lookup_proxy.guard.lockouts import LockInfo
+from lookup_proxy.resilience.journal import LockJournal
 from tests.harness import SECRET, run_cli
 from tests.servers import free_port
 
@@ -213,6 +216,19 @@ def test_serve_can_keep_its_counters_in_redis(fresh_redis: str) -> None:
         timeout=10,
     ).stdout.split()
     assert "lp:{e:E1}:burst" in keys
+
+
+def test_serve_takes_its_lock_journal_from_the_command_line(tmp_path: Path) -> None:
+    """--lock-journal DIR: locks journaled there (by any instance) hold from the first lookup."""
+    LockJournal(tmp_path / "locks", "earlier-instance").locked(
+        [LockInfo("E1", "manual", time.time(), None)]
+    )
+    with serving_processes("--lock-journal", str(tmp_path / "locks")) as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            lookup(url, minted())
+    with refused.value:
+        assert refused.value.code == 403
+        assert json.loads(refused.value.read())["type"].endswith(":locked-out")
 
 
 def test_serve_refuses_to_start_on_a_missing_secret(tmp_path: Path) -> None:
