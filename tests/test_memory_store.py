@@ -143,7 +143,7 @@ WINDOW_OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
 @given(
     ops=WINDOW_OPS,
     window=st.sampled_from([1, 30, 60, 300]),

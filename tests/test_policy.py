@@ -324,7 +324,7 @@ def mutated_policies(draw: st.DrawFn) -> str:
     return "\n".join(lines)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
 @given(mutated_policies())
 def test_a_mutated_policy_loads_or_names_file_and_key(text: str) -> None:
     """Any edit to a valid policy either still loads or is a ConfigError whose every problem
