@@ -42,48 +42,44 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 async def _serve_until_stopped(
     policy: Policy, policy_path: Path, host: str, port: int, with_demo_backend: bool
 ) -> None:
-    from aiohttp import web
+    import logging
+    from contextlib import AsyncExitStack
+
     from yarl import URL
 
     from lookup_proxy.app import build_app
+    from lookup_proxy.http_edge import listening
 
     app = build_app(policy, base_dir=policy_path.parent, environ=os.environ, clock=SystemClock())
-    runners: list[web.AppRunner] = []
-    if with_demo_backend:
-        from lookup_proxy.customers import CustomerBase
-        from lookup_proxy.demo_backend import build_demo_backend
+    async with AsyncExitStack() as running:  # leaving it stops the proxy first, then the backend
+        if with_demo_backend:
+            from lookup_proxy.customers import CustomerBase
+            from lookup_proxy.demo_backend import build_demo_backend
 
-        upstream = URL(policy.upstream.url)
-        backend = web.AppRunner(build_demo_backend(CustomerBase()), access_log=None)
-        await backend.setup()
-        await web.TCPSite(backend, upstream.host, upstream.port).start()
-        runners.append(backend)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=policy.server.shutdown_timeout)
-    runners.insert(0, runner)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    import logging
-
-    logging.getLogger("lookup_proxy").info(
-        "serving",
-        extra={
-            "host": host,
-            "port": port,
-            "store": policy.store.kind,
-            "upstream": policy.upstream.url,
-            "policy": str(policy_path),
-        },
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+            upstream = URL(policy.upstream.url)
+            await running.enter_async_context(
+                listening(
+                    build_demo_backend(CustomerBase()),
+                    upstream.host or "127.0.0.1",
+                    upstream.port or 80,
+                )
+            )
+        await running.enter_async_context(listening(app, host, port))
+        logging.getLogger("lookup_proxy").info(
+            "serving",
+            extra={
+                "host": host,
+                "port": port,
+                "store": policy.store.kind,
+                "upstream": policy.upstream.url,
+                "policy": str(policy_path),
+            },
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-    finally:
-        for each in runners:
-            await each.cleanup()
 
 
 def _with_overrides(

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TextIO
 
 import aiohttp
-from aiohttp import web
 
 from lookup_proxy.app import build_app
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.demo_backend import build_demo_backend
+from lookup_proxy.http_edge import listening
 from lookup_proxy.numbers import mask
 from lookup_proxy.policy import Policy, Store
 from lookup_proxy.tokens import mint_token
@@ -290,11 +290,11 @@ class Demo:
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, hold: bool = False) -> bool:
-        backend = web.AppRunner(build_demo_backend(self.base), access_log=None)
-        await backend.setup()
-        backend_site = web.TCPSite(backend, "127.0.0.1", 0)
-        await backend_site.start()
-        backend_port = backend.addresses[0][1]
+        async with listening(build_demo_backend(self.base), "127.0.0.1", 0) as backend:
+            await self._run_proxy(backend.port, hold)
+        return self.clerks[-1].locked_at is not None
+
+    async def _run_proxy(self, backend_port: int, hold: bool) -> None:
         policy = self.policy.model_copy(
             update={
                 "upstream": self.policy.upstream.model_copy(
@@ -303,11 +303,8 @@ class Demo:
             }
         )
         app = build_app(policy, base_dir=Path("."), environ=self.environ, clock=self.clock)
-        proxy = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await proxy.setup()
-        await web.TCPSite(proxy, "127.0.0.1", self.port).start()
-        self.url = f"http://127.0.0.1:{proxy.addresses[0][1]}"
-        try:
+        async with listening(app, "127.0.0.1", self.port, shutdown_timeout=1) as proxy:
+            self.url = proxy.url
             async with aiohttp.ClientSession() as session:
                 tasks = [
                     asyncio.create_task(
@@ -326,10 +323,6 @@ class Demo:
                 print(line, file=self.out)
             if hold:
                 await self._hold()
-        finally:
-            await proxy.cleanup()
-            await backend.cleanup()
-        return self.clerks[-1].locked_at is not None
 
     port = 0
 

@@ -306,6 +306,7 @@ class TokenVerifier:
         if (
             scheme.lower() != "bearer"
             or not token
+            or not token.isascii()  # aiohttp hands undecodable bytes on as lone surrogates
             or len(token) > _MAX_TOKEN_LENGTH
             or any(c.isspace() for c in token)
             or token.count(".") != 2

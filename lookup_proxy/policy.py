@@ -59,6 +59,13 @@ class Server(_Section):
     trusted_proxies: tuple[str, ...] = ()
     admin_role: str = "security-admin"
     shutdown_timeout: Duration = 10.0
+    # The HTTP edge (lookup_proxy/http_edge.py): what one connection may hold, and for how long.
+    header_timeout: Duration = 10.0
+    keepalive_timeout: Duration = 5.0
+    max_request_line: int = Field(4096, ge=256, le=65_536)
+    max_header_size: int = Field(8190, ge=256, le=65_536)
+    max_headers: int = Field(64, ge=8, le=1024)
+    max_connections: int = Field(500, ge=1, le=1_000_000)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -488,6 +495,14 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
     if policy.escalation.name in seen:
         yield ConfigProblem(
             file, "escalation.name", "a name no rule has", repr(policy.escalation.name)
+        )
+    if policy.server.keepalive_timeout > policy.server.header_timeout:
+        yield ConfigProblem(
+            file,
+            "server.keepalive_timeout",
+            "at most server.header_timeout (an idle connection is one whose next request has "
+            "not begun, so the header deadline closes it anyway)",
+            f"{policy.server.keepalive_timeout:g}s",
         )
     opening = [("hours", policy.hours.open, policy.hours.close)]
     opening += [(f"hours.stores.{k}", v.open, v.close) for k, v in policy.hours.stores.items()]

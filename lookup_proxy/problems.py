@@ -12,7 +12,18 @@ REQUEST_URN = "urn:lookup-proxy:request:"
 
 
 def problem_response(refusal: Refusal, request_id: str) -> web.Response:
-    """A problem+json response with the refusal's headers and the request id.
+    """A problem+json response with the refusal's headers and the request id."""
+    response = web.Response(
+        status=refusal.status,
+        body=problem_body(refusal, request_id),
+        content_type=PROBLEM_JSON,
+    )
+    response.headers.update(refusal.headers)
+    return response
+
+
+def problem_body(refusal: Refusal, request_id: str) -> bytes:
+    """The RFC 9457 document alone, for answers written below aiohttp's response objects.
 
     ``instance`` names the occurrence by its request id, never by the request's path: an
     answer must not echo what the terminal sent (a number, or bytes aimed at whatever shows it).
@@ -26,8 +37,4 @@ def problem_response(refusal: Refusal, request_id: str) -> web.Response:
         "instance": REQUEST_URN + request_id,
     }
     body.update(refusal.extra)
-    response = web.Response(
-        status=refusal.status, body=orjson.dumps(body), content_type=PROBLEM_JSON
-    )
-    response.headers.update(refusal.headers)
-    return response
+    return orjson.dumps(body)

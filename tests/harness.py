@@ -18,6 +18,7 @@ from aiohttp import web
 from lookup_proxy.app import PROXY, Proxy, build_app
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.guard.primitives import GuardStore
+from lookup_proxy.http_edge import listening
 from lookup_proxy.policy import Policy, parse_policy
 from lookup_proxy.tokens import mint_token
 
@@ -127,18 +128,10 @@ def token(
 
 @asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
-    """``app`` on a real socket at 127.0.0.1; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    """``app`` on a real socket at 127.0.0.1, behind the same HTTP edge as ``lookup-proxy
+    serve`` (a proxy's limits from its policy's ``[server]``); yields its base URL."""
+    async with listening(app, "127.0.0.1", 0, shutdown_timeout=1) as listener:
+        yield listener.url
 
 
 @asynccontextmanager

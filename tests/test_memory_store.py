@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lookup_proxy.guard.memory import _SWEEP_EVERY, MemoryStore
 
@@ -92,3 +94,86 @@ def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
 def test_an_unknown_primitive_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="zincrby"):
         MemoryStore().run([("zincrby", "lp:{e:a}:x")])
+
+
+# -- window arithmetic against a reference model (hypothesis) ---------------------------------
+
+
+class ReferenceWindow:
+    """The ``add``/``count``/``members`` contract (guard/primitives.py) the plainest way: a dict
+    of member scores, trimmed at ``now - window``, capped to the newest, expiring a window after
+    its last add."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, float] = {}
+        self.expiry = 0.0
+
+    def add(self, now: float, member: str, window: float, cap: int, nth: int) -> list[object]:
+        self.scores = {m: s for m, s in self.scores.items() if s > now - window}
+        self.scores[member] = now
+        newest_first = sorted(self.scores.items(), key=lambda item: -item[1])[:cap]
+        self.scores = dict(newest_first)
+        self.expiry = now + window
+        nth_score = newest_first[nth - 1][1] if 0 < nth <= len(newest_first) else None
+        return [len(self.scores), nth_score, min(self.scores.values())]
+
+    def live(self, latest: float) -> dict[str, float]:
+        return self.scores if self.expiry > latest else {}
+
+    def count(self, since: float, latest: float) -> int:
+        return sum(1 for score in self.live(latest).values() if score > since)
+
+    def members(self, since: float, latest: float) -> list[str]:
+        after = [(s, m) for m, s in self.live(latest).items() if s > since]
+        return [m for _, m in sorted(after)]
+
+
+WINDOW_OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.integers(1, 90),  # seconds since the previous add: the clock only moves on
+            st.integers(0, 9),  # member
+            st.integers(0, 9),  # nth
+        ),
+        st.tuples(st.just("count"), st.integers(-10, 400)),  # since: this far back
+        st.tuples(st.just("members"), st.integers(-10, 400)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(
+    ops=WINDOW_OPS,
+    window=st.sampled_from([1, 30, 60, 300]),
+    cap=st.integers(1, 8),
+    keys=st.integers(1, 2),
+)
+def test_window_arithmetic_matches_the_reference_model(
+    ops: list[tuple[object, ...]], window: int, cap: int, keys: int
+) -> None:
+    """Whatever the order of adds and reads: the same counts, members, nth and oldest scores
+    as the plain model — trimming, capping, re-scoring and expiry included."""
+    store = MemoryStore()
+    models = [ReferenceWindow() for _ in range(keys)]
+    now = T
+    for index, op in enumerate(ops):
+        which = index % keys
+        key = f"lp:{{e:{which}}}:rate"
+        if op[0] == "add":
+            _, step, member, nth = op
+            assert isinstance(step, int) and isinstance(member, int) and isinstance(nth, int)
+            now += step
+            expected = models[which].add(now, f"n{member}", float(window), cap, nth)
+            (got,) = store.run([("add", key, now, f"n{member}", float(window), cap, nth)])
+            assert got == expected
+        else:
+            kind, back = op
+            assert isinstance(back, int)
+            since = now - back
+            (got,) = store.run([(kind, key, since)])
+            model = models[which]
+            assert got == (
+                model.count(since, now) if kind == "count" else model.members(since, now)
+            )

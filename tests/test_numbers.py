@@ -6,6 +6,8 @@ import random
 
 import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lookup_proxy.errors import Refusal
 from lookup_proxy.numbers import block_of, mask, normalise_number, numeric_value
@@ -192,3 +194,80 @@ def test_mask_keeps_only_the_last_four_digits() -> None:
     """Logs can tell lookups apart by the last digits without revealing the number."""
     assert mask("01012345678") == "*******5678"
     assert mask("0111234567") == "******4567"
+
+
+# -- properties (hypothesis) ------------------------------------------------------------------
+
+BOUNDED = settings(max_examples=300, deadline=None, database=None, derandomize=True)
+
+
+@st.composite
+def mobile_numbers(draw: st.DrawFn) -> str:
+    """A canonical number the policy accepts: a prefix and a length that prefix allows."""
+    prefix = draw(st.sampled_from(PREFIXES))
+    length = 11 if prefix == "010" else draw(st.sampled_from((10, 11)))
+    rest = draw(st.text(alphabet="0123456789", min_size=length - 3, max_size=length - 3))
+    return prefix + rest
+
+
+@st.composite
+def written(draw: st.DrawFn, canonical: str) -> str:
+    """``canonical`` as a clerk might type it: national or +82/0082 (with or without the trunk
+    0, bracketed or not), separators anywhere, space around it."""
+    national = canonical[1:]
+    lead = draw(
+        st.sampled_from(["0", "+82 ", "+82", "0082 ", "0082", "+82 (0)", "+82 0", "(+82) "])
+    )
+    digits = list(national)
+    separated = ""
+    for digit in digits:
+        separated += digit + draw(st.sampled_from(["", "", "", "-", " ", ".", "--"]))
+    pad = draw(st.sampled_from(["", " ", "  "]))
+    return pad + lead + separated.rstrip(" -.") + pad
+
+
+def outcome(raw: str) -> str | Refusal:
+    try:
+        return normalise_number(raw, NUMBERS)
+    except Refusal as refusal:
+        return refusal
+
+
+@BOUNDED
+@given(st.data())
+def test_any_accepted_format_gives_the_canonical_number(data: st.DataObject) -> None:
+    """Formatting never makes two customers of one: dashes, spaces, dots, +82, 0082 and (0)
+    all land on the same national form."""
+    canonical = data.draw(mobile_numbers())
+    typed = data.draw(written(canonical))
+    if len(typed) <= NUMBERS.max_input_length:
+        assert normalise_number(typed, NUMBERS) == canonical
+    else:  # refused before parsing, however well-formed
+        refused = outcome(typed)
+        assert isinstance(refused, Refusal)
+        assert refused.cause == "bad-number"
+
+
+@BOUNDED
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789+-. ()", max_size=40),
+        st.text(st.characters(exclude_categories=()), max_size=40),
+        mobile_numbers(),
+    )
+)
+def test_only_mobile_numbers_come_out_and_refusals_are_bad_number(raw: str) -> None:
+    """Whatever is typed: a canonical mobile number (which normalises to itself), or a 400
+    bad-number refusal the clerk can act on — never another exception."""
+    canonical = outcome(raw)
+    if isinstance(canonical, Refusal):
+        assert canonical.status == 400
+        assert canonical.cause == "bad-number"
+        assert canonical.detail
+        return
+    assert canonical.isascii() and canonical.isdigit()
+    prefix = canonical[:3]
+    assert prefix in PREFIXES
+    assert len(canonical) == 11 if prefix == "010" else len(canonical) in (10, 11)
+    assert normalise_number(canonical, NUMBERS) == canonical  # idempotent
+    assert len(raw) <= NUMBERS.max_input_length

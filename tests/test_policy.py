@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lookup_proxy.durations import format_duration, parse_duration
 from lookup_proxy.errors import ConfigError
@@ -261,3 +265,104 @@ def test_a_peer_rule_judges_one_employee_and_escalation_needs_its_own_name() -> 
     rule = '[[rules]]\nname = "escalation"\nkind = "peer"\nscope = "store"\nwindow = "7d"\n'
     found = problems(policy_text("http://127.0.0.1:1") + rule)
     assert {key for _, key, _, _ in found} == {"rules[0].scope", "escalation.name"}
+
+
+def test_server_edge_limits_have_safe_defaults_and_name_their_keys() -> None:
+    """The HTTP edge's limits default to a few seconds and small heads; wrong values, and an idle
+    timeout longer than the header deadline (which would never apply), name their keys."""
+    server = parse_policy(policy_text("http://127.0.0.1:1"), "ok.toml").server
+    assert (server.header_timeout, server.keepalive_timeout) == (10.0, 5.0)
+    assert (server.max_request_line, server.max_header_size, server.max_headers) == (
+        4096,
+        8190,
+        64,
+    )
+    assert server.max_connections == 500
+    edge = 'header_timeout = "2s"\nkeepalive_timeout = "5s"\nmax_headers = 0\nmax_connections = "x"'
+    found = problems(policy_text("http://127.0.0.1:1", server=edge))
+    assert {key for _, key, _, _ in found} == {"server.max_headers", "server.max_connections"}
+    edge = 'header_timeout = "2s"\nkeepalive_timeout = "5s"'
+    ((file, key, expected, _),) = problems(policy_text("http://127.0.0.1:1", server=edge))
+    assert (file, key) == ("broken.toml", "server.keepalive_timeout")
+    assert "header_timeout" in expected
+
+
+# -- random mutations of a valid policy (hypothesis) ------------------------------------------
+
+SHIPPED_LINES = SHIPPED.read_text(encoding="utf-8").splitlines()
+ASSIGNMENTS = [i for i, line in enumerate(SHIPPED_LINES) if re.match(r"^\s*[\w.\"-]+\s*=", line)]
+TOML_VALUES = st.one_of(
+    st.integers(-(2**63), 2**63 - 1).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(
+        lambda f: {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(str(f), repr(f))
+    ),
+    st.text(max_size=30).map(lambda s: json.dumps(s)),
+    st.sampled_from(
+        [
+            "true",
+            '"0s"',
+            '"-5m"',
+            '"1w"',
+            '"999999999d"',
+            '"until-unlocked"',
+            '"[unclosed"',
+            '"(a+)+$"',
+            "[]",
+            '[""]',
+            "[1, 2]",
+            "{}",
+            '{ "1h" = -1 }',
+            "1979-05-27T07:32:00Z",
+            "07:32:00",
+            '"24:00"',
+            '"http://"',
+            '"10.0.0.0/33"',
+        ]
+    ),
+)
+
+
+@st.composite
+def mutated_policies(draw: st.DrawFn) -> str:
+    """The shipped policy with one to three edits a hand could make: a value replaced, a line
+    dropped, duplicated or renamed, or a character inserted or deleted anywhere."""
+    lines = list(SHIPPED_LINES)
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["value", "drop", "duplicate", "rename", "char", "delete"]))
+        at = draw(st.sampled_from(ASSIGNMENTS))
+        if kind == "value":
+            key = lines[at].split("=", 1)[0]
+            lines[at] = f"{key}= {draw(TOML_VALUES)}"
+        elif kind == "drop":
+            lines[at] = ""
+        elif kind == "duplicate":
+            lines.insert(at, lines[at])
+        elif kind == "rename":
+            lines[at] = "x" + lines[at].lstrip()
+        else:
+            text = "\n".join(lines)
+            where = draw(st.integers(0, len(text) - 1))
+            if kind == "char":
+                text = text[:where] + draw(st.characters()) + text[where:]
+            else:
+                text = text[:where] + text[where + 1 :]
+            lines = text.split("\n")
+    return "\n".join(lines)
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@given(mutated_policies())
+def test_a_mutated_policy_loads_or_names_file_and_key(text: str) -> None:
+    """Any edit to a valid policy either still loads or is a ConfigError whose every problem
+    names the file, a key and what was expected — never another exception."""
+    try:
+        parse_policy(text, "mutated/policy.toml")
+    except ConfigError as error:
+        caught = error
+    else:
+        return
+    assert caught.problems
+    for problem in caught.problems:
+        assert problem.file == "mutated/policy.toml"
+        assert problem.key
+        assert problem.expected
