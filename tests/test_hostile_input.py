@@ -408,6 +408,13 @@ ADMIN = [
         "admin-id-huge",
         400,
         "bad-employee-id",
+        target="/admin/locks/E" + "1" * 3000,
+        authorization=admin,
+    ),
+    Case(
+        "admin-id-past-the-request-line-limit",
+        431,
+        "request-head-too-large",
         target="/admin/locks/E" + "1" * 5000,
         authorization=admin,
     ),
