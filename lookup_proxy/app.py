@@ -23,7 +23,6 @@ from lookup_proxy.errors import (
     ConfigError,
     ConfigProblem,
     Refusal,
-    guard_unavailable,
     not_permitted,
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
@@ -319,12 +318,6 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         response = proxy.refused(request, _method_not_allowed(request, exc.allowed_methods))
     except web.HTTPNotFound:
         response = proxy.refused(request, _not_a_route())
-    except StoreUnavailable:
-        # The admin API reaches the store directly; Redis down is an outage, not a bug.
-        unavailable = guard_unavailable(
-            "The lockout records are unavailable for a moment. Try again in a few seconds."
-        )
-        response = proxy.refused(request, unavailable)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -83,9 +83,15 @@ def unauthenticated(detail: str, cause: str = "unauthenticated") -> Refusal:
     )
 
 
-def bad_request(detail: str, cause: str) -> Refusal:
+def bad_request(detail: str, cause: str, extra: Mapping[str, object] | None = None) -> Refusal:
     """400: something the clerk typed or chose is missing or wrong."""
-    return Refusal(detail, status=400, cause=cause, title="Lookup request incomplete or invalid")
+    return Refusal(
+        detail,
+        status=400,
+        cause=cause,
+        title="Lookup request incomplete or invalid",
+        extra=extra or {},
+    )
 
 
 def not_permitted(detail: str, cause: str = "not-permitted") -> Refusal:

@@ -48,12 +48,19 @@ def end_to_end(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> CIMu
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in blocked)
 
 
+def forwardable(allowed: Iterable[str]) -> frozenset[str]:
+    """The allow-list as lower-case names, less anything hop-by-hop or set by the proxy itself
+    (the policy loader refuses those too): computed once, not per lookup."""
+    return frozenset(name.lower() for name in allowed) - NEVER_FORWARDED
+
+
 def allowed_terminal_headers(
-    headers: CIMultiDictProxy[str], allowed: Iterable[str]
+    headers: CIMultiDictProxy[str], names: frozenset[str]
 ) -> CIMultiDict[str]:
-    """The terminal's headers the backend may see: the allow-list, less anything hop-by-hop,
-    named in Connection or set by the proxy itself (the policy loader refuses those too)."""
-    names = {name.lower() for name in allowed} - NEVER_FORWARDED - _connection_named(headers)
+    """The terminal's headers the backend may see: ``names`` less any the Connection header
+    names (usually none)."""
+    if "Connection" in headers:
+        names = names - _connection_named(headers)
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() in names)
 
 
@@ -103,6 +110,7 @@ class UpstreamClient:
     def __init__(self, config: Upstream, credential: str | None) -> None:
         self.config = config
         self.base = URL(config.url.rstrip("/"))
+        self._forwardable = forwardable(config.forward_headers)
         self._credential = credential
         self._session: aiohttp.ClientSession | None = None
 
@@ -155,7 +163,7 @@ class UpstreamClient:
         """Send the lookup to ``target`` (path and query, already checked) and stream the
         backend's answer back to the terminal."""
         assert self._session is not None, "UpstreamClient.start() was not awaited"
-        headers = allowed_terminal_headers(request.headers, self.config.forward_headers)
+        headers = allowed_terminal_headers(request.headers, self._forwardable)
         headers["X-Request-Id"] = request_id
         headers["X-Employee-Id"] = employee.id
         headers["X-Store-Id"] = employee.store

@@ -42,13 +42,11 @@ def check_framing(request: web.Request) -> None:
         )
     for name in SINGLE_HEADERS:
         if len(request.headers.getall(name, ())) > 1:
-            raise Refusal(
+            raise bad_request(
                 f"The request carries the {name} header more than once. Send it once. If this "
                 "keeps happening, call the help desk.",
-                status=400,
-                cause="duplicate-header",
-                title="Lookup request incomplete or invalid",
-                extra={"header": name},
+                "duplicate-header",
+                {"header": name},
             )
     if request.method in BODILESS_METHODS and (
         "Transfer-Encoding" in request.headers or (request.content_length or 0) > 0

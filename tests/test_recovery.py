@@ -17,6 +17,7 @@ import redis
 
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.metrics import ProxyMetrics
 from lookup_proxy.policy import Policy
 from tests.harness import policy, running_proxy, token
 from tests.servers import RedisServer, start_redis
@@ -59,9 +60,8 @@ def restart(server: RedisServer, *, persistence: bool) -> RedisServer:
     return start_redis(server.directory, persistence=persistence, port=server.port)
 
 
-def sample(proxy_metrics: object, name: str, **labels: str) -> float:
-    registry = proxy_metrics.registry  # type: ignore[attr-defined]
-    value = registry.get_sample_value(name, labels)
+def sample(metrics: ProxyMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else float(value)
 
 

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from lookup_proxy.clock import Clock
 from lookup_proxy.durations import format_duration
 from lookup_proxy.employee import Employee
-from lookup_proxy.errors import guard_denied, guard_unavailable, rate_limited
+from lookup_proxy.errors import Refusal, guard_denied, guard_unavailable, rate_limited
 from lookup_proxy.guard.decision import LOCKED, Decision, Hit, Lookup, RateState
 from lookup_proxy.guard.escalation import Escalation
 from lookup_proxy.guard.lockouts import LockInfo, Lockouts
@@ -143,7 +143,7 @@ class Guard:
             self._prefix,
             policy.lockout.duration,
             self._contact,
-            store,
+            self._keys,
             self._batch,
             self._execute,
         )
@@ -673,17 +673,27 @@ class Guard:
         try:
             results = await self.store.execute(ops)
         except StoreUnavailable as exc:
-            if metrics is not None:
-                metrics.store_errors.labels(store=self.store.kind).inc()
-            raise guard_unavailable(
-                "Customer lookups are paused for a moment because the safety check is "
-                "unavailable. Try again in a few seconds; if it persists, call the help desk."
-            ) from exc
+            raise self._unavailable() from exc
         if metrics is not None:
             metrics.store_latency.labels(store=self.store.kind).observe(
                 time.perf_counter() - started
             )
         return results
+
+    async def _keys(self, pattern: str) -> list[str]:
+        """Key listing (admin only) refused the same way as a batch when the store is out."""
+        try:
+            return await self.store.keys(pattern)
+        except StoreUnavailable as exc:
+            raise self._unavailable() from exc
+
+    def _unavailable(self) -> Refusal:
+        if self.metrics is not None:
+            self.metrics.store_errors.labels(store=self.store.kind).inc()
+        return guard_unavailable(
+            "Customer lookups are paused for a moment because the safety check is "
+            "unavailable. Try again in a few seconds; if it persists, call the help desk."
+        )
 
 
 REJUDGE_EVERY = 10

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from lookup_proxy.errors import Refusal, locked_out
-from lookup_proxy.guard.primitives import Batch, GuardStore, employee_key
+from lookup_proxy.guard.primitives import Batch, employee_key
 
 VIEWS_CACHED = 8192
 """Parsed lockouts remembered (by value); the cache starts over when full."""
@@ -54,14 +54,14 @@ class Lockouts:
         prefix: str,
         duration: float | None,
         contact: str,
-        store: GuardStore,
+        keys: Callable[[str], Awaitable[list[str]]],
         batch: Callable[[], Batch],
         execute: Callable[[Batch], Awaitable[list[Any]]],
     ) -> None:
         self._prefix = prefix
         self._ttl = duration or 0.0
         self._contact = contact
-        self._store = store
+        self._keys = keys
         self._batch = batch
         self._execute = execute
         self._views: dict[tuple[str, str], tuple[LockInfo, str]] = {}
@@ -164,7 +164,7 @@ class Lockouts:
         """
         lock = self.key(employee_id)
         pattern = employee_key(self._prefix, employee_id, "*")
-        keys = [key for key in await self._store.keys(pattern) if key != lock]
+        keys = [key for key in await self._keys(pattern) if key != lock]
         batch = self._batch()
         for key in [lock, *keys]:
             batch.delete(key)
@@ -175,7 +175,7 @@ class Lockouts:
 
     async def every(self, now: float) -> list[LockInfo]:
         """Every current lockout (admin listing; scans keys, never on the lookup path)."""
-        keys = await self._store.keys(f"{self._prefix}:{{e:*}}:lock")
+        keys = await self._keys(f"{self._prefix}:{{e:*}}:lock")
         if not keys:
             return []
         batch = self._batch()

@@ -185,10 +185,10 @@ class RedisStore:
                 had_marker = await client.get(self.marker) is not None
                 if not self._verified:
                     found = "start"
-                elif had_marker:
-                    found = "restarted" if run_id != self._run_id else "verified"
-                else:
-                    found = "flushed" if run_id == self._run_id else "empty"
+                elif run_id != self._run_id:
+                    found = "restarted" if had_marker else "empty"
+                else:  # only verify() recovers the same server: its marker had gone
+                    found = "flushed"
                 if self.on_restart is not None:
                     await self.on_restart(found)
                 if not had_marker:
