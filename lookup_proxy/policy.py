@@ -7,6 +7,7 @@ it names the environment variables that hold them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import tomllib
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -371,7 +373,31 @@ class Lockout(_Section):
 
 
 class Audit(_Section):
+    """The audit trail (lookup_proxy/audit/): where it lives, who can read it, how it is sealed."""
+
     enabled: bool = True
+    archive: str = "audit"
+    """Directory of the long-term archive (JSON-lines files and their search index), relative
+    to the policy file. With the memory store the proxy writes it directly; with Redis the
+    exporter (``lookup-proxy audit export``) moves the stream into it."""
+    pseudonym_keys_env: HeaderName = "LOOKUP_PROXY_PSEUDONYM_KEYS"
+    """Environment variable holding ``id:secret[,id:secret...]``: HMAC-SHA256 keys that turn a
+    customer number into its pseudonym. The first signs new records; the others (older keys)
+    are only used to search records made before a rotation."""
+    signing_key_env: HeaderName = "LOOKUP_PROXY_AUDIT_SIGNING_KEY"
+    """Environment variable holding the Ed25519 private key (PEM) that signs checkpoints."""
+    verify_key: str | None = None
+    """Ed25519 public key (PEM file, relative to the policy file) ``audit verify`` checks
+    checkpoint signatures with; unset: derived from the signing key in the environment."""
+    checkpoint_every: int = Field(1000, ge=1, le=1_000_000)
+    """Records of one chain between two signed checkpoints (at most)."""
+    checkpoint_interval: Duration = 60.0
+    """Longest time between two signed checkpoints of a chain that wrote anything."""
+    stream_retention: Duration = 7 * 86_400.0
+    """With Redis: records older than this are trimmed from the stream (exported or not)."""
+    fsync_interval: Duration = 1.0
+    """With the memory store: the archive file is flushed on every record and fsynced at
+    least this often."""
 
 
 class Policy(_Section):
@@ -542,6 +568,13 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
     if problems:
         raise ConfigError(problems)
     return policy
+
+
+def policy_hash(policy: Policy) -> str:
+    """A short fingerprint of the effective policy (every key, defaults included): what the
+    audit records, the metrics and the admin API name the policy by."""
+    canonical = orjson.dumps(policy.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 def load_policy(path: str | Path) -> Policy:
