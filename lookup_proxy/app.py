@@ -20,22 +20,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.errors import (
-    ConfigError,
-    ConfigProblem,
     Refusal,
     not_permitted,
 )
-from lookup_proxy.forward import TrustedProxies, UpstreamClient
+from lookup_proxy.forward import UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
-from lookup_proxy.identify import TokenVerifier
-from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import ProxyMetrics
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
+from lookup_proxy.reload import Generation, Reloader, add_policy_routes
 from lookup_proxy.request_id import REQUEST_ID, request_id_for
 from lookup_proxy.request_shape import check_framing, lookup_target
 from lookup_proxy.resilience.fallback import Failover
@@ -59,46 +56,50 @@ class Proxy:
         environ: Mapping[str, str],
         clock: Clock,
         store: GuardStore | None,
+        policy_file: Path | None = None,
+        prepare: Callable[[Policy], Policy] | None = None,
     ) -> None:
-        self.policy = policy
         self.clock = clock
         self.metrics = ProxyMetrics()
-        self.verifier = TokenVerifier(policy.auth, base_dir=base_dir, environ=environ, clock=clock)
-        self.catalogue = ReasonCatalogue(policy.reasons)
         self.store = store if store is not None else open_store(policy.store, environ)
-        self.guard = Guard(policy, self.store, clock, self.metrics.guard)
         self.journal: LockJournal | None = None
         if policy.store.lock_journal is not None:
             self.journal = LockJournal(
                 base_dir / policy.store.lock_journal,
                 on_error=self.metrics.store.journal_errors.inc,
             )
-        self.guard.lockouts.recorder = self.journal
+        self.reloader = Reloader(
+            self,
+            base_dir=base_dir,
+            environ=environ,
+            clock=clock,
+            policy_file=policy_file,
+            prepare=prepare,
+        )
+        self.generation: Generation = self.reloader.first(policy)
+        """The policy in force and what is built from it; a lookup reads it once (reload.py)."""
         if isinstance(self.store, RedisStore):
             self.store.on_restart = self._reassert
         self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
         self._watching: asyncio.Task[None] | None = None
-        credential = None
-        if policy.upstream.credential_env is not None:
-            credential = environ.get(policy.upstream.credential_env)
-            if not credential:
-                raise ConfigError(
-                    [
-                        ConfigProblem(
-                            "<environment>",
-                            policy.upstream.credential_env,
-                            "the upstream credential (upstream.credential_env names it)",
-                            "unset",
-                        )
-                    ]
-                )
-        self.upstream = UpstreamClient(policy.upstream, credential)
-        self.trusted = TrustedProxies(policy.server.trusted_proxies)
         self.recorder = Recorder(self.metrics, policy.audit.enabled)
-        self.not_found = frozenset(policy.upstream.not_found_statuses)
         self._learning: set[asyncio.Task[None]] = set()
         self.lookup_routes: set[web.AbstractRoute] = set()
         """Routes whose walk checks the request's shape itself, so the refusal is audited."""
+
+    # The current generation's parts, for what is not one lookup (recovery, the edge, tests).
+
+    @property
+    def policy(self) -> Policy:
+        return self.generation.policy
+
+    @property
+    def guard(self) -> Guard:
+        return self.generation.guard
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        return self.generation.upstream
 
     # -- the walk ----------------------------------------------------------------------------
 
@@ -110,8 +111,9 @@ class Proxy:
 
     async def lookup(self, request: web.Request, route: Route, label: str) -> web.StreamResponse:
         started = time.perf_counter()
+        generation = self.generation  # once: the lookup finishes under the policy it began with
         request_id: str = request[REQUEST_ID]
-        client, forwarded_for = self.trusted.client_chain(
+        client, forwarded_for = generation.trusted.client_chain(
             request.remote, request.headers.get("X-Forwarded-For")
         )
         entry = LookupRecord(request_id, label, client, started)
@@ -119,25 +121,27 @@ class Proxy:
         try:
             check_framing(request)  # shape: nothing the route does not declare
             raw_number, target = lookup_target(request, route)
-            employee = self.verifier.verify(request.headers.get("Authorization"))  # identify
+            employee = generation.verifier.verify(request.headers.get("Authorization"))
             entry.employee, entry.store, entry.region = employee.id, employee.store, employee.region
-            justification = self.catalogue.justify(  # justify
+            justification = generation.catalogue.justify(  # justify
                 employee,
                 request.headers.get("X-Lookup-Reason"),
                 request.headers.get("X-Lookup-Reference"),
             )
             entry.reason, entry.reference = justification.reason, justification.reference
-            number = normalise_number(raw_number, self.policy.numbers)  # target
+            number = normalise_number(raw_number, generation.policy.numbers)  # target
             entry.number = mask(number)
             lookup = Lookup(request_id, employee, justification.reason, number)
-            decision, guard = await self.failover.decide(lookup)  # guard
+            decision, guard = await self.failover.decide(lookup, generation.guard)  # guard
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.refusal is not None:
                 raise decision.refusal
             entry.decision = "allow"
             upstream_started = time.perf_counter()
-            forwarded = await self.upstream.forward(  # forward
+            fields = generation.fields.get(justification.reason)
+            entry.fields = None if fields is None else fields.name
+            forwarded = await generation.upstream.forward(  # forward
                 request,
                 target,
                 employee,
@@ -145,6 +149,7 @@ class Proxy:
                 request_id,
                 forwarded_for,
                 {"X-Request-Id": request_id, **decision.headers},
+                fields,
             )
             self.metrics.upstream_latency.labels(label).observe(
                 time.perf_counter() - upstream_started
@@ -153,7 +158,7 @@ class Proxy:
             if 200 <= forwarded.status < 300:
                 entry.outcome = "found"
                 self._learn(guard, lookup, found=True)  # learn
-            elif forwarded.status in self.not_found:
+            elif forwarded.status in generation.not_found:
                 entry.outcome = "not_found"
                 self._learn(guard, lookup, found=False)
             else:
@@ -357,10 +362,20 @@ def build_app(
     environ: Mapping[str, str],
     clock: Clock | None = None,
     store: GuardStore | None = None,
+    policy_file: Path | None = None,
+    prepare: Callable[[Policy], Policy] | None = None,
 ) -> web.Application:
-    """A ready-to-run proxy for ``policy``; raises ConfigError for missing secrets or keys."""
+    """A ready-to-run proxy for ``policy``; raises ConfigError for missing secrets or keys.
+    ``policy_file`` (with ``prepare``, the overrides ``policy`` was made with) is what a reload
+    re-reads."""
     proxy = Proxy(
-        policy, base_dir=base_dir, environ=environ, clock=clock or SystemClock(), store=store
+        policy,
+        base_dir=base_dir,
+        environ=environ,
+        clock=clock or SystemClock(),
+        store=store,
+        policy_file=policy_file,
+        prepare=prepare,
     )
     app = web.Application(middlewares=[_problems], client_max_size=64 * 1024)
     app[PROXY] = proxy
@@ -370,7 +385,13 @@ def build_app(
     app.router.add_get("/healthz", proxy.healthz)
     app.router.add_get("/readyz", proxy.readyz)
     app.router.add_get("/metrics", proxy.metrics_endpoint)
-    add_admin_routes(app, proxy.verifier, proxy.guard, policy.server.admin_role)
+    add_admin_routes(
+        app,
+        lambda: proxy.generation.verifier,
+        lambda: proxy.generation.guard,
+        lambda: proxy.generation.policy.server.admin_role,
+    )
+    add_policy_routes(app, proxy)
     for route in policy.routes:
         label = f"{route.method} {route.path}"
         added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))

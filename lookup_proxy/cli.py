@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +40,29 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve_until_stopped(
-    policy: Policy, policy_path: Path, host: str, port: int, with_demo_backend: bool
+    policy: Policy,
+    policy_path: Path,
+    host: str,
+    port: int,
+    with_demo_backend: bool,
+    prepare: Callable[[Policy], Policy] | None = None,
 ) -> None:
     import logging
     from contextlib import AsyncExitStack
 
     from yarl import URL
 
-    from lookup_proxy.app import build_app
+    from lookup_proxy.app import PROXY, build_app
     from lookup_proxy.http_edge import listening
 
-    app = build_app(policy, base_dir=policy_path.parent, environ=os.environ, clock=SystemClock())
+    app = build_app(
+        policy,
+        base_dir=policy_path.parent,
+        environ=os.environ,
+        clock=SystemClock(),
+        policy_file=policy_path,
+        prepare=prepare,
+    )
     async with AsyncExitStack() as running:  # leaving it stops the proxy first, then the backend
         if with_demo_backend:
             from lookup_proxy.customers import CustomerBase
@@ -79,6 +91,7 @@ async def _serve_until_stopped(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, app[PROXY].reloader.on_signal)  # reload.py
         await stop.wait()
 
 
@@ -113,12 +126,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lookup_proxy.logs import configure_logging
 
     configure_logging(args.log_level)
-    policy = _with_overrides(
-        _policy(args.config), args.store_kind, args.upstream_url, args.lock_journal
-    )
+
+    def prepare(loaded: Policy) -> Policy:  # the same overrides for every reload
+        return _with_overrides(loaded, args.store_kind, args.upstream_url, args.lock_journal)
+
+    policy = prepare(_policy(args.config))
     host = args.host or policy.server.host
     port = policy.server.port if args.port is None else args.port
-    _run(_serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend))
+    _run(
+        _serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend, prepare)
+    )
     return 0
 
 

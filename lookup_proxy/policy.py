@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +29,7 @@ from pydantic import (
 
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError, ConfigProblem
+from lookup_proxy.minimise import check_path
 from lookup_proxy.proxy_headers import NEVER_FORWARDED
 
 
@@ -49,6 +51,8 @@ Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 ReasonCode = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
+FieldPath = Annotated[str, AfterValidator(check_path)]
+"""A path into the backend's JSON answer (lookup_proxy/minimise.py has the syntax)."""
 
 
 class _Section(BaseModel):
@@ -94,6 +98,8 @@ class Upstream(_Section):
     forward_headers: tuple[HeaderName, ...] = ("Accept", "Accept-Language", "Content-Type")
     """The terminal's headers the backend may see; everything else a terminal sends stops here
     (a header the backend reads but the guard never judged is a way around the guard)."""
+    max_filtered_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest answer (bytes) trimmed for a reason with ``fields``; a larger one is refused."""
 
     @field_validator("forward_headers")
     @classmethod
@@ -169,6 +175,9 @@ class Reason(_Section):
     reference_hint: str | None = None
     roles: tuple[str, ...] | None = None
     limits: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    fields: tuple[FieldPath, ...] | None = None
+    """The fields of the backend's JSON answer a lookup for this reason may see (everything
+    else is removed); unset, the answer passes untouched (lookup_proxy/minimise.py)."""
 
     @field_validator("reference_pattern")
     @classmethod

@@ -38,6 +38,8 @@ class LookupRecord:
     status: int = 0
     upstream_status: int | None = None
     outcome: str = "refused"
+    fields: str | None = None
+    """The field allow-list the answer was trimmed to (its reason code), or None: untouched."""
 
 
 class Recorder:
@@ -75,6 +77,7 @@ class Recorder:
                 "status": entry.status,
                 "upstream_status": entry.upstream_status,
                 "outcome": entry.outcome,
+                "fields": entry.fields,
                 "duration_ms": round(duration * 1000, 3),
             },
         )
