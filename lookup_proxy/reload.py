@@ -275,7 +275,19 @@ class Reloader:
             file = str(self.policy_file)
             policy = load_policy(self.policy_file)
             if self._prepare is not None:
-                policy = self._prepare(policy)
+                try:
+                    policy = self._prepare(policy)
+                except ValueError as exc:  # an override that no longer fits the file
+                    raise ConfigError(
+                        [
+                            ConfigProblem(
+                                file,
+                                "(command-line overrides)",
+                                "a file the serve command's overrides apply to",
+                                str(exc).splitlines()[0],
+                            )
+                        ]
+                    ) from None
             problems = restart_only_changes(file, running.policy, policy)
             if problems:
                 raise ConfigError(problems)

@@ -411,12 +411,17 @@ async def test_a_changed_admin_role_applies_to_the_admin_api_at_once(
 # -- SIGHUP on a real `lookup-proxy serve` ----------------------------------------------------
 
 
-def _scrape(url: str) -> str:
+def _get(url: str, headers: dict[str, str] | None = None) -> str:
     import urllib.request
 
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
         text: str = response.read().decode()
         return text
+
+
+def _scrape(url: str) -> str:
+    return _get(url + "/metrics")
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -434,14 +439,17 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -
 def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
     tmp_path: Path,
 ) -> None:
-    """SIGHUP to ``lookup-proxy serve``: a valid file moves the hash gauge; an invalid one is
-    logged key by key (no traceback), counted as an error, and the running policy stays."""
+    """SIGHUP to ``lookup-proxy serve``: a valid file moves the hash gauge (the command line's
+    overrides still applied); an invalid one is logged key by key (no traceback), counted as an
+    error, and the running policy stays."""
     file = tmp_path / "policy.toml"
-    file.write_text(policy_text(f"http://127.0.0.1:{free_port()}"))
+    file.write_text(policy_text("http://127.0.0.1:9"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    override = f"http://127.0.0.1:{free_port()}"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     environment["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    admin = admin_headers(file)
     log_file = tmp_path / "serve.log"
     with log_file.open("wb") as out:
         serve = subprocess.Popen(
@@ -454,25 +462,35 @@ def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
                 str(file),
                 "--port",
                 str(port),
+                "--upstream-url",
+                override,
             ],
             cwd=ROOT,
             env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+    def shown() -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(_get(url + "/admin/policy", admin))
+        return result
+
     try:
-        first = policy_hash(load_policy(file))
-        _wait_for(lambda: f'hash="{first}"' in _scrape(url), "the proxy to serve")
+        _wait_for(lambda: "lookup_proxy_policy_info{" in _scrape(url), "the proxy to serve")
+        first = shown()["hash"]
+        assert f'lookup_proxy_policy_info{{hash="{first}"}} 1.0' in _scrape(url)
 
         file.write_text(
-            policy_text(
-                f"http://127.0.0.1:{free_port()}", reasons='[reasons.X_NEW]\ndescription = "x"\n'
-            )
+            policy_text("http://127.0.0.1:9", reasons='[reasons.X_NEW]\ndescription = "x"\n')
         )
-        second = policy_hash(load_policy(file))
         serve.send_signal(signal.SIGHUP)
-        _wait_for(lambda: f'hash="{second}"' in _scrape(url), "the new hash")
-        assert f'hash="{first}"' not in _scrape(url)
+        _wait_for(lambda: shown()["hash"] != first, "the new policy")
+        second, policy = shown()["hash"], shown()["policy"]
+        assert "X_NEW" in policy["reasons"]
+        assert policy["upstream"]["url"] == override
+        text = _scrape(url)
+        assert f'lookup_proxy_policy_info{{hash="{second}"}} 1.0' in text
+        assert f'hash="{first}"' not in text
 
         file.write_text(file.read_text() + "\n[reasons.BAD]\ndescripton = 1\n")
         serve.send_signal(signal.SIGHUP)
@@ -483,6 +501,7 @@ def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
         text = _scrape(url)
         assert f'lookup_proxy_policy_info{{hash="{second}"}} 1.0' in text
         assert 'lookup_proxy_config_reloads_total{result="ok"} 1.0' in text
+        assert shown()["hash"] == second
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=20)
@@ -492,7 +511,7 @@ def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
     assert [(r["trigger"], r["hash"], r["previous"]) for r in reloaded] == [
         ("sighup", second, first)
     ]
-    assert reloaded[0]["changed"] == ["upstream", "reasons"]
+    assert reloaded[0]["changed"] == ["reasons"]
     refused = [line for line in lines if line["event"].startswith("policy reload refused")]
     assert {(r["file"], r["key"]) for r in refused} == {
         (str(file), "reasons.BAD.description"),
