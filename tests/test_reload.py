@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
 from lookup_proxy.app import PROXY, Proxy, build_app
@@ -406,6 +409,64 @@ async def test_a_changed_admin_role_applies_to_the_admin_api_at_once(
             url + "/admin/policy", headers={"Authorization": f"Bearer {soc}"}
         ) as r:
             assert r.status == 200
+
+
+def es256_token(key: ec.EllipticCurvePrivateKey, employee: str = "E1") -> str:
+    now = int(time.time())
+    claims = {
+        "sub": employee,
+        "store": "S1",
+        "roles": [],
+        "iss": "store-idp",
+        "aud": "lookup-proxy",
+        "iat": now,
+        "exp": now + 600,
+    }
+    return jwt.encode(claims, key, algorithm="ES256")
+
+
+def write_public_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+async def test_a_rotated_key_file_is_a_change_even_when_the_policy_text_is_not(
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Same policy text, new public key file: the reload builds a new verifier (result
+    "reloaded", same hash); tokens of the old key are refused, the new key's accepted."""
+    old_key, new_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    write_public_key(tmp_path / "idp.pem", old_key)
+    file = tmp_path / "policy.toml"
+    file.write_text(
+        policy_text(backend).replace(
+            'algorithms = ["HS256"]', 'algorithms = ["ES256"]\npublic_key_file = "idp.pem"'
+        )
+    )
+    async with proxy_from_file(file) as (url, proxy):
+        first = proxy.generation.hash
+
+        async def status(key: ec.EllipticCurvePrivateKey) -> int:
+            async with client.get(
+                f"{url}/customers/{NUMBERS[0]}", headers=lookup_headers(es256_token(key))
+            ) as r:
+                return r.status
+
+        assert (await status(old_key), await status(new_key)) == (200, 401)
+        assert proxy.reloader.reload("test").result == "unchanged"
+        write_public_key(tmp_path / "idp.pem", new_key)
+        done = proxy.reloader.reload("test")
+        assert (done.result, done.hash, done.previous) == ("reloaded", first, first)
+        assert (await status(old_key), await status(new_key)) == (401, 200)
+        (tmp_path / "idp.pem").write_text("not a key")
+        assert proxy.reloader.reload("test").problems[0].key == "auth.public_key_file"
+        assert await status(new_key) == 200
 
 
 # -- SIGHUP on a real `lookup-proxy serve` ----------------------------------------------------
