@@ -371,6 +371,29 @@ async def test_a_rate_counter_keeps_counting_across_a_reload(
         await proxy.guard_idle()
 
 
+async def test_a_reload_during_a_store_outage_keeps_the_local_counts_under_new_limits(
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Guarding locally while Redis is out, a reload's limits (cut by local_limit_share) apply
+    to the counts the outage's embedded store already holds."""
+    dead = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", cluster=False, timeout=0.5)
+    local = '[store]\non_unavailable = "local"\nlocal_limit_share = 0.5\n'
+    file = tmp_path / "policy.toml"
+    file.write_text(policy_text(backend, rules=BURST.replace("limit = 3", "limit = 4") + local))
+    tok = token(load_policy(file))
+    async with proxy_from_file(file, dead) as (url, proxy):
+
+        async def status(number: str) -> int:
+            async with client.get(f"{url}/customers/{number}", headers=lookup_headers(tok)) as r:
+                return r.status
+
+        assert [await status(n) for n in NUMBERS[:2]] == [503, 200]  # the breaker opens
+        assert proxy.failover.mode == "local"
+        file.write_text(policy_text(backend, rules=BURST.replace("limit = 3", "limit = 8") + local))
+        assert (await reload(client, url, file))[1]["result"] == "reloaded"
+        assert [await status(n) for n in NUMBERS[2:6]] == [200, 200, 200, 429]
+
+
 async def test_a_lock_made_before_a_reload_still_holds_after_it(
     backend: str, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
