@@ -23,10 +23,11 @@ from lookup_proxy.errors import (
     Refusal,
     not_permitted,
 )
-from lookup_proxy.forward import UpstreamClient
+from lookup_proxy.forward import TrustedProxies, UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.metrics import ProxyMetrics
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
@@ -96,6 +97,14 @@ class Proxy:
     @property
     def guard(self) -> Guard:
         return self.generation.guard
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.generation.verifier
+
+    @property
+    def trusted(self) -> TrustedProxies:
+        return self.generation.trusted
 
     @property
     def upstream(self) -> UpstreamClient:
