@@ -2,12 +2,15 @@
 
 ::
 
-    <archive>/audit-2026-12-03.jsonl   records written that day, one per line, bytes unchanged
+    <archive>/audit-2026-12-03.jsonl   records the exporter wrote that day (from the stream)
+    <archive>/audit-2026-12-03.<chain>.jsonl
+                                       records one proxy wrote itself that day (memory store,
+                                       or while Redis could not take them)
     <archive>/.export-position         {"stream": "<last stream id exported>"} (Redis store)
     <archive>/index.sqlite             the search index (``lookup-proxy audit search``)
 
-File names sort in time order, so reading the files in name order reads the archive in the
-order it was written.
+Every line is one record, bytes as written. ``archive_files`` lists the day files in time
+order (a day's exported file first, then that day's writer files).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ __all__ = [
 
 POSITION_FILE = ".export-position"
 INDEX_FILE = "index.sqlite"
-_NAME = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})\.jsonl$")
+_NAME = re.compile(r"^audit-(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9][A-Za-z0-9._-]*)?\.jsonl$")
 
 
 def archive_name(now: float) -> str:
@@ -48,7 +51,12 @@ def archive_files(directory: Path) -> list[Path]:
     """The archive's day files in time order (other files in the directory are ignored)."""
     if not directory.is_dir():
         return []
-    return sorted(path for path in directory.iterdir() if day_of(path.name) is not None)
+    found = []
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if match is not None and path.is_file():
+            found.append((match.group(1), match.group(2) is not None, path.name, path))
+    return [path for *_, path in sorted(found)]
 
 
 def fsync_directory(directory: Path) -> None:

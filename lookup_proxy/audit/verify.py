@@ -7,8 +7,12 @@ The archive's day files are read in order, line by line, and every chain is chec
   edited and re-hashed breaks the link its successor holds);
 - seqs without gaps from 1 (``removed``), each seq once (``duplicate``: the same record twice;
   ``inserted``: a different record claiming a seq already taken), in file order
-  (``reordered``: a seq that turns up after a higher one of its chain);
+  (``reordered``: a seq that turns up after a higher one of its chain in the same file);
 - every checkpoint's Ed25519 signature over its hash (``bad-signature``).
+
+A chain's records may be spread over several files (a proxy writes its own file while Redis
+cannot take its records, the exporter writes the rest): across files, seqs may interleave and an
+identical copy of a record (a write that reached both) is only a ``duplicate`` warning.
 
 Warnings, not errors: records after a chain's last valid checkpoint (``unsealed``: they are only
 hash-linked, so whoever rewrites the tail could recompute them — the live chain of a running
@@ -189,7 +193,16 @@ class _Checker:
             self.report(where, "error", "altered", name, seq, "hash does not match the content")
         known = chain.window.get(seq)
         if known is not None:
-            if known.hash == digest:
+            if known.hash == digest and known.where.file != where.file:
+                self.report(
+                    where,
+                    "warning",
+                    "duplicate",
+                    name,
+                    seq,
+                    f"the same record is also at {known.where} (written through two paths)",
+                )
+            elif known.hash == digest:
                 self.report(
                     where, "error", "duplicate", name, seq, f"a copy of the record at {known.where}"
                 )
@@ -213,7 +226,7 @@ class _Checker:
                 f"seq already passed long before (chain at seq {chain.top}); duplicate or inserted",
             )
             return
-        if seq < chain.top:
+        if seq < chain.top and chain.top_where is not None and chain.top_where.file == where.file:
             self.report(
                 where,
                 "error",
