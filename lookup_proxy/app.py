@@ -18,9 +18,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy.admin import add_admin_routes
+from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.errors import (
     Refusal,
+    audit_unavailable,
     not_permitted,
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
@@ -83,7 +85,24 @@ class Proxy:
             self.store.on_restart = self._reassert
         self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
         self._watching: asyncio.Task[None] | None = None
-        self.recorder = Recorder(self.metrics, policy.audit.enabled)
+        shared = self.store if isinstance(self.store, RedisStore) else None
+        self.audit = AuditTrail.from_policy(
+            policy.audit,
+            base_dir=base_dir,
+            environ=environ,
+            clock=clock,
+            policy_hash=self.generation.hash,
+            metrics=self.metrics.audit,
+            store=shared,
+            key_prefix=policy.store.key_prefix,
+        )
+        if shared is not None:
+            # Each lookup's record rides its decision's batch (see lookup_proxy/audit/trail.py).
+            # A reload's guard inherits both (reload.py); [audit] only changes with a restart.
+            self.guard.audit_log = self.audit.stream
+            self.guard.audit_keep = policy.audit.stream_retention
+        self.audit.store_up = lambda: self.failover.mode == "shared"
+        self.recorder = Recorder(self.metrics, self.audit, policy.numbers)
         self._learning: set[asyncio.Task[None]] = set()
         self.lookup_routes: set[web.AbstractRoute] = set()
         """Routes whose walk checks the request's shape itself, so the refusal is audited."""
@@ -130,6 +149,7 @@ class Proxy:
         try:
             check_framing(request)  # shape: nothing the route does not declare
             raw_number, target = lookup_target(request, route)
+            entry.raw_number = raw_number
             employee = generation.verifier.verify(request.headers.get("Authorization"))
             entry.employee, entry.store, entry.region = employee.id, employee.store, employee.region
             justification = generation.catalogue.justify(  # justify
@@ -138,10 +158,31 @@ class Proxy:
                 request.headers.get("X-Lookup-Reference"),
             )
             entry.reason, entry.reference = justification.reason, justification.reference
-            number = normalise_number(raw_number, generation.policy.numbers)  # target
-            entry.number = mask(number)
-            lookup = Lookup(request_id, employee, justification.reason, number)
-            decision, guard = await self.failover.decide(lookup, generation.guard)  # guard
+            number = entry.number = normalise_number(raw_number, generation.policy.numbers)
+            attempt = self.audit.lookup(entry.attempt(), number)  # names generation's hash
+            in_batch = generation.guard.audit_log is not None
+            if not in_batch:
+                self._write_attempt(entry, attempt)
+            lookup = Lookup(
+                request_id,
+                employee,
+                justification.reason,
+                number,
+                attempt.decode() if in_batch else None,
+            )
+            try:
+                decision, guard = await self.failover.decide(lookup, generation.guard)  # guard
+            except Refusal:
+                if not entry.attempted:  # its batch did not run: the record goes the slow way
+                    self.audit.deliver("lookup", attempt)
+                    entry.attempted = True
+                raise
+            if not entry.attempted:
+                if guard.audit_log is not None:
+                    self.audit.stored_in_batch("lookup")
+                    entry.attempted = True
+                else:  # decided locally while Redis is out: the archive file, before forwarding
+                    self._write_attempt(entry, attempt)
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.refusal is not None:
@@ -188,6 +229,19 @@ class Proxy:
             self.metrics.in_flight.dec()
             self.recorder.record(entry, time.perf_counter() - started)  # record
 
+    def _write_attempt(self, entry: LookupRecord, attempt: bytes) -> None:
+        """The lookup's record in the archive file now, or the lookup goes no further."""
+        try:
+            self.audit.write_now("lookup", attempt)
+        except AuditUnavailable:
+            self.audit.deliver("lookup", attempt)  # kept and retried, never dropped
+            entry.attempted = True
+            raise audit_unavailable(
+                "Customer lookups are paused because they cannot be recorded right now. "
+                "Try again in a few seconds; if it persists, call the help desk."
+            ) from None
+        entry.attempted = True
+
     def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
         """Teach the guard that decided the outcome, after the terminal has its answer."""
         task = asyncio.get_running_loop().create_task(self._learn_now(guard, lookup, found))
@@ -212,6 +266,7 @@ class Proxy:
 
     async def start(self, _app: web.Application) -> None:
         await self.upstream.start()
+        self.audit.start()
         if isinstance(self.store, RedisStore):
             # Its first batch re-asserts the journal (on_restart "start"); the watch notices a
             # Redis emptied without a restart.
@@ -243,6 +298,7 @@ class Proxy:
                 await self._watching
         await self.failover.close()
         await self.upstream.close()
+        await self.audit.close()  # after the last lookup, before the store it writes to
         await self.store.close()
 
     # -- service endpoints -------------------------------------------------------------------

@@ -133,6 +133,32 @@ class ProxyMetrics:
         self.guard = GuardMetrics(registry)
         self.store = StoreHealthMetrics(registry)
         self.reloads = PolicyMetrics(registry)
+        self.audit = AuditMetrics(registry)
+
+
+class AuditMetrics:
+    """Where audit records went, and any that are waiting or could not be written."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "lookup_proxy_audit_records_total",
+            "Audit records made durable, by kind (lookup, outcome, admin, case, transparency, "
+            "checkpoint) and sink (stream: Redis; file: the archive directory).",
+            ["kind", "sink"],
+            registry=registry,
+        )
+        self.write_errors = Counter(
+            "lookup_proxy_audit_write_errors_total",
+            "Failed attempts to make audit records durable, by sink (records are kept and "
+            "retried; a lookup whose own record cannot be written is refused).",
+            ["sink"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "lookup_proxy_audit_pending_records",
+            "Audit records made but not yet durable (waiting for the next flush).",
+            registry=registry,
+        )
 
 
 class StoreHealthMetrics:

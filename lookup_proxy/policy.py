@@ -384,7 +384,6 @@ class Lockout(_Section):
 class Audit(_Section):
     """The audit trail (lookup_proxy/audit/): where it lives, who can read it, how it is sealed."""
 
-    enabled: bool = True
     archive: str = "audit"
     """Directory of the long-term archive (JSON-lines files and their search index), relative
     to the policy file. With the memory store the proxy writes it directly; with Redis the

@@ -237,7 +237,7 @@ class Reloader:
 
     def _build(self, policy: Policy, previous: Generation | None) -> Generation:
         proxy = self._proxy
-        return build_generation(
+        generation = build_generation(
             policy,
             number=1 if previous is None else previous.number + 1,
             base_dir=self._base_dir,
@@ -248,6 +248,12 @@ class Reloader:
             journal=proxy.journal,
             previous=previous,
         )
+        if previous is not None:
+            # Lookup records ride the decision's batch on the same stream ([audit] and [store]
+            # only change with a restart).
+            generation.guard.audit_log = previous.guard.audit_log
+            generation.guard.audit_keep = previous.guard.audit_keep
+        return generation
 
     def first(self, policy: Policy) -> Generation:
         """The generation the proxy starts with (its hash shown by the info gauge)."""
@@ -315,7 +321,10 @@ class Reloader:
                     },
                 )
             return Reloaded("error", running.hash, running.hash, tuple(exc.problems))
-        proxy.generation = generation  # the swap: lookups from now on read this one
+        # The swap: lookups from now on read this generation. A lookup reads it and makes its
+        # audit record without yielding to the loop, so the record names the policy it ran under.
+        proxy.generation = generation
+        proxy.audit.policy_hash = generation.hash
         proxy.failover.adopt(generation.policy, generation.guard)
         proxy.metrics.reloads.count("ok")
         proxy.metrics.reloads.active(generation.hash, running.hash)
@@ -355,10 +364,9 @@ class Reloader:
 
 
 def _audit(proxy: Proxy, fields: dict[str, object]) -> None:
-    """An ``admin`` audit record, once the proxy has an audit trail (lookup_proxy/audit)."""
-    trail = getattr(proxy, "audit", None)
-    if trail is not None:
-        trail.write("admin", fields)
+    """An ``admin`` audit record (contract: request_id, employee, client, action, target,
+    note, status, query)."""
+    proxy.audit.write("admin", fields)
 
 
 def _no_query(request: web.Request) -> None:
@@ -420,10 +428,11 @@ def add_policy_routes(app: web.Application, proxy: Proxy) -> None:
             "query": None,
         }
         try:
+            # Who asked is recorded even when the role is missing (a 403).
+            record["employee"] = generation.verifier.verify(request.headers.get("Authorization")).id
             actor = admin_employee(
                 generation.verifier, generation.policy.server.admin_role, request
             )
-            record["employee"] = actor.id
             _no_query(request)
             response, note = await respond(actor.id)
             record["note"] = note

@@ -19,7 +19,7 @@ import pytest
 
 from lookup_proxy.guard.lockouts import LockInfo
 from lookup_proxy.resilience.journal import LockJournal
-from tests.harness import SECRET, run_cli
+from tests.harness import AUDIT_ENV, SECRET, run_cli
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +132,7 @@ def _serving(config: Path, extra: Sequence[str], env_extra: dict[str, str] | Non
     backend_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     env["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    env.update(AUDIT_ENV)
     env.update(env_extra or {})
     backend = subprocess.Popen(
         [sys.executable, "-m", "lookup_proxy", "demo-backend", "--port", str(backend_port)],

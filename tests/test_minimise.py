@@ -6,15 +6,17 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from lookup_proxy.app import Proxy
 from lookup_proxy.errors import ConfigError
 from lookup_proxy.minimise import FieldSet, Unfilterable, parse_path
 from lookup_proxy.policy import parse_policy
-from tests.harness import policy, policy_text, running_proxy, serving, token
+from tests.harness import audit_records, policy, policy_text, running_proxy, serving, token
 
 RECORD = {
     "number": "01020000007",
@@ -210,26 +212,32 @@ description = "A device question"
     )
 
 
+async def outcomes(proxy: Proxy) -> list[dict[str, Any]]:
+    """The audit trail's outcome records so far."""
+    await proxy.audit.flush()
+    return audit_records(proxy.audit.file.directory, "outcome")
+
+
 def ask(tok: str, reason: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}", "X-Lookup-Reason": reason}
 
 
 async def test_a_reason_with_fields_gets_a_trimmed_answer_and_the_record_names_the_set(
-    client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    client: aiohttp.ClientSession,
 ) -> None:
     """Only the listed fields leave the proxy; Content-Length is the trimmed body's; the ETag of
-    the whole record is gone; the audit line names the field set."""
-    caplog.set_level(logging.INFO, logger="lookup_proxy.audit")
+    the whole record is gone; the audit outcome record names the field set."""
     async with backend_for_fields() as upstream:
         p = parse_policy(trimming_policy(upstream))
         tok = token(p)
-        async with running_proxy(p) as (url, _):
+        async with running_proxy(p) as (url, proxy):
             async with client.get(
                 f"{url}/customers/{NUMBER_JSON}", headers=ask(tok, "DEVICE_SUPPORT")
             ) as r:
                 assert r.status == 200
                 raw = await r.read()
                 answer_headers = r.headers
+            (outcome,) = await outcomes(proxy)
     assert json.loads(raw) == {
         "name": "김민지",
         "plan": {"name": "5G Premium"},
@@ -241,20 +249,17 @@ async def test_a_reason_with_fields_gets_a_trimmed_answer_and_the_record_names_t
     assert answer_headers["X-Backend"] == "kept"
     assert answer_headers["X-Request-Id"]
     assert b"imei" not in raw and b"birth_date" not in raw and b"monthly_fee" not in raw
-    (line,) = [rec for rec in caplog.records if rec.name == "lookup_proxy.audit"]
-    assert line.__dict__["fields"] == "DEVICE_SUPPORT"
-    assert line.__dict__["outcome"] == "found"
+    assert (outcome["fields"], outcome["outcome"]) == ("DEVICE_SUPPORT", "found")
 
 
 async def test_reasons_without_fields_pass_the_answer_untouched(
-    client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    client: aiohttp.ClientSession,
 ) -> None:
-    """Byte for byte, unparsed, even when not JSON; the audit line's field set is null."""
-    caplog.set_level(logging.INFO, logger="lookup_proxy.audit")
+    """Byte for byte, unparsed, even when not JSON; the outcome record's field set is null."""
     async with backend_for_fields() as upstream:
         p = parse_policy(trimming_policy(upstream))
         tok = token(p)
-        async with running_proxy(p) as (url, _):
+        async with running_proxy(p) as (url, proxy):
             async with client.get(f"{url}/raw/{NUMBER_JSON}", headers=ask(tok, "PLAN_CHANGE")) as r:
                 assert r.status == 200
                 assert await r.read() == RAW_JSON
@@ -263,10 +268,7 @@ async def test_reasons_without_fields_pass_the_answer_untouched(
             ) as r:
                 assert r.status == 200
                 assert "birth_date" in await r.text()
-    assert [rec.__dict__["fields"] for rec in caplog.records if rec.name == "lookup_proxy.audit"] == [
-        None,
-        None,
-    ]
+            assert [record["fields"] for record in await outcomes(proxy)] == [None, None]
 
 
 async def test_a_duplicate_key_answer_is_rewritten_with_one_value(
@@ -298,7 +300,7 @@ async def test_answers_that_cannot_be_trimmed_are_refused_not_passed_through(
     caplog.set_level(logging.INFO)
     async with backend_for_fields() as upstream:
         p = parse_policy(trimming_policy(upstream, limit=1024))
-        async with running_proxy(p) as (url, _):
+        async with running_proxy(p) as (url, proxy):
             async with client.get(
                 f"{url}/customers/{number}", headers=ask(token(p), "DEVICE_SUPPORT")
             ) as r:
@@ -307,6 +309,7 @@ async def test_answers_that_cannot_be_trimmed_are_refused_not_passed_through(
                 body = await r.json(content_type=None)
             async with client.get(url + "/metrics") as m:
                 metrics = await m.text()
+            (outcome,) = await outcomes(proxy)
     assert body["type"] == "urn:lookup-proxy:problem:upstream-unfilterable"
     assert body["upstream_status"] == 200
     assert "김민지" not in json.dumps(body, ensure_ascii=False)
@@ -315,9 +318,8 @@ async def test_answers_that_cannot_be_trimmed_are_refused_not_passed_through(
     assert warning.__dict__["fields"] == "DEVICE_SUPPORT"
     logged = "\n".join(str(rec.__dict__) for rec in caplog.records)
     assert "김민지" not in logged and "yyyy" not in logged
-    (audit,) = [rec for rec in caplog.records if rec.name == "lookup_proxy.audit"]
-    assert (audit.__dict__["outcome"], audit.__dict__["status"]) == ("upstream_error", 502)
-    assert audit.__dict__["fields"] == "DEVICE_SUPPORT"
+    assert (outcome["outcome"], outcome["status"]) == ("upstream_error", 502)
+    assert (outcome["fields"], outcome["upstream_status"]) == ("DEVICE_SUPPORT", 200)
     assert 'lookup_proxy_refusals_total{cause="upstream-unfilterable",status="502"} 1.0' in metrics
 
 
@@ -347,5 +349,7 @@ async def test_the_demo_backend_record_trimmed_for_a_reason(
             f"{url}/customers/{number}", headers=ask(token(p), "DEVICE_SUPPORT")
         ) as r:
             assert await r.json() == {"number": number}
-        async with client.get(f"{url}/customers/{number}", headers=ask(token(p), "PLAN_CHANGE")) as r:
+        async with client.get(
+            f"{url}/customers/{number}", headers=ask(token(p), "PLAN_CHANGE")
+        ) as r:
             assert len(await r.json()) > 1

@@ -29,7 +29,7 @@ from lookup_proxy.guard import GuardStore
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.policy import load_policy, policy_hash
-from tests.harness import ENV, REASONS, ROOT, SECRET, serving, token
+from tests.harness import ENV, REASONS, ROOT, audit_records, serving, token
 from tests.servers import free_port
 
 NUMBERS = CustomerBase().find_customers(8)
@@ -99,6 +99,12 @@ def admin_headers(file: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
+async def audited(proxy: Proxy, kind: str) -> list[dict[str, Any]]:
+    """The audit trail's records of one kind so far."""
+    await proxy.audit.flush()
+    return audit_records(proxy.audit.file.directory, kind)
+
+
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {
         tuple(sorted(s.labels.items())): s.value
@@ -127,7 +133,7 @@ async def test_a_valid_reload_puts_the_new_policy_in_force(
     file = tmp_path / "policy.toml"
     file.write_text(policy_text(backend))
     first = policy_hash(load_policy(file))
-    async with proxy_from_file(file) as (url, _):
+    async with proxy_from_file(file) as (url, proxy):
         async with client.get(url + "/admin/policy", headers=admin_headers(file)) as r:
             assert r.status == 200
             shown = await r.json()
@@ -156,6 +162,18 @@ async def test_a_valid_reload_puts_the_new_policy_in_force(
 
         assert await reload(client, url, file) == (200, {"result": "unchanged", "hash": second})
         text = await metrics(client, url)
+        admin = await audited(proxy, "admin")
+        (looked_up,) = await audited(proxy, "lookup")
+    assert [(a["action"], a["employee"], a["status"]) for a in admin] == [
+        ("policy.show", "SEC1", 200),
+        ("policy.reload", "SEC1", 200),
+        ("policy.show", "SEC1", 200),
+        ("policy.reload", "SEC1", 200),
+    ]
+    assert admin[1]["note"] == f"reloaded: {first} -> {second}"
+    assert admin[3]["note"] == f"unchanged: {second} -> {second}"
+    assert all(a["client"] == "127.0.0.1" and a["request_id"] for a in admin)
+    assert looked_up["policy"] == second
     assert samples(text, "lookup_proxy_policy_info") == {(("hash", second),): 1.0}
     assert samples(text, "lookup_proxy_config_reloads_total") == {
         (("result", "ok"),): 1.0,
@@ -207,6 +225,9 @@ async def test_an_invalid_file_keeps_the_old_policy_and_lists_every_error(
         async with client.get(f"{url}/customers/{NUMBERS[0]}", headers=lookup_headers(tok)) as r:
             assert r.status == 200
         text = await metrics(client, url)
+        records = await audited(proxy, "admin")
+    assert [(a["action"], a["status"]) for a in records] == [("policy.reload", 422)] * 2
+    assert records[0]["note"] == f"error: {first} -> {first}"
     assert samples(text, "lookup_proxy_config_reloads_total")[(("result", "error"),)] == 2.0
     assert samples(text, "lookup_proxy_policy_info") == {(("hash", first),): 1.0}
     refused = [rec for rec in caplog.records if rec.name == "lookup_proxy.reload"]
@@ -262,8 +283,8 @@ async def test_the_admin_calls_need_the_admin_role(
     """No token: 401; a clerk's token: 403; a query string: 400; nothing reloaded."""
     file = tmp_path / "policy.toml"
     file.write_text(policy_text(backend))
-    clerk = {"Authorization": f"Bearer {token(load_policy(file))}"}
-    async with proxy_from_file(file) as (url, _):
+    clerk = {"Authorization": f"Bearer {token(load_policy(file), employee='E5')}"}
+    async with proxy_from_file(file) as (url, proxy):
         for headers, status in (({}, 401), (clerk, 403)):
             async with client.post(url + "/admin/policy/reload", headers=headers) as r:
                 assert r.status == status
@@ -276,7 +297,16 @@ async def test_the_admin_calls_need_the_admin_role(
         ) as r:
             assert r.status == 400
         text = await metrics(client, url)
+        admin = await audited(proxy, "admin")
     assert sum(samples(text, "lookup_proxy_config_reloads_total").values()) == 0
+    assert [(a["action"], a["employee"], a["status"]) for a in admin] == [
+        ("policy.reload", None, 401),
+        ("policy.show", None, 401),
+        ("policy.reload", "E5", 403),
+        ("policy.show", "E5", 403),
+        ("policy.show", "SEC1", 400),
+        ("policy.reload", "SEC1", 400),
+    ]
 
 
 async def held_upstream(
@@ -302,7 +332,8 @@ async def test_a_lookup_in_flight_finishes_under_the_policy_it_started_with(
         file = tmp_path / "policy.toml"
         file.write_text(policy_text(upstream_url))
         tok = token(load_policy(file))
-        async with proxy_from_file(file) as (url, _):
+        first = policy_hash(load_policy(file))
+        async with proxy_from_file(file) as (url, proxy):
 
             async def lookup() -> tuple[int, object]:
                 async with client.get(
@@ -328,6 +359,11 @@ async def test_a_lookup_in_flight_finishes_under_the_policy_it_started_with(
                 {"name": "Kim", "plan": "5G", "imei": "35-0000"},
             )
             assert await lookup() == (200, {"name": "Kim"})
+            records = await audited(proxy, "lookup")
+            outcomes = await audited(proxy, "outcome")
+    assert [r["policy"] for r in records] == [first, proxy.generation.hash]
+    assert first != proxy.generation.hash
+    assert [o["fields"] for o in outcomes] == [None, "PLAN_CHANGE"]
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
@@ -532,7 +568,7 @@ def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
     url = f"http://127.0.0.1:{port}"
     override = f"http://127.0.0.1:{free_port()}"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
-    environment["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    environment.update(ENV)  # the JWT secret and the audit trail's keys
     admin = admin_headers(file)
     log_file = tmp_path / "serve.log"
     with log_file.open("wb") as out:
@@ -560,7 +596,10 @@ def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
         return result
 
     try:
-        _wait_for(lambda: "lookup_proxy_policy_info{" in _scrape(url), "the proxy to serve")
+        _wait_for(
+            lambda: serve.poll() is None and "lookup_proxy_policy_info{" in _scrape(url),
+            "the proxy to serve",
+        )
         first = shown()["hash"]
         assert f'lookup_proxy_policy_info{{hash="{first}"}} 1.0' in _scrape(url)
 
@@ -603,3 +642,9 @@ def test_sighup_reloads_a_running_serve_and_keeps_the_old_policy_on_errors(
     }
     assert all("error" not in r and r["expected"] for r in refused)
     assert "Traceback" not in log_file.read_text()
+    signals = [
+        (a["employee"], a["note"].split(":")[0], a["status"])
+        for a in audit_records(tmp_path / "audit", "admin")
+        if a["action"] == "policy.reload"
+    ]
+    assert signals == [(None, "SIGHUP reloaded", 0), (None, "SIGHUP error", 2)]
