@@ -223,6 +223,18 @@ def _archive_dir(policy: Policy, config: str) -> Path:
     return Path(config).parent / policy.audit.archive
 
 
+def cmd_audit_keygen(args: argparse.Namespace) -> int:
+    """New audit keys as shell ``export`` lines (for a secret store or ``eval``)."""
+    import shlex
+
+    from lookup_proxy.audit.keys import new_keys
+
+    policy = _policy(args.config)
+    for variable, value in new_keys(policy.audit, args.key_id).items():
+        print(f"export {variable}={shlex.quote(value)}")
+    return 0
+
+
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from lookup_proxy.audit.export import run_export_command
 
@@ -431,6 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the audit archive: export, verify, search")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    keygen = audit_sub.add_parser(
+        "keygen", help="print new pseudonym and checkpoint-signing keys as export lines"
+    )
+    keygen.add_argument("--config", default=DEFAULT_POLICY, help="policy file (TOML)")
+    keygen.add_argument("--key-id", default="k1", help="id of the new pseudonym key")
+    keygen.set_defaults(func=cmd_audit_keygen)
     export = audit_sub.add_parser(
         "export", help="move audit records from the Redis stream into the archive"
     )
