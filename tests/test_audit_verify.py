@@ -159,13 +159,28 @@ def test_inserted_garbage_line(tmp_path: Path) -> None:
     ]
 
 
-def test_reordered_records(tmp_path: Path) -> None:
+def test_reordered_lines_are_a_warning_and_a_record_moved_in_the_chain_an_error(
+    tmp_path: Path,
+) -> None:
+    """Swapped lines: the chain read in seq order is intact, so only a warning names them.
+    Swapping two records' places in the chain (their seqs, re-hashed without the key) breaks
+    the links: an error."""
     a = build("a", 7)
     a[1], a[2] = a[2], a[1]
     write(tmp_path, a)
     assert lines(tmp_path) == [
-        f"{DAY}:3: error: reordered: chain a seq 2: appears after seq 3 ({DAY}:2)"
+        f"{DAY}:3: warning: reordered: chain a seq 2: appears after seq 3 ({DAY}:2)"
     ]
+    moved = build("a", 7)
+    moved[1]["seq"], moved[2]["seq"] = 3, 2  # the second and third events trade places
+    for record in moved[1:3]:
+        record["hash"] = record_hash(record)
+    other = tmp_path / "moved"
+    other.mkdir()
+    write(other, moved)
+    found = lines(other)
+    assert found and all(": error: " in line for line in found[:2]), found
+
 
 
 def test_a_chain_spread_over_its_writers_file_and_the_exported_file(tmp_path: Path) -> None:
