@@ -182,7 +182,6 @@ def test_reordered_lines_are_a_warning_and_a_record_moved_in_the_chain_an_error(
     assert found and all(": error: " in line for line in found[:2]), found
 
 
-
 def test_a_chain_spread_over_its_writers_file_and_the_exported_file(tmp_path: Path) -> None:
     """While Redis was down the proxy wrote seqs 3-5 to its own file; the exporter wrote the
     rest (and seq 5 twice: the write reached Redis but the answer did not)."""
