@@ -42,6 +42,7 @@ from lookup_proxy.resilience.fallback import Failover
 from lookup_proxy.resilience.journal import LockJournal
 from lookup_proxy.resilience.recovery import reassert_locks
 from lookup_proxy.stores import open_store
+from lookup_proxy.transparency import TransparencyService
 
 log = logging.getLogger("lookup_proxy.app")
 
@@ -102,6 +103,19 @@ class Proxy:
             self.guard.audit_log = self.audit.stream
             self.guard.audit_keep = policy.audit.stream_retention
         self.audit.store_up = lambda: self.failover.mode == "shared"
+        self.transparency: TransparencyService | None = None
+        if policy.transparency.enabled:
+            self.transparency = TransparencyService(
+                policy.transparency,
+                environ=environ,
+                numbers=policy.numbers,
+                reasons=policy.reasons,
+                archive=base_dir / policy.audit.archive,
+                trail=self.audit,
+                store=self.store,
+                clock=clock,
+                key_prefix=policy.store.key_prefix,
+            )
         self.recorder = Recorder(self.metrics, self.audit, policy.numbers)
         self._learning: set[asyncio.Task[None]] = set()
         self.lookup_routes: set[web.AbstractRoute] = set()
@@ -457,6 +471,8 @@ def build_app(
         lambda: proxy.generation.policy.server.admin_role,
     )
     add_policy_routes(app, proxy)
+    if proxy.transparency is not None:
+        app.router.add_get("/transparency/{number}", proxy.transparency.handle)
     for route in policy.routes:
         label = f"{route.method} {route.path}"
         added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))

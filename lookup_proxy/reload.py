@@ -16,8 +16,9 @@ What only a restart can change (a reload that changes one of them is refused, na
 and nothing is applied): ``[server]`` but ``trusted_proxies`` and ``admin_role`` (the listening
 socket and the HTTP edge are set up once), ``[[routes]]`` (aiohttp's router is frozen once the
 app runs), ``[store]`` (the store, its circuit breaker and the lock journal are kept),
-``[audit]`` (the trail's chain and archive), ``upstream.pool_size`` (the pool is sized once),
-and a rule's ``kind`` under the same name (its counters would be misread: rename it).
+``[audit]`` (the trail's chain and archive), ``[transparency]`` (its service and route are
+built once), ``upstream.pool_size`` (the pool is sized once), and a rule's ``kind`` under the
+same name (its counters would be misread: rename it).
 
 Auth key files (``auth.public_key_file``, ``auth.jwks_file``) are read again at every reload:
 a policy whose text is unchanged but whose key files changed is reloaded, not "unchanged".
@@ -44,7 +45,15 @@ from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import ProxyMetrics
 from lookup_proxy.minimise import FieldSet, field_sets
-from lookup_proxy.policy import Audit, Policy, Server, Store, load_policy, policy_hash
+from lookup_proxy.policy import (
+    Audit,
+    Policy,
+    Server,
+    Store,
+    Transparency,
+    load_policy,
+    policy_hash,
+)
 from lookup_proxy.problems import problem_response
 from lookup_proxy.request_id import REQUEST_ID
 from lookup_proxy.resilience.journal import LockJournal
@@ -185,7 +194,7 @@ def restart_only_changes(file: str, running: Policy, new: Policy) -> list[Config
             [r.model_dump(mode="json") for r in running.routes],
             [r.model_dump(mode="json") for r in new.routes],
         )
-    for section, model in (("store", Store), ("audit", Audit)):
+    for section, model in (("store", Store), ("audit", Audit), ("transparency", Transparency)):
         for name in model.model_fields:
             differs(
                 f"{section}.{name}",

@@ -297,3 +297,66 @@ async def test_a_write_cut_short_is_undone_and_retried(client: Any, tmp_path: Pa
     assert (tmp_path / ".export-position").read_bytes() == position
     assert await exporter.run_once() == 20
     assert _lines(path) == first + rest
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "policy.toml"
+
+
+def _policy(directory: Path, kind: str = "redis") -> Path:
+    text = SHIPPED.read_text(encoding="utf-8")
+    assert 'kind = "memory"\nurl_env' in text
+    copy = directory / "policy.toml"
+    copy.write_text(text.replace('kind = "memory"\nurl_env', f'kind = "{kind}"\nurl_env'))
+    return copy
+
+
+def test_cli_export_one_shot(
+    fresh_redis: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import time
+
+    import redis
+
+    from lookup_proxy.cli import main
+
+    sync = redis.Redis.from_url(fresh_redis)
+    raws = _records("cli", 3, start=time.time() - 10)
+    for raw in raws:
+        sync.xadd(KEY, {"r": raw}, id=f"{int((time.time() - 10) * 1000)}-*")
+    sync.close()
+    policy = _policy(tmp_path)
+    monkeypatch.setenv("LOOKUP_PROXY_REDIS_URL", fresh_redis)
+    assert main(["audit", "export", "--config", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"exported 3 record(s) to {tmp_path / 'audit'}; 0 pending, oldest 0.0s")
+    [day_file] = sorted((tmp_path / "audit").glob("audit-*.jsonl"))
+    assert _lines(day_file) == raws
+
+
+def test_cli_export_refuses_memory_store_and_missing_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lookup_proxy.cli import main
+
+    assert main(["audit", "export", "--config", str(_policy(tmp_path, "memory"))]) == 2
+    assert "store.kind = 'memory'" in capsys.readouterr().err
+    monkeypatch.delenv("LOOKUP_PROXY_REDIS_URL", raising=False)
+    assert main(["audit", "export", "--config", str(_policy(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "<environment>: LOOKUP_PROXY_REDIS_URL: expected a Redis URL" in err
+    assert "Traceback" not in err
+
+
+def test_cli_export_unreachable_redis_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lookup_proxy.cli import main
+
+    monkeypatch.setenv("LOOKUP_PROXY_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert main(["audit", "export", "--config", str(_policy(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: audit stream unavailable:")
+    assert "Traceback" not in err

@@ -299,3 +299,32 @@ def test_several_processes_catch_up_and_search_at_once(tmp_path: Path) -> None:
     db = sqlite3.connect(directory / "index.sqlite")
     assert db.execute("SELECT count(*) FROM by_employee").fetchone() == (30_000,)
     db.close()
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "policy.toml"
+
+
+def test_cli_search_by_number_in_any_format(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    import json
+
+    from lookup_proxy.cli import main
+
+    _archive(tmp_path)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHIPPED.read_text(encoding="utf-8"))
+    monkeypatch.setenv("LOOKUP_PROXY_PSEUDONYM_KEYS", f"k2:{'n' * 32},k1:{KEY.decode()}")
+    argv = ["audit", "search", "--config", str(policy)]
+    assert main([*argv, "--number", "+82 10-1234-5678", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)["records"]
+    assert [r["request_id"] for r in records] == ["r2", "r1"]
+    assert main([*argv, "--employee", "E1", "--since", "2026-12-03T07:40:10Z"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "2026-12-03T07:40:21.000Z  E1  S2  -  -  8888  allow  not_found  r3"
+    ]
+    assert captured.err == "1 lookup(s)\n"
+    assert main([*argv, "--number", "12345"]) == 2
+    assert capsys.readouterr().err.startswith("error: --number: ")
+    monkeypatch.delenv("LOOKUP_PROXY_PSEUDONYM_KEYS")
+    assert main([*argv, "--number", "010-1234-5678"]) == 2
+    assert "LOOKUP_PROXY_PSEUDONYM_KEYS" in capsys.readouterr().err

@@ -159,13 +159,27 @@ def test_inserted_garbage_line(tmp_path: Path) -> None:
     ]
 
 
-def test_reordered_records(tmp_path: Path) -> None:
+def test_reordered_lines_are_a_warning_and_a_record_moved_in_the_chain_an_error(
+    tmp_path: Path,
+) -> None:
+    """Swapped lines: the chain read in seq order is intact, so only a warning names them.
+    Swapping two records' places in the chain (their seqs, re-hashed without the key) breaks
+    the links: an error."""
     a = build("a", 7)
     a[1], a[2] = a[2], a[1]
     write(tmp_path, a)
     assert lines(tmp_path) == [
-        f"{DAY}:3: error: reordered: chain a seq 2: appears after seq 3 ({DAY}:2)"
+        f"{DAY}:3: warning: reordered: chain a seq 2: appears after seq 3 ({DAY}:2)"
     ]
+    moved = build("a", 7)
+    moved[1]["seq"], moved[2]["seq"] = 3, 2  # the second and third events trade places
+    for record in moved[1:3]:
+        record["hash"] = record_hash(record)
+    other = tmp_path / "moved"
+    other.mkdir()
+    write(other, moved)
+    found = lines(other)
+    assert found and all(": error: " in line for line in found[:2]), found
 
 
 def test_a_chain_spread_over_its_writers_file_and_the_exported_file(tmp_path: Path) -> None:
@@ -263,3 +277,58 @@ def test_report_json(tmp_path: Path, final: bool) -> None:
         for p in report.problems
     )
     assert len(report.warnings) == (0 if final else 2)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "policy.toml"
+
+
+def test_cli_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lookup_proxy.cli import main
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHIPPED.read_text(encoding="utf-8"))
+    archive = tmp_path / "audit"
+    archive.mkdir()
+    a = build("a", 7)
+    write(archive, a)
+    monkeypatch.setenv("LOOKUP_PROXY_AUDIT_SIGNING_KEY", SIGNER.private_pem().decode())
+    assert main(["audit", "verify", "--config", str(policy)]) == 0
+    assert capsys.readouterr().out == (
+        f"{archive}: 1 file(s), 10 record(s), 1 chain(s): 0 error(s), 0 warning(s)\n"
+    )
+    del a[1]
+    write(archive, a)
+    assert main(["audit", "verify", "--config", str(policy), "--archive", str(archive)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{DAY}:2: error: removed: chain a seq 3: seq 2 missing before this",
+        f"{archive}: 1 file(s), 9 record(s), 1 chain(s): 1 error(s), 0 warning(s)",
+    ]
+    # a public key file instead of the private key in the environment
+    (tmp_path / "audit.pub").write_bytes(SIGNER.public_pem())
+    policy.write_text(
+        SHIPPED.read_text(encoding="utf-8").replace(
+            "[audit]\n", '[audit]\nverify_key = "audit.pub"\n'
+        )
+    )
+    monkeypatch.delenv("LOOKUP_PROXY_AUDIT_SIGNING_KEY")
+    assert main(["audit", "verify", "--config", str(policy)]) == 1
+    capsys.readouterr()
+    (tmp_path / "audit.pub").unlink()
+    assert main(["audit", "verify", "--config", str(policy)]) == 2
+    assert "cannot read audit.verify_key" in capsys.readouterr().err
+
+
+def test_cli_verify_without_any_key_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lookup_proxy.cli import main
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHIPPED.read_text(encoding="utf-8"))
+    monkeypatch.delenv("LOOKUP_PROXY_AUDIT_SIGNING_KEY", raising=False)
+    assert main(["audit", "verify", "--config", str(policy)]) == 2
+    assert (
+        "LOOKUP_PROXY_AUDIT_SIGNING_KEY: expected an Ed25519 private key" in capsys.readouterr().err
+    )

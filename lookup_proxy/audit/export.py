@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "Exporter",
     "Lag",
     "open_stream_client",
+    "run_export_command",
     "stream_key",
 ]
 
@@ -390,3 +392,64 @@ def open_stream_client(url_env: str, cluster: bool, environ: Mapping[str, str]) 
     from redis.asyncio import Redis
 
     return Redis.from_url(url, **options)
+
+
+def run_export_command(
+    policy: Any,
+    directory: Path,
+    environ: Mapping[str, str],
+    follow: bool,
+    interval: float,
+    metrics_port: int | None,
+    run: Callable[[Any], None],
+) -> int:
+    """``lookup-proxy audit export``: one round (prints what it did), or ``--follow``."""
+    client = open_stream_client(policy.store.url_env, policy.store.cluster, environ)
+    key = stream_key(policy.store.key_prefix)
+    registry = CollectorRegistry()
+    exporter = Exporter(client, directory, key, metrics=ExportMetrics(registry))
+    outcome: list[int] = []
+
+    async def once() -> None:
+        try:
+            exported = await exporter.run_once()
+            lag = await exporter.lag()
+        finally:
+            await client.aclose()
+        more = "+" if lag.capped else ""
+        print(
+            f"exported {exported} record(s) to {directory}; "
+            f"{lag.pending}{more} pending, oldest {lag.oldest_age:.1f}s"
+        )
+        outcome.append(0)
+
+    async def forever() -> None:
+        import signal
+
+        from prometheus_client import start_http_server
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        server = None
+        if metrics_port is not None:
+            server, _ = start_http_server(metrics_port, registry=registry)
+        log.info("exporting", extra={"stream": key, "archive": str(directory)})
+        try:
+            await exporter.follow(interval, stop)
+        finally:
+            if server is not None:
+                server.shutdown()
+            await client.aclose()
+        outcome.append(0)
+
+    try:
+        run(forever() if follow else once())
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (RedisError, OSError) as exc:
+        print(f"error: audit stream unavailable: {exc}", file=sys.stderr)
+        return 1
+    return outcome[0] if outcome else 1

@@ -7,7 +7,10 @@ The archive's day files are read in order, line by line, and every chain is chec
   edited and re-hashed breaks the link its successor holds);
 - seqs without gaps from 1 (``removed``), each seq once (``duplicate``: the same record twice;
   ``inserted``: a different record claiming a seq already taken), in file order
-  (``reordered``: a seq that turns up after a higher one of its chain in the same file);
+  (``reordered``, a warning: a seq that turns up after a higher one of its chain in the same
+  file — the chain is judged in seq order, so moving a line changes nothing it proves, while
+  moving a record's place *in the chain* means changing its seq or prev, which breaks a hash
+  or a link; and concurrent lookups can reach the Redis stream slightly out of seq order);
 - every checkpoint's Ed25519 signature over its hash (``bad-signature``).
 
 A chain's records may be spread over several files (a proxy writes its own file while Redis
@@ -229,7 +232,7 @@ class _Checker:
         if seq < chain.top and chain.top_where is not None and chain.top_where.file == where.file:
             self.report(
                 where,
-                "error",
+                "warning",
                 "reordered",
                 name,
                 seq,
