@@ -316,6 +316,16 @@ def cmd_audit_search(args: argparse.Namespace) -> int:
         except Refusal as exc:
             raise ValueError(f"--number: {exc.detail}") from None
         subjects = [subject for subject, _ in keys.subjects(number)]
+    from lookup_proxy.audit.tools import record_tool_action
+
+    query: dict[str, object] = {
+        "subjects": subjects,
+        "employee": args.employee,
+        "store": args.store,
+        "since": args.since,
+        "until": args.until,
+        "limit": args.limit,
+    }
     with AuditArchive(_archive_dir(policy, args.config)) as archive:
         found = archive.search(
             subjects=subjects,
@@ -325,6 +335,21 @@ def cmd_audit_search(args: argparse.Namespace) -> int:
             until=args.until,
             limit=args.limit,
         )
+    # Searching the trail is itself an access to personal data: audited before it is shown.
+    record_tool_action(
+        policy,
+        Path(args.config).parent,
+        os.environ,
+        {
+            "request_id": None,
+            "employee": args.actor,
+            "action": "audit.search",
+            "target": args.employee or args.store,
+            "note": None,
+            "status": 0,
+            "query": query,
+        },
+    )
     if args.json:
         print(json.dumps({"records": found}, indent=2, ensure_ascii=False))
         return 0
@@ -492,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--until", default=None, help="ISO-8601 time or date (exclusive)")
     search.add_argument("--limit", type=int, default=100)
     search.add_argument("--json", action="store_true", help="JSON instead of one line per lookup")
+    search.add_argument(
+        "--as", dest="actor", required=True, metavar="EMPLOYEE", help="who searches (audited)"
+    )
     search.set_defaults(func=cmd_audit_search)
 
     demo_backend = sub.add_parser("demo-backend", help="run the synthetic customer backend")
@@ -518,5 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as exc:  # a file or directory the command needs (the audit archive, ...)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

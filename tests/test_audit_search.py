@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from lookup_proxy.audit.archive import OUTCOME_FIELDS, AuditArchive
-from lookup_proxy.audit.chain import Chain, iso_at
+from lookup_proxy.audit.chain import Chain, Signer, iso_at
 
 T0 = 1_796_283_601.0  # 2026-12-03T07:40:01Z
 KEY = b"k" * 32
@@ -313,7 +313,8 @@ def test_cli_search_by_number_in_any_format(tmp_path: Path, monkeypatch: Any, ca
     policy = tmp_path / "policy.toml"
     policy.write_text(SHIPPED.read_text(encoding="utf-8"))
     monkeypatch.setenv("LOOKUP_PROXY_PSEUDONYM_KEYS", f"k2:{'n' * 32},k1:{KEY.decode()}")
-    argv = ["audit", "search", "--config", str(policy)]
+    monkeypatch.setenv("LOOKUP_PROXY_AUDIT_SIGNING_KEY", Signer.generate().private_pem().decode())
+    argv = ["audit", "search", "--config", str(policy), "--as", "SEC1"]
     assert main([*argv, "--number", "+82 10-1234-5678", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)["records"]
     assert [r["request_id"] for r in records] == ["r2", "r1"]
@@ -323,6 +324,16 @@ def test_cli_search_by_number_in_any_format(tmp_path: Path, monkeypatch: Any, ca
         "2026-12-03T07:40:21.000Z  E1  S2  -  -  8888  allow  not_found  r3"
     ]
     assert captured.err == "1 lookup(s)\n"
+    # each search is itself audited: who searched, for what (the number only as pseudonyms)
+    searches = [
+        json.loads(line)
+        for path in sorted((tmp_path / "audit").glob("audit-*.*.jsonl"))
+        for line in path.read_bytes().splitlines()
+        if json.loads(line)["kind"] == "admin"
+    ]
+    assert [(r["employee"], r["action"]) for r in searches] == [("SEC1", "audit.search")] * 2
+    assert len(searches[0]["query"]["subjects"]) == 2 and searches[1]["target"] == "E1"
+    assert "1234-5678" not in json.dumps(searches) and "12345678" not in json.dumps(searches)
     assert main([*argv, "--number", "12345"]) == 2
     assert capsys.readouterr().err.startswith("error: --number: ")
     monkeypatch.delenv("LOOKUP_PROXY_PSEUDONYM_KEYS")

@@ -315,8 +315,9 @@ class AuditTrail:
             with contextlib.suppress(OSError):
                 self.file.sync(self.clock.now())
 
-    async def close(self) -> None:
-        """Seal the chain with a final checkpoint and make everything durable."""
+    async def close(self) -> int:
+        """Seal the chain with a final checkpoint and make everything durable; the number of
+        records that could not be (0 unless neither the stream nor the disk took them)."""
         if self._sealing is not None:
             self._sealing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -325,6 +326,8 @@ class AuditTrail:
             await self._flushing
         self._checkpoint(final=True)
         await self.flush()
-        if self._pending:
-            log.error("audit records lost at shutdown", extra={"records": len(self._pending)})
+        lost = len(self._pending)
+        if lost:
+            log.error("audit records lost at shutdown", extra={"records": lost})
         self.file.close()
+        return lost
