@@ -18,6 +18,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy.admin import add_admin_routes
+from lookup_proxy.cases import CaseBook, CaseRaiser, Signal
+from lookup_proxy.cases.audit import AuditWriter, LoggedAudit
+from lookup_proxy.cases.book import rules_of
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.errors import (
     ConfigError,
@@ -27,6 +30,7 @@ from lookup_proxy.errors import (
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
+from lookup_proxy.guard.decision import Decision
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
@@ -77,6 +81,12 @@ class Proxy:
         if isinstance(self.store, RedisStore):
             self.store.on_restart = self._reassert
         self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
+        self.audit: AuditWriter = LoggedAudit()
+        """The audit trail (contract-11: AuditTrail replaces this stand-in when it lands)."""
+        self.base_dir = base_dir
+        self.environ = environ
+        self.cases = CaseBook(self.store, policy.store.key_prefix, clock)
+        self.raiser = CaseRaiser(self.cases, self.audit, self.metrics.cases)
         self._watching: asyncio.Task[None] | None = None
         credential = None
         if policy.upstream.credential_env is not None:
@@ -133,6 +143,8 @@ class Proxy:
             decision, guard = await self.failover.decide(lookup)  # guard
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
+            if decision.flags or decision.locked:
+                self._signal(employee.id, employee.store, employee.region, decision)
             if decision.refusal is not None:
                 raise decision.refusal
             entry.decision = "allow"
@@ -174,6 +186,17 @@ class Proxy:
             self.metrics.in_flight.dec()
             self.recorder.record(entry, time.perf_counter() - started)  # record
 
+    def _signal(self, employee_id: str, store: str, region: str | None, decision: Decision) -> None:
+        """Hand a flagging or locking decision to the review queue (written in the
+        background; see :mod:`lookup_proxy.cases.raiser`)."""
+        locking = dict(decision.locked)
+        own = locking.pop(employee_id, None)
+        if decision.flags or own is not None:
+            rules = rules_of(decision.flags, own)
+            self.raiser.signal(Signal(employee_id, rules, own is not None, store, region))
+        for other, rule in locking.items():
+            self.raiser.signal(Signal(other, (rule,), True))
+
     def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
         """Teach the guard that decided the outcome, after the terminal has its answer."""
         task = asyncio.get_running_loop().create_task(self._learn_now(guard, lookup, found))
@@ -187,12 +210,16 @@ class Proxy:
 
     async def _learn_now(self, guard: Guard, lookup: Lookup, found: bool) -> None:
         try:
-            await self.failover.learn(guard, lookup, found)
+            locked = await self.failover.learn(guard, lookup, found)
         except (Refusal, StoreUnavailable):
             log.warning(
                 "outcome not recorded: store unavailable",
                 extra={"request_id": lookup.request_id, "number": mask(lookup.number)},
             )
+            return
+        employee = lookup.employee
+        for employee_id, rule in locked:  # a peer rule that locks, or an escalation
+            self.raiser.signal(Signal(employee_id, (rule,), True, employee.store, employee.region))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -223,6 +250,7 @@ class Proxy:
     async def stop(self, _app: web.Application) -> None:
         if self._learning:
             await asyncio.wait(self._learning, timeout=5)
+        await self.raiser.close(grace=5)
         if self._watching is not None:
             self._watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -370,7 +398,7 @@ def build_app(
     app.router.add_get("/healthz", proxy.healthz)
     app.router.add_get("/readyz", proxy.readyz)
     app.router.add_get("/metrics", proxy.metrics_endpoint)
-    add_admin_routes(app, proxy.verifier, proxy.guard, policy.server.admin_role)
+    add_admin_routes(app, proxy)
     for route in policy.routes:
         label = f"{route.method} {route.path}"
         added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))
