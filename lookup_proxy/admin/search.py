@@ -39,7 +39,7 @@ def _module(name: str) -> Any | None:
     except ImportError:
         if name not in _missing_said:
             _missing_said.add(name)
-            log.warning("audit module not in this build", extra={"module": name})
+            log.warning("audit module not in this build", extra={"audit_module": name})
         return None
 
 
