@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from lookup_proxy.cases import CaseBook, CaseClosed, CaseNotFound, CaseRaiser, Signal
 from lookup_proxy.cases.model import fold, iso
 from lookup_proxy.clock import ManualClock
+from lookup_proxy.guard import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import GuardStore, Op, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.metrics import ProxyMetrics
+from lookup_proxy.policy import parse_policy
 from tests.conftest import STORE_TIMEOUT
+from tests.harness import ENV, policy_text, run_cli
 
 
 def book(store: GuardStore, clock: ManualClock | None = None) -> CaseBook:
@@ -229,3 +234,52 @@ async def test_the_raiser_keeps_signals_through_a_store_outage(
     assert kind == "case" and record["event"] == "opened" and record["case"] == case.id
     assert record["by"] is None and record["employee"] == "E1"
     await raiser.close(grace=1)
+
+
+async def test_the_cli_reviews_cases_in_the_policys_redis(fresh_redis: str, tmp_path: Path) -> None:
+    """``cases``, ``cases show``, ``cases resolve --unlock``, ``locks`` and ``unlock`` act on the
+    shared store as a named reviewer; plain error lines and exit codes otherwise."""
+    config = tmp_path / "policy.toml"
+    config.write_text(policy_text("http://127.0.0.1:9", extra='[store]\nkind = "redis"\n'))
+    env = {**ENV, "LOOKUP_PROXY_REDIS_URL": fresh_redis}
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=STORE_TIMEOUT)
+    try:
+        guard = Guard(parse_policy(config.read_text(), str(config)), store, ManualClock())
+        await guard.lock("E7", rule="escalation")
+        case, _ = await book(store).signal(flag("E7", "escalation", locked=True))
+    finally:
+        await store.close()
+    base = ("--config", str(config), "--as", "SEC1")
+
+    listed = await asyncio.to_thread(run_cli, "cases", *base, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert case.id in listed.stdout and "escalation locked" in listed.stdout
+    shown = await asyncio.to_thread(run_cli, "cases", "show", case.id, *base, "--json", env=env)
+    assert json.loads(shown.stdout)["id"] == case.id
+    locks = await asyncio.to_thread(run_cli, "locks", *base, env=env)
+    assert locks.stdout.startswith("E7\tescalation")
+    resolved = await asyncio.to_thread(
+        run_cli,
+        "cases", "resolve", case.id, *base,
+        "--note", "spoke to E7", "--resolution", "false-positive", "--unlock",
+        env=env,
+    )  # fmt: skip
+    assert resolved.returncode == 0, resolved.stderr
+    assert "resolved by SEC1: spoke to E7" in resolved.stdout
+    assert (await asyncio.to_thread(run_cli, "locks", *base, env=env)).stdout == ""
+    again = await asyncio.to_thread(
+        run_cli, "cases", "resolve", case.id, *base, "--note", "x", "--resolution", "other", env=env
+    )
+    assert (again.returncode, again.stderr) == (1, f"error: case {case.id} is already resolved\n")
+    unlocked = await asyncio.to_thread(run_cli, "unlock", "E7", *base, "--note", "n", env=env)
+    assert unlocked.stdout == "E7: was not locked\n"
+    nobody = await asyncio.to_thread(run_cli, "locks", "--config", str(config), env=env)
+    assert nobody.returncode == 2 and "--as EMPLOYEE_ID is required" in nobody.stderr
+    assert "Traceback" not in nobody.stderr + again.stderr
+
+
+def test_the_cli_says_why_a_memory_store_is_no_use() -> None:
+    """With the memory store, cases live inside each proxy: the CLI says so."""
+    result = run_cli("locks", "--as", "SEC1")
+    assert result.returncode == 2
+    assert "store is 'memory'" in result.stderr and "/admin/locks" in result.stderr
