@@ -18,14 +18,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy.admin import add_admin_routes
+from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.cases import CaseBook, CaseRaiser, Signal
-from lookup_proxy.cases.audit import AuditWriter, LoggedAudit
 from lookup_proxy.cases.book import rules_of
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.errors import (
     ConfigError,
     ConfigProblem,
     Refusal,
+    audit_unavailable,
     not_permitted,
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
@@ -37,7 +38,7 @@ from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import ProxyMetrics
 from lookup_proxy.numbers import mask, normalise_number
-from lookup_proxy.policy import Policy, Route
+from lookup_proxy.policy import Policy, Route, policy_hash
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
 from lookup_proxy.request_id import REQUEST_ID, request_id_for
@@ -46,6 +47,7 @@ from lookup_proxy.resilience.fallback import Failover
 from lookup_proxy.resilience.journal import LockJournal
 from lookup_proxy.resilience.recovery import reassert_locks
 from lookup_proxy.stores import open_store
+from lookup_proxy.transparency import TransparencyService
 
 log = logging.getLogger("lookup_proxy.app")
 
@@ -81,12 +83,8 @@ class Proxy:
         if isinstance(self.store, RedisStore):
             self.store.on_restart = self._reassert
         self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
-        self.audit: AuditWriter = LoggedAudit()
-        """The audit trail (contract-11: AuditTrail replaces this stand-in when it lands)."""
         self.base_dir = base_dir
         self.environ = environ
-        self.cases = CaseBook(self.store, policy.store.key_prefix, clock)
-        self.raiser = CaseRaiser(self.cases, self.audit, self.metrics.cases)
         self._watching: asyncio.Task[None] | None = None
         credential = None
         if policy.upstream.credential_env is not None:
@@ -104,7 +102,38 @@ class Proxy:
                 )
         self.upstream = UpstreamClient(policy.upstream, credential)
         self.trusted = TrustedProxies(policy.server.trusted_proxies)
-        self.recorder = Recorder(self.metrics, policy.audit.enabled)
+        shared = self.store if isinstance(self.store, RedisStore) else None
+        self.audit = AuditTrail.from_policy(
+            policy.audit,
+            base_dir=base_dir,
+            environ=environ,
+            clock=clock,
+            policy_hash=policy_hash(policy),
+            metrics=self.metrics.audit,
+            store=shared,
+            key_prefix=policy.store.key_prefix,
+        )
+        if shared is not None:
+            # Each lookup's record rides its decision's batch (see lookup_proxy/audit/trail.py).
+            self.guard.audit_log = self.audit.stream
+            self.guard.audit_keep = policy.audit.stream_retention
+        self.audit.store_up = lambda: self.failover.mode == "shared"
+        self.cases = CaseBook(self.store, policy.store.key_prefix, clock)
+        self.raiser = CaseRaiser(self.cases, self.audit, self.metrics.cases)
+        self.transparency: TransparencyService | None = None
+        if policy.transparency.enabled:
+            self.transparency = TransparencyService(
+                policy.transparency,
+                environ=environ,
+                numbers=policy.numbers,
+                reasons=policy.reasons,
+                archive=base_dir / policy.audit.archive,
+                trail=self.audit,
+                store=self.store,
+                clock=clock,
+                key_prefix=policy.store.key_prefix,
+            )
+        self.recorder = Recorder(self.metrics, self.audit, policy.numbers)
         self.not_found = frozenset(policy.upstream.not_found_statuses)
         self._learning: set[asyncio.Task[None]] = set()
         self.lookup_routes: set[web.AbstractRoute] = set()
@@ -129,6 +158,7 @@ class Proxy:
         try:
             check_framing(request)  # shape: nothing the route does not declare
             raw_number, target = lookup_target(request, route)
+            entry.raw_number = raw_number
             employee = self.verifier.verify(request.headers.get("Authorization"))  # identify
             entry.employee, entry.store, entry.region = employee.id, employee.store, employee.region
             justification = self.catalogue.justify(  # justify
@@ -137,10 +167,31 @@ class Proxy:
                 request.headers.get("X-Lookup-Reference"),
             )
             entry.reason, entry.reference = justification.reason, justification.reference
-            number = normalise_number(raw_number, self.policy.numbers)  # target
-            entry.number = mask(number)
-            lookup = Lookup(request_id, employee, justification.reason, number)
-            decision, guard = await self.failover.decide(lookup)  # guard
+            number = entry.number = normalise_number(raw_number, self.policy.numbers)  # target
+            attempt = self.audit.lookup(entry.attempt(), number)
+            in_batch = self.guard.audit_log is not None
+            if not in_batch:
+                self._write_attempt(entry, attempt)
+            lookup = Lookup(
+                request_id,
+                employee,
+                justification.reason,
+                number,
+                attempt.decode() if in_batch else None,
+            )
+            try:
+                decision, guard = await self.failover.decide(lookup)  # guard
+            except Refusal:
+                if not entry.attempted:  # its batch did not run: the record goes the slow way
+                    self.audit.deliver("lookup", attempt)
+                    entry.attempted = True
+                raise
+            if not entry.attempted:
+                if guard.audit_log is not None:
+                    self.audit.stored_in_batch("lookup")
+                    entry.attempted = True
+                else:  # decided locally while Redis is out: the archive file, before forwarding
+                    self._write_attempt(entry, attempt)
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.flags or decision.locked:
@@ -197,6 +248,19 @@ class Proxy:
         for other, rule in locking.items():
             self.raiser.signal(Signal(other, (rule,), True))
 
+    def _write_attempt(self, entry: LookupRecord, attempt: bytes) -> None:
+        """The lookup's record in the archive file now, or the lookup goes no further."""
+        try:
+            self.audit.write_now("lookup", attempt)
+        except AuditUnavailable:
+            self.audit.deliver("lookup", attempt)  # kept and retried, never dropped
+            entry.attempted = True
+            raise audit_unavailable(
+                "Customer lookups are paused because they cannot be recorded right now. "
+                "Try again in a few seconds; if it persists, call the help desk."
+            ) from None
+        entry.attempted = True
+
     def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
         """Teach the guard that decided the outcome, after the terminal has its answer."""
         task = asyncio.get_running_loop().create_task(self._learn_now(guard, lookup, found))
@@ -225,6 +289,7 @@ class Proxy:
 
     async def start(self, _app: web.Application) -> None:
         await self.upstream.start()
+        self.audit.start()
         if isinstance(self.store, RedisStore):
             # Its first batch re-asserts the journal (on_restart "start"); the watch notices a
             # Redis emptied without a restart.
@@ -257,6 +322,7 @@ class Proxy:
                 await self._watching
         await self.failover.close()
         await self.upstream.close()
+        await self.audit.close()  # after the last lookup, before the store it writes to
         await self.store.close()
 
     # -- service endpoints -------------------------------------------------------------------
@@ -399,6 +465,8 @@ def build_app(
     app.router.add_get("/readyz", proxy.readyz)
     app.router.add_get("/metrics", proxy.metrics_endpoint)
     add_admin_routes(app, proxy)
+    if proxy.transparency is not None:
+        app.router.add_get("/transparency/{number}", proxy.transparency.handle)
     for route in policy.routes:
         label = f"{route.method} {route.path}"
         added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))

@@ -132,6 +132,7 @@ class ProxyMetrics:
         )
         self.guard = GuardMetrics(registry)
         self.store = StoreHealthMetrics(registry)
+        self.audit = AuditMetrics(registry)
         self.cases = CaseMetrics(registry)
         self.admin_requests = Counter(
             "lookup_proxy_admin_requests_total",
@@ -166,6 +167,31 @@ class CaseMetrics:
         self.pending = Gauge(
             "lookup_proxy_case_signals_pending",
             "Employees with a guard signal waiting to be written to the case book.",
+            registry=registry,
+        )
+
+
+class AuditMetrics:
+    """Where audit records went, and any that are waiting or could not be written."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "lookup_proxy_audit_records_total",
+            "Audit records made durable, by kind (lookup, outcome, admin, case, transparency, "
+            "checkpoint) and sink (stream: Redis; file: the archive directory).",
+            ["kind", "sink"],
+            registry=registry,
+        )
+        self.write_errors = Counter(
+            "lookup_proxy_audit_write_errors_total",
+            "Failed attempts to make audit records durable, by sink (records are kept and "
+            "retried; a lookup whose own record cannot be written is refused).",
+            ["sink"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "lookup_proxy_audit_pending_records",
+            "Audit records made but not yet durable (waiting for the next flush).",
             registry=registry,
         )
 

@@ -375,7 +375,6 @@ class Lockout(_Section):
 class Audit(_Section):
     """The audit trail (lookup_proxy/audit/): where it lives, who can read it, how it is sealed."""
 
-    enabled: bool = True
     archive: str = "audit"
     """Directory of the long-term archive (JSON-lines files and their search index), relative
     to the policy file. With the memory store the proxy writes it directly; with Redis the
@@ -400,6 +399,23 @@ class Audit(_Section):
     least this often."""
 
 
+class Transparency(_Section):
+    """``GET /transparency/{number}`` for the carrier's customer app backend (README:
+    "Customer access transparency"). Off unless configured: it answers with its own service
+    credential only, never a terminal's token."""
+
+    enabled: bool = False
+    credential_env: HeaderName = "LOOKUP_PROXY_TRANSPARENCY_TOKEN"
+    """Environment variable holding the service credential (a bearer secret, >= 32 bytes)."""
+    limit: int = Field(120, ge=1, le=1_000_000)
+    """Queries allowed per ``window`` across every instance (shared store)."""
+    window: Duration = 60.0
+    period: Duration = 365 * 86_400.0
+    """The longest period one query may cover (and the default: the last ``period``)."""
+    max_lookups: int = Field(500, ge=1, le=10_000)
+    """Lookups listed at most per answer (newest first)."""
+
+
 class Policy(_Section):
     server: Server = Server()
     upstream: Upstream
@@ -412,6 +428,7 @@ class Policy(_Section):
     lockout: Lockout = Lockout()
     hours: Hours = Hours()
     escalation: Escalation = Escalation()
+    transparency: Transparency = Transparency()
     audit: Audit = Audit()
 
 

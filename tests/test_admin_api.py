@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from lookup_proxy.cases import Signal
-from tests.harness import policy, running_proxy, token
+from tests.harness import audit_records, policy, running_proxy, token
 
 ADMIN = ("security-admin",)
 
 
-def records(caplog: pytest.LogCaptureFixture, kind: str) -> list[dict[str, Any]]:
-    """Audit records written so far (the trail's stand-in logs each one)."""
-    found = [getattr(r, "audit", None) for r in caplog.records if r.name == "lookup_proxy.audit"]
-    return [r for r in found if isinstance(r, dict) and r["kind"] == kind]
-
-
-@pytest.fixture
-def audit_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, "lookup_proxy.audit")
-    return caplog
+def records(directory: Path, kind: str) -> list[dict[str, Any]]:
+    """The audit records of ``kind`` in a (stopped) proxy's archive."""
+    return audit_records(directory, kind)
 
 
 async def call(
@@ -41,13 +34,13 @@ async def call(
 
 
 async def test_the_review_queue_end_to_end(
-    backend: str, client: aiohttp.ClientSession, audit_log: pytest.LogCaptureFixture
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """A flagged employee's case is listed, shown, acknowledged and resolved with an unlock;
     every call and every transition is an audit record."""
     p = policy(backend)
     sec = token(p, employee="SEC1", roles=ADMIN)
-    async with running_proxy(p) as (url, proxy):
+    async with running_proxy(p, audit_dir=tmp_path) as (url, proxy):
         await proxy.guard.lock("E7", rule="escalation")
         proxy.raiser.signal(Signal("E7", ("distinct-day", "escalation"), True, "S1", "R1"))
         await proxy.raiser.idle()
@@ -77,7 +70,7 @@ async def test_the_review_queue_end_to_end(
         assert status == 409 and again["type"].endswith("case-resolved")
         status, listed = await call(client, "GET", f"{url}/admin/cases?status=resolved", sec)
         assert [c["id"] for c in listed["cases"]] == [case["id"]]
-    admin = records(audit_log, "admin")
+    admin = records(tmp_path, "admin")
     assert [(r["action"], r["status"]) for r in admin] == [
         ("cases.list", 200),
         ("cases.show", 200),
@@ -91,19 +84,19 @@ async def test_the_review_queue_end_to_end(
     assert admin[4]["target"] == case["id"] and admin[4]["note"] == body["note"]
     assert admin[0]["query"] == {"status": "open"}
     assert all(r["request_id"] and r["client"] == "127.0.0.1" for r in admin)
-    transitions = [(r["event"], r["by"]) for r in records(audit_log, "case")]
+    transitions = [(r["event"], r["by"]) for r in records(tmp_path, "case")]
     assert transitions == [("opened", None), ("acknowledged", "SEC1"), ("resolved", "SEC1")]
 
 
 async def test_a_flagging_lookup_opens_a_case(
-    backend: str, client: aiohttp.ClientSession, audit_log: pytest.LogCaptureFixture
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """A real lookup that a flag rule fires on opens a case off the terminal's wait."""
     rules = (
         '[[rules]]\nname = "any-lookup"\nkind = "rate"\nwindow = "1h"\nlimit = 0\naction = "flag"\n'
     )
     p = policy(backend, rules=rules)
-    async with running_proxy(p) as (url, proxy):
+    async with running_proxy(p, audit_dir=tmp_path) as (url, proxy):
         headers = {"Authorization": f"Bearer {token(p)}", "X-Lookup-Reason": "PLAN_CHANGE"}
         async with client.get(f"{url}/customers/01012345678", headers=headers) as response:
             assert response.status in (200, 404)
@@ -111,17 +104,17 @@ async def test_a_flagging_lookup_opens_a_case(
         [case] = await proxy.cases.cases("open")
     assert case.employee == "E1" and case.rules == ["any-lookup"] and not case.locked
     assert case.store == "S1" and case.region == "R1"
-    [opened] = records(audit_log, "case")
+    [opened] = records(tmp_path, "case")
     assert opened["event"] == "opened" and opened["case"] == case.id
 
 
 async def test_locks_with_notes(
-    backend: str, client: aiohttp.ClientSession, audit_log: pytest.LogCaptureFixture
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     """Lock, show, list and unlock by hand, each with an optional note in the audit record."""
     p = policy(backend)
     sec = token(p, employee="SEC1", roles=ADMIN)
-    async with running_proxy(p) as (url, _):
+    async with running_proxy(p, audit_dir=tmp_path) as (url, _):
         status, lock = await call(
             client, "PUT", f"{url}/admin/locks/E5", sec, json={"note": "called in sick, badge used"}
         )
@@ -132,7 +125,7 @@ async def test_locks_with_notes(
         assert [lock["employee"] for lock in listed["locks"]] == ["E5"]
         status, lifted = await call(client, "DELETE", f"{url}/admin/locks/E5", sec)
         assert status == 200 and lifted == {"employee": "E5", "unlocked": True}
-    admin = records(audit_log, "admin")
+    admin = records(tmp_path, "admin")
     assert [(r["action"], r["target"], r["note"]) for r in admin] == [
         ("locks.lock", "E5", "called in sick, badge used"),
         ("locks.show", "E5", None),
@@ -141,15 +134,20 @@ async def test_locks_with_notes(
     ]
 
 
-async def test_activity_and_search_inputs(
-    backend: str, client: aiohttp.ClientSession, audit_log: pytest.LogCaptureFixture
+async def test_activity_and_search_find_the_lookups_in_the_archive(
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    """Activity and audit search answer lists; a number search needs the pseudonym keys and
-    the number never reaches the audit record."""
+    """An employee's activity and a search by number, employee or store find a real lookup
+    in the archive; the clear number never reaches the admin audit record."""
     p = policy(backend)
     sec = token(p, employee="SEC1", roles=ADMIN)
-    async with running_proxy(p) as (url, _):
-        since = "2026-12-01T00:00:00Z"
+    clerk = {"Authorization": f"Bearer {token(p, employee='E5')}", "X-Lookup-Reason": "PLAN_CHANGE"}
+    async with running_proxy(p, audit_dir=tmp_path) as (url, proxy):
+        async with client.get(f"{url}/customers/010-1234-5678", headers=clerk) as response:
+            request_id = response.headers["X-Request-Id"]
+        await proxy.guard_idle()
+        await proxy.audit.flush()
+        since = "2020-12-01T00:00:00Z"
         status, body = await call(
             client,
             "GET",
@@ -157,19 +155,23 @@ async def test_activity_and_search_inputs(
             sec,
             params={"since": since, "limit": "5"},
         )
-        assert status == 200 and body == {"lookups": []}
-        status, body = await call(client, "GET", f"{url}/admin/audit?store=S1", sec)
-        assert status == 200 and body == {"records": []}
-        status, body = await call(client, "GET", f"{url}/admin/audit?number=010-1234-5678", sec)
-        assert status == 503 and body["type"].endswith("number-search-unavailable")
-    admin = records(audit_log, "admin")
+        assert status == 200
+        assert [r["request_id"] for r in body["lookups"]] == [request_id]
+        for query in ("number=010-1234-5678", "number=%2B821012345678", "store=S1", "employee=E5"):
+            status, body = await call(client, "GET", f"{url}/admin/audit?{query}", sec)
+            assert status == 200
+            assert [r["request_id"] for r in body["records"]] == [request_id], query
+        status, body = await call(client, "GET", f"{url}/admin/audit?employee=E6", sec)
+        assert body == {"records": []}
+    admin = records(tmp_path, "admin")
     assert admin[0]["query"] == {
         "employee": "E5",
-        "since": "2026-12-01T00:00:00+00:00",
+        "since": "2020-12-01T00:00:00+00:00",
         "until": None,
         "limit": 5,
     }
-    assert "01012345678" not in str(admin) and "5678" not in str(admin)
+    assert len(admin[1]["query"]["subjects"]) == 1
+    assert "1234" not in str(admin)
 
 
 @pytest.mark.parametrize(
@@ -263,12 +265,13 @@ async def test_activity_and_search_inputs(
         ("GET", "/admin/audit?employee=E1&store=S1", {}, 400, "bad-search", None),
         ("GET", "/admin/audit?number=12", {}, 400, "bad-parameter", "number"),
         ("GET", "/admin/cases", {"data": b"x"}, 400, "unexpected-body", None),
+        ("GET", "/admin/audit?number=010-1234-5678&store=S1", {}, 400, "bad-search", None),
     ],
 )
 async def test_strict_inputs_are_named_problems(
     backend: str,
     client: aiohttp.ClientSession,
-    audit_log: pytest.LogCaptureFixture,
+    tmp_path: Path,
     method: str,
     path: str,
     kwargs: dict[str, Any],
@@ -279,28 +282,28 @@ async def test_strict_inputs_are_named_problems(
     """Whatever is wrong is refused with a problem naming it, and (past framing) audited."""
     p = policy(backend)
     sec = token(p, employee="SEC1", roles=ADMIN)
-    async with running_proxy(p) as (url, _):
+    async with running_proxy(p, audit_dir=tmp_path) as (url, _):
         got, body = await call(client, method, url + path, sec, **kwargs)
     assert (got, body["type"].rsplit(":", 1)[1]) == (status, cause)
     if named is not None:
         assert named in (body.get("parameter"), body.get("field"))
     if cause != "unexpected-body":
-        [record] = records(audit_log, "admin")
+        [record] = records(tmp_path, "admin")
         assert record["status"] == status and record["employee"] == "SEC1"
 
 
 @pytest.mark.parametrize("path", ["/admin/cases", "/admin/locks", "/admin/openapi.json"])
 async def test_tokens_and_roles(
-    backend: str, client: aiohttp.ClientSession, audit_log: pytest.LogCaptureFixture, path: str
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path, path: str
 ) -> None:
     """No token is 401, a clerk's token 403; both audited (the clerk by name)."""
     p = policy(backend)
-    async with running_proxy(p) as (url, _):
+    async with running_proxy(p, audit_dir=tmp_path) as (url, _):
         status, body = await call(client, "GET", url + path, None)
         assert status == 401
         status, body = await call(client, "GET", url + path, token(p, employee="E2"))
         assert status == 403 and body["type"].endswith("admin-only")
-    assert [(r["employee"], r["status"]) for r in records(audit_log, "admin")] == [
+    assert [(r["employee"], r["status"]) for r in records(tmp_path, "admin")] == [
         (None, 401),
         ("E2", 403),
     ]

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import redis
 
 from lookup_proxy.cases import CaseBook, CaseClosed, CaseNotFound, CaseRaiser, Signal
 from lookup_proxy.cases.model import fold, iso
@@ -276,6 +277,32 @@ async def test_the_cli_reviews_cases_in_the_policys_redis(fresh_redis: str, tmp_
     nobody = await asyncio.to_thread(run_cli, "locks", "--config", str(config), env=env)
     assert nobody.returncode == 2 and "--as EMPLOYEE_ID is required" in nobody.stderr
     assert "Traceback" not in nobody.stderr + again.stderr
+    stream = redis.Redis.from_url(fresh_redis, decode_responses=True)
+    try:
+        written = [json.loads(fields["r"]) for _, fields in stream.xrange("lp:{audit}:log")]
+    finally:
+        stream.close()
+    admin = [
+        (r["action"], r["employee"], r["target"], r["status"])
+        for r in written
+        if r["kind"] == "admin"
+    ]
+    assert admin == [
+        ("cases.list", "SEC1", None, 0),
+        ("cases.show", "SEC1", case.id, 0),
+        ("locks.list", "SEC1", None, 0),
+        ("cases.resolve", "SEC1", case.id, 0),
+        ("locks.list", "SEC1", None, 0),
+        ("cases.resolve", "SEC1", case.id, 1),
+        ("locks.unlock", "SEC1", "E7", 0),
+    ]
+    [resolution] = [r for r in written if r["kind"] == "case"]
+    assert (resolution["event"], resolution["by"], resolution["note"]) == (
+        "resolved",
+        "SEC1",
+        "spoke to E7",
+    )
+    assert sum(r["kind"] == "checkpoint" and r["final"] for r in written) == 7
 
 
 def test_the_cli_says_why_a_memory_store_is_no_use() -> None:

@@ -317,10 +317,8 @@ class AdminApi:
                     parameter="number",
                 ) from None
             pseudonyms = subjects(self.proxy, number)
-            shown["subjects"] = [subject for subject, _ in pseudonyms]
-            records = await search_lookups(
-                self.proxy, subjects=[subject for subject, _ in pseudonyms], **period
-            )
+            shown["subjects"] = pseudonyms
+            records = await search_lookups(self.proxy, subjects=pseudonyms, **period)
         else:
             value = inputs.employee_id(values[criterion], criterion)
             shown[criterion] = value

@@ -14,15 +14,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from lookup_proxy.admin.inputs import CASE_ID, EMPLOYEE_ID, NOTE_MAX
-from lookup_proxy.cases.audit import AuditWriter, LoggedAudit, case_record
+from lookup_proxy.audit.trail import AuditTrail
+from lookup_proxy.cases.audit import case_record
 from lookup_proxy.cases.book import CaseBook, CaseClosed, CaseNotFound
 from lookup_proxy.cases.model import Case, iso
 from lookup_proxy.clock import SystemClock
 from lookup_proxy.errors import Refusal
 from lookup_proxy.guard import Guard
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
-from lookup_proxy.policy import Policy
+from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.metrics import AuditMetrics
+from lookup_proxy.policy import Policy, policy_hash
 from lookup_proxy.stores import open_store
 
 EXIT_FAILED = 1
@@ -66,7 +71,17 @@ class Session:
                 policy_path.parent / policy.store.lock_journal
             )
         self.book = CaseBook(self.store, policy.store.key_prefix, clock)
-        self.audit: AuditWriter = LoggedAudit()
+        # One chain per invocation (contract-11), into the stream the proxies write to.
+        self.audit = AuditTrail.from_policy(
+            policy.audit,
+            base_dir=policy_path.parent,
+            environ=environ,
+            clock=clock,
+            policy_hash=policy_hash(policy),
+            metrics=AuditMetrics(CollectorRegistry()),
+            store=self.store if isinstance(self.store, RedisStore) else None,
+            key_prefix=policy.store.key_prefix,
+        )
 
     def record(self, action: str, target: str | None, note: str | None, code: int) -> None:
         self.audit.write(
@@ -99,6 +114,7 @@ async def run(
         raise
     finally:
         session.record(action, target, note, code)
+        await session.audit.close()  # the record and the chain's final checkpoint, durable
         await session.store.close()
 
 
