@@ -112,7 +112,11 @@ class AdminApi:
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
-        self.role = proxy.policy.server.admin_role
+
+    @property
+    def role(self) -> str:
+        """Read at each call (as the verifier and guard are): a policy reload replaces it."""
+        return self.proxy.policy.server.admin_role
 
     # -- the frame every call goes through ---------------------------------------------------
 
