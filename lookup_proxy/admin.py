@@ -50,30 +50,39 @@ def _lock_json(info: LockInfo) -> dict[str, object]:
     }
 
 
+def admin_employee(verifier: TokenVerifier, role: str, request: web.Request) -> Employee:
+    """The signed-in employee, if they hold the admin ``role``; a 401/403 Refusal if not."""
+    employee = verifier.verify(request.headers.get("Authorization"))
+    if role not in employee.roles:
+        raise not_permitted(
+            f"Only staff with the '{role}' role may use the admin API.", "admin-only"
+        )
+    return employee
+
+
 def add_admin_routes(
-    app: web.Application, verifier: TokenVerifier, guard: Guard, role: str
+    app: web.Application,
+    verifier: Callable[[], TokenVerifier],
+    guard_now: Callable[[], Guard],
+    role: Callable[[], str],
 ) -> None:
-    """``GET /admin/locks``, ``GET|DELETE|PUT /admin/locks/{employee}``."""
+    """``GET /admin/locks``, ``GET|DELETE|PUT /admin/locks/{employee}``. The verifier, guard
+    and role are asked for at each call: a policy reload replaces them."""
 
     def admin(request: web.Request) -> Employee:
-        employee = verifier.verify(request.headers.get("Authorization"))
-        if role not in employee.roles:
-            raise not_permitted(
-                f"Only staff with the '{role}' role may use the admin API.", "admin-only"
-            )
-        return employee
+        return admin_employee(verifier(), role(), request)
 
     def respond(body: object, status: int = 200) -> web.Response:
         return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
     async def list_locks(request: web.Request) -> web.Response:
         admin(request)
-        return respond({"locks": [_lock_json(i) for i in await guard.locked_employees()]})
+        return respond({"locks": [_lock_json(i) for i in await guard_now().locked_employees()]})
 
     async def show_lock(request: web.Request) -> web.Response:
         admin(request)
         employee = _employee(request)
-        info = await guard.lock_status(employee)
+        info = await guard_now().lock_status(employee)
         return respond(
             {
                 "employee": employee,
@@ -85,7 +94,7 @@ def add_admin_routes(
     async def unlock(request: web.Request) -> web.Response:
         actor = admin(request)
         employee = _employee(request)
-        removed = await guard.unlock(employee)
+        removed = await guard_now().unlock(employee)
         audit_log.info(
             "unlock",
             extra={
@@ -100,7 +109,7 @@ def add_admin_routes(
     async def lock(request: web.Request) -> web.Response:
         actor = admin(request)
         employee = _employee(request)
-        info = await guard.lock(employee, rule="manual")
+        info = await guard_now().lock(employee, rule="manual")
         audit_log.info(
             "lock",
             extra={"admin": actor.id, "employee": employee, "request_id": request[REQUEST_ID]},

@@ -18,11 +18,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy.admin import add_admin_routes
+from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.errors import (
-    ConfigError,
-    ConfigProblem,
     Refusal,
+    audit_unavailable,
     not_permitted,
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
@@ -30,18 +30,19 @@ from lookup_proxy.guard import Guard, Lookup
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
-from lookup_proxy.justify import ReasonCatalogue
 from lookup_proxy.metrics import ProxyMetrics
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
+from lookup_proxy.reload import Generation, Reloader, add_policy_routes
 from lookup_proxy.request_id import REQUEST_ID, request_id_for
 from lookup_proxy.request_shape import check_framing, lookup_target
 from lookup_proxy.resilience.fallback import Failover
 from lookup_proxy.resilience.journal import LockJournal
 from lookup_proxy.resilience.recovery import reassert_locks
 from lookup_proxy.stores import open_store
+from lookup_proxy.transparency import TransparencyService
 
 log = logging.getLogger("lookup_proxy.app")
 
@@ -59,46 +60,88 @@ class Proxy:
         environ: Mapping[str, str],
         clock: Clock,
         store: GuardStore | None,
+        policy_file: Path | None = None,
+        prepare: Callable[[Policy], Policy] | None = None,
     ) -> None:
-        self.policy = policy
         self.clock = clock
         self.metrics = ProxyMetrics()
-        self.verifier = TokenVerifier(policy.auth, base_dir=base_dir, environ=environ, clock=clock)
-        self.catalogue = ReasonCatalogue(policy.reasons)
         self.store = store if store is not None else open_store(policy.store, environ)
-        self.guard = Guard(policy, self.store, clock, self.metrics.guard)
         self.journal: LockJournal | None = None
         if policy.store.lock_journal is not None:
             self.journal = LockJournal(
                 base_dir / policy.store.lock_journal,
                 on_error=self.metrics.store.journal_errors.inc,
             )
-        self.guard.lockouts.recorder = self.journal
+        self.reloader = Reloader(
+            self,
+            base_dir=base_dir,
+            environ=environ,
+            clock=clock,
+            policy_file=policy_file,
+            prepare=prepare,
+        )
+        self.generation: Generation = self.reloader.first(policy)
+        """The policy in force and what is built from it; a lookup reads it once (reload.py)."""
         if isinstance(self.store, RedisStore):
             self.store.on_restart = self._reassert
         self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
         self._watching: asyncio.Task[None] | None = None
-        credential = None
-        if policy.upstream.credential_env is not None:
-            credential = environ.get(policy.upstream.credential_env)
-            if not credential:
-                raise ConfigError(
-                    [
-                        ConfigProblem(
-                            "<environment>",
-                            policy.upstream.credential_env,
-                            "the upstream credential (upstream.credential_env names it)",
-                            "unset",
-                        )
-                    ]
-                )
-        self.upstream = UpstreamClient(policy.upstream, credential)
-        self.trusted = TrustedProxies(policy.server.trusted_proxies)
-        self.recorder = Recorder(self.metrics, policy.audit.enabled)
-        self.not_found = frozenset(policy.upstream.not_found_statuses)
+        shared = self.store if isinstance(self.store, RedisStore) else None
+        self.audit = AuditTrail.from_policy(
+            policy.audit,
+            base_dir=base_dir,
+            environ=environ,
+            clock=clock,
+            policy_hash=self.generation.hash,
+            metrics=self.metrics.audit,
+            store=shared,
+            key_prefix=policy.store.key_prefix,
+        )
+        if shared is not None:
+            # Each lookup's record rides its decision's batch (see lookup_proxy/audit/trail.py).
+            # A reload's guard inherits both (reload.py); [audit] only changes with a restart.
+            self.guard.audit_log = self.audit.stream
+            self.guard.audit_keep = policy.audit.stream_retention
+        self.audit.store_up = lambda: self.failover.mode == "shared"
+        self.transparency: TransparencyService | None = None
+        if policy.transparency.enabled:
+            self.transparency = TransparencyService(
+                policy.transparency,
+                environ=environ,
+                numbers=policy.numbers,
+                reasons=policy.reasons,
+                archive=base_dir / policy.audit.archive,
+                trail=self.audit,
+                store=self.store,
+                clock=clock,
+                key_prefix=policy.store.key_prefix,
+            )
+        self.recorder = Recorder(self.metrics, self.audit, policy.numbers)
         self._learning: set[asyncio.Task[None]] = set()
         self.lookup_routes: set[web.AbstractRoute] = set()
         """Routes whose walk checks the request's shape itself, so the refusal is audited."""
+
+    # The current generation's parts, for what is not one lookup (recovery, the edge, tests).
+
+    @property
+    def policy(self) -> Policy:
+        return self.generation.policy
+
+    @property
+    def guard(self) -> Guard:
+        return self.generation.guard
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.generation.verifier
+
+    @property
+    def trusted(self) -> TrustedProxies:
+        return self.generation.trusted
+
+    @property
+    def upstream(self) -> UpstreamClient:
+        return self.generation.upstream
 
     # -- the walk ----------------------------------------------------------------------------
 
@@ -110,8 +153,9 @@ class Proxy:
 
     async def lookup(self, request: web.Request, route: Route, label: str) -> web.StreamResponse:
         started = time.perf_counter()
+        generation = self.generation  # once: the lookup finishes under the policy it began with
         request_id: str = request[REQUEST_ID]
-        client, forwarded_for = self.trusted.client_chain(
+        client, forwarded_for = generation.trusted.client_chain(
             request.remote, request.headers.get("X-Forwarded-For")
         )
         entry = LookupRecord(request_id, label, client, started)
@@ -119,25 +163,49 @@ class Proxy:
         try:
             check_framing(request)  # shape: nothing the route does not declare
             raw_number, target = lookup_target(request, route)
-            employee = self.verifier.verify(request.headers.get("Authorization"))  # identify
+            entry.raw_number = raw_number
+            employee = generation.verifier.verify(request.headers.get("Authorization"))
             entry.employee, entry.store, entry.region = employee.id, employee.store, employee.region
-            justification = self.catalogue.justify(  # justify
+            justification = generation.catalogue.justify(  # justify
                 employee,
                 request.headers.get("X-Lookup-Reason"),
                 request.headers.get("X-Lookup-Reference"),
             )
             entry.reason, entry.reference = justification.reason, justification.reference
-            number = normalise_number(raw_number, self.policy.numbers)  # target
-            entry.number = mask(number)
-            lookup = Lookup(request_id, employee, justification.reason, number)
-            decision, guard = await self.failover.decide(lookup)  # guard
+            number = entry.number = normalise_number(raw_number, generation.policy.numbers)
+            attempt = self.audit.lookup(entry.attempt(), number)  # names generation's hash
+            in_batch = generation.guard.audit_log is not None
+            if not in_batch:
+                self._write_attempt(entry, attempt)
+            lookup = Lookup(
+                request_id,
+                employee,
+                justification.reason,
+                number,
+                attempt.decode() if in_batch else None,
+            )
+            try:
+                decision, guard = await self.failover.decide(lookup, generation.guard)  # guard
+            except Refusal:
+                if not entry.attempted:  # its batch did not run: the record goes the slow way
+                    self.audit.deliver("lookup", attempt)
+                    entry.attempted = True
+                raise
+            if not entry.attempted:
+                if guard.audit_log is not None:
+                    self.audit.stored_in_batch("lookup")
+                    entry.attempted = True
+                else:  # decided locally while Redis is out: the archive file, before forwarding
+                    self._write_attempt(entry, attempt)
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.refusal is not None:
                 raise decision.refusal
             entry.decision = "allow"
             upstream_started = time.perf_counter()
-            forwarded = await self.upstream.forward(  # forward
+            fields = generation.fields.get(justification.reason)
+            entry.fields = None if fields is None else fields.name
+            forwarded = await generation.upstream.forward(  # forward
                 request,
                 target,
                 employee,
@@ -145,6 +213,7 @@ class Proxy:
                 request_id,
                 forwarded_for,
                 {"X-Request-Id": request_id, **decision.headers},
+                fields,
             )
             self.metrics.upstream_latency.labels(label).observe(
                 time.perf_counter() - upstream_started
@@ -153,7 +222,7 @@ class Proxy:
             if 200 <= forwarded.status < 300:
                 entry.outcome = "found"
                 self._learn(guard, lookup, found=True)  # learn
-            elif forwarded.status in self.not_found:
+            elif forwarded.status in generation.not_found:
                 entry.outcome = "not_found"
                 self._learn(guard, lookup, found=False)
             else:
@@ -173,6 +242,19 @@ class Proxy:
         finally:
             self.metrics.in_flight.dec()
             self.recorder.record(entry, time.perf_counter() - started)  # record
+
+    def _write_attempt(self, entry: LookupRecord, attempt: bytes) -> None:
+        """The lookup's record in the archive file now, or the lookup goes no further."""
+        try:
+            self.audit.write_now("lookup", attempt)
+        except AuditUnavailable:
+            self.audit.deliver("lookup", attempt)  # kept and retried, never dropped
+            entry.attempted = True
+            raise audit_unavailable(
+                "Customer lookups are paused because they cannot be recorded right now. "
+                "Try again in a few seconds; if it persists, call the help desk."
+            ) from None
+        entry.attempted = True
 
     def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
         """Teach the guard that decided the outcome, after the terminal has its answer."""
@@ -198,6 +280,7 @@ class Proxy:
 
     async def start(self, _app: web.Application) -> None:
         await self.upstream.start()
+        self.audit.start()
         if isinstance(self.store, RedisStore):
             # Its first batch re-asserts the journal (on_restart "start"); the watch notices a
             # Redis emptied without a restart.
@@ -229,6 +312,7 @@ class Proxy:
                 await self._watching
         await self.failover.close()
         await self.upstream.close()
+        await self.audit.close()  # after the last lookup, before the store it writes to
         await self.store.close()
 
     # -- service endpoints -------------------------------------------------------------------
@@ -357,10 +441,20 @@ def build_app(
     environ: Mapping[str, str],
     clock: Clock | None = None,
     store: GuardStore | None = None,
+    policy_file: Path | None = None,
+    prepare: Callable[[Policy], Policy] | None = None,
 ) -> web.Application:
-    """A ready-to-run proxy for ``policy``; raises ConfigError for missing secrets or keys."""
+    """A ready-to-run proxy for ``policy``; raises ConfigError for missing secrets or keys.
+    ``policy_file`` (with ``prepare``, the overrides ``policy`` was made with) is what a reload
+    re-reads."""
     proxy = Proxy(
-        policy, base_dir=base_dir, environ=environ, clock=clock or SystemClock(), store=store
+        policy,
+        base_dir=base_dir,
+        environ=environ,
+        clock=clock or SystemClock(),
+        store=store,
+        policy_file=policy_file,
+        prepare=prepare,
     )
     app = web.Application(middlewares=[_problems], client_max_size=64 * 1024)
     app[PROXY] = proxy
@@ -370,7 +464,15 @@ def build_app(
     app.router.add_get("/healthz", proxy.healthz)
     app.router.add_get("/readyz", proxy.readyz)
     app.router.add_get("/metrics", proxy.metrics_endpoint)
-    add_admin_routes(app, proxy.verifier, proxy.guard, policy.server.admin_role)
+    add_admin_routes(
+        app,
+        lambda: proxy.generation.verifier,
+        lambda: proxy.generation.guard,
+        lambda: proxy.generation.policy.server.admin_role,
+    )
+    add_policy_routes(app, proxy)
+    if proxy.transparency is not None:
+        app.router.add_get("/transparency/{number}", proxy.transparency.handle)
     for route in policy.routes:
         label = f"{route.method} {route.path}"
         added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))

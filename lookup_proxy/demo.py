@@ -15,6 +15,7 @@ import asyncio
 import random
 import secrets
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import TextIO
 import aiohttp
 
 from lookup_proxy.app import build_app
+from lookup_proxy.audit.keys import new_keys
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.demo_backend import build_demo_backend
 from lookup_proxy.http_edge import listening
@@ -117,13 +119,21 @@ class Demo:
         live: bool,
     ) -> None:
         self.policy = policy.model_copy(update={"store": Store(kind="memory")})
+        self.audit_dir = Path(tempfile.mkdtemp(prefix="lookup-proxy-demo-audit-"))
+        """The demo's audit archive: a fresh directory (its keys are gone with the process)."""
+        self.policy = self.policy.model_copy(
+            update={"audit": policy.audit.model_copy(update={"archive": str(self.audit_dir)})}
+        )
         self.clock = CompressedClock(speed, _opening_time(policy))
         self.minutes = minutes
         self.rng = random.Random(seed)
         self.base = CustomerBase()
         self.out = out
         self.live = live
-        self.environ = {policy.auth.hs_secret_env: secrets.token_urlsafe(48)}
+        self.environ = {
+            policy.auth.hs_secret_env: secrets.token_urlsafe(48),
+            **new_keys(policy.audit),
+        }
         self.clerks = [
             Clerk("Kim Minji", "E1001", honest=True),
             Clerk("Lee Junho", "E1002", honest=True),
@@ -285,6 +295,7 @@ class Demo:
             f"  Honest clerks: {sum(c.lookups for c in honest)} lookups, "
             f"{sum(c.found for c in honest)} found, {refused} refused."
         )
+        lines.append(f"  Audit trail (every lookup, chained and signed): {self.audit_dir}")
         return lines
 
     # -- running -----------------------------------------------------------------------------

@@ -137,6 +137,17 @@ def guard_unavailable(detail: str) -> Refusal:
     )
 
 
+def audit_unavailable(detail: str) -> Refusal:
+    """503: a lookup whose audit record cannot be made durable is not forwarded."""
+    return Refusal(
+        detail,
+        status=503,
+        cause="audit-unavailable",
+        title="Lookup service temporarily unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 def upstream_unavailable(detail: str) -> Refusal:
     """502: the backend refused, reset or garbled the exchange."""
     return Refusal(detail, status=502, cause="upstream-unavailable", title="Customer system error")

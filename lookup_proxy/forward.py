@@ -26,6 +26,7 @@ from yarl import URL
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import upstream_error, upstream_timeout, upstream_unavailable
 from lookup_proxy.justify import Justification
+from lookup_proxy.minimise import FieldSet, Unfilterable, is_json, unfilterable
 from lookup_proxy.policy import Upstream
 from lookup_proxy.proxy_headers import HOP_BY_HOP, NEVER_FORWARDED
 
@@ -93,6 +94,31 @@ class TrustedProxies:
         return client, ", ".join([*hops, peer])
 
 
+class _Pool:
+    """The session every generation of the upstream client shares."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self, timeouts: aiohttp.ClientTimeout) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.size, limit_per_host=self.size, ttl_dns_cache=60
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeouts,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
 @dataclass(frozen=True, slots=True)
 class Forwarded:
     """What the backend answered, once streamed to the terminal."""
@@ -105,37 +131,33 @@ class Forwarded:
 
 
 class UpstreamClient:
-    """The one ClientSession to the customer-lookup backend, with explicit limits."""
+    """The one ClientSession to the customer-lookup backend, with explicit limits.
 
-    def __init__(self, config: Upstream, credential: str | None) -> None:
+    A policy reload builds a new client ``sharing`` the running one's session (its connection
+    pool is sized once, at start): URL, timeouts and headers follow the new policy, while
+    lookups still in flight finish with the client they began with.
+    """
+
+    def __init__(
+        self, config: Upstream, credential: str | None, *, sharing: UpstreamClient | None = None
+    ) -> None:
         self.config = config
         self.base = URL(config.url.rstrip("/"))
         self._forwardable = forwardable(config.forward_headers)
         self._credential = credential
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: _Pool = sharing._pool if sharing is not None else _Pool(config.pool_size)
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.total_timeout,
+            connect=config.connect_timeout,
+            sock_connect=config.connect_timeout,
+            sock_read=config.read_timeout,
+        )
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.pool_size, limit_per_host=self.config.pool_size, ttl_dns_cache=60
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=self.config.total_timeout,
-            connect=self.config.connect_timeout,
-            sock_connect=self.config.connect_timeout,
-            sock_read=self.config.read_timeout,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        await self._pool.start(self._timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._pool.close()
 
     async def reachable(self) -> bool:
         """Whether a TCP connection to the backend opens (for /readyz)."""
@@ -159,10 +181,13 @@ class UpstreamClient:
         request_id: str,
         forwarded_for: str,
         response_headers: Mapping[str, str],
+        fields: FieldSet | None = None,
     ) -> Forwarded:
         """Send the lookup to ``target`` (path and query, already checked) and stream the
-        backend's answer back to the terminal."""
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        backend's answer back to the terminal; with ``fields``, the answer is read whole and
+        only the fields named reach the terminal (lookup_proxy/minimise.py)."""
+        session = self._pool.session
+        assert session is not None, "UpstreamClient.start() was not awaited"
         headers = allowed_terminal_headers(request.headers, self._forwardable)
         headers["X-Request-Id"] = request_id
         headers["X-Employee-Id"] = employee.id
@@ -179,8 +204,13 @@ class UpstreamClient:
         body = request.content if request.can_read_body else None
         response: web.StreamResponse | None = None
         try:
-            async with self._session.request(
-                request.method, url, headers=headers, data=body, allow_redirects=False
+            async with session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout,
             ) as upstream:
                 if upstream.status >= 500:
                     await _log_error_answer(upstream, request_id)
@@ -189,6 +219,13 @@ class UpstreamClient:
                         "if it keeps failing, call the help desk.",
                         upstream.status,
                     )
+                if fields is not None:
+                    trimmed = await _minimised(upstream, fields, self.config, request_id)
+                    response = trimmed
+                    trimmed.headers.update(response_headers)
+                    await trimmed.prepare(request)
+                    await trimmed.write_eof()
+                    return Forwarded(upstream.status, trimmed)
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 response.headers.update(end_to_end(upstream.headers, ("content-length",)))
                 response.headers.update(response_headers)
@@ -242,6 +279,62 @@ async def _relay(
         await response.write(chunk)
     await response.write_eof()
     return Forwarded(upstream.status, response)
+
+
+REPRESENTATION_HEADERS = frozenset(
+    ("content-length", "etag", "content-md5", "digest", "content-digest", "repr-digest")
+)
+"""Headers about the backend's whole answer, false once it is trimmed."""
+
+
+async def _minimised(
+    upstream: aiohttp.ClientResponse, fields: FieldSet, config: Upstream, request_id: str
+) -> web.Response:
+    """The backend's answer with only ``fields`` left in it, or a 502 Refusal."""
+    limit = config.max_filtered_body
+    problem: str | None = None
+    if upstream.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        problem = "encoded (Content-Encoding)"
+    elif upstream.status == 206 or "Content-Range" in upstream.headers:
+        problem = "partial (Content-Range)"
+    elif upstream.content_length is not None and upstream.content_length > limit:
+        problem = "larger than upstream.max_filtered_body"
+    body = b""
+    if problem is None:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = await upstream.content.readany()
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        body = b"".join(chunks)
+        if size > limit:
+            problem = "larger than upstream.max_filtered_body"
+        elif body and not is_json(upstream.content_type, upstream.charset):
+            problem = "not declared JSON (Content-Type)"
+    if problem is None and body:
+        try:
+            body = fields.filter_body(body)
+        except Unfilterable as exc:
+            problem = str(exc)
+    if problem is not None:
+        # Never the body: it is the customer data the reason may not see.
+        log.warning(
+            "upstream answer refused: cannot be trimmed to the reason's fields",
+            extra={
+                "request_id": request_id,
+                "upstream_status": upstream.status,
+                "fields": fields.name,
+                "problem": problem,
+                "content_type": upstream.headers.get("Content-Type"),
+            },
+        )
+        raise unfilterable(upstream.status)
+    response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+    response.headers.update(end_to_end(upstream.headers, REPRESENTATION_HEADERS))
+    return response
 
 
 async def _log_error_answer(upstream: aiohttp.ClientResponse, request_id: str) -> None:

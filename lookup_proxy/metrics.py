@@ -132,6 +132,33 @@ class ProxyMetrics:
         )
         self.guard = GuardMetrics(registry)
         self.store = StoreHealthMetrics(registry)
+        self.reloads = PolicyMetrics(registry)
+        self.audit = AuditMetrics(registry)
+
+
+class AuditMetrics:
+    """Where audit records went, and any that are waiting or could not be written."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "lookup_proxy_audit_records_total",
+            "Audit records made durable, by kind (lookup, outcome, admin, case, transparency, "
+            "checkpoint) and sink (stream: Redis; file: the archive directory).",
+            ["kind", "sink"],
+            registry=registry,
+        )
+        self.write_errors = Counter(
+            "lookup_proxy_audit_write_errors_total",
+            "Failed attempts to make audit records durable, by sink (records are kept and "
+            "retried; a lookup whose own record cannot be written is refused).",
+            ["sink"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "lookup_proxy_audit_pending_records",
+            "Audit records made but not yet durable (waiting for the next flush).",
+            registry=registry,
+        )
 
 
 class StoreHealthMetrics:
@@ -179,3 +206,35 @@ class StoreHealthMetrics:
         for each in self.MODES:
             self.mode.labels(mode=each).set(1 if each == mode else 0)
         self.transitions.labels(mode=mode).inc()
+
+
+class PolicyMetrics:
+    """The policy in force (by hash) and how reloads went (lookup_proxy/reload.py)."""
+
+    RESULTS = ("ok", "unchanged", "error")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reloads = Counter(
+            "lookup_proxy_config_reloads_total",
+            "Policy reloads (SIGHUP or the admin API), by result: ok (a new policy in force), "
+            "unchanged (same hash), error (refused; the running policy stays).",
+            ["result"],
+            registry=registry,
+        )
+        self.info = Gauge(
+            "lookup_proxy_policy_info",
+            "1 for the hash of the policy in force (policy_hash: 16 hex of SHA-256).",
+            ["hash"],
+            registry=registry,
+        )
+        for result in self.RESULTS:
+            self.reloads.labels(result=result)
+
+    def count(self, result: str) -> None:
+        self.reloads.labels(result=result).inc()
+
+    def active(self, policy_hash: str, previous: str | None) -> None:
+        """Show ``policy_hash``; the previous hash's series is removed."""
+        if previous is not None and previous != policy_hash:
+            self.info.remove(previous)
+        self.info.labels(hash=policy_hash).set(1)

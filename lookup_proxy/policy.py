@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +29,7 @@ from pydantic import (
 
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError, ConfigProblem
+from lookup_proxy.minimise import check_path
 from lookup_proxy.proxy_headers import NEVER_FORWARDED
 
 
@@ -49,6 +51,8 @@ Duration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 ReasonCode = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$")]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
+FieldPath = Annotated[str, AfterValidator(check_path)]
+"""A path into the backend's JSON answer (lookup_proxy/minimise.py has the syntax)."""
 
 
 class _Section(BaseModel):
@@ -94,6 +98,8 @@ class Upstream(_Section):
     forward_headers: tuple[HeaderName, ...] = ("Accept", "Accept-Language", "Content-Type")
     """The terminal's headers the backend may see; everything else a terminal sends stops here
     (a header the backend reads but the guard never judged is a way around the guard)."""
+    max_filtered_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest answer (bytes) trimmed for a reason with ``fields``; a larger one is refused."""
 
     @field_validator("forward_headers")
     @classmethod
@@ -169,6 +175,9 @@ class Reason(_Section):
     reference_hint: str | None = None
     roles: tuple[str, ...] | None = None
     limits: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    fields: tuple[FieldPath, ...] | None = None
+    """The fields of the backend's JSON answer a lookup for this reason may see (everything
+    else is removed); unset, the answer passes untouched (lookup_proxy/minimise.py)."""
 
     @field_validator("reference_pattern")
     @classmethod
@@ -375,7 +384,6 @@ class Lockout(_Section):
 class Audit(_Section):
     """The audit trail (lookup_proxy/audit/): where it lives, who can read it, how it is sealed."""
 
-    enabled: bool = True
     archive: str = "audit"
     """Directory of the long-term archive (JSON-lines files and their search index), relative
     to the policy file. With the memory store the proxy writes it directly; with Redis the
@@ -400,6 +408,23 @@ class Audit(_Section):
     least this often."""
 
 
+class Transparency(_Section):
+    """``GET /transparency/{number}`` for the carrier's customer app backend (README:
+    "Customer access transparency"). Off unless configured: it answers with its own service
+    credential only, never a terminal's token."""
+
+    enabled: bool = False
+    credential_env: HeaderName = "LOOKUP_PROXY_TRANSPARENCY_TOKEN"
+    """Environment variable holding the service credential (a bearer secret, >= 32 bytes)."""
+    limit: int = Field(120, ge=1, le=1_000_000)
+    """Queries allowed per ``window`` across every instance (shared store)."""
+    window: Duration = 60.0
+    period: Duration = 365 * 86_400.0
+    """The longest period one query may cover (and the default: the last ``period``)."""
+    max_lookups: int = Field(500, ge=1, le=10_000)
+    """Lookups listed at most per answer (newest first)."""
+
+
 class Policy(_Section):
     server: Server = Server()
     upstream: Upstream
@@ -412,6 +437,7 @@ class Policy(_Section):
     lockout: Lockout = Lockout()
     hours: Hours = Hours()
     escalation: Escalation = Escalation()
+    transparency: Transparency = Transparency()
     audit: Audit = Audit()
 
 

@@ -1,5 +1,6 @@
 """A month of audit records written as the proxy would: JSON lines per the issue-11 contract,
-in ``audit-YYYY-MM-DD.jsonl`` files by UTC day of writing, chained per writer.
+in ``audit-YYYY-MM-DD.jsonl`` files by UTC day of writing, linked and sealed by the trail's own
+``lookup_proxy.audit.chain.Chain`` (so ``lookup-proxy audit verify`` accepts the month).
 
 The writer keeps its own books (what each employee did), so tests compare the report against
 what was written, not against the report's own arithmetic.
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from lookup_proxy.audit.chain import Chain, Signer
 
 PSEUDONYM_KEY = b"k" * 32
 KEY_ID = "k1"
@@ -49,10 +52,11 @@ class ArchiveWriter:
 
     def __init__(self, directory: Path, chain: str = "proxy-a-20260930T000000Z") -> None:
         self.directory = directory
-        self.chain = chain
-        self.seq = 0
-        self.prev = "0" * 64
+        self.signer = Signer.generate()
+        self.chain = Chain(chain, self.signer, every=1000, interval=86_400.0)
         self.queued: list[tuple[str, str, dict[str, Any]]] = []
+        self.own_files: set[str] = set()
+        """Days whose records go to the writer's own ``audit-<day>.<chain>.jsonl``."""
         self.books: dict[str, Books] = defaultdict(Books)
         self.numbers: list[str] = []
         self.requests = 0
@@ -177,22 +181,21 @@ class ArchiveWriter:
             },
         )
 
-    def checkpoint(self, moment: datetime) -> None:
-        self.write("checkpoint", moment, {"key_id": "ed25519-test", "final": False, "sig": "AA=="})
-
     def flush(self) -> None:
         """Chain (seq, prev, hash per the contract) and append to the day files."""
         self.directory.mkdir(parents=True, exist_ok=True)
         lines: dict[str, list[bytes]] = defaultdict(list)
-        for _, day, record in sorted(self.queued, key=lambda q: q[0]):
-            self.seq += 1
-            record.update(chain=self.chain, seq=self.seq, prev=self.prev)
-            record["hash"] = hashlib.sha256(
-                orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-            ).hexdigest()
-            self.prev = record["hash"]
-            lines[day].append(orjson.dumps(record))
+        day = ""
+        for at, day, record in sorted(self.queued, key=lambda q: q[0]):
+            now = datetime.fromisoformat(at).timestamp()
+            lines[day].append(orjson.dumps(self.chain.link(record, now)))
+            if self.chain.checkpoint_due(now):
+                lines[day].append(orjson.dumps(self.chain.checkpoint(now)))
+        if day:
+            lines[day].append(orjson.dumps(self.chain.checkpoint(now, final=True)))
         for day, chunk in sorted(lines.items()):
+            if day in self.own_files:  # the proxy wrote that day itself (Redis unreachable)
+                day = f"{day}.{self.chain.chain_id}"
             with (self.directory / f"audit-{day}.jsonl").open("ab") as out:
                 out.write(b"".join(line + b"\n" for line in chunk))
         self.queued.clear()

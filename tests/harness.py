@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from lookup_proxy.app import PROXY, Proxy, build_app
+from lookup_proxy.audit.chain import Signer
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.http_edge import listening
@@ -23,7 +26,15 @@ from lookup_proxy.policy import Policy, parse_policy
 from lookup_proxy.tokens import mint_token
 
 SECRET = "test-secret-for-hs256-tokens-0123456789"
-ENV = {"LOOKUP_PROXY_JWT_SECRET": SECRET}
+PSEUDONYM_KEYS = "t1:test-pseudonym-key-0123456789-0123456789"
+SIGNER = Signer.generate()
+"""The checkpoint signing key of every test proxy (generated per test run)."""
+AUDIT_ENV = {
+    "LOOKUP_PROXY_PSEUDONYM_KEYS": PSEUDONYM_KEYS,
+    "LOOKUP_PROXY_AUDIT_SIGNING_KEY": SIGNER.private_pem().decode("ascii"),
+}
+"""The audit keys a proxy needs to start (the shipped policy's variable names)."""
+ENV = {"LOOKUP_PROXY_JWT_SECRET": SECRET, **AUDIT_ENV}
 
 GUARD_HEAD = """
 [upstream]
@@ -141,17 +152,37 @@ async def running_proxy(
     clock: Clock | None = None,
     store: GuardStore | None = None,
     environ: dict[str, str] | None = None,
+    audit_dir: Path | None = None,
 ) -> AsyncIterator[tuple[str, Proxy]]:
-    """A proxy for policy ``p`` on a real socket; yields (base URL, the wired Proxy)."""
-    app = build_app(
-        p,
-        base_dir=Path("."),
-        environ=environ if environ is not None else ENV,
-        clock=clock,
-        store=store,
-    )
-    async with serving(app) as url:
-        yield url, app[PROXY]
+    """A proxy for policy ``p`` on a real socket; yields (base URL, the wired Proxy).
+
+    Its audit archive (``proxy.audit.file.directory``; see :func:`audit_records`) is
+    ``audit_dir``, else a fresh directory removed afterwards, unless the policy names an
+    absolute one."""
+    with tempfile.TemporaryDirectory(prefix="lookup-proxy-audit-") as archive:
+        if not Path(p.audit.archive).is_absolute():
+            chosen = str(audit_dir) if audit_dir is not None else archive
+            p = p.model_copy(update={"audit": p.audit.model_copy(update={"archive": chosen})})
+        app = build_app(
+            p,
+            base_dir=Path("."),
+            environ=environ if environ is not None else ENV,
+            clock=clock,
+            store=store,
+        )
+        async with serving(app) as url:
+            yield url, app[PROXY]
+
+
+def audit_records(directory: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every record in an archive directory's files (in file order), or those of one kind."""
+    records: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("audit-*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            record = orjson.loads(line)
+            if kind is None or record["kind"] == kind:
+                records.append(record)
+    return records
 
 
 ROOT = Path(__file__).resolve().parent.parent

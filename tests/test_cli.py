@@ -19,7 +19,7 @@ import pytest
 
 from lookup_proxy.guard.lockouts import LockInfo
 from lookup_proxy.resilience.journal import LockJournal
-from tests.harness import SECRET, run_cli
+from tests.harness import AUDIT_ENV, SECRET, run_cli
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +132,7 @@ def _serving(config: Path, extra: Sequence[str], env_extra: dict[str, str] | Non
     backend_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     env["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    env.update(AUDIT_ENV)
     env.update(env_extra or {})
     backend = subprocess.Popen(
         [sys.executable, "-m", "lookup_proxy", "demo-backend", "--port", str(backend_port)],
@@ -236,3 +237,24 @@ def test_serve_refuses_to_start_on_a_missing_secret(tmp_path: Path) -> None:
     result = run_cli("serve", "--config", str(SHIPPED), "--port", str(free_port()))
     assert result.returncode == 2
     assert "LOOKUP_PROXY_JWT_SECRET" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_audit_keygen_prints_keys_the_proxy_accepts() -> None:
+    """``audit keygen``: export lines for a pseudonym key and a checkpoint signing key, which
+    parse as the proxy reads them; two runs never print the same keys."""
+    import shlex
+
+    from lookup_proxy.audit.chain import Signer
+    from lookup_proxy.audit.pseudonym import Pseudonymiser
+
+    outputs = []
+    for _ in range(2):
+        result = run_cli("audit", "keygen", "--config", str(SHIPPED), "--key-id", "k7")
+        assert result.returncode == 0, result.stderr
+        words = shlex.split(result.stdout)  # as a shell reads it: the PEM spans lines
+        assert words[::2] == ["export", "export"]
+        environ = dict(word.split("=", 1) for word in words[1::2])
+        assert Pseudonymiser.from_environ(environ, "LOOKUP_PROXY_PSEUDONYM_KEYS").key_id == "k7"
+        Signer.from_environ(environ, "LOOKUP_PROXY_AUDIT_SIGNING_KEY")
+        outputs.append(result.stdout)
+    assert outputs[0] != outputs[1]

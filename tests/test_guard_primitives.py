@@ -322,3 +322,30 @@ def test_the_memory_store_s_immediate_batch_answers_what_run_answers() -> None:
         _describe(immediate, ops)
         assert immediate.executed() == by_ops.run(ops), f"step {step}: {ops}"
     assert by_calls.size() == by_ops.size()
+
+
+async def _log_entries(store: GuardStore, key: str) -> list[str]:
+    if isinstance(store, MemoryStore):
+        return store.entries(key)
+    assert isinstance(store, RedisStore)
+    return [
+        _text(fields["r"] if "r" in fields else fields[b"r"])
+        for _, fields in await store.client.xrange(key)
+    ]
+
+
+async def test_append_keeps_entries_in_order_and_answers_an_id(store: GuardStore) -> None:
+    """``append`` adds to the end of a log (the audit stream) and returns the entry's id; a
+    batch mixing it with other primitives keeps every other result in place."""
+    log = "lp:{audit}:log"
+    first = await store.execute([("append", log, '{"n":1}', T, 3600.0)])
+    both = await store.execute(
+        [("add", KEY, T, "a", 60.0, 10, 0), ("append", log, '{"n":2}', T, 3600.0)]
+    )
+    assert isinstance(first[0], str) and isinstance(both[1], str)
+    assert both[0] == [1, None, T]
+    assert await _log_entries(store, log) == ['{"n":1}', '{"n":2}']
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value

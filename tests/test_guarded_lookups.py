@@ -9,7 +9,7 @@ import aiohttp
 
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.guard.redis_store import RedisStore
-from tests.harness import SECRET, policy, running_proxy, token
+from tests.harness import ENV, policy, running_proxy, token
 from tests.servers import free_port
 
 BASE = CustomerBase()
@@ -165,7 +165,7 @@ async def test_two_proxies_on_one_redis_allow_exactly_the_limit(
     lookups by one employee, and a lock made through one is enforced by the other."""
     rules = RATE.replace("limit = 3", "limit = 50").replace('window = "5m"', 'window = "1h"')
     p = policy(backend, rules=rules + LOCKING, extra='[store]\nkind = "redis"\n')
-    environ = {"LOOKUP_PROXY_JWT_SECRET": SECRET, "LOOKUP_PROXY_REDIS_URL": fresh_redis}
+    environ = {**ENV, "LOOKUP_PROXY_REDIS_URL": fresh_redis}
     tok = token(p, employee="E50")
     admin = {"Authorization": f"Bearer {token(p, employee='SEC1', roles=['security-admin'])}"}
     async with (

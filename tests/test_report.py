@@ -66,8 +66,6 @@ def october(directory: Path) -> ArchiveWriter:
                         serial += 1  # the same customer twice in one visit
                     outcome = "not_found" if j % 8 == 7 else "found"
                     w.lookup(moment, employee, store, number(serial), outcome=outcome)
-        if day % 5 == 0:
-            w.checkpoint(local(day, 18, 0))
     # Rate-limited three times, and two attempts with a forged token (nobody known).
     for k in range(3):
         w.lookup(
@@ -109,6 +107,7 @@ def october(directory: Path) -> ArchiveWriter:
         note="inventory night, approved", resolution="false-positive",
     )  # fmt: skip
     w.case(local(28, 14, 0), "C-3", "opened", "E10", ["peer"])
+    w.own_files.add("2026-10-12")
     w.flush()
     # A torn last line, as a crash mid-write leaves it.
     with (directory / "audit-2026-10-30.jsonl").open("ab") as out:
@@ -119,8 +118,11 @@ def october(directory: Path) -> ArchiveWriter:
 @pytest.fixture
 def month(tmp_path: Path) -> tuple[Path, ArchiveWriter]:
     policy = tmp_path / "policy.toml"
-    policy.write_text(policy_text("http://127.0.0.1:9", extra='[audit]\narchive = "audit"\n'))
-    return policy, october(tmp_path / "audit")
+    audit = '[audit]\narchive = "audit"\nverify_key = "audit.pub"\n'
+    policy.write_text(policy_text("http://127.0.0.1:9", extra=audit))
+    written = october(tmp_path / "audit")
+    (tmp_path / "audit.pub").write_bytes(written.signer.public_pem())
+    return policy, written
 
 
 def read_csv(path: Path) -> dict[str, dict[str, str]]:
@@ -133,6 +135,10 @@ def test_the_csv_counts_what_was_written_and_singles_out_the_enumerator(
 ) -> None:
     """Every employee's counts match the records written; only the enumerator stands out."""
     policy, written = month
+    verified = run_cli("audit", "verify", "--config", str(policy))
+    # The month is a sound chain but for the torn line the test adds at the end.
+    assert "audit-2026-10-30.jsonl:" in verified.stdout and "unterminated" in verified.stdout
+    assert "1 error(s), 0 warning(s)" in verified.stdout, verified.stdout
     out, table = tmp_path / "report.html", tmp_path / "report.csv"
     result = run_cli(
         "report", "--month", "2026-10", "--config", str(policy),

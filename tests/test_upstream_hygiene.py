@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from lookup_proxy.customers import CustomerBase
-from tests.harness import policy, running_proxy, serving, token
+from tests.harness import audit_records, policy, running_proxy, serving, token
 
 NUMBER = CustomerBase().find_customers(1)[0]
 SECRET_PAGE = "Traceback (most recent call last): db-primary.internal:5432 password=hunter2"
@@ -107,7 +107,7 @@ async def test_an_upstream_5xx_body_is_replaced_by_a_problem_and_kept_in_the_log
     upstream.router.add_get("/customers/{number}", error_page)
     async with serving(upstream) as upstream_url:
         p = policy(upstream_url)
-        async with running_proxy(p) as (url, _):
+        async with running_proxy(p) as (url, proxy):
             async with client.get(
                 f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))
             ) as r:
@@ -116,6 +116,8 @@ async def test_an_upstream_5xx_body_is_replaced_by_a_problem_and_kept_in_the_log
                 assert "X-Backend-Node" not in r.headers
                 text = await r.text()
                 body = await r.json(content_type=None)
+            await proxy.audit.flush()
+            [outcome] = audit_records(proxy.audit.file.directory, "outcome")
     assert body["type"] == "urn:lookup-proxy:problem:upstream-error"
     assert body["upstream_status"] == 503
     assert body["request_id"] == r.headers["X-Request-Id"]
@@ -126,8 +128,4 @@ async def test_an_upstream_5xx_body_is_replaced_by_a_problem_and_kept_in_the_log
     kept = logged.__dict__["upstream_body"]
     assert kept.startswith(SECRET_PAGE) and len(kept) == 2048
     assert not any(rec.exc_info for rec in caplog.records)
-    audit = [rec for rec in caplog.records if rec.name == "lookup_proxy.audit"]
-    assert (audit[0].__dict__["cause"], audit[0].__dict__["upstream_status"]) == (
-        "upstream-error",
-        503,
-    )
+    assert (outcome["cause"], outcome["upstream_status"]) == ("upstream-error", 503)

@@ -30,13 +30,22 @@ LOCKED = "locked"
 class Lookup:
     """One lookup as the guard sees it: who, why, which number (canonical), and its id."""
 
-    __slots__ = ("employee", "number", "reason", "request_id")
+    __slots__ = ("audit", "employee", "number", "reason", "request_id")
 
-    def __init__(self, request_id: str, employee: Employee, reason: str, number: str) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        employee: Employee,
+        reason: str,
+        number: str,
+        audit: str | None = None,
+    ) -> None:
         self.request_id = request_id
         self.employee = employee
         self.reason = reason
         self.number = number
+        self.audit = audit
+        """The lookup's audit record (JSON), for a guard that writes it with its decision."""
 
 
 class Hit:

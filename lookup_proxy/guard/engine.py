@@ -136,6 +136,10 @@ class Guard:
             isinstance(c, MissesCheck) for c in self.checks
         )
         self.escalation = Escalation(policy.escalation, self._prefix, policy.hours.utc_offset)
+        self.audit_log: str | None = None
+        """The store's log for audit records, when the guard writes each lookup's record in
+        its decision's batch (the Redis store: see lookup_proxy/audit/trail.py)."""
+        self.audit_keep = 0.0
         self._plans: dict[str, dict[str, _Plan]] = {}
         """Employee id → reason → plan."""
         self._plan_count = 0
@@ -286,6 +290,11 @@ class Guard:
             rule_plan.check.add_ops(batch, rule_plan.key, subject)
         if plan.marks:
             batch.members(plan.marks_key, now - self._marks_span)
+        audit = lookup.audit
+        if audit is not None and self.audit_log is not None:
+            # Last, so no rule's results move: the record rides the decision's round trip, and
+            # a batch that fails (no decision) writes no record of a lookup never forwarded.
+            batch.append(self.audit_log, audit, now, self.audit_keep)
         results = await self._execute(batch)
         lock_value = results[0]
         if lock_value is not None:

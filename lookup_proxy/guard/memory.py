@@ -40,6 +40,7 @@ _DELETE: Final = "delete"
 _SCORE: Final = "score"
 _INCR: Final = "incr"
 _FIELDS: Final = "fields"
+_APPEND: Final = "append"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -103,6 +104,9 @@ class MemoryStore:
         self._windows: dict[str, _Window] = {}
         self._values: dict[str, str] = {}
         self._tallies: dict[str, dict[str, int]] = {}
+        self._logs: dict[str, list[tuple[float, str, str]]] = {}
+        """Append-only logs: (time, id, entry), oldest first."""
+        self._log_serial = 0
         self._value_expiry: dict[str, float] = {}
         """Values and tallies with a time to live; a value without one is kept until deleted."""
         self._max_keys = max_keys
@@ -140,6 +144,8 @@ class MemoryStore:
                 results.append(self._incr(op[1], op[2], op[3], op[4]))
             elif kind == _FIELDS:
                 results.append(self._fields(op[1]))
+            elif kind == _APPEND:
+                results.append(self._append(op[1], op[2], op[3], op[4]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -290,6 +296,7 @@ class MemoryStore:
             self._live(key) is not None
             or self._get(key, self._latest) is not None
             or self._live_tally(key) is not None
+            or bool(self._logs.get(key))
         )
         self._drop(key)
         return 1 if existed else 0
@@ -323,12 +330,34 @@ class MemoryStore:
             flat.append(value)
         return flat
 
+    # -- logs ------------------------------------------------------------------------------
+
+    def _append(self, key: str, entry: str, now: float, keep: float) -> str:
+        log = self._logs.get(key)
+        if log is None:
+            log = self._logs[key] = []
+        cutoff = now - keep
+        stale = 0
+        while stale < len(log) and log[stale][0] < cutoff:
+            stale += 1
+        if stale:
+            del log[:stale]
+        self._log_serial += 1
+        entry_id = f"{int(now * 1000)}-{self._log_serial}"
+        log.append((now, entry_id, entry))
+        return entry_id
+
+    def entries(self, key: str) -> list[str]:
+        """A log's entries, oldest first (tests and tools; never on the lookup path)."""
+        return [entry for _, _, entry in self._logs.get(key, [])]
+
     # -- housekeeping ----------------------------------------------------------------------
 
     def _drop(self, key: str) -> None:
         self._windows.pop(key, None)
         self._values.pop(key, None)
         self._tallies.pop(key, None)
+        self._logs.pop(key, None)
         self._value_expiry.pop(key, None)
 
     def _expiries(self) -> list[tuple[str, float]]:
@@ -367,6 +396,7 @@ class MemoryStore:
         live = [key for key, found in self._windows.items() if found.expiry > now]
         live += [key for key in self._values if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key in self._tallies if self._value_expiry.get(key, _FOREVER) > now]
+        live += [key for key, log in self._logs.items() if log]
         return sorted(key for key in live if fnmatchcase(key, pattern))
 
     async def close(self) -> None:
@@ -418,6 +448,9 @@ class Immediate(Batch):
 
     def fields(self, key: str) -> None:
         self.results.append(self.store._fields(key))
+
+    def append(self, key: str, entry: str, now: float, keep: float) -> None:
+        self.results.append(self.store._append(key, entry, now, keep))
 
     def size(self) -> int:
         return len(self.results)

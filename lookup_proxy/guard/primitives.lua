@@ -106,6 +106,12 @@ for k = 1, #KEYS do
     results[k] = flat
     a = a + 1
 
+  elseif code == 'append' then
+    -- ("append", key, entry, now, keep) -> the entry's stream id; entries older than keep go
+    local minid = format('%d', math.floor((argv[a + 2] - argv[a + 3]) * 1000))
+    results[k] = call('XADD', key, 'MINID', '~', minid, '*', 'r', argv[a + 1])
+    a = a + 4
+
   else
     return redis.error_reply('unknown store primitive ' .. tostring(code))
   end

@@ -38,6 +38,12 @@ every increment, so a tally lives one ``ttl`` past its last change.
 ``("incr", key, field, amount, ttl)``  add ``amount`` to a field (missing: 0); the new value.
 ``("fields", key)``                  every field and value as one flat list
     ``[field, value, field, value, ...]`` (empty when the key does not exist).
+
+Logs are the fourth: append-only records (the audit trail), so that a lookup's record is written
+in the same round trip as its decision and no lookup is forwarded without one.
+
+``("append", key, entry, now, keep)``  append ``entry`` (a string); drop entries older than
+    ``keep`` seconds (approximately: Redis trims whole stream nodes). Returns the entry's id.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ DELETE = "delete"
 SCORE = "score"
 INCR = "incr"
 FIELDS = "fields"
+APPEND = "append"
 
 
 class StoreUnavailable(Exception):
@@ -126,6 +133,9 @@ class Batch:
 
     def fields(self, key: str) -> None:
         self.ops.append((FIELDS, key))
+
+    def append(self, key: str, entry: str, now: float, keep: float) -> None:
+        self.ops.append((APPEND, key, entry, now, keep))
 
     def size(self) -> int:
         """Primitives described so far: where the next one's result will be."""

@@ -45,6 +45,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from lookup_proxy.guard.primitives import (
     ADD,
+    APPEND,
     COUNT,
     DELETE,
     FIELDS,
@@ -73,6 +74,7 @@ ARITY = {
     SCORE: 1,
     INCR: 3,
     FIELDS: 0,
+    APPEND: 3,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts."""
 

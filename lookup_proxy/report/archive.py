@@ -1,10 +1,11 @@
 """Loading a month from the audit archive: which files, which lines, which records.
 
-The archive holds ``audit-YYYY-MM-DD.jsonl`` files named by the UTC day a record was *written*
-(by the memory-store proxy, or by the exporter that drains the Redis stream, possibly days
-later), so a month's records sit in that month's files, the day before it (a month in local
-time starts before UTC midnight east of Greenwich) and up to the stream's retention after it.
-Records are selected by their own ``at``, never by the file they are in.
+The archive holds ``audit-YYYY-MM-DD.jsonl`` (and ``audit-YYYY-MM-DD.<chain>.jsonl``) files
+named by the UTC day a record was *written* (by the exporter that drains the Redis stream,
+possibly days later, or by a proxy itself; see ``lookup_proxy.audit.files``). So a month's
+records sit in that month's files, the day before it (a month in local time starts before UTC
+midnight east of Greenwich) and up to the stream's retention after it. Records are selected by
+their own ``at``, never by the file they are in.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any, Final
 
 import orjson
 
+from lookup_proxy.audit.files import archive_files as all_archive_files
+from lookup_proxy.audit.files import day_of
 from lookup_proxy.report.errors import ReportError
 
 MONTH: Final = re.compile(r"(\d{4})-(\d{2})")
-FILE: Final = re.compile(r"audit-(\d{4}-\d{2}-\d{2})\.jsonl")
 
 
 @dataclass(frozen=True)
@@ -93,18 +95,15 @@ def archive_files(directory: Path, month: Month, retention: float) -> list[Path]
         raise ReportError(f"no audit archive at {directory} (policy [audit] archive)")
     first = month.start.date() - timedelta(days=1)
     last = month.end.date() + timedelta(days=math.ceil(retention / 86_400) + 1)
-    chosen: list[tuple[date, Path]] = []
-    for path in directory.iterdir():
-        match = FILE.fullmatch(path.name)
-        if match is None:
-            continue
+    chosen: list[Path] = []
+    for path in all_archive_files(directory):  # in time order
         try:
-            day = date.fromisoformat(match.group(1))
+            day = date.fromisoformat(day_of(path.name) or "")
         except ValueError:
             continue
-        if first <= day <= last and path.is_file():
-            chosen.append((day, path))
-    return [path for _, path in sorted(chosen)]
+        if first <= day <= last:
+            chosen.append(path)
+    return chosen
 
 
 def month_records(

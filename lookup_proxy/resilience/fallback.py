@@ -91,11 +91,27 @@ class Failover:
         self._probe: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
 
-    async def decide(self, lookup: Lookup) -> tuple[Decision, Guard]:
-        """The decision and the guard that made it (outcomes must go back to the same one)."""
+    def adopt(self, policy: Policy, shared: Guard) -> None:
+        """A reloaded policy: its guard on the shared store, and (mid-outage) a local guard for
+        it on the same embedded store, so the outage's counts and locks carry on. The store
+        settings themselves only change with a restart (lookup_proxy/reload.py)."""
+        self.shared = shared
+        self._policy = policy
+        self._local_policy = (
+            local_policy(policy) if policy.store.on_unavailable == "local" else None
+        )
+        if self.local is not None and self._local_policy is not None:
+            local = Guard(self._local_policy, self.local.store, self._clock, self._metrics.guard)
+            local.lockouts.recorder = self._journal
+            self.local = local
+
+    async def decide(self, lookup: Lookup, shared: Guard | None = None) -> tuple[Decision, Guard]:
+        """The decision and the guard that made it (outcomes must go back to the same one).
+        ``shared``: the guard of the policy generation the lookup started under."""
         if self.mode == "shared":
+            shared = shared or self.shared
             try:
-                decision = await self.shared.decide(lookup)
+                decision = await shared.decide(lookup)
             except Refusal as refusal:
                 if refusal.cause != UNAVAILABLE:
                     raise
@@ -104,19 +120,20 @@ class Failover:
                     raise
             else:
                 self._failures = 0
-                return decision, self.shared
+                return decision, shared
         local = self.local
         if local is None:
             raise _refusal()
         return await local.decide(lookup), local
 
     async def learn(self, guard: Guard, lookup: Lookup, found: bool) -> None:
-        if guard is self.shared and self.mode != "shared":
+        on_shared = guard.store is self.shared.store  # any policy generation's shared guard
+        if on_shared and self.mode != "shared":
             return  # the shared guard is out; its outcome cannot be stored, nor counted twice
         try:
             await guard.learn(lookup, found)
         except Refusal as refusal:
-            if guard is self.shared and refusal.cause == UNAVAILABLE:
+            if on_shared and refusal.cause == UNAVAILABLE:
                 await self._failed()
             raise
 

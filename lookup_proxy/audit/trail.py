@@ -1,0 +1,333 @@
+"""The audit trail's writer: every lookup attempt, outcome and admin action becomes a chained
+record that is durable before it matters.
+
+Durable by construction, not by care: with the Redis store a lookup's own record travels in its
+decision's batch (``Guard.audit_log``), so a decision that reached Redis wrote its record in the
+same round trip, and one that did not is refused anyway. Everything else (outcomes, refusals
+before the guard, admin actions, checkpoints) is queued and flushed in one batch per event-loop
+turn, off the terminal's wait. With the memory store, or whenever Redis cannot take a record,
+lines go straight to this writer's own archive file (``audit-<day>.<chain>.jsonl``), flushed on
+every write and fsynced at least every ``fsync_interval``. A lookup whose own record cannot be
+written anywhere is not forwarded (503 ``audit-unavailable``); a record that cannot be written
+yet is kept and retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lookup_proxy.audit.chain import Chain, Signer, iso_at
+from lookup_proxy.audit.pseudonym import Pseudonymiser, last4
+from lookup_proxy.clock import Clock
+from lookup_proxy.guard.primitives import APPEND, GuardStore, StoreUnavailable
+from lookup_proxy.metrics import AuditMetrics
+from lookup_proxy.policy import Audit
+
+log = logging.getLogger("lookup_proxy.audit")
+
+RECORD_VERSION = 1
+
+MAX_PENDING = 1_000_000
+"""Records kept in memory while neither Redis nor the disk takes them (then the oldest are
+still kept; new lookups are refused because their own records cannot be written)."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def new_chain_id(now: float) -> str:
+    """One writer's chain: host, process and start time, safe in a file name."""
+    host = _UNSAFE.sub("-", socket.gethostname())[:40] or "host"
+    return f"{host}.{os.getpid()}.{int(now * 1000)}"
+
+
+def stream_key(prefix: str) -> str:
+    """The Redis stream every instance appends to (one hash tag: one Cluster node)."""
+    return f"{prefix}:{{audit}}:log"
+
+
+class ArchiveFile:
+    """This writer's own append-only file in the archive directory, one per UTC day."""
+
+    def __init__(self, directory: Path, chain_id: str, fsync_interval: float) -> None:
+        self.directory = directory
+        self.chain_id = chain_id
+        self.fsync_interval = fsync_interval
+        self._fd: int | None = None
+        self._day = ""
+        self._synced = 0.0
+        self._dirty = False
+
+    def path_for(self, day: str) -> Path:
+        return self.directory / f"audit-{day}.{self.chain_id}.jsonl"
+
+    def write(self, lines: list[bytes], now: float) -> None:
+        """Append whole lines with one write; raises OSError (disk full, directory gone)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        if self._fd is None or day != self._day:
+            self._open(day)
+        assert self._fd is not None
+        data = b"".join(lines)
+        written = os.write(self._fd, data)
+        while written < len(data):  # a short write (signal, nearly full disk): finish it
+            written += os.write(self._fd, data[written:])
+        self._dirty = True
+        if now - self._synced >= self.fsync_interval:
+            self.sync(now)
+
+    def _open(self, day: str) -> None:
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(
+            self.path_for(day), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+        )
+        self._day = day
+
+    def sync(self, now: float) -> None:
+        if self._fd is not None and self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+        self._synced = now
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+class AuditUnavailable(Exception):
+    """A lookup's own record could not be made durable: the lookup must not be forwarded."""
+
+
+class AuditTrail:
+    """Makes, chains and delivers audit records for one process (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Audit,
+        *,
+        directory: Path,
+        signer: Signer | None,
+        pseudonyms: Pseudonymiser,
+        clock: Clock,
+        policy_hash: str,
+        metrics: AuditMetrics,
+        store: GuardStore | None = None,
+        key_prefix: str = "lp",
+        chain_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.policy_hash = policy_hash
+        self.metrics = metrics
+        self.pseudonyms = pseudonyms
+        self.chain = Chain(
+            chain_id or new_chain_id(clock.now()),
+            signer,
+            every=config.checkpoint_every,
+            interval=config.checkpoint_interval,
+        )
+        self.file = ArchiveFile(directory, self.chain.chain_id, config.fsync_interval)
+        self.store = store
+        """With a shared store (Redis), records go to its stream; else to the file."""
+        self.stream = stream_key(key_prefix) if store is not None else None
+        self._pending: list[tuple[str, bytes]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()
+        self.store_up: Callable[[], bool] = lambda: True
+        """Whether the store is worth asking (the proxy's circuit breaker is closed)."""
+        self._sealing: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_policy(
+        cls,
+        config: Audit,
+        *,
+        base_dir: Path,
+        environ: Mapping[str, str],
+        clock: Clock,
+        policy_hash: str,
+        metrics: AuditMetrics,
+        store: GuardStore | None,
+        key_prefix: str,
+    ) -> AuditTrail:
+        """The trail the policy configures; ConfigError when a key it needs is missing."""
+        return cls(
+            config,
+            directory=base_dir / config.archive,
+            signer=Signer.from_environ(environ, config.signing_key_env),
+            pseudonyms=Pseudonymiser.from_environ(environ, config.pseudonym_keys_env),
+            clock=clock,
+            policy_hash=policy_hash,
+            metrics=metrics,
+            store=store,
+            key_prefix=key_prefix,
+        )
+
+    # -- making records ----------------------------------------------------------------------
+
+    def make(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """A linked record (not yet delivered): version, kind, time, fields, chain."""
+        now = self.clock.now()
+        record: dict[str, Any] = {"v": RECORD_VERSION, "kind": kind, "at": iso_at(now)}
+        record.update(fields)
+        self.chain.link(record, now)
+        return record
+
+    def subject(self, number: str | None) -> dict[str, Any]:
+        """The pseudonym fields of a canonical number (all null when it is not known)."""
+        if number is None:
+            return {"subject": None, "key_id": None, "last4": None}
+        subject, key_id = self.pseudonyms.subject(number)
+        return {"subject": subject, "key_id": key_id, "last4": last4(number)}
+
+    def lookup(self, fields: Mapping[str, Any], number: str | None) -> bytes:
+        """A lookup attempt's record as the line to store (the caller delivers it: in the
+        decision's batch, or with :meth:`write_now`/:meth:`deliver`)."""
+        record = self.make("lookup", {**fields, **self.subject(number), "policy": self.policy_hash})
+        return orjson.dumps(record)
+
+    def write(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Make a record and queue it for the next flush; never blocks, never raises."""
+        self.deliver(kind, orjson.dumps(self.make(kind, fields)))
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def deliver(self, kind: str, line: bytes) -> None:
+        """Queue a made record; flushed on the next event-loop turn with everything queued."""
+        if len(self._pending) >= MAX_PENDING:
+            log.error("audit records pile up: neither the stream nor the archive takes them")
+        self._pending.append((kind, line))
+        self.metrics.pending.set(len(self._pending))
+        self._seal_if_due()
+        if self._flushing is None or self._flushing.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop (a CLI before its loop starts): flush() writes it
+            self._flushing = loop.create_task(self._flush_soon())
+
+    def write_now(self, kind: str, line: bytes) -> None:
+        """Write a lookup's own record to the archive file before the lookup goes on; raises
+        AuditUnavailable when the disk does not take it (the lookup is then refused)."""
+        try:
+            self.file.write([line + b"\n"], self.clock.now())
+        except OSError as exc:
+            self.metrics.write_errors.labels(sink="file").inc()
+            log.error(
+                "audit record not written: archive file",
+                extra={"error": exc.strerror or str(exc), "path": str(self.file.directory)},
+            )
+            raise AuditUnavailable(str(exc)) from None
+        self.metrics.records.labels(kind=kind, sink="file").inc()
+        self._seal_if_due()
+
+    def stored_in_batch(self, kind: str) -> None:
+        """Count a record that travelled in a decision's batch."""
+        self.metrics.records.labels(kind=kind, sink="stream").inc()
+
+    def _seal_if_due(self) -> None:
+        if self.chain.checkpoint_due(self.clock.now()):
+            self._checkpoint()
+
+    def _checkpoint(self, *, final: bool = False) -> None:
+        record = self.chain.checkpoint(self.clock.now(), final=final)
+        self._pending.append(("checkpoint", orjson.dumps(record)))
+        self.metrics.pending.set(len(self._pending))
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0)  # let this turn's lookups queue theirs: one batch for all
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Make everything queued durable: the stream, else the file; kept when neither.
+        Returns once what was queued before the call is durable (or kept), whoever sends it."""
+        async with self._sending:
+            await self._send()
+
+    async def _send(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            delivered = await self._to_stream(batch) or self._to_file(batch)
+            if not delivered:
+                self._pending[:0] = batch
+                self.metrics.pending.set(len(self._pending))
+                return
+        self.metrics.pending.set(0)
+
+    async def _to_stream(self, batch: list[tuple[str, bytes]]) -> bool:
+        store, stream = self.store, self.stream
+        if store is None or stream is None or not self.store_up():
+            return False
+        now = self.clock.now()
+        keep = self.config.stream_retention
+        ops = [(APPEND, stream, line.decode(), now, keep) for _, line in batch]
+        try:
+            await store.execute(ops)
+        except StoreUnavailable:
+            self.metrics.write_errors.labels(sink="stream").inc()
+            log.warning("audit records go to the archive file: the store is unavailable")
+            return False
+        for kind, _ in batch:
+            self.metrics.records.labels(kind=kind, sink="stream").inc()
+        return True
+
+    def _to_file(self, batch: list[tuple[str, bytes]]) -> bool:
+        try:
+            self.file.write([line + b"\n" for _, line in batch], self.clock.now())
+        except OSError as exc:
+            self.metrics.write_errors.labels(sink="file").inc()
+            log.error(
+                "audit records kept in memory: the archive file cannot be written",
+                extra={"error": exc.strerror or str(exc), "pending": len(batch)},
+            )
+            return False
+        for kind, _ in batch:
+            self.metrics.records.labels(kind=kind, sink="file").inc()
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Seal on time even when nothing new arrives to notice it is due."""
+        self._sealing = asyncio.get_running_loop().create_task(self._seal_periodically())
+
+    async def _seal_periodically(self) -> None:
+        interval = max(0.05, min(self.config.checkpoint_interval, self.config.fsync_interval))
+        while True:
+            await asyncio.sleep(interval)
+            if self.chain.checkpoint_due(self.clock.now()):
+                self._checkpoint()
+            if self._pending:
+                await self.flush()
+            with contextlib.suppress(OSError):
+                self.file.sync(self.clock.now())
+
+    async def close(self) -> int:
+        """Seal the chain with a final checkpoint and make everything durable; the number of
+        records that could not be (0 unless neither the stream nor the disk took them)."""
+        if self._sealing is not None:
+            self._sealing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sealing
+        if self._flushing is not None and not self._flushing.done():
+            await self._flushing
+        self._checkpoint(final=True)
+        await self.flush()
+        lost = len(self._pending)
+        if lost:
+            log.error("audit records lost at shutdown", extra={"records": lost})
+        self.file.close()
+        return lost

@@ -1,0 +1,251 @@
+"""The audit trail's writer (lookup_proxy/audit/trail.py) through a real proxy: every lookup
+attempt and its outcome, pseudonymised, chained, signed, and durable before it matters."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from lookup_proxy.audit.chain import GENESIS, Verifier, record_hash
+from lookup_proxy.audit.trail import stream_key
+from lookup_proxy.clock import ManualClock
+from lookup_proxy.customers import CustomerBase
+from lookup_proxy.employee import Employee
+from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.engine import Guard
+from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.metrics import GuardMetrics
+from lookup_proxy.policy import Policy
+from tests.harness import (
+    PSEUDONYM_KEYS,
+    SIGNER,
+    audit_records,
+    policy,
+    running_proxy,
+    token,
+)
+from tests.test_fallback import BlackHole
+
+BASE = CustomerBase()
+FOUND = BASE.find_customers(2)
+MISSING = BASE.find_non_customers(1)[0]
+
+
+def headers(tok: str, reason: str = "PLAN_CHANGE") -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}", "X-Lookup-Reason": reason}
+
+
+def pseudonym(number: str) -> str:
+    _, secret = PSEUDONYM_KEYS.split(":", 1)
+    return hmac.new(secret.encode(), number.encode(), hashlib.sha256).hexdigest()
+
+
+def check_chain(records: list[dict[str, Any]]) -> None:
+    """One writer's records link up: seq 1..n, each prev the hash before, every hash right."""
+    chains = {r["chain"] for r in records}
+    assert len(chains) == 1
+    ordered = sorted(records, key=lambda r: r["seq"])
+    assert [r["seq"] for r in ordered] == list(range(1, len(ordered) + 1))
+    previous = GENESIS
+    for record in ordered:
+        assert record["prev"] == previous
+        assert record["hash"] == record_hash(record)
+        previous = record["hash"]
+
+
+async def test_each_lookup_leaves_its_attempt_and_outcome_pseudonymised_and_chained(
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Allowed, not found and refused lookups: one ``lookup`` and one ``outcome`` record each,
+    the number only as its keyed pseudonym and last four digits, no token anywhere; the
+    proxy's chain links up and ends in a checkpoint signed with the configured key."""
+    p = policy(backend)
+    tok = token(p, employee="E31", store="S7", region="R2")
+    directory = tmp_path / "audit"
+    async with running_proxy(p, audit_dir=directory) as (url, _):
+        ids = []
+        for number, reason in (
+            (FOUND[0], "PLAN_CHANGE"),
+            (MISSING, "PLAN_CHANGE"),
+            (FOUND[1], "NOPE"),
+        ):
+            async with client.get(f"{url}/customers/{number}", headers=headers(tok, reason)) as r:
+                ids.append((r.headers["X-Request-Id"], r.status))
+    assert [status for _, status in ids] == [200, 404, 400]
+    records = audit_records(directory)
+    lookups = {r["request_id"]: r for r in records if r["kind"] == "lookup"}
+    outcomes = {r["of"]: r for r in records if r["kind"] == "outcome"}
+    assert set(lookups) == set(outcomes) == {request_id for request_id, _ in ids}
+    found, missing, refused = (lookups[request_id] for request_id, _ in ids)
+    assert (found["employee"], found["store"], found["region"]) == ("E31", "S7", "R2")
+    assert found["route"] == "GET /customers/{number}" and found["reason"] == "PLAN_CHANGE"
+    assert found["subject"] == pseudonym(FOUND[0]) and found["last4"] == FOUND[0][-4:]
+    assert found["key_id"] == "t1" and len(found["policy"]) == 16
+    assert found["client"] == "127.0.0.1"
+    assert outcomes[found["request_id"]]["outcome"] == "found"
+    assert outcomes[missing["request_id"]]["outcome"] == "not_found"
+    refused_outcome = outcomes[refused["request_id"]]
+    assert (refused_outcome["decision"], refused_outcome["cause"], refused_outcome["status"]) == (
+        "refuse",
+        "unknown-reason",
+        400,
+    )
+    assert refused["reason"] is None and refused["subject"] == pseudonym(FOUND[1])
+    text = "".join(path.read_text() for path in directory.glob("audit-*.jsonl"))
+    for number in (*FOUND, MISSING):
+        assert number not in text
+    assert tok.split(".")[2] not in text
+    check_chain(records)
+    checkpoints = [r for r in records if r["kind"] == "checkpoint"]
+    assert checkpoints[-1]["final"] is True
+    verifier = Verifier.from_signer(SIGNER)
+    assert all(verifier.verify_checkpoint(c) for c in checkpoints)
+
+
+async def test_a_refusal_before_identification_is_recorded_with_what_is_known(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """No token: no employee, but the number it asked for (as its pseudonym) and the cause."""
+    p = policy(backend)
+    async with running_proxy(p) as (url, proxy):
+        async with client.get(f"{url}/customers/{FOUND[0]}") as r:
+            assert r.status == 401
+            request_id = r.headers["X-Request-Id"]
+        await proxy.audit.flush()
+        [attempt] = audit_records(proxy.audit.file.directory, "lookup")
+        [outcome] = audit_records(proxy.audit.file.directory, "outcome")
+    assert attempt["request_id"] == outcome["of"] == request_id
+    assert attempt["employee"] is None and attempt["subject"] == pseudonym(FOUND[0])
+    assert (outcome["cause"], outcome["status"]) == ("token-missing", 401)
+
+
+async def test_the_guard_writes_a_lookups_record_in_its_decisions_one_batch(
+    fresh_redis: str,
+) -> None:
+    """``Guard.decide`` with an audit log: the lookup's record is in the stream when the
+    decision returns, and the decision took exactly one store round trip."""
+    p = policy("http://127.0.0.1:9", rules=RATE_RULE, extra='[store]\nkind = "redis"\n')
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    registry = CollectorRegistry()
+    guard = Guard(p, store, ManualClock(time.time()), GuardMetrics(registry))
+    guard.audit_log, guard.audit_keep = stream_key("lp"), 3600.0
+    employee = Employee("E5", "S1", "R1", frozenset({"clerk"}))
+    decision = await guard.decide(
+        Lookup("req-1", employee, "PLAN_CHANGE", FOUND[0], '{"kind":"lookup","n":1}')
+    )
+    raw = Redis.from_url(fresh_redis)
+    entries = await raw.xrange(stream_key("lp"))
+    await raw.aclose()
+    await store.close()
+    assert decision.allowed
+    assert [fields[b"r"] for _, fields in entries] == [b'{"kind":"lookup","n":1}']
+    assert _store_calls(registry) == 1
+
+
+async def test_with_redis_every_record_goes_to_the_stream_and_none_to_files(
+    backend: str, client: aiohttp.ClientSession, fresh_redis: str
+) -> None:
+    """A lookup's record and its outcome in the stream (in that order), the archive directory
+    untouched: the exporter moves them there."""
+    p = policy(backend, extra='[store]\nkind = "redis"\n')
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    tok = token(p, employee="E5")
+    async with running_proxy(p, store=store) as (url, proxy):
+        async with client.get(f"{url}/customers/{FOUND[0]}", headers=headers(tok)) as r:
+            assert r.status == 200
+            request_id = r.headers["X-Request-Id"]
+        await proxy.guard_idle()
+        await proxy.audit.flush()
+        raw = Redis.from_url(fresh_redis)
+        entries = await raw.xrange(stream_key("lp"))
+        await raw.aclose()
+        directory = proxy.audit.file.directory
+    records = [json.loads(fields[b"r"]) for _, fields in entries]
+    assert [(r["kind"], r.get("request_id", r.get("of"))) for r in records][:2] == [
+        ("lookup", request_id),
+        ("outcome", request_id),
+    ]
+    assert not list(directory.glob("audit-*.jsonl"))
+
+
+RATE_RULE = """
+[[rules]]
+name = "burst"
+kind = "rate"
+window = "5m"
+limit = 30
+action = "deny"
+"""
+
+
+def _store_calls(registry: CollectorRegistry) -> float:
+    text = generate_latest(registry).decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "lookup_proxy_store_roundtrip_seconds":
+            return sum(s.value for s in family.samples if s.name.endswith("_count"))
+    raise AssertionError("no store latency histogram")
+
+
+async def test_with_redis_out_records_go_to_the_archive_file_and_none_is_lost(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """A Redis that does not answer: the lookup is refused (503) and both its records land in
+    the proxy's own archive file instead of the stream."""
+    p = policy(backend, extra='[store]\nkind = "redis"\n')
+    black_hole = BlackHole()
+    store = RedisStore.from_url(await black_hole.start(), cluster=False, timeout=0.2)
+    tok = token(p, employee="E6")
+    async with running_proxy(p, store=store) as (url, proxy):
+        async with client.get(f"{url}/customers/{FOUND[0]}", headers=headers(tok)) as r:
+            assert r.status == 503
+            request_id = r.headers["X-Request-Id"]
+        await proxy.audit.flush()
+        records = audit_records(proxy.audit.file.directory)
+    assert black_hole.server is not None
+    black_hole.server.close()
+    assert [r["kind"] for r in records if r.get("request_id", r.get("of")) == request_id] == [
+        "lookup",
+        "outcome",
+    ]
+
+
+async def test_an_archive_that_cannot_be_written_refuses_lookups_before_they_are_forwarded(
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Memory store, archive directory unusable (a file stands where it should be): 503
+    audit-unavailable, and the backend never sees the lookup."""
+    blocked = tmp_path / "archive"
+    blocked.write_text("not a directory")
+    p = policy(backend)
+    p = p.model_copy(update={"audit": p.audit.model_copy(update={"archive": str(blocked)})})
+    async with running_proxy(p) as (url, _):
+        async with client.get(f"{url}/customers/{FOUND[0]}", headers=headers(token(p))) as r:
+            assert r.status == 503
+            body = await r.json(content_type=None)
+        async with client.get(backend + "/_demo/requests") as seen:
+            assert await seen.json() == []
+    assert body["type"] == "urn:lookup-proxy:problem:audit-unavailable"
+
+
+def test_the_proxy_refuses_to_start_without_its_audit_keys(backend: str) -> None:
+    """No pseudonym key or no signing key in the environment: a config error naming it."""
+    from lookup_proxy.app import build_app
+    from lookup_proxy.errors import ConfigError
+    from tests.harness import ENV
+
+    p: Policy = policy(backend)
+    for missing in ("LOOKUP_PROXY_PSEUDONYM_KEYS", "LOOKUP_PROXY_AUDIT_SIGNING_KEY"):
+        environ = {k: v for k, v in ENV.items() if k != missing}
+        with pytest.raises(ConfigError) as caught:
+            build_app(p, base_dir=Path("."), environ=environ)
+        assert caught.value.problems[0].key == missing
