@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.clock import Clock, SystemClock
+from lookup_proxy.console import add_console_routes
 from lookup_proxy.errors import (
     Refusal,
     audit_unavailable,
@@ -470,6 +471,7 @@ def build_app(
         lambda: proxy.generation.guard,
         lambda: proxy.generation.policy.server.admin_role,
     )
+    add_console_routes(app)
     add_policy_routes(app, proxy)
     if proxy.transparency is not None:
         app.router.add_get("/transparency/{number}", proxy.transparency.handle)
