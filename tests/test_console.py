@@ -47,6 +47,10 @@ class Watch:
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
         page.on("request", lambda request: self.urls.append(request.url))
+        page.on(
+            "response",
+            lambda r: self.urls.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type in ("error", "warning") and "401" not in message.text:
@@ -78,8 +82,10 @@ async def test_the_page_is_strict_and_needs_a_token(
             assert response.headers["Cache-Control"] == "no-store"
             html = await response.text()
         assert "<script>" not in html and " style=" not in html and "http" not in html.lower()
-        async with client.get(f"{url}/admin/console/console.js") as response:
-            assert response.status == 200 and response.content_type == "text/javascript"
+        for asset, kind in [("console.js", "text/javascript"), ("icon.svg", "image/svg+xml")]:
+            async with client.get(f"{url}/admin/console/{asset}") as response:
+                assert response.status == 200 and response.content_type == kind
+                assert response.headers["Content-Security-Policy"] == csp
         async with client.get(f"{url}/admin/console/nothing.js") as response:
             assert response.status == 403  # not an asset: default deny, as every unknown path
 
@@ -170,7 +176,7 @@ async def test_review_a_case_resolve_it_and_search_a_number(
 
         shot = await page.screenshot(full_page=True)
         assert len(shot) > 10_000
-        assert watch.errors == [], watch.errors
+        assert watch.errors == [], "\n".join(watch.errors + watch.urls)
         assert not any(admin in u for u in watch.urls)
         assert page.url == f"{url}/admin/console"  # nothing typed ever reached the address
 

@@ -46,6 +46,7 @@ SECURITY_HEADERS: Final = {
 ASSETS: Final = {
     "console.js": "text/javascript",
     "console.css": "text/css",
+    "icon.svg": "image/svg+xml",
 }
 
 

@@ -7,6 +7,7 @@
   const TOKEN_KEY = "lookup-proxy.admin-token";
   const $ = (id) => document.getElementById(id);
   let currentCase = null;
+  let lockedNow = new Set(); // employees locked as of the last lock list
 
   class Problem extends Error {
     constructor(status, detail) {
@@ -170,10 +171,11 @@
       body.appendChild(tr);
     }
     $("no-cases").hidden = cases.length > 0;
+    $("case-list").hidden = cases.length === 0;
   }
 
   async function showCase(id) {
-    const c = await api("GET", "/admin/cases/" + encodeURIComponent(id));
+    const [c] = await Promise.all([api("GET", "/admin/cases/" + encodeURIComponent(id)), loadLocks()]);
     currentCase = c;
     $("case-id").textContent = c.id;
     const facts = $("case-facts");
@@ -185,7 +187,7 @@
       ["Rules", (c.rules || []).join(", ")],
       ["Opened", when(c.opened_at)],
       ["Raised again", c.raised || 0],
-      ["Locked", c.locked ? "yes" : "no"],
+      ["Locked now", lockedNow.has(c.employee) ? "yes" : "no"],
     ];
     for (const [term, value] of items) {
       facts.appendChild(el("dt", term));
@@ -208,8 +210,7 @@
     $("evidence").hidden = evidence.length === 0;
     $("case-actions").hidden = c.status === "resolved";
     $("acknowledge-form").hidden = c.status !== "open";
-    $("resolve-unlock").checked = Boolean(c.locked);
-    $("resolve-unlock").disabled = !c.locked;
+    $("resolve-unlock").checked = lockedNow.has(c.employee);
     $("case").hidden = false;
     $("case").scrollIntoView({ block: "nearest" });
   }
@@ -237,13 +238,14 @@
     await api("POST", "/admin/cases/" + encodeURIComponent(id) + "/resolve", body);
     $("resolve-note").value = "";
     say("Case " + id + " resolved (" + body.resolution + ").");
-    await Promise.all([showCase(id), loadCases(), loadLocks()]);
+    await Promise.all([showCase(id), loadCases()]);
   }
 
   // -- locks ------------------------------------------------------------------------------
 
   async function loadLocks() {
     const { locks } = await api("GET", "/admin/locks");
+    lockedNow = new Set(locks.map((lock) => lock.employee));
     const body = $("lock-list").querySelector("tbody");
     body.replaceChildren();
     for (const lock of locks) {
