@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
+from lookup_proxy.cases import CaseBook, CaseRaiser, Signal
+from lookup_proxy.cases.book import rules_of
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.console import add_console_routes
 from lookup_proxy.errors import (
@@ -28,6 +30,7 @@ from lookup_proxy.errors import (
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
+from lookup_proxy.guard.decision import Decision
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
@@ -86,6 +89,8 @@ class Proxy:
         if isinstance(self.store, RedisStore):
             self.store.on_restart = self._reassert
         self.failover = Failover(policy, self.guard, clock, self.metrics, self.journal)
+        self.base_dir = base_dir
+        self.environ = environ
         self._watching: asyncio.Task[None] | None = None
         shared = self.store if isinstance(self.store, RedisStore) else None
         self.audit = AuditTrail.from_policy(
@@ -104,6 +109,8 @@ class Proxy:
             self.guard.audit_log = self.audit.stream
             self.guard.audit_keep = policy.audit.stream_retention
         self.audit.store_up = lambda: self.failover.mode == "shared"
+        self.cases = CaseBook(self.store, policy.store.key_prefix, clock)
+        self.raiser = CaseRaiser(self.cases, self.audit, self.metrics.cases)
         self.transparency: TransparencyService | None = None
         if policy.transparency.enabled:
             self.transparency = TransparencyService(
@@ -200,6 +207,8 @@ class Proxy:
                     self._write_attempt(entry, attempt)
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
+            if decision.flags or decision.locked:
+                self._signal(employee.id, employee.store, employee.region, decision)
             if decision.refusal is not None:
                 raise decision.refusal
             entry.decision = "allow"
@@ -244,6 +253,17 @@ class Proxy:
             self.metrics.in_flight.dec()
             self.recorder.record(entry, time.perf_counter() - started)  # record
 
+    def _signal(self, employee_id: str, store: str, region: str | None, decision: Decision) -> None:
+        """Hand a flagging or locking decision to the review queue (written in the
+        background; see :mod:`lookup_proxy.cases.raiser`)."""
+        locking = dict(decision.locked)
+        own = locking.pop(employee_id, None)
+        if decision.flags or own is not None:
+            rules = rules_of(decision.flags, own)
+            self.raiser.signal(Signal(employee_id, rules, own is not None, store, region))
+        for other, rule in locking.items():
+            self.raiser.signal(Signal(other, (rule,), True))
+
     def _write_attempt(self, entry: LookupRecord, attempt: bytes) -> None:
         """The lookup's record in the archive file now, or the lookup goes no further."""
         try:
@@ -270,12 +290,16 @@ class Proxy:
 
     async def _learn_now(self, guard: Guard, lookup: Lookup, found: bool) -> None:
         try:
-            await self.failover.learn(guard, lookup, found)
+            locked = await self.failover.learn(guard, lookup, found)
         except (Refusal, StoreUnavailable):
             log.warning(
                 "outcome not recorded: store unavailable",
                 extra={"request_id": lookup.request_id, "number": mask(lookup.number)},
             )
+            return
+        employee = lookup.employee
+        for employee_id, rule in locked:  # a peer rule that locks, or an escalation
+            self.raiser.signal(Signal(employee_id, (rule,), True, employee.store, employee.region))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -307,6 +331,7 @@ class Proxy:
     async def stop(self, _app: web.Application) -> None:
         if self._learning:
             await asyncio.wait(self._learning, timeout=5)
+        await self.raiser.close(grace=5)
         if self._watching is not None:
             self._watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -465,12 +490,7 @@ def build_app(
     app.router.add_get("/healthz", proxy.healthz)
     app.router.add_get("/readyz", proxy.readyz)
     app.router.add_get("/metrics", proxy.metrics_endpoint)
-    add_admin_routes(
-        app,
-        lambda: proxy.generation.verifier,
-        lambda: proxy.generation.guard,
-        lambda: proxy.generation.policy.server.admin_role,
-    )
+    add_admin_routes(app, proxy)
     add_console_routes(app)
     add_policy_routes(app, proxy)
     if proxy.transparency is not None:

@@ -1,5 +1,5 @@
 """The ``lookup-proxy`` command: serve, check-config, token, replay, red-team, demo-backend,
-audit (export, verify, search), report.
+audit (export, verify, search), report, and for security staff cases, locks and unlock.
 
 Errors reach the user as plain lines (file, key, expected, found) and an exit code, never as a
 traceback.
@@ -258,6 +258,105 @@ def cmd_demo(args: argparse.Namespace) -> int:
         live=args.live,
     )
     return 0
+
+
+def _review_session(args: argparse.Namespace) -> Any:
+    from lookup_proxy.cases.commands import CommandFailed, Session
+
+    actor = getattr(args, "actor", None)
+    if actor is None:
+        raise CommandFailed("--as EMPLOYEE_ID is required: who is reviewing", 2)
+    config = getattr(args, "config", DEFAULT_POLICY)
+    return Session(_policy(config), Path(config), actor, os.environ)
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    from lookup_proxy.cases import commands
+
+    action = getattr(args, "case_command", None) or "list"
+    case_id = None if action == "list" else commands.check_case_id(args.case_id)
+    note = getattr(args, "note", None)
+    if action == "list":
+        work: Any = lambda s: commands.list_cases(s, args.status, _json(args))  # noqa: E731
+    elif action == "show":
+        work = lambda s: commands.show_case(s, args.case_id, _json(args))  # noqa: E731
+    else:
+        resolution = args.resolution if action == "resolve" else None
+        note = commands.check_note(note, required=action == "resolve")
+        unlock = action == "resolve" and args.unlock
+        work = lambda s: commands.review(s, args.case_id, note, resolution, unlock, _json(args))  # noqa: E731
+    session = _review_session(args)
+    _run(commands.run(session, f"cases.{action}", case_id, note, work))
+    return 0
+
+
+def cmd_locks(args: argparse.Namespace) -> int:
+    from lookup_proxy.cases import commands
+
+    session = _review_session(args)
+    _run(
+        commands.run(
+            session, "locks.list", None, None, lambda s: commands.list_locks(s, _json(args))
+        )
+    )
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from lookup_proxy.cases import commands
+
+    note = commands.check_note(args.note, required=True)
+    session = _review_session(args)
+    work = lambda s: commands.unlock(s, args.employee)  # noqa: E731
+    _run(commands.run(session, "locks.unlock", args.employee, note, work))
+    return 0
+
+
+def _reviewer(parser: argparse.ArgumentParser) -> None:
+    """Options every review command takes, before or after its action (never overwritten by
+    an absent one: SUPPRESS)."""
+    quiet = argparse.SUPPRESS
+    parser.add_argument("--config", default=quiet, help="policy file (its [store])")
+    parser.add_argument(
+        "--as", dest="actor", default=quiet, metavar="EMPLOYEE_ID", help="who is reviewing"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=quiet, help="JSON, as the admin API answers"
+    )
+
+
+def _add_review_commands(sub: Any) -> None:
+    from lookup_proxy.cases.model import RESOLUTIONS, STATUSES
+
+    cases = sub.add_parser("cases", help="the review queue: list, show, acknowledge, resolve")
+    _reviewer(cases)
+    cases.add_argument("--status", choices=[*STATUSES, "all"], default="open")
+    cases.set_defaults(func=cmd_cases)
+    actions = cases.add_subparsers(dest="case_command", metavar="ACTION")
+    show = actions.add_parser("show", help="one case and its events")
+    acknowledge = actions.add_parser("acknowledge", help="take a case in hand")
+    resolve = actions.add_parser("resolve", help="close a case with a resolution")
+    for parser in (show, acknowledge, resolve):
+        _reviewer(parser)
+        parser.add_argument("case_id", metavar="ID")
+    acknowledge.add_argument("--note", default=None)
+    resolve.add_argument("--note", required=True)
+    resolve.add_argument("--resolution", required=True, choices=RESOLUTIONS)
+    resolve.add_argument("--unlock", action="store_true", help="also lift the employee's lock")
+
+    locks = sub.add_parser("locks", help="every current lockout")
+    _reviewer(locks)
+    locks.set_defaults(func=cmd_locks)
+
+    unlock = sub.add_parser("unlock", help="lift an employee's lockout on every instance")
+    _reviewer(unlock)
+    unlock.add_argument("employee", metavar="EMPLOYEE")
+    unlock.add_argument("--note", required=True, help="why (kept in the audit trail)")
+    unlock.set_defaults(func=cmd_unlock)
 
 
 def _archive_dir(policy: Policy, config: str) -> Path:
@@ -570,13 +669,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo_backend.add_argument("--seed", type=int, default=7)
     demo_backend.add_argument("--share", type=float, default=1 / 7, help="share of numbers found")
     demo_backend.set_defaults(func=cmd_demo_backend)
+    _add_review_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lookup_proxy.cases.commands import CommandFailed
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except CommandFailed as failed:
+        print(f"error: {failed}", file=sys.stderr)
+        return failed.code
     except ReplayFailed as exc:
         print(f"replay failed: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -134,6 +134,42 @@ class ProxyMetrics:
         self.store = StoreHealthMetrics(registry)
         self.reloads = PolicyMetrics(registry)
         self.audit = AuditMetrics(registry)
+        self.cases = CaseMetrics(registry)
+        self.admin_requests = Counter(
+            "lookup_proxy_admin_requests_total",
+            "Admin API calls, by action (cases.resolve, locks.unlock, ...) and HTTP status.",
+            ["action", "status"],
+            registry=registry,
+        )
+
+
+class CaseMetrics:
+    """The review queue: case transitions, and guard signals waiting for the store."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "lookup_proxy_case_events_total",
+            "Case transitions: opened, raised, acknowledged, resolved.",
+            ["event"],
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "lookup_proxy_case_store_errors_total",
+            "Attempts to write a guard signal to the case book that failed on the store "
+            "(the signal is kept and retried).",
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "lookup_proxy_case_signals_dropped_total",
+            "Guard signals that never reached the case book (an unexpected error, or still "
+            "waiting for the store at shutdown).",
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "lookup_proxy_case_signals_pending",
+            "Employees with a guard signal waiting to be written to the case book.",
+            registry=registry,
+        )
 
 
 class AuditMetrics:

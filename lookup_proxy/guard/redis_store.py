@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -100,10 +101,27 @@ class _Group:
 
     def seal(self) -> None:
         """Encode the arguments once, as one JSON array: one argument for redis-py to pack."""
-        self.payload = orjson.dumps(self.argv)
+        if not self.plain:
+            self.payload = orjson.dumps(self.argv)
+
+    @property
+    def plain(self) -> bool:
+        """A lone ``append`` (a lookup's audit record): a plain ``XADD`` does what the script
+        would, without a script call and a second JSON encoding of the record."""
+        return len(self.keys) == 1 and self.argv[0] == APPEND
 
     def command(self) -> tuple[Any, ...]:
+        if self.plain:
+            _, entry, now, keep = self.argv
+            minid = str(math.floor((now - keep) * 1000))
+            return ("XADD", self.keys[0], "MINID", "~", minid, "*", "r", entry)
         return ("EVALSHA", SCRIPT_SHA, len(self.keys), *self.keys, self.payload)
+
+    def answer(self, reply: Any) -> list[Any]:
+        """The group's results as the script returns them: one per primitive."""
+        if self.plain:
+            return [reply.decode() if isinstance(reply, bytes) else reply]
+        return reply  # type: ignore[no-any-return]
 
     def fallback(self) -> tuple[Any, ...]:
         """``EVAL`` with the script text: runs once when Redis lost the script, and caches it."""
@@ -267,7 +285,7 @@ class RedisStore:
 
         results: list[Any] = [None] * len(ops)
         for group, reply in zip(batches, replies, strict=True):
-            for index, value in zip(group.indices, reply, strict=True):
+            for index, value in zip(group.indices, group.answer(reply), strict=True):
                 code = ops[index][0]
                 if code == ADD:
                     count, nth, oldest = value
