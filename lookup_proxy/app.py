@@ -22,6 +22,7 @@ from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.cases import CaseBook, CaseRaiser, Signal
 from lookup_proxy.cases.book import rules_of
 from lookup_proxy.clock import Clock, SystemClock
+from lookup_proxy.console import add_console_routes
 from lookup_proxy.errors import (
     Refusal,
     audit_unavailable,
@@ -490,6 +491,7 @@ def build_app(
     app.router.add_get("/readyz", proxy.readyz)
     app.router.add_get("/metrics", proxy.metrics_endpoint)
     add_admin_routes(app, proxy)
+    add_console_routes(app)
     add_policy_routes(app, proxy)
     if proxy.transparency is not None:
         app.router.add_get("/transparency/{number}", proxy.transparency.handle)

@@ -1,5 +1,5 @@
 """The ``lookup-proxy`` command: serve, check-config, token, replay, red-team, demo-backend,
-audit (export, verify, search), and for security staff cases, locks and unlock.
+audit (export, verify, search), report, and for security staff cases, locks and unlock.
 
 Errors reach the user as plain lines (file, key, expected, found) and an exit code, never as a
 traceback.
@@ -217,6 +217,30 @@ def cmd_red_team(args: argparse.Namespace) -> int:
     print(outcome.text)
     if args.json:
         Path(args.json).write_text(json.dumps(outcome.report, indent=2) + "\n")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lookup_proxy.report import ReportError, ReportRequest, make_report
+
+    request = ReportRequest(
+        args.month,
+        Path(args.out),
+        Path(args.csv) if args.csv else None,
+        store=args.store,
+        region=args.region,
+    )
+    try:
+        review = make_report(_policy(args.config), Path(args.config).parent, request)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"{review.month.label} ({review.scope}): {review.attempts} lookup attempts by "
+        f"{len(review.employees)} employees, {len(review.outliers)} standing out, "
+        f"{len(review.cases)} case(s), {review.after_hours_total} after hours -> {args.out}"
+        + (f", {args.csv}" if args.csv else "")
+    )
     return 0
 
 
@@ -620,6 +644,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--as", dest="actor", required=True, metavar="EMPLOYEE", help="who searches (audited)"
     )
     search.set_defaults(func=cmd_audit_search)
+
+    report = sub.add_parser(
+        "report",
+        help="the monthly access review (HTML with charts, CSV per employee)",
+        description=(
+            "Reads one month of the audit archive (policy [audit] archive) and writes the "
+            "monthly access review: lookups per employee against their peers, refusals, locks, "
+            "cases, unusual not-found ratios and distinct counts, after-hours lookups."
+        ),
+    )
+    report.add_argument("--month", required=True, help="YYYY-MM, in store time ([hours])")
+    report.add_argument("--config", default=DEFAULT_POLICY, help="policy file (TOML)")
+    scope = report.add_mutually_exclusive_group()
+    scope.add_argument("--store", default=None, help="only this store's employees")
+    scope.add_argument("--region", default=None, help="only this region's employees")
+    report.add_argument("--out", required=True, help="report.html to write")
+    report.add_argument("--csv", default=None, help="also write one row per employee")
+    report.set_defaults(func=cmd_report)
 
     demo_backend = sub.add_parser("demo-backend", help="run the synthetic customer backend")
     demo_backend.add_argument("--host", default="127.0.0.1")
