@@ -44,6 +44,7 @@ from lookup_proxy.audit.files import (
     write_all,
     write_atomically,
 )
+from lookup_proxy.audit.trail import stream_key
 from lookup_proxy.errors import ConfigError, ConfigProblem
 
 __all__ = [
@@ -61,11 +62,6 @@ log = logging.getLogger("lookup_proxy.audit.export")
 FIELD = b"r"
 PENDING_CAP = 1000
 """``lag()`` counts unexported entries up to this many (counting more would read them all)."""
-
-
-def stream_key(prefix: str) -> str:
-    """The audit stream of a store whose keys start with ``prefix``."""
-    return f"{prefix}:{{audit}}:log"
 
 
 class ExportError(Exception):

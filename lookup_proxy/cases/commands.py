@@ -9,7 +9,6 @@ talk to: the command says so and points at the admin API.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lookup_proxy.admin.inputs import CASE_ID, EMPLOYEE_ID, NOTE_MAX
+from lookup_proxy.audit.tools import tool_client
 from lookup_proxy.audit.trail import AuditTrail
 from lookup_proxy.cases.audit import case_record
 from lookup_proxy.cases.book import CaseBook, CaseClosed, CaseNotFound
@@ -89,7 +89,7 @@ class Session:
             {
                 "request_id": None,
                 "employee": self.actor,
-                "client": f"cli:{os.uname().nodename}",
+                "client": tool_client(),
                 "action": action,
                 "target": target,
                 "note": note,
