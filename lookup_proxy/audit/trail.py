@@ -38,9 +38,10 @@ log = logging.getLogger("lookup_proxy.audit")
 
 RECORD_VERSION = 1
 
-MAX_PENDING = 1_000_000
-"""Records kept in memory while neither Redis nor the disk takes them (then the oldest are
-still kept; new lookups are refused because their own records cannot be written)."""
+MAX_PENDING = 100_000
+"""Records waiting in memory (neither Redis nor the disk takes them) past which an error is
+logged. Nothing is dropped: lookups whose own records cannot be written are refused anyway,
+so what piles up is outcomes and admin actions, a few hundred bytes each."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -207,7 +208,7 @@ class AuditTrail:
 
     def deliver(self, kind: str, line: bytes) -> None:
         """Queue a made record; flushed on the next event-loop turn with everything queued."""
-        if len(self._pending) >= MAX_PENDING:
+        if len(self._pending) == MAX_PENDING:  # once per pile-up, not once per record
             log.error("audit records pile up: neither the stream nor the archive takes them")
         self._pending.append((kind, line))
         self.metrics.pending.set(len(self._pending))
