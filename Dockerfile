@@ -18,7 +18,8 @@ WORKDIR /app
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && useradd --system --uid 10001 proxy \
-    && mkdir -p /var/lib/lookup-proxy/locks && chown -R proxy /var/lib/lookup-proxy
+    && mkdir -p /var/lib/lookup-proxy/locks /var/lib/lookup-proxy/audit \
+    && chown -R proxy /var/lib/lookup-proxy
 COPY config ./config
 USER proxy
 EXPOSE 8080

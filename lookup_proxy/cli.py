@@ -101,6 +101,7 @@ def _with_overrides(
     store_kind: str | None,
     upstream_url: str | None,
     lock_journal: str | None = None,
+    audit_archive: str | None = None,
 ) -> Policy:
     """Deployment overrides: one policy file serves laptop, compose and production."""
     from lookup_proxy.policy import SECONDS_ALLOWED, Store, Upstream
@@ -120,6 +121,11 @@ def _with_overrides(
         policy = policy.model_copy(
             update={"upstream": Upstream.model_validate(data, context=context)}
         )
+    if audit_archive is not None:
+        archive = str(Path(audit_archive).resolve())
+        policy = policy.model_copy(
+            update={"audit": policy.audit.model_copy(update={"archive": archive})}
+        )
     return policy
 
 
@@ -129,7 +135,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
 
     def prepare(loaded: Policy) -> Policy:  # the same overrides for every reload
-        return _with_overrides(loaded, args.store_kind, args.upstream_url, args.lock_journal)
+        return _with_overrides(
+            loaded, args.store_kind, args.upstream_url, args.lock_journal, args.audit_archive
+        )
 
     policy = prepare(_policy(args.config))
     host = args.host or policy.server.host
@@ -378,19 +386,20 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from lookup_proxy.audit.export import run_export_command
 
-    policy = _policy(args.config)
+    policy = _with_overrides(_policy(args.config), args.store_kind, None)
     if policy.store.kind != "redis":
         raise ValueError(
             "audit export reads the Redis stream; with store.kind = 'memory' the proxy writes "
-            "the archive itself"
+            "the archive itself (proxies run with --store-kind redis? give it here too)"
         )
     interval = parse_duration(args.interval)
+    archive = Path(args.archive) if args.archive else _archive_dir(policy, args.config)
     if args.follow:
         from lookup_proxy.logs import configure_logging
 
         configure_logging("INFO")
     return run_export_command(
-        policy, _archive_dir(policy, args.config), os.environ, args.follow, interval,
+        policy, archive, os.environ, args.follow, interval,
         args.metrics_port, _run,
     )  # fmt: skip
 
@@ -507,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override [store] lock_journal (a directory every instance shares)",
     )
     serve.add_argument(
+        "--audit-archive",
+        default=None,
+        metavar="DIR",
+        help="override [audit] archive (where this instance writes records Redis cannot take)",
+    )
+    serve.add_argument(
         "--with-demo-backend",
         action="store_true",
         help="also serve the synthetic customer backend at [upstream] url (local trial only)",
@@ -619,6 +634,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--config", default=DEFAULT_POLICY, help="policy file (TOML)")
     export.add_argument("--follow", action="store_true", help="keep exporting until stopped")
+    export.add_argument("--archive", default=None, help="archive directory (default: the policy's)")
+    export.add_argument(
+        "--store-kind", choices=["redis"], default=None, help="override [store] kind"
+    )
     export.add_argument("--interval", default="1s", help="with --follow: time between rounds")
     export.add_argument(
         "--metrics-port", type=int, default=None, help="with --follow: serve /metrics here"

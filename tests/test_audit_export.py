@@ -360,3 +360,31 @@ def test_cli_export_unreachable_redis_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: audit stream unavailable:")
     assert "Traceback" not in err
+
+
+def test_cli_export_overrides_store_kind_and_archive_as_serve_does(
+    fresh_redis: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A memory-store policy file whose proxies run with ``--store-kind redis`` (the compose
+    file): the exporter takes the same override, and ``--archive`` names where to write."""
+    import time
+
+    import redis
+
+    from lookup_proxy.cli import main
+
+    sync = redis.Redis.from_url(fresh_redis)
+    raws = _records("over", 2, start=time.time() - 10)
+    for raw in raws:
+        sync.xadd(KEY, {"r": raw}, id=f"{int((time.time() - 10) * 1000)}-*")
+    sync.close()
+    monkeypatch.setenv("LOOKUP_PROXY_REDIS_URL", fresh_redis)
+    archive = tmp_path / "elsewhere"
+    argv = ["audit", "export", "--config", str(_policy(tmp_path, "memory"))]
+    assert main([*argv, "--store-kind", "redis", "--archive", str(archive)]) == 0
+    capsys.readouterr()
+    [day_file] = sorted(archive.glob("audit-*.jsonl"))
+    assert _lines(day_file) == raws

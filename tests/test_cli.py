@@ -258,3 +258,18 @@ def test_audit_keygen_prints_keys_the_proxy_accepts() -> None:
         Signer.from_environ(environ, "LOOKUP_PROXY_AUDIT_SIGNING_KEY")
         outputs.append(result.stdout)
     assert outputs[0] != outputs[1]
+
+
+def test_serve_writes_its_audit_records_where_audit_archive_says(tmp_path: Path) -> None:
+    """--audit-archive DIR: a memory-store proxy's records (a lookup's attempt and outcome,
+    and the final checkpoint at shutdown) land in DIR."""
+    archive = tmp_path / "archive"
+    with serving_processes("--audit-archive", str(archive)) as url:
+        lookup(url, minted())
+    kinds = [
+        json.loads(line)["kind"]
+        for path in archive.glob("audit-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert kinds.count("lookup") == 1 and kinds.count("outcome") == 1
+    assert kinds[-1] == "checkpoint"
