@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lookup_proxy import __version__
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.cases import CaseBook, CaseRaiser, Signal
@@ -35,6 +36,7 @@ from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.metrics import ProxyMetrics
+from lookup_proxy.native import compiled_modules
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
@@ -304,6 +306,9 @@ class Proxy:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, _app: web.Application) -> None:
+        self.metrics.build.labels(
+            version=__version__, compiled="true" if compiled_modules() else "false"
+        ).set(1)
         await self.upstream.start()
         self.audit.start()
         if isinstance(self.store, RedisStore):
@@ -368,10 +373,23 @@ class Proxy:
         )
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+        await self._count_cases()
         body = generate_latest(self.metrics.registry)
         response = web.Response(body=body)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
+
+    async def _count_cases(self) -> None:
+        """The review queue's length for the scrape; a store out of reach keeps the last."""
+        try:
+            cases = await asyncio.wait_for(
+                self.cases.cases("all"), self.generation.policy.store.timeout * 4
+            )
+        except (StoreUnavailable, TimeoutError):
+            return
+        gauge = self.metrics.cases.unresolved
+        for status in ("open", "acknowledged"):
+            gauge.labels(status=status).set(sum(1 for c in cases if c.status == status))
 
     def refused(self, request: web.Request, refusal: Refusal) -> web.Response:
         """A refusal outside the lookup walk (which records its own): counted, logged, no

@@ -130,6 +130,12 @@ class ProxyMetrics:
             "Lookup requests being handled now.",
             registry=registry,
         )
+        self.build = Gauge(
+            "lookup_proxy_build_info",
+            "1, labelled with the running version and whether the guard runs compiled.",
+            ["version", "compiled"],
+            registry=registry,
+        )
         self.guard = GuardMetrics(registry)
         self.store = StoreHealthMetrics(registry)
         self.reloads = PolicyMetrics(registry)
@@ -163,6 +169,13 @@ class CaseMetrics:
             "lookup_proxy_case_signals_dropped_total",
             "Guard signals that never reached the case book (an unexpected error, or still "
             "waiting for the store at shutdown).",
+            registry=registry,
+        )
+        self.unresolved = Gauge(
+            "lookup_proxy_cases_open",
+            "Cases waiting for a reviewer, by status (open, acknowledged): the review queue "
+            "(read from the shared store at each scrape; every instance reports the same).",
+            ["status"],
             registry=registry,
         )
         self.pending = Gauge(
