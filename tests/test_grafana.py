@@ -47,6 +47,7 @@ WATCHED = {
     "lookup_proxy_rule_hits_total",
     "lookup_proxy_lockouts_total",
     "lookup_proxy_case_events_total",
+    "lookup_proxy_cases_open",
     "lookup_proxy_requests_in_flight",
     # latency
     "lookup_proxy_request_duration_seconds_bucket",
@@ -64,6 +65,7 @@ WATCHED = {
     # policy
     "lookup_proxy_config_reloads_total",
     "lookup_proxy_policy_info",
+    "lookup_proxy_build_info",
     "up",
 }
 """What ops must be able to see on the dashboard (issue 13)."""
@@ -227,7 +229,7 @@ def test_dashboard_shows_what_ops_must_watch(dashboard: dict[str, Any]) -> None:
     assert not WATCHED - used, sorted(WATCHED - used)
     rows = {panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"}
     assert {"Traffic", "Refusals", "Guard", "Lockouts and cases", "Latency"} <= rows
-    assert {"Store health", "Audit trail", "Policy"} <= rows
+    assert {"Store health", "Audit trail", "Policy and build"} <= rows
 
 
 def test_shadow_mode_hits_have_their_own_panel(dashboard: dict[str, Any]) -> None:
