@@ -102,9 +102,12 @@ def _with_overrides(
     upstream_url: str | None,
     lock_journal: str | None = None,
     audit_archive: str | None = None,
+    trusted_proxies: str | None = None,
 ) -> Policy:
     """Deployment overrides: one policy file serves laptop, compose and production."""
-    from lookup_proxy.policy import SECONDS_ALLOWED, Store, Upstream
+    from pydantic import ValidationError
+
+    from lookup_proxy.policy import SECONDS_ALLOWED, Server, Store, Upstream
 
     context = {SECONDS_ALLOWED: True}
 
@@ -121,6 +124,14 @@ def _with_overrides(
         policy = policy.model_copy(
             update={"upstream": Upstream.model_validate(data, context=context)}
         )
+    if trusted_proxies is not None:
+        data = policy.server.model_dump()
+        data["trusted_proxies"] = [n.strip() for n in trusted_proxies.split(",") if n.strip()]
+        try:
+            server = Server.model_validate(data, context=context)
+        except ValidationError as exc:
+            raise ValueError(f"--trusted-proxies: {exc.errors()[0]['msg']}") from None
+        policy = policy.model_copy(update={"server": server})
     if audit_archive is not None:
         archive = str(Path(audit_archive).resolve())
         policy = policy.model_copy(
@@ -136,7 +147,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def prepare(loaded: Policy) -> Policy:  # the same overrides for every reload
         return _with_overrides(
-            loaded, args.store_kind, args.upstream_url, args.lock_journal, args.audit_archive
+            loaded,
+            args.store_kind,
+            args.upstream_url,
+            args.lock_journal,
+            args.audit_archive,
+            args.trusted_proxies,
         )
 
     policy = prepare(_policy(args.config))
@@ -514,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="override [store] lock_journal (a directory every instance shares)",
+    )
+    serve.add_argument(
+        "--trusted-proxies",
+        default=None,
+        metavar="CIDR[,CIDR]",
+        help="override [server] trusted_proxies (e.g. the load balancer in front)",
     )
     serve.add_argument(
         "--audit-archive",

@@ -273,3 +273,14 @@ def test_serve_writes_its_audit_records_where_audit_archive_says(tmp_path: Path)
     ]
     assert kinds.count("lookup") == 1 and kinds.count("outcome") == 1
     assert kinds[-1] == "checkpoint"
+
+
+def test_serve_trusted_proxies_override_is_checked_like_the_policy_key() -> None:
+    """--trusted-proxies takes CIDRs; anything else is one plain error line, exit 2."""
+    result = run_cli(
+        "serve", "--config", str(SHIPPED), "--port", str(free_port()), "--trusted-proxies", "lb",
+        env={"LOOKUP_PROXY_JWT_SECRET": SECRET, **AUDIT_ENV},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--trusted-proxies" in result.stderr and "'lb'" in result.stderr
+    assert "Traceback" not in result.stderr

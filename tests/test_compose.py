@@ -408,9 +408,11 @@ def test_the_load_balancer_sends_to_every_replica_that_is_ready() -> None:
     assert health_port and health_port.group(1) in binds
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
 def test_haproxy_accepts_its_configuration() -> None:
-    """``haproxy -c`` (Debian's haproxy, when installed) finds the file valid."""
+    """``haproxy -c`` (Debian's haproxy, which scripts/test installs) finds the file valid."""
+    assert shutil.which("haproxy"), (
+        "haproxy is missing: apt-get install haproxy (scripts/test does)"
+    )
     result = subprocess.run(
         ["haproxy", "-c", "-f", str(HAPROXY_CFG)], capture_output=True, text=True, check=False
     )
@@ -537,3 +539,19 @@ def test_everything_the_dockerfile_copies_exists_and_is_in_the_build_context() -
         if line.startswith("!")
     }
     assert set(sources) == allowed
+
+
+def test_the_replicas_trust_exactly_the_load_balancers_fixed_address() -> None:
+    """The audit trail records the terminal, not the balancer: each replica trusts the lb's
+    X-Forwarded-For (`--trusted-proxies`), and only the lb, at the fixed address it has in the
+    compose network's fixed subnet; the lb sends the header."""
+    import ipaddress
+
+    lb = SERVICES["lb"]["networks"]["default"]["ipv4_address"]
+    [subnet] = [c["subnet"] for c in COMPOSE["networks"]["default"]["ipam"]["config"]]
+    assert ipaddress.ip_address(lb) in ipaddress.ip_network(subnet)
+    for name in ("proxy-a", "proxy-b"):
+        command = SERVICES[name]["command"]
+        trusted = command[command.index("--trusted-proxies") + 1]
+        assert trusted == f"{lb}/32", (name, trusted)
+    assert "option forwardfor" in HAPROXY_CFG.read_text()
