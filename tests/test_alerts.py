@@ -152,3 +152,13 @@ def test_the_proxy_and_exporter_jobs_are_scraped() -> None:
         "lookup-proxy-audit-exporter": ["audit-exporter:9109"],
     }
     assert config["rule_files"] == ["alerts.yml"]
+
+
+def test_every_alert_has_its_runbook_entry_in_the_readme() -> None:
+    """The annotation's link leads somewhere: a ``### Runbook: <alert>`` entry per alert (the
+    anchor GitHub makes of it is the link's), and no entry for an alert that does not exist."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    entries = set(re.findall(r"^### Runbook: (\w+)$", readme, re.MULTILINE))
+    assert entries == {rule["alert"] for rule in alerts()}
+    for rule in alerts():
+        assert rule["annotations"]["runbook"] == f"README.md#runbook-{rule['alert'].lower()}"
