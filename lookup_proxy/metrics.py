@@ -7,6 +7,7 @@ counters.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -73,6 +74,13 @@ class GuardMetrics:
             ["store"],
             registry=registry,
         )
+
+    def prime(self, rules: Iterable[str]) -> None:
+        """Lockout and flag series at 0 for every rule from the start: a counter first seen
+        at 1 looks like no increase to Prometheus, so the first lockout would go unalerted."""
+        for rule in rules:
+            self.lockouts.labels(rule=rule)
+            self.flags.labels(rule=rule)
 
     def observe_decision(self, decision: Decision) -> None:
         for hit in decision.hits:
@@ -171,6 +179,8 @@ class CaseMetrics:
             "waiting for the store at shutdown).",
             registry=registry,
         )
+        for event in ("opened", "raised", "acknowledged", "resolved"):
+            self.events.labels(event=event)  # at 0 from the start (see GuardMetrics.prime)
         self.unresolved = Gauge(
             "lookup_proxy_cases_open",
             "Cases waiting for a reviewer, by status (open, acknowledged): the review queue "

@@ -145,6 +145,11 @@ def build_generation(
     verifier = TokenVerifier(policy.auth, base_dir=base_dir, environ=environ, clock=clock)
     guard = Guard(policy, store, clock, metrics.guard)
     guard.lockouts.recorder = journal
+    metrics.guard.prime(
+        [check.rule.name for check in guard.checks]
+        + [peer.rule.name for peer in guard.peer_checks]
+        + [guard.escalation.name, "manual"]  # Guard.lock's rule for a lock by hand
+    )
     upstream = UpstreamClient(
         policy.upstream, credential, sharing=None if previous is None else previous.upstream
     )
