@@ -126,7 +126,7 @@ class Proxy:
                 clock=clock,
                 key_prefix=policy.store.key_prefix,
             )
-        self.recorder = Recorder(self.metrics, self.audit, policy.numbers)
+        self.recorder = Recorder(self.metrics, self.audit)
         self._learning: set[asyncio.Task[None]] = set()
         self.lookup_routes: set[web.AbstractRoute] = set()
         """Routes whose walk checks the request's shape itself, so the refusal is audited."""
@@ -253,7 +253,8 @@ class Proxy:
             return problem_response(refusal, request_id)
         finally:
             self.metrics.in_flight.dec()
-            self.recorder.record(entry, time.perf_counter() - started)  # record
+            duration = time.perf_counter() - started
+            self.recorder.record(entry, duration, generation.policy.numbers)  # record
 
     def _signal(self, employee_id: str, store: str, region: str | None, decision: Decision) -> None:
         """Hand a flagging or locking decision to the review queue (written in the

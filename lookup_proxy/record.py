@@ -81,12 +81,12 @@ class LookupRecord:
 class Recorder:
     """Writes the outcome record (and a late attempt record) and the request metrics."""
 
-    def __init__(self, metrics: ProxyMetrics, trail: AuditTrail, numbers: Numbers) -> None:
+    def __init__(self, metrics: ProxyMetrics, trail: AuditTrail) -> None:
         self.metrics = metrics
         self.trail = trail
-        self.numbers = numbers
 
-    def record(self, entry: LookupRecord, duration: float) -> None:
+    def record(self, entry: LookupRecord, duration: float, numbers: Numbers) -> None:
+        """``numbers``: the lookup's policy's, to read a number it was refused before reading."""
         metrics = self.metrics
         metrics.requests.labels(entry.route, entry.outcome, entry.reason or "none").inc()
         metrics.request_latency.labels(entry.route).observe(duration)
@@ -99,7 +99,7 @@ class Recorder:
             number = entry.number
             if number is None and entry.raw_number is not None:
                 try:  # who asked for which customer matters most when they were turned away
-                    number = normalise_number(entry.raw_number, self.numbers)
+                    number = normalise_number(entry.raw_number, numbers)
                 except Refusal:
                     number = None  # not a number: nobody's record was at stake
             trail.deliver("lookup", trail.lookup(entry.attempt(), number))
