@@ -81,7 +81,7 @@ class TransparencyService:
         self._credential = credential.encode()
         self.numbers = numbers
         self.reasons = reasons
-        self.archive = AuditArchive(archive)
+        self.archive = archive
         self.trail = trail
         self.store = store
         self.clock = clock
@@ -106,11 +106,12 @@ class TransparencyService:
             since, until = self._period(request.query)
             record["since"], record["until"] = iso_at(since), iso_at(until)
             found = await asyncio.to_thread(
-                self.archive.search,
-                subjects=[subject for subject, _ in self.trail.pseudonyms.subjects(number)],
-                since=datetime.fromtimestamp(since, UTC),
-                until=datetime.fromtimestamp(until, UTC),
-                limit=self.config.max_lookups,
+                _search,
+                self.archive,
+                [subject for subject, _ in self.trail.pseudonyms.subjects(number)],
+                datetime.fromtimestamp(since, UTC),
+                datetime.fromtimestamp(until, UTC),
+                self.config.max_lookups,
             )
             lookups = [self._shown(r) for r in found]
             record["count"], record["status"] = len(lookups), 200
@@ -206,3 +207,12 @@ def _when(value: str | None, name: str) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
+
+
+def _search(
+    directory: Path, subjects: list[str], since: datetime, until: datetime, limit: int
+) -> list[dict[str, Any]]:
+    """One search in a worker thread, on a connection of its own (an SQLite connection belongs
+    to the thread that opened it, and queries run concurrently)."""
+    with AuditArchive(directory) as archive:
+        return archive.search(subjects=subjects, since=since, until=until, limit=limit)

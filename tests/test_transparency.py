@@ -3,6 +3,7 @@ lookups by store, time and reason, never by employee, for the app backend's cred
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -57,11 +58,14 @@ async def test_a_customer_sees_when_where_and_why_their_record_was_looked_up(
         await proxy.audit.flush()
         [query] = audit_records(proxy.audit.file.directory, "transparency")
     assert body["last4"] == CUSTOMER[-4:] and body["complete"] is True
-    assert [(x["store"], x["region"], x["reason"], x["shown"]) for x in body["lookups"]] == [
-        ("S012", "R03", None, False),
-        ("S012", "R03", "PLAN_CHANGE", True),
-    ]
-    assert body["lookups"][1]["reason_description"] == "Changing the customer's plan"
+    shown = sorted(
+        ((x["store"], x["region"], x["reason"] or "", x["shown"]) for x in body["lookups"]),
+    )
+    assert shown == [("S012", "R03", "", False), ("S012", "R03", "PLAN_CHANGE", True)]
+    times = [x["at"] for x in body["lookups"]]
+    assert times == sorted(times, reverse=True)  # newest first (the two may share a millisecond)
+    [plan] = [x for x in body["lookups"] if x["reason"] == "PLAN_CHANGE"]
+    assert plan["reason_description"] == "Changing the customer's plan"
     assert "E77" not in text and CUSTOMER not in text
     assert query["status"] == 200 and query["count"] == 2
     assert query["subject"] and CUSTOMER not in str(query)
@@ -128,3 +132,25 @@ def test_enabled_without_its_credential_refuses_to_start(backend: str) -> None:
     with pytest.raises(ConfigError) as caught:
         build_app(transparent(backend), base_dir=Path("."), environ=ENV)
     assert caught.value.problems[0].key == "LOOKUP_PROXY_TRANSPARENCY_TOKEN"
+
+
+async def test_concurrent_queries_each_get_their_answer(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """Queries run in worker threads at once; each has its own archive connection."""
+    p = transparent(backend)
+    clerk = token(p, employee="E5", store="S1", region="R1")
+    async with running_proxy(p, environ=ENVIRON) as (url, proxy):
+        async with client.get(
+            f"{url}/customers/{CUSTOMER}",
+            headers={"Authorization": f"Bearer {clerk}", "X-Lookup-Reason": "PLAN_CHANGE"},
+        ) as r:
+            assert r.status == 200
+        await proxy.audit.flush()
+
+        async def ask() -> tuple[int, int]:
+            async with client.get(f"{url}/transparency/{CUSTOMER}", headers=app_headers()) as r:
+                return r.status, len((await r.json())["lookups"])
+
+        answers = await asyncio.gather(*(ask() for _ in range(12)))
+    assert answers == [(200, 1)] * 12
