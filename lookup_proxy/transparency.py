@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,7 +170,9 @@ class TransparencyService:
                 f"Unknown query parameter {unknown[0]!r}: only since and until (ISO-8601).",
                 "unexpected-query",
             )
-        now = self.clock.now()
+        # Records carry milliseconds and ``until`` is exclusive: the default reaches past the
+        # current millisecond, so a lookup made in it is listed.
+        now = (math.floor(self.clock.now() * 1000) + 1) / 1000
         until = _when(query.get("until"), "until") if "until" in query else now
         since = (
             _when(query.get("since"), "since") if "since" in query else until - self.config.period
