@@ -218,6 +218,33 @@ def store_roundtrips(port: int) -> float:
     )
 
 
+def gc_pauses(port: int) -> dict[str, tuple[int, float, float]]:
+    """Per GC generation since the proxy started serving: (pauses, mean seconds, the bucket
+    bound under which the longest fell), from its ``lookup_proxy_gc_pause_seconds``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    counts: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("lookup_proxy_gc_pause_seconds"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        generation = name.split('generation="', 1)[1].split('"', 1)[0]
+        if "_bucket" in name:
+            bound = name.split('le="', 1)[1].split('"', 1)[0]
+            buckets.setdefault(generation, []).append((float(bound), float(value)))
+        elif name.startswith("lookup_proxy_gc_pause_seconds_count"):
+            counts[generation] = float(value)
+        elif name.startswith("lookup_proxy_gc_pause_seconds_sum"):
+            sums[generation] = float(value)
+    found = {}
+    for generation, count in sorted(counts.items()):
+        worst = min((b for b, c in buckets.get(generation, []) if c >= count), default=0.0)
+        found[generation] = (int(count), sums[generation] / count if count else 0.0, worst)
+    return found
+
+
 # --- load ------------------------------------------------------------------------------------
 
 
@@ -452,6 +479,8 @@ class Round:
     backend_cpu_us: float
     open: dict[float, OpenLoop]  # by rate
     redis: dict[str, Any] | None = None
+    gc: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    """GC pauses by generation over the round (lookup-proxy only): count, mean, worst bound."""
 
 
 @dataclass
@@ -538,8 +567,11 @@ def measure(setup: Setup, target: str, round_: int, bare: Process) -> Round:
             opened[rate] = runner(
                 open_loop(url, rate, args.duration, setup.tokens, setup.numbers, seed)
             )
+        pauses = gc_pauses(port) if process is not None else {}
     rate = done / (wrk["duration_us"] / 1e6)
-    return Round(target, rate, wrk, cpu / done * 1e6, backend_cpu / done * 1e6, opened, redis_stats)
+    return Round(
+        target, rate, wrk, cpu / done * 1e6, backend_cpu / done * 1e6, opened, redis_stats, pauses
+    )
 
 
 def round_line(result: Round, round_: int) -> str:
@@ -615,6 +647,26 @@ def open_loop_table(by: dict[str, list[Round]], names: dict[str, str], rate: flo
         )
 
 
+def gc_table(by: dict[str, list[Round]], names: dict[str, str]) -> None:
+    """GC pauses per generation in each lookup-proxy round (serve freezes its start-up objects
+    and raises the thresholds: gc_tuning.py)."""
+    rows = [(t, n, r) for t, rs in by.items() for n, r in enumerate(rs, 1) if r.gc]
+    if not rows:
+        return
+    print()
+    print("GC pauses over each round (saturation and open loop), by generation: count, mean, ")
+    print("and the bucket the longest fell under.")
+    print()
+    print("| target | round | gen 0 | gen 1 | gen 2 |")
+    print("|---|---:|---|---|---|")
+    for t, n, r in rows:
+        cells = []
+        for generation in ("0", "1", "2"):
+            count, mean, worst = r.gc.get(generation, (0, 0.0, 0.0))
+            cells.append(f"{count} × {mean * 1000:.2f} ms, ≤ {worst * 1000:g} ms" if count else "0")
+        print(f"| {names[t]} | {n} | {' | '.join(cells)} |")
+
+
 def report(rounds: list[Round], setup: Setup, started: str, load_before: str, speed: float) -> None:
     args = setup.args
     by: dict[str, list[Round]] = {t: [r for r in rounds if r.target == t] for t in args.targets}
@@ -663,6 +715,7 @@ def report(rounds: list[Round], setup: Setup, started: str, load_before: str, sp
         )
     for rate_ in args.rate:
         open_loop_table(by, names, rate_)
+    gc_table(by, names)
     if "redis" in by:
         rs = by["redis"]
         print()

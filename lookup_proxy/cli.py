@@ -78,6 +78,9 @@ async def _serve_until_stopped(
                 )
             )
         await running.enter_async_context(listening(app, host, port))
+        from lookup_proxy.gc_tuning import tune_for_serving
+
+        tune_for_serving(app[PROXY].metrics.gc_pauses)  # started: what exists now lives on
         logging.getLogger("lookup_proxy").info(
             "serving",
             extra={

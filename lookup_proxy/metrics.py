@@ -144,6 +144,14 @@ class ProxyMetrics:
             ["version", "compiled"],
             registry=registry,
         )
+        self.gc_pauses = Histogram(
+            "lookup_proxy_gc_pause_seconds",
+            "Garbage collection pauses, by generation (0 young ... 2 full), timed by "
+            "lookup-proxy serve after it froze its start-up objects (gc_tuning.py).",
+            ["generation"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=registry,
+        )
         self.guard = GuardMetrics(registry)
         self.store = StoreHealthMetrics(registry)
         self.reloads = PolicyMetrics(registry)

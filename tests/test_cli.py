@@ -193,9 +193,12 @@ def minted() -> str:
 
 
 def test_serve_answers_a_token_holder_and_refuses_everyone_else() -> None:
-    """The README flow: a minted token and a reason get a record; no token gets a 401 problem."""
+    """The README flow: a minted token and a reason get a record; no token gets a 401 problem.
+    (Serving also tunes garbage collection: its pauses are timed in /metrics.)"""
     with serving_processes() as url:
         assert b'"number": "01020000007"' in lookup(url, minted())
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as metrics:
+            assert b'lookup_proxy_gc_pause_seconds_count{generation="2"}' in metrics.read()
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/customers/010-2000-0007", timeout=5)
     with refused.value:
