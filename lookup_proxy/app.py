@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lookup_proxy import __version__
 from lookup_proxy.admin import add_admin_routes
+from lookup_proxy.admin.policy import add_policy_routes
 from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
 from lookup_proxy.cases import CaseBook, CaseRaiser, Signal
 from lookup_proxy.cases.book import rules_of
@@ -41,7 +42,7 @@ from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
-from lookup_proxy.reload import Generation, Reloader, add_policy_routes
+from lookup_proxy.reload import Generation, Reloader
 from lookup_proxy.request_id import REQUEST_ID, request_id_for
 from lookup_proxy.request_shape import check_framing, lookup_target
 from lookup_proxy.resilience.fallback import Failover

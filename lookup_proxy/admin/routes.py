@@ -65,7 +65,7 @@ ROUTES: Final[list[tuple[str, str, str]]] = [
 """(method, path, action): the table :mod:`lookup_proxy.admin.openapi` documents."""
 
 POLICY_ACTIONS: Final = frozenset({"policy.show", "policy.reload"})
-"""Served by :func:`lookup_proxy.reload.add_policy_routes`, next to the reloading they drive."""
+"""Served by :func:`lookup_proxy.admin.policy.add_policy_routes` (their own audit frame)."""
 
 
 def admin_employee(verifier: TokenVerifier, role: str, request: web.Request) -> Employee:
