@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from lookup_proxy.audit.commands import add_audit_commands
 from lookup_proxy.clock import SystemClock
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError
@@ -32,7 +31,7 @@ def _policy(path: str) -> Policy:
     return load_policy(path)
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def run_async(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop, the faster event loop, where it is installed (every platform but Windows)."""
     try:
         import uvloop
@@ -119,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     policy = prepare(_policy(args.config))
     host = args.host or policy.server.host
     port = policy.server.port if args.port is None else args.port
-    _run(
+    run_async(
         _serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend, prepare)
     )
     return 0
@@ -161,7 +160,7 @@ def cmd_demo_backend(args: argparse.Namespace) -> int:
     from lookup_proxy.logs import configure_logging
 
     configure_logging("INFO")
-    _run(run_demo_backend(args.host, args.port, args.seed, args.share))
+    run_async(run_demo_backend(args.host, args.port, args.seed, args.share))
     return 0
 
 
@@ -275,7 +274,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
         unlock = action == "resolve" and args.unlock
         work = lambda s: commands.review(s, args.case_id, note, resolution, unlock, _json(args))  # noqa: E731
     session = _review_session(args)
-    _run(commands.run(session, f"cases.{action}", case_id, note, work))
+    run_async(commands.run(session, f"cases.{action}", case_id, note, work))
     return 0
 
 
@@ -283,7 +282,7 @@ def cmd_locks(args: argparse.Namespace) -> int:
     from lookup_proxy.cases import commands
 
     session = _review_session(args)
-    _run(
+    run_async(
         commands.run(
             session, "locks.list", None, None, lambda s: commands.list_locks(s, _json(args))
         )
@@ -297,7 +296,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     note = commands.check_note(args.note, required=True)
     session = _review_session(args)
     work = lambda s: commands.unlock(s, args.employee)  # noqa: E731
-    _run(commands.run(session, "locks.unlock", args.employee, note, work))
+    run_async(commands.run(session, "locks.unlock", args.employee, note, work))
     return 0
 
 
@@ -477,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     red.add_argument("--json", default=None, help="also write the report as JSON")
     red.set_defaults(func=cmd_red_team)
+
+    from lookup_proxy.audit.commands import add_audit_commands  # it imports from here
 
     add_audit_commands(sub)
 

@@ -12,6 +12,7 @@
         ├── RateLimited           429  a rate rule refused; carries Retry-After, RateLimit
         ├── GuardDenied           403  an enumeration rule refused this lookup
         ├── GuardUnavailable      503  the store behind the guard cannot be reached
+        ├── AuditUnavailable      503  the lookup's audit record cannot be made durable
         ├── UpstreamUnavailable   502  the customer-lookup backend refused or broke the connection
         ├── UpstreamError         502  the backend answered 5xx (its body is logged, not relayed)
         └── UpstreamTimeout       504  the customer-lookup backend did not answer in time
@@ -126,26 +127,25 @@ def guard_denied(detail: str, rule: str) -> Refusal:
     )
 
 
-def guard_unavailable(detail: str) -> Refusal:
-    """503: never let a lookup through unguarded because the counters are out of reach."""
+def _paused(detail: str, cause: str) -> Refusal:
+    """503 with Retry-After: the lookup is not served now, and the terminal may try again."""
     return Refusal(
         detail,
         status=503,
-        cause="guard-unavailable",
+        cause=cause,
         title="Lookup service temporarily unavailable",
         headers={"Retry-After": "5"},
     )
+
+
+def guard_unavailable(detail: str) -> Refusal:
+    """503: never let a lookup through unguarded because the counters are out of reach."""
+    return _paused(detail, "guard-unavailable")
 
 
 def audit_unavailable(detail: str) -> Refusal:
     """503: a lookup whose audit record cannot be made durable is not forwarded."""
-    return Refusal(
-        detail,
-        status=503,
-        cause="audit-unavailable",
-        title="Lookup service temporarily unavailable",
-        headers={"Retry-After": "5"},
-    )
+    return _paused(detail, "audit-unavailable")
 
 
 def upstream_unavailable(detail: str) -> Refusal:

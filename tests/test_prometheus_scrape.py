@@ -25,24 +25,11 @@ from lookup_proxy.customers import CustomerBase
 from tests.harness import ENV, policy, running_proxy, token
 from tests.servers import free_port
 from tests.test_alerts import ALERTS, CONFIG, alerts, binary
+from tests.test_guarded_lookups import LOCKING
 
 BASE = CustomerBase()
 FOUND = BASE.find_customers(6)
 MISSES = BASE.find_non_customers(8, start="01055550000")
-
-LOCKING = """
-[[rules]]
-name = "random-typing"
-kind = "misses"
-window = "1h"
-limit = 3
-ratio = 0.5
-action = "lock"
-
-[lockout]
-duration = "until-unlocked"
-contact = "Security Operations (ext. 1234)"
-"""
 
 WAIT = 25.0
 """Seconds to wait for Prometheus to start, and again for it to see what the test did."""

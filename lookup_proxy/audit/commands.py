@@ -8,32 +8,15 @@ access to personal data, so it is audited (:mod:`lookup_proxy.audit.tools`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from lookup_proxy.cli import DEFAULT_POLICY, run_async
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.overrides import with_overrides
 from lookup_proxy.policy import Policy, load_policy
-
-DEFAULT_POLICY = "config/policy.toml"
-
-
-def _policy(path: str) -> Policy:
-    return load_policy(path)
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop where it is installed, as ``serve`` runs."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def _archive_dir(policy: Policy, config: str) -> Path:
@@ -46,7 +29,7 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
 
     from lookup_proxy.audit.keys import new_keys
 
-    policy = _policy(args.config)
+    policy = load_policy(args.config)
     for variable, value in new_keys(policy.audit, args.key_id).items():
         print(f"export {variable}={shlex.quote(value)}")
     return 0
@@ -55,7 +38,7 @@ def cmd_audit_keygen(args: argparse.Namespace) -> int:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from lookup_proxy.audit.export import run_export_command
 
-    policy = with_overrides(_policy(args.config), args.store_kind, None)
+    policy = with_overrides(load_policy(args.config), args.store_kind, None)
     if policy.store.kind != "redis":
         raise ValueError(
             "audit export reads the Redis stream; with store.kind = 'memory' the proxy writes "
@@ -69,7 +52,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         configure_logging("INFO")
     return run_export_command(
         policy, archive, os.environ, args.follow, interval,
-        args.metrics_port, _run,
+        args.metrics_port, run_async,
     )  # fmt: skip
 
 
@@ -77,7 +60,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from lookup_proxy.audit.chain import Signer, Verifier
     from lookup_proxy.audit.verify import verify_archive
 
-    policy = _policy(args.config)
+    policy = load_policy(args.config)
     if policy.audit.verify_key is not None:
         key_path = Path(args.config).parent / policy.audit.verify_key
         try:
@@ -105,7 +88,7 @@ def cmd_audit_search(args: argparse.Namespace) -> int:
     from lookup_proxy.audit.archive import AuditArchive
     from lookup_proxy.errors import Refusal
 
-    policy = _policy(args.config)
+    policy = load_policy(args.config)
     subjects = None
     if args.number is not None:
         from lookup_proxy.audit.pseudonym import Pseudonymiser
