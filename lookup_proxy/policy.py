@@ -299,6 +299,14 @@ class PeerRule(_Rule):
     """How many deviations (chance, widened by the peers' 1.4826 x MAD) the excess must pass."""
     min_spread: float = Field(0.02, ge=0.0, le=1.0)
     """How far above the peers' median share the employee's share must also be."""
+    test: Literal["window", "cusum"] = "window"
+    """``window``: the window's counts added up against the peers' (``spread``, ``limit``,
+    ``min_spread``); ``cusum``: Page's sequential test, day by day, for a rise of ``rate`` a
+    bucket (``threshold``): it flags a prober who starts mid-window days sooner."""
+    rate: float = Field(3.0, gt=0)
+    """``cusum``: the rise the test looks for, in the metric per bucket (misses a day)."""
+    threshold: float = Field(8.0, gt=0)
+    """``cusum``: the log-likelihood ratio (nats) past which the rise is taken as real."""
     action: Literal["flag", "lock"] = "flag"
 
 

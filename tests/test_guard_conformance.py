@@ -849,6 +849,47 @@ async def test_a_clerk_whose_share_of_misses_stands_out_from_the_store_is_flagge
         assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
 
 
+PEER_RISE = """
+[[rules]]
+name = "peer-misses-rise"
+kind = "peer"
+metric = "misses"
+peers = "store"
+test = "cusum"
+window = "7d"
+bucket = "1d"
+min_peers = 3
+min_outcomes = 10
+rate = 3
+threshold = 8
+"""
+
+
+async def test_a_sequential_peer_rule_flags_a_rise_days_into_the_window(
+    store: GuardStore,
+) -> None:
+    """Two honest days alike for everyone, then a clerk with about six more misses a day than
+    the store's share predicts (5.4 to 6.5 nats of evidence a day, against a threshold of 8): the rule
+    stays quiet on the honest days and the first day of the rise, and flags on the second,
+    whatever the store (the closed days come from the tallies)."""
+    desk = Desk(make_policy(PEER_RISE), store)
+    desk.at(0)
+    for day in range(4):
+        base = 1020000000 + day * 1_000_000
+        desk.at(day * 86_400 + 36_000)
+        for offset, clerk in enumerate(STAFF):
+            await _workday(desk, clerk, found=19, missed=1, base=base + offset * 100_000)
+        missed = 1 if day < 2 else 7
+        for index in range(19 + missed):  # the misses spread through the day, not first
+            desk.clock.set(desk.clock.now() + 30)
+            miss = index % 3 == 2 and index // 3 < missed
+            await desk.look(ALICE, number(index * 37, base=base + 900_000), found=not miss)
+        flags = (await desk.look(ALICE, number(1, base=base + 950_000))).flags
+        assert flags == (() if day < 3 else ("peer-misses-rise",)), day
+    for clerk in STAFF:
+        assert (await desk.look(clerk, number(2, base=1090000000))).flags == ()
+
+
 async def test_a_peer_rule_judges_no_one_without_enough_peers(store: GuardStore) -> None:
     """With fewer qualifying peers than ``min_peers``, even a stand-out share is not judged."""
     desk = Desk(make_policy(PEER.format(min_peers=5)), store)

@@ -110,3 +110,79 @@ def test_rules_over_the_same_peers_share_one_tally_read_for_the_longest_window()
     today = tally_of({"p1": (1, 1, 0)})
     assert tally.totals(week, "s:gangnam", now, [today])["p1"] == [121, 48, 1201]
     assert tally.add_reads(Batch(), "s:gangnam", now + 86_400, [week]) == 7  # a new day
+
+
+def cusum(**overrides: Any) -> PeerCheck:
+    settings: dict[str, Any] = {"test": "cusum", "rate": 3.0, "threshold": 8.0, "min_outcomes": 20}
+    settings.update(overrides)
+    return PeerCheck(rule(**settings))
+
+
+def week(own: list[tuple[int, int]]) -> list[dict[str, list[int]]]:
+    """Days of peers like PEERS / 10 (a tenth of a miss share each), with the employee's
+    (outcomes, misses) per day; the last day is the open one."""
+    days = []
+    for outcomes, misses in own:
+        day = {who: [m // 10 * 1 + 2, 0, o // 10 + 20] for who, (o, m, _) in PEERS.items()}
+        day["me"] = [misses, 0, outcomes]
+        days.append(day)
+    return days
+
+
+def test_the_sequential_test_flags_a_rise_that_started_mid_window() -> None:
+    """Five honest days, then four days with about four misses a day more than the peers'
+    share predicts: Page's test passes its threshold; a window's sum would still hold the
+    honest days against it."""
+    honest = [(40, 4)] * 5
+    assert cusum().judge_days("me", week([*honest, (40, 4)])) is None
+    # The peers' median share is 0.0905, so 44 lookups predict 3.98 misses; a day of eleven
+    # is log(1 + 3 / 3.98) x 11 - 3 = 3.19 nats of evidence, four such days 12.8.
+    fired = cusum().judge_days("me", week([*honest, *[(44, 11)] * 4]))
+    assert fired == 12
+    # Two misses a day above chance is less than the rise looked for: no evidence piles up.
+    assert cusum().judge_days("me", week([*honest, *[(44, 6)] * 4])) is None
+
+
+def test_the_sequential_test_forgets_days_that_point_the_other_way() -> None:
+    """An honest day with few misses takes the statistic down to zero, never below: a clerk's
+    quiet week is no credit for probing later, and a rise is judged from where it began."""
+    quiet = [(40, 0)] * 6
+    rise = [(44, 11)] * 4
+    assert cusum().judge_days("me", week([*quiet, *rise])) == cusum().judge_days("me", week(rise))
+
+
+def test_the_open_day_counts_for_the_part_of_a_usual_day_it_has_seen() -> None:
+    """Ten lookups into a day of forty, three misses are a quarter-day's rise, not a whole
+    day's shortfall: the open bucket neither clears the evidence nor flags on its own."""
+    days = [(40, 4)] * 3 + [(44, 8)] * 3
+    before = cusum(threshold=1000.0).judge_days("me", week(days))
+    assert before is None
+    full = cusum(threshold=0.5).judge_days("me", week([*days, (10, 3)]))
+    assert full is not None
+
+
+def test_the_sequential_test_needs_peers_each_day() -> None:
+    """A day with fewer than min_peers peers above min_outcomes carries no evidence."""
+    rise = week([(44, 9)] * 5)
+    for day in rise:
+        for who in list(day):
+            if who != "me":
+                day[who][2] = 5  # under min_outcomes
+    assert cusum(threshold=0.1).judge_days("me", rise) is None
+
+
+def test_a_cusum_rule_reads_each_closed_day_once() -> None:
+    """The tally remembers closed days one by one for day-by-day rules: the second judgement
+    the same day reads only the open bucket, and the days it judges are the ones first read."""
+    check = cusum(window="4d")
+    tally = PeerTally("lp", [check])
+    now = 10 * 86_400.0 + 5
+    batch = Batch()
+    assert tally.add_reads(batch, "r:seoul", now, [check]) == 4
+    first = [tally_of({**PEERS, "me": (200, 20 + d, 0)}) for d in range(4)]
+    days = tally.days(check, "r:seoul", now, first)
+    assert [day["me"][0] for day in days] == [20, 21, 22, 23]
+    again = Batch()
+    assert tally.add_reads(again, "r:seoul", now, [check]) == 1
+    today = tally_of({"me": (210, 30, 0)})
+    assert [day["me"][0] for day in tally.days(check, "r:seoul", now, [today])] == [20, 21, 22, 30]

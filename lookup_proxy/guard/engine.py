@@ -578,10 +578,7 @@ class Guard:
             check
             for tally, tag, checks, start, width in judged
             for check in checks
-            if check.judge_totals(
-                employee.id, tally.totals(check, tag, now, after[start : start + width])
-            )
-            is not None
+            if tally.judge(check, employee.id, tag, now, after[start : start + width]) is not None
         ]
         if fired:
             return await self._peer_fired(employee, fired, now)

@@ -49,6 +49,44 @@ class PeerCheck:
         self.rule = rule
         self.field = TYPOS if rule.metric == "typos" else MISSES
         self.buckets = max(1, math.ceil(rule.window / rule.bucket))
+        self.cusum = rule.test == "cusum"
+
+    def judge_days(self, employee: str, days: Sequence[dict[str, list[int]]]) -> int | None:
+        """Page's test (CUSUM) over the window's buckets, oldest first, the last one open.
+
+        A window's sum dilutes a prober who started mid-window with the honest days before;
+        the sequential test forgets what does not point to a rise (it never drops below zero)
+        and adds up what does, so a prober stands out as soon as their excess since they
+        started is unlikely for an honest clerk, whenever that was. Each day's evidence is the
+        log-likelihood ratio of the day's count under "the peers' median share predicts it"
+        against "that plus ``rate``" (Poisson). The open bucket counts for the part of a day
+        its lookups so far make of the employee's usual day. Fires (the statistic, floored)
+        when it passes ``threshold``.
+        """
+        index = 0 if self.field == MISSES else 1
+        rule = self.rule
+        floor = rule.min_outcomes
+        usual = _median([day[employee][2] for day in days[:-1] if day.get(employee)] or [0.0])
+        statistic = 0.0
+        for position, day in enumerate(days):
+            own = day.get(employee)
+            if own is None or own[2] <= 0:
+                continue
+            shares = [
+                counts[index] / counts[2]
+                for who, counts in day.items()
+                if who != employee and counts[2] >= floor
+            ]
+            if len(shares) < rule.min_peers:
+                continue
+            expected = max(_median(shares) * own[2], 0.5)
+            rise = rule.rate
+            if position == len(days) - 1 and usual > 0:
+                rise *= min(1.0, own[2] / usual)
+            statistic = max(0.0, statistic + own[index] * math.log1p(rise / expected) - rise)
+        if statistic > rule.threshold:
+            return math.floor(statistic)
+        return None
 
     def judge(self, employee: str, tallies: Sequence[list[Any]]) -> int | None:
         """The employee's excess (metric count beyond what the peers' median share predicts)
@@ -109,6 +147,8 @@ class PeerTally:
         self.length = int(self.bucket)
         self._closed: dict[tuple[str, int, int], dict[str, list[int]]] = {}
         """(tag, first bucket, current bucket) → the window's closed buckets added up."""
+        self._days: dict[tuple[str, int], dict[str, list[int]]] = {}
+        """(tag, bucket) → one closed bucket's counts, for the day-by-day (cusum) rules."""
 
     def tally_key(self, tag: str, bucket: int) -> str:
         return f"{self.prefix}:{{{tag}}}:peers:{self.length}:{bucket}"
@@ -132,12 +172,47 @@ class PeerTally:
         then reads one bucket where it read a window's worth (28 for a four-week rule).
         """
         newest = self.bucket_of(now)
-        if all((tag, newest - check.buckets + 1, newest) in self._closed for check in checks):
+        if all(self._remembered(check, tag, newest) for check in checks):
             batch.fields(self.tally_key(tag, newest))
             return 1
         for bucket in range(newest - self.buckets + 1, newest + 1):
             batch.fields(self.tally_key(tag, bucket))
         return self.buckets
+
+    def _remembered(self, check: PeerCheck, tag: str, newest: int) -> bool:
+        if check.cusum:
+            days = self._days
+            return all((tag, b) in days for b in range(newest - check.buckets + 1, newest))
+        return (tag, newest - check.buckets + 1, newest) in self._closed
+
+    def judge(
+        self, check: PeerCheck, employee: str, tag: str, now: float, tallies: Sequence[list[Any]]
+    ) -> int | None:
+        """``check``'s verdict on the employee from what :meth:`add_reads` asked for."""
+        if check.cusum:
+            return check.judge_days(employee, self.days(check, tag, now, tallies))
+        return check.judge_totals(employee, self.totals(check, tag, now, tallies))
+
+    def days(
+        self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
+    ) -> list[dict[str, list[int]]]:
+        """``check``'s window bucket by bucket (oldest first, the open one last); closed
+        buckets are remembered like the windows' sums."""
+        newest = self.bucket_of(now)
+        oldest_read = newest - len(tallies) + 1
+        days: list[dict[str, list[int]]] = []
+        for bucket in range(newest - check.buckets + 1, newest):
+            day = self._days.get((tag, bucket))
+            if day is None and bucket < oldest_read:
+                day = {}  # forgotten since it was read (the memory was full): no evidence
+            elif day is None:
+                day = add_up(tallies[bucket - oldest_read : bucket - oldest_read + 1])
+                if len(self._days) >= CLOSED_CACHED:
+                    self._days.clear()
+                self._days[(tag, bucket)] = day
+            days.append(day)
+        days.append(add_up(tallies[-1:]))
+        return days
 
     def totals(
         self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
