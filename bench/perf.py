@@ -27,9 +27,12 @@ commands (``INFO commandstats``, commands inside scripts included) and redis-ser
 (``INFO cpu``) per lookup, from deltas over the saturation phase.
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``) and ``redis-server``. Run from the repository
-root: ``python -m bench.perf [--duration 10] [--rounds 3] [--workers 1] [--rate 500]``
-(``--workers N`` reaches ``serve`` only once it takes the flag; until then 1 is measured, and
-said). ``--targets bare,memory`` measures a subset; ``--keep-logs DIR`` keeps the processes' logs.
+root: ``python -m bench.perf [--duration 10] [--rounds 3] [--workers 1] [--rate 500]``.
+``--workers N`` (N > 1) adds a target: lookup-proxy with the Redis store as ``serve --workers N``
+(the memory store stays at one worker: serve refuses more), measured in the same rounds as the
+one-worker Redis target, and prints the scaling, N workers over one, in throughput and CPU per
+lookup. ``--targets bare,memory`` measures a subset; ``--keep-logs DIR`` keeps the processes'
+logs.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ REASON = "BILLING_INQUIRY"
 BACKEND_SEED = 7  # the demo backend's default: the sampled numbers are its customers
 OPEN_LOOP_CONNECTIONS = 256  # under [server] max_connections (500)
 TARGETS = ("bare", "memory", "redis")
+POOL = "redis-workers"
+"""The Redis target as ``serve --workers N`` (added with ``--workers N``, N > 1)."""
 WRK_HINT = (
     "wrk not found on PATH: bench/perf drives the targets with it (Debian: apt-get install wrk)"
 )
@@ -194,17 +199,6 @@ def start(name: str, argv: Sequence[str], env: dict[str, str], logs: Path, ready
         time.sleep(0.1)
     process.stop()
     raise SystemExit(f"{name} did not answer {ready} within 60 s:\n{process.log_tail()}")
-
-
-def serve_supports_workers() -> bool:
-    shown = subprocess.run(
-        [sys.executable, "-m", "lookup_proxy", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    return "--workers" in shown.stdout
 
 
 def store_roundtrips(port: int) -> float:
@@ -516,17 +510,18 @@ def target_process(setup: Setup, target: str, round_: int) -> Iterator[tuple[int
         return
     port = free_port()
     archive = setup.directory / f"audit-{target}-{round_}"
+    kind = "redis" if target.startswith("redis") else target
     argv = [
         sys.executable, "-m", "lookup_proxy", "serve",
         "--config", str(setup.directory / "policy.toml"),
         "--port", str(port),
         "--upstream-url", setup.backend_url,
-        "--store-kind", target,
+        "--store-kind", kind,
         "--audit-archive", str(archive),
     ]  # fmt: skip
-    if setup.workers > 1:
+    if target == POOL:
         argv += ["--workers", str(setup.workers)]
-    if target == "redis":
+    if kind == "redis":
         import redis
 
         client = redis.Redis.from_url(setup.redis.url)
@@ -554,7 +549,7 @@ def measure(setup: Setup, target: str, round_: int, bare: Process) -> Round:
         runner(every_token_once(url, setup.tokens, setup.numbers))  # the token cache
         if args.warmup > 0:  # connections, script load, allocator: a steady state
             run_wrk(url, setup.script, args.warmup, args.wrk_threads)
-        probe = RedisProbe(setup.redis.url, port) if target == "redis" else None
+        probe = RedisProbe(setup.redis.url, port) if target.startswith("redis") else None
         cpu, backend_cpu = proxy.cpu, setup.backend.cpu
         wrk = run_wrk(url, setup.script, args.duration, args.wrk_threads)
         cpu, backend_cpu = proxy.cpu - cpu, setup.backend.cpu - backend_cpu
@@ -674,6 +669,7 @@ def report(rounds: list[Round], setup: Setup, started: str, load_before: str, sp
         "bare": "bare aiohttp pass-through",
         "memory": "lookup-proxy, memory store",
         "redis": "lookup-proxy, Redis store",
+        POOL: f"lookup-proxy, Redis store, {setup.workers} workers",
     }
     rate = {t: statistics.median(r.rate for r in rs) for t, rs in by.items()}
 
@@ -716,10 +712,15 @@ def report(rounds: list[Round], setup: Setup, started: str, load_before: str, sp
     for rate_ in args.rate:
         open_loop_table(by, names, rate_)
     gc_table(by, names)
-    if "redis" in by:
-        rs = by["redis"]
+    if POOL in by and "redis" in by:
+        scaling(by, rate, cpu, setup.workers)
+    for redis_target in [t for t in by if t.startswith("redis")]:
+        rs = by[redis_target]
         print()
-        print("Redis, per lookup over the saturation phase (median of the rounds):")
+        print(
+            f"Redis, per lookup over the saturation phase, {names[redis_target]} "
+            "(median of the rounds):"
+        )
         print()
         trips = statistics.median(r.redis["trips"] for r in rs if r.redis)
         scripts = statistics.median(r.redis["scripts"] for r in rs if r.redis)
@@ -749,6 +750,31 @@ def report(rounds: list[Round], setup: Setup, started: str, load_before: str, sp
         f"{load_before} before, {_load()} after; speed index {speed:.2f} s before, "
         f"{speed_index():.2f} s after (10 M Python additions, lower is faster); wrk, "
         "backend, proxy, redis-server and the open-loop generator all share the machine."
+    )
+
+
+def scaling(
+    by: dict[str, list[Round]], rate: dict[str, float], cpu: dict[str, float], workers: int
+) -> None:
+    """N workers over one, Redis store, same rounds: throughput (what the cores allow) and
+    CPU per lookup (what running N costs: a flat line means the workers do not get in each
+    other's way)."""
+    one, pool = rate["redis"], rate[POOL]
+    each = ", ".join(f"{p.rate / o.rate:.2f}" for o, p in zip(by["redis"], by[POOL], strict=False))
+    print()
+    print(f"Scaling, Redis store: {workers} workers over 1 (same rounds, wrk -c{CONNECTIONS}):")
+    print()
+    print("| workers | lookups/s | × 1 worker | proxy CPU/lookup | cores busy |")
+    print("|---:|---:|---:|---:|---:|")
+    for n, target in ((1, "redis"), (workers, POOL)):
+        print(
+            f"| {n} | {rate[target]:,.0f} | {rate[target] / one:.2f} | {cpu[target]:.0f} µs | "
+            f"{rate[target] * cpu[target] / 1e6:.2f} |"
+        )
+    print()
+    print(
+        f"{workers} workers gave {pool / one:.2f}× one worker's lookups/s (per round: {each}); "
+        f"{os.cpu_count()} CPUs here, shared with wrk, the backend and redis-server."
     )
 
 
@@ -809,9 +835,8 @@ def run(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit(WRK_HINT)
     workers = args.workers
-    if workers != 1 and not serve_supports_workers():
-        print(f"lookup-proxy serve has no --workers yet: measuring 1 worker, not {workers}")
-        workers = 1
+    if workers > 1 and "redis" in args.targets and POOL not in args.targets:
+        args.targets.insert(args.targets.index("redis") + 1, POOL)
     started = time.strftime("%Y-%m-%d %H:%M")
     load_before, speed = _load(), speed_index()
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as name:
@@ -836,7 +861,7 @@ def run(args: argparse.Namespace) -> None:
                 env, directory, f"http://127.0.0.1:{bare_port}/healthz",
             )  # fmt: skip
             processes.append(bare)
-            if "redis" in args.targets:
+            if any(t.startswith("redis") for t in args.targets):
                 from tests.servers import start_redis
 
                 server = start_redis(directory / "redis")
@@ -868,7 +893,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=1, help="passed to serve if it takes it")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure the Redis store as serve --workers N, and print the scaling",
+    )
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk before measuring")
     parser.add_argument(
         "--rate",
@@ -884,7 +914,7 @@ def main() -> None:
         "--targets",
         type=lambda s: [t for t in s.split(",") if t],
         default=list(TARGETS),
-        help="comma-separated, of bare,memory,redis",
+        help="comma-separated, of bare,memory,redis (--workers N adds redis-workers)",
     )
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default=None, help=argparse.SUPPRESS)
@@ -892,7 +922,7 @@ def main() -> None:
     if args.serve_bare is not None:
         serve_bare(args.serve_bare, args.upstream)
         return
-    unknown = set(args.targets) - set(TARGETS)
+    unknown = set(args.targets) - {*TARGETS, POOL}
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
     args.rate = sorted(set(args.rate))

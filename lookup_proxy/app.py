@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from lookup_proxy import __version__
 from lookup_proxy.admin import add_admin_routes
@@ -36,7 +36,7 @@ from lookup_proxy.guard.decision import Decision
 from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
-from lookup_proxy.metrics import ProxyMetrics
+from lookup_proxy.metrics import ProxyMetrics, exposition
 from lookup_proxy.native import compiled_modules
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
@@ -129,6 +129,8 @@ class Proxy:
             )
         self.recorder = Recorder(self.metrics, self.audit)
         self._learning: set[asyncio.Task[None]] = set()
+        self.draining = False
+        """Set when serving stops (lookup_proxy/serving): /readyz says not ready from then on."""
         self.lookup_routes: set[web.AbstractRoute] = set()
         """Routes whose walk checks the request's shape itself, so the refusal is audited."""
 
@@ -355,6 +357,8 @@ class Proxy:
 
     async def readyz(self, _request: web.Request) -> web.Response:
         checks: dict[str, str] = {"policy": "loaded"}
+        if self.draining:  # whatever else holds, a balancer should send no more
+            checks["serving"] = "draining"
         try:
             await asyncio.wait_for(self.store.ping(), self.policy.store.timeout * 4)
             checks["store"] = "ok"
@@ -376,7 +380,7 @@ class Proxy:
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
         await self._count_cases()
-        body = generate_latest(self.metrics.registry)
+        body = exposition(self.metrics.registry)  # one worker's, or the whole pool's
         response = web.Response(body=body)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response

@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 from lookup_proxy.clock import SystemClock
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError
-from lookup_proxy.overrides import with_overrides
 from lookup_proxy.policy import Policy, load_policy
 from lookup_proxy.replay import ReplayFailed
 
@@ -41,86 +39,33 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-async def _serve_until_stopped(
-    policy: Policy,
-    policy_path: Path,
-    host: str,
-    port: int,
-    with_demo_backend: bool,
-    prepare: Callable[[Policy], Policy] | None = None,
-) -> None:
-    import logging
-    from contextlib import AsyncExitStack
-
-    from yarl import URL
-
-    from lookup_proxy.app import PROXY, build_app
-    from lookup_proxy.http_edge import listening
-
-    app = build_app(
-        policy,
-        base_dir=policy_path.parent,
-        environ=os.environ,
-        clock=SystemClock(),
-        policy_file=policy_path,
-        prepare=prepare,
-    )
-    async with AsyncExitStack() as running:  # leaving it stops the proxy first, then the backend
-        if with_demo_backend:
-            from lookup_proxy.customers import CustomerBase
-            from lookup_proxy.demo_backend import build_demo_backend
-
-            upstream = URL(policy.upstream.url)
-            await running.enter_async_context(
-                listening(
-                    build_demo_backend(CustomerBase()),
-                    upstream.host or "127.0.0.1",
-                    upstream.port or 80,
-                )
-            )
-        await running.enter_async_context(listening(app, host, port))
-        from lookup_proxy.gc_tuning import tune_for_serving
-
-        tune_for_serving(app[PROXY].metrics.gc_pauses)  # started: what exists now lives on
-        logging.getLogger("lookup_proxy").info(
-            "serving",
-            extra={
-                "host": host,
-                "port": port,
-                "store": policy.store.kind,
-                "upstream": policy.upstream.url,
-                "policy": str(policy_path),
-            },
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, app[PROXY].reloader.on_signal)  # reload.py
-        await stop.wait()
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from lookup_proxy.logs import configure_logging
+    from lookup_proxy.serving.options import ServeOptions
 
     configure_logging(args.log_level)
-
-    def prepare(loaded: Policy) -> Policy:  # the same overrides for every reload
-        return with_overrides(
-            loaded,
-            args.store_kind,
-            args.upstream_url,
-            args.lock_journal,
-            args.audit_archive,
-            args.trusted_proxies,
-        )
-
-    policy = prepare(_policy(args.config))
-    host = args.host or policy.server.host
-    port = policy.server.port if args.port is None else args.port
-    run_async(
-        _serve_until_stopped(policy, Path(args.config), host, port, args.with_demo_backend, prepare)
+    options = ServeOptions(
+        config=args.config,
+        host=args.host,
+        port=args.port,
+        store_kind=args.store_kind,
+        upstream_url=args.upstream_url,
+        lock_journal=args.lock_journal,
+        audit_archive=args.audit_archive,
+        trusted_proxies=args.trusted_proxies,
+        with_demo_backend=args.with_demo_backend,
+        log_level=args.log_level,
+        workers=args.workers,
+        drain_timeout=args.drain_timeout,
     )
+    policy = options.load()
+    if options.workers > 1:
+        from lookup_proxy.serving.master import serve_workers
+
+        return serve_workers(options, policy)
+    from lookup_proxy.serving.process import serve
+
+    run_async(serve(options, policy))
     return 0
 
 
@@ -343,6 +288,13 @@ def _add_review_commands(sub: Any) -> None:
     unlock.set_defaults(func=cmd_unlock)
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, found {text}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookup-proxy",
@@ -381,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--with-demo-backend",
         action="store_true",
         help="also serve the synthetic customer backend at [upstream] url (local trial only)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="serving processes on the port (SO_REUSEPORT; N > 1 needs the Redis store)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="after SIGTERM, how long lookups in flight may take to finish (default: the "
+        "longer of [server] shutdown_timeout and [upstream] total_timeout + 1s)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -429,6 +429,7 @@ async def listening(
     *,
     limits: ServerLimits | None = None,
     shutdown_timeout: float | None = None,
+    reuse_port: bool = False,
 ) -> AsyncIterator[Listener]:
     """``app`` behind the HTTP edge on ``host:port`` (0: a free port) until the block ends.
 
@@ -436,6 +437,12 @@ async def listening(
     contract above holds wherever a proxy answers. A proxy's limits come from its policy's
     ``[server]`` section and its edge refusals are counted in its refusal metric; other apps (the
     demo backend) get the defaults.
+
+    Leaving the block is the drain: aiohttp's ``runner.cleanup()`` closes the listening socket,
+    closes idle keep-alive connections, waits up to ``shutdown_timeout`` for every request being
+    handled (its connection closes after the answer), then runs the app's cleanup. With
+    ``reuse_port`` several processes listen on one port (``serve --workers``, see
+    lookup_proxy/serving/master.py).
     """
     from lookup_proxy.app import PROXY  # the app module wires proxies; this one only serves
 
@@ -457,7 +464,7 @@ async def listening(
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         bound = runner.addresses[0]
         yield Listener(str(bound[0]), int(bound[1]))
     finally:

@@ -3,17 +3,58 @@ never an employee id or a number, so cardinality stays bounded and metrics leak 
 
 Each application gets its own registry, so several proxies in one process (tests) never share
 counters.
+
+``serve --workers N`` runs N processes that must answer one scrape for all of them: the master
+sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, chosen when the library
+is first imported) before it starts its workers, every value then lives in a file per process,
+and :func:`exposition` merges the files of every worker at scrape time. Counters and histograms
+add up, and keep the counts of workers that died (a total never goes backwards). A gauge says
+how its workers combine (``multiprocess_mode``; the ``live`` modes forget a worker once the
+master marks it dead):
+
+- ``livesum`` where each worker holds a share of the whole: requests in flight, audit records
+  pending, case signals pending;
+- ``livemax`` where every worker reports a flag that a sum would inflate: build and policy info
+  (1 for what is in force; two policy hashes at 1 means the workers disagree, which
+  PolicyHashMismatch catches) and the store mode (1 if any worker is in that mode, so an alert
+  on ``mode="local" == 1`` still fires for one worker out of N);
+- ``livemostrecent`` for what is read from the shared store at scrape time: the review queue
+  (whichever worker answers the scrape reads it; the others' older readings lose).
+
+Outside that mode the modes change nothing, and each registry is exposed alone as before.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
     from lookup_proxy.guard.decision import Decision
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""Where each worker of ``serve --workers N`` keeps its values (set by the master only)."""
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode, or None when this process counts alone."""
+    return os.environ.get(MULTIPROCESS_DIR) or None
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text of one scrape: ``registry`` alone, or every worker of the pool."""
+    directory = multiprocess_dir()
+    if directory is None:
+        return generate_latest(registry)
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(merged)
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STORE_BUCKETS = (
@@ -136,12 +177,14 @@ class ProxyMetrics:
         self.in_flight = Gauge(
             "lookup_proxy_requests_in_flight",
             "Lookup requests being handled now.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.build = Gauge(
             "lookup_proxy_build_info",
             "1, labelled with the running version and whether the guard runs compiled.",
             ["version", "compiled"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.gc_pauses = Histogram(
@@ -194,11 +237,13 @@ class CaseMetrics:
             "Cases waiting for a reviewer, by status (open, acknowledged): the review queue "
             "(read from the shared store at each scrape; every instance reports the same).",
             ["status"],
+            multiprocess_mode="livemostrecent",
             registry=registry,
         )
         self.pending = Gauge(
             "lookup_proxy_case_signals_pending",
             "Employees with a guard signal waiting to be written to the case book.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
 
@@ -224,6 +269,7 @@ class AuditMetrics:
         self.pending = Gauge(
             "lookup_proxy_audit_pending_records",
             "Audit records made but not yet durable (waiting for the next flush).",
+            multiprocess_mode="livesum",
             registry=registry,
         )
 
@@ -239,6 +285,7 @@ class StoreHealthMetrics:
             "1 for the mode lookups are guarded in now: shared (Redis), local (embedded store "
             "while Redis is unreachable) or refusing (503 while Redis is unreachable).",
             ["mode"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.transitions = Counter(
@@ -292,6 +339,7 @@ class PolicyMetrics:
             "lookup_proxy_policy_info",
             "1 for the hash of the policy in force (policy_hash: 16 hex of SHA-256).",
             ["hash"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         for result in self.RESULTS:
@@ -301,7 +349,11 @@ class PolicyMetrics:
         self.reloads.labels(result=result).inc()
 
     def active(self, policy_hash: str, previous: str | None) -> None:
-        """Show ``policy_hash``; the previous hash's series is removed."""
+        """Show ``policy_hash``; the previous hash's series is removed (set to 0 in
+        multiprocess mode, which cannot remove a series from a worker's file)."""
         if previous is not None and previous != policy_hash:
-            self.info.remove(previous)
+            if multiprocess_dir() is None:
+                self.info.remove(previous)
+            else:
+                self.info.labels(hash=previous).set(0)
         self.info.labels(hash=policy_hash).set(1)

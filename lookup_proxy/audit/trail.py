@@ -18,8 +18,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
-import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +29,7 @@ from lookup_proxy.audit.chain import Chain, Signer, iso_at
 from lookup_proxy.audit.pseudonym import Pseudonymiser, last4
 from lookup_proxy.clock import Clock
 from lookup_proxy.guard.primitives import APPEND, GuardStore, StoreUnavailable
+from lookup_proxy.instance import host_name
 from lookup_proxy.metrics import AuditMetrics
 from lookup_proxy.policy import Audit
 
@@ -43,13 +42,11 @@ MAX_PENDING = 100_000
 logged. Nothing is dropped: lookups whose own records cannot be written are refused anyway,
 so what piles up is outcomes and admin actions, a few hundred bytes each."""
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
 
 def new_chain_id(now: float) -> str:
-    """One writer's chain: host, process and start time, safe in a file name."""
-    host = _UNSAFE.sub("-", socket.gethostname())[:40] or "host"
-    return f"{host}.{os.getpid()}.{int(now * 1000)}"
+    """One writer's chain: host (and worker, lookup_proxy/instance.py), process and start time,
+    safe in a file name."""
+    return f"{host_name()}.{os.getpid()}.{int(now * 1000)}"
 
 
 def stream_key(prefix: str) -> str:

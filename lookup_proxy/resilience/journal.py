@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from lookup_proxy.guard.lockouts import LockInfo
+from lookup_proxy.instance import host_name
 
 log = logging.getLogger("lookup_proxy.journal")
 
@@ -46,7 +46,7 @@ class LockJournal:
     ) -> None:
         self.directory = directory
         self._on_error = on_error
-        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.instance = instance or f"{host_name()}-{os.getpid()}"
         self.path = directory / f"locks-{_safe(self.instance)}.jsonl"
         self.unreadable = 0
         """Lines skipped on the last read (torn writes)."""
