@@ -63,7 +63,7 @@ async def test_add_trims_members_at_or_before_the_window_start(store: GuardStore
     """A member scored exactly ``now - window`` has left the window; one just after has not."""
     await add(store, T, "a")
     await add(store, T + 0.001, "b")
-    count, _, oldest = await add(store, T + 60.0, "c")
+    count, _, oldest = await add(store, T + 60.0, "c", nth=1)
     assert count == 2
     assert oldest == T + 0.001
     assert await members(store, 0.0) == ["b", "c"]
@@ -73,10 +73,18 @@ async def test_add_rescoring_a_member_keeps_one_entry_at_the_new_time(store: Gua
     """Adding a member again moves it to now instead of counting it twice."""
     await add(store, T, "a")
     await add(store, T + 1, "b")
-    count, _, oldest = await add(store, T + 2, "a")
+    count, _, oldest = await add(store, T + 2, "a", nth=1)
     assert count == 2
     assert oldest == T + 1
     assert await members(store, 0.0) == ["b", "a"]
+
+
+async def test_add_answers_the_oldest_score_only_for_a_rate_log(store: GuardStore) -> None:
+    """With ``nth = 0`` (counting windows) the oldest score is not read (one Redis command
+    fewer per add); rate logs ask for an nth and get it."""
+    await add(store, T, "a")
+    assert await add(store, T + 1, "b") == [2, None, None]
+    assert await add(store, T + 2, "c", nth=3) == [3, T, T]
 
 
 async def test_add_keeps_only_the_newest_cap_members(store: GuardStore) -> None:
@@ -343,7 +351,7 @@ async def test_append_keeps_entries_in_order_and_answers_an_id(store: GuardStore
         [("add", KEY, T, "a", 60.0, 10, 0), ("append", log, '{"n":2}', T, 3600.0)]
     )
     assert isinstance(first[0], str) and isinstance(both[1], str)
-    assert both[0] == [1, None, T]
+    assert both[0] == [1, None, None]
     assert await _log_entries(store, log) == ['{"n":1}', '{"n":2}']
 
 

@@ -102,7 +102,7 @@ def test_an_unknown_primitive_is_refused_by_name() -> None:
 class ReferenceWindow:
     """The ``add``/``count``/``members`` contract (guard/primitives.py) the plainest way: a dict
     of member scores, trimmed at ``now - window``, capped to the newest, expiring a window after
-    its last add."""
+    its last add; the oldest score answered only for ``nth > 0``."""
 
     def __init__(self) -> None:
         self.scores: dict[str, float] = {}
@@ -115,7 +115,8 @@ class ReferenceWindow:
         self.scores = dict(newest_first)
         self.expiry = now + window
         nth_score = newest_first[nth - 1][1] if 0 < nth <= len(newest_first) else None
-        return [len(self.scores), nth_score, min(self.scores.values())]
+        oldest = min(self.scores.values()) if nth > 0 else None
+        return [len(self.scores), nth_score, oldest]
 
     def live(self, latest: float) -> dict[str, float]:
         return self.scores if self.expiry > latest else {}

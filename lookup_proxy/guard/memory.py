@@ -218,7 +218,7 @@ class MemoryStore:
                         score = candidate
                         break
                     skip -= 1
-        return [count, score, found.oldest]
+        return [count, score, found.oldest if nth > 0 else None]
 
     def _live(self, key: str) -> _Window | None:
         """The key's window unless it has expired (then it is dropped): what reads see."""

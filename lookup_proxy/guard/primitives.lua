@@ -27,7 +27,7 @@ for k = 1, #KEYS do
   local code = argv[a]
 
   if code == 'add' then
-    -- ("add", key, now, member, window, cap, nth) -> {count, nth_score|false, oldest_score}
+    -- ("add", key, now, member, window, cap, nth) -> {count, nth_score|false, oldest|false}
     local now, member, window, cap, nth = argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5]
     a = a + 6
     call('ZREMRANGEBYSCORE', key, '-inf', format('%.17g', now - window))
@@ -47,7 +47,10 @@ for k = 1, #KEYS do
     if nth > 0 and nth <= count then
       nth_score = call('ZRANGE', key, count - nth, count - nth, 'WITHSCORES')[2]
     end
-    local oldest = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+    local oldest = false
+    if nth > 0 then
+      oldest = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+    end
     results[k] = {count, nth_score, oldest}
 
   elseif code == 'count' then
