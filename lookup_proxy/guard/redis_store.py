@@ -153,6 +153,9 @@ class RedisStore:
         self._deadline = max(4 * timeout, 0.5)
         self._discovered = not self._cluster
         self._discovering = asyncio.Lock()
+        self._queue: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]] = []
+        """Batches asked for in this turn of the event loop, sent together at its end."""
+        self._sending: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(
@@ -249,14 +252,62 @@ class RedisStore:
     # -- the lookup path ----------------------------------------------------------------------
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        """Run a batch; batches asked for in one turn of the event loop share a round trip.
+
+        Under load many lookups reach the store in the same turn (decisions, outcomes learnt
+        after the answer); each used to be its own pipeline, and the client's work per
+        pipeline, not Redis's, was most of what a round trip cost. Queued batches are sent at
+        the end of the turn as one: each keeps its results and its errors (a failure fails
+        every batch it carried, as it would have failed each alone). Batches of a recovery run
+        at once: the queue waits for the recovery, so it cannot also carry it.
+        """
         if not ops:
             return []
+        for op in ops:
+            arity = ARITY.get(op[0])
+            if arity is None or len(op) != arity + 2:
+                raise ValueError(f"unknown store primitive or wrong arguments: {op!r}")
+        if _RECOVERING.get():
+            return await self._execute_now(ops)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[list[Any]] = loop.create_future()
+        self._queue.append((ops, waiter))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return await waiter
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._send(queue))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, queue: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]]) -> None:
+        ops = queue[0][0] if len(queue) == 1 else [op for batch, _ in queue for op in batch]
+        try:
+            results = await self._execute_now(ops)
+        except BaseException as exc:
+            for _, waiter in queue:
+                if waiter.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    waiter.cancel()  # the loop is closing
+                else:
+                    waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for batch, waiter in queue:
+            end = start + len(batch)
+            if not waiter.done():  # its lookup may have been abandoned meanwhile
+                waiter.set_result(results[start:end])
+            start = end
+
+    async def _execute_now(self, ops: Sequence[Op]) -> list[Any]:
         groups: dict[str, _Group] = {}
         for index, op in enumerate(ops):
             code = op[0]
-            arity = ARITY.get(code)
-            if arity is None or len(op) != arity + 2:
-                raise ValueError(f"unknown store primitive or wrong arguments: {op!r}")
             key = op[1]
             tag = hash_tag(key)
             group = groups.get(tag)
@@ -289,7 +340,11 @@ class RedisStore:
                 code = ops[index][0]
                 if code == ADD:
                     count, nth, oldest = value
-                    value = [count, None if nth is None else float(nth), float(oldest)]
+                    value = [
+                        count,
+                        None if nth is None else float(nth),
+                        None if oldest is None else float(oldest),
+                    ]
                 elif code == SCORE and value is not None:
                     value = float(value)
                 results[index] = value
@@ -396,6 +451,8 @@ class RedisStore:
         return sorted(found)
 
     async def close(self) -> None:
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=self._deadline)
         await self.client.aclose()
 
 
