@@ -22,7 +22,8 @@ state where a clerk's token was first seen hours ago), then wrk runs ``--warmup`
 lookup-proxy run starts a fresh process (memory store) or on an emptied Redis, so rate
 windows never carry over between rounds. Per target it prints throughput, p50/p99/p99.9, the ratio
 to bare, the p99 added at 500/s, the proxy's and the backend's CPU per lookup; for Redis also
-guard round trips (the proxy's ``lookup_proxy_store_roundtrip_seconds`` count), script calls and
+guard batches (the proxy's ``lookup_proxy_store_roundtrip_seconds`` count: a decision, an outcome,
+the peer tallies; batches asked for in one turn of the event loop share one round trip), script calls and
 commands (``INFO commandstats``, commands inside scripts included) and redis-server CPU
 (``INFO cpu``) per lookup, from deltas over the saturation phase.
 
@@ -439,7 +440,7 @@ def redis_counters(client: Any) -> tuple[float, Counter[str]]:
 
 
 class RedisProbe:
-    """Deltas of redis-server CPU, its commands and the proxy's guard round trips."""
+    """Deltas of redis-server CPU, its commands and the proxy's guard batches."""
 
     def __init__(self, url: str, proxy_port: int) -> None:
         import redis
@@ -731,7 +732,7 @@ def report(rounds: list[Round], setup: Setup, started: str, load_before: str, sp
             if r.redis:
                 top.update({c: v / len(rs) for c, v in r.redis["top"].items()})
         print(
-            "| guard round trips | script calls | commands (incl. inside scripts) | redis-server CPU | one Redis core ≈ |"
+            "| guard batches | script calls | commands (incl. inside scripts) | redis-server CPU | one Redis core ≈ |"
         )
         print("|---:|---:|---:|---:|---:|")
         print(
