@@ -230,9 +230,7 @@ class Proxy:
                 {"X-Request-Id": request_id, **decision.headers},
                 fields,
             )
-            self.metrics.upstream_latency.labels(label).observe(
-                time.perf_counter() - upstream_started
-            )
+            self.metrics.upstream_timed(label).observe(time.perf_counter() - upstream_started)
             entry.status = entry.upstream_status = forwarded.status
             if 200 <= forwarded.status < 300:
                 entry.outcome = "found"
@@ -400,7 +398,7 @@ class Proxy:
     def refused(self, request: web.Request, refusal: Refusal) -> web.Response:
         """A refusal outside the lookup walk (which records its own): counted, logged, no
         traceback, since every one of them is an expected condition."""
-        self.metrics.refusals.labels(refusal.cause, str(refusal.status)).inc()
+        self.metrics.refused(refusal.cause, str(refusal.status)).inc()
         log.warning(
             "refused",
             extra={

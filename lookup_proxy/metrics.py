@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -74,6 +74,27 @@ _STORE_BUCKETS = (
 )
 
 
+class Children:
+    """A labelled metric's children by label values, each looked up once.
+
+    ``labels()`` takes a lock and builds its key on every call (about 1.5 µs, 2 with keyword
+    labels), and a lookup asks for half a dozen; a dict answers in a fifth of that. Only for
+    labels of bounded sets (routes, outcomes, reasons, causes, rules), as every label here is.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class GuardMetrics:
     """What the guard reports: rule hits by action and mode, lockouts, flags, store health."""
 
@@ -116,6 +137,10 @@ class GuardMetrics:
             registry=registry,
         )
 
+        self.decided = Children(self.decisions)
+        self.hit = Children(self.rule_hits)
+        self.flagged = Children(self.flags)
+
     def prime(self, rules: Iterable[str]) -> None:
         """Lockout and flag series at 0 for every rule from the start: a counter first seen
         at 1 looks like no increase to Prometheus, so the first lockout would go unalerted."""
@@ -125,13 +150,13 @@ class GuardMetrics:
 
     def observe_decision(self, decision: Decision) -> None:
         for hit in decision.hits:
-            self.rule_hits.labels(hit.rule, hit.kind, hit.action, hit.mode).inc()
+            self.hit(hit.rule, hit.kind, hit.action, hit.mode).inc()
         for flag in decision.flags:
-            self.flags.labels(rule=flag).inc()
+            self.flagged(flag).inc()
         if decision.allowed:
-            self.decisions.labels(decision="allow", rule="").inc()
+            self.decided("allow", "").inc()
         else:
-            self.decisions.labels(decision="deny", rule=decision.rule or "").inc()
+            self.decided("deny", decision.rule or "").inc()
 
 
 class ProxyMetrics:
@@ -195,6 +220,10 @@ class ProxyMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=registry,
         )
+        self.counted = Children(self.requests)
+        self.refused = Children(self.refusals)
+        self.timed = Children(self.request_latency)
+        self.upstream_timed = Children(self.upstream_latency)
         self.guard = GuardMetrics(registry)
         self.store = StoreHealthMetrics(registry)
         self.reloads = PolicyMetrics(registry)

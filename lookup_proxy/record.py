@@ -88,10 +88,10 @@ class Recorder:
     def record(self, entry: LookupRecord, duration: float, numbers: Numbers) -> None:
         """``numbers``: the lookup's policy's, to read a number it was refused before reading."""
         metrics = self.metrics
-        metrics.requests.labels(entry.route, entry.outcome, entry.reason or "none").inc()
-        metrics.request_latency.labels(entry.route).observe(duration)
+        metrics.counted(entry.route, entry.outcome, entry.reason or "none").inc()
+        metrics.timed(entry.route).observe(duration)
         if entry.cause is not None:
-            metrics.refusals.labels(entry.cause, str(entry.status)).inc()
+            metrics.refused(entry.cause, str(entry.status)).inc()
         trail = self.trail
         if not entry.attempted:
             # Refused before its record was made durable (a bad token, a bad number, the store

@@ -681,9 +681,7 @@ class Guard:
         except StoreUnavailable as exc:
             raise self._unavailable() from exc
         if metrics is not None:
-            metrics.store_latency.labels(store=self.store.kind).observe(
-                time.perf_counter() - started
-            )
+            metrics.store_latency.labels(self.store.kind).observe(time.perf_counter() - started)
         return results
 
     async def _keys(self, pattern: str) -> list[str]:
