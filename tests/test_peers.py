@@ -152,13 +152,13 @@ def test_the_sequential_test_forgets_days_that_point_the_other_way() -> None:
 
 
 def test_the_open_day_counts_for_the_part_of_a_usual_day_it_has_seen() -> None:
-    """Ten lookups into a day of forty, three misses are a quarter-day's rise, not a whole
-    day's shortfall: the open bucket neither clears the evidence nor flags on its own."""
-    days = [(40, 4)] * 3 + [(44, 8)] * 3
-    before = cusum(threshold=1000.0).judge_days("me", week(days))
-    assert before is None
-    full = cusum(threshold=0.5).judge_days("me", week([*days, (10, 3)]))
-    assert full is not None
+    """Three days of rise leave 9.6 nats. Ten lookups into the next day (a quarter of the
+    clerk's usual 44) with one miss are a quarter-day's evidence: -0.15, the statistic stays
+    at 9; the same miss at the end of a 40-lookup day is a quiet day (-2.2, down to 7)."""
+    rise = [(44, 11)] * 3
+    assert cusum(threshold=0.001).judge_days("me", week(rise)) == 9
+    assert cusum(threshold=0.001).judge_days("me", week([*rise, (10, 1)])) == 9
+    assert cusum(threshold=0.001).judge_days("me", week([*rise, (40, 1)])) == 7
 
 
 def test_the_sequential_test_needs_peers_each_day() -> None:
