@@ -31,7 +31,7 @@ import math
 import random
 import statistics
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -43,16 +43,20 @@ RATES = (1, 2, 3, 4, 5, 6, 8, 10)
 CORPORATE = "CORPORATE_ACCOUNT"
 
 
-def honest_days(
-    events: Path, truth: Path
-) -> tuple[dict[str, list[tuple[int, int]]], dict[str, str]]:
-    """Per honest clerk: (distinct numbers, distinct misses not forgiven) per day; their regions."""
+Day = tuple[int, int, int]
+"""A clerk's day: distinct numbers, distinct misses not forgiven, misses forgiven as typos."""
+MISSES, TYPOS = 1, 2
+
+
+def honest_days(events: Path, truth: Path) -> tuple[dict[str, list[Day]], dict[str, str]]:
+    """Per honest clerk, their days (see ``Day``); and their regions."""
     actors = {}
     with truth.open(newline="") as handle:
         for row in csv.DictReader(handle):
             actors[int(row["row"])] = (row["actor"], row["threat"])
     honest_ids: set[str] = set()
     days: dict[str, dict[int, dict[str, bool]]] = defaultdict(lambda: defaultdict(dict))
+    typos: dict[str, Counter[int]] = defaultdict(Counter)
     last_miss: dict[str, tuple[float, str, int]] = {}
     region: dict[str, str] = {}
     first_day: int | None = None
@@ -77,25 +81,28 @@ def honest_days(
             numbers = days[employee][day]
             if found:
                 previous = last_miss.get(employee)
-                if (
-                    previous
+                retyped = (
+                    previous is not None
                     and stamp - previous[0] <= TYPO_SECONDS
                     and is_typo_of(previous[1], number)
-                ):
-                    numbers.pop(previous[1], None)  # forgiven: a typo and its retype
+                )
+                # Forgiven: a typo and its retype (the typo leaves the day's numbers).
+                if retyped and previous and numbers.pop(previous[1], None) is False:
+                    typos[employee][day] += 1
                 numbers[number] = True
             else:
                 numbers.setdefault(number, False)
                 last_miss[employee] = (stamp, number, day)
     assert first_day is not None, "no honest lookups in the events"
     span = max(d for per in days.values() for d in per) - first_day + 1
-    table: dict[str, list[tuple[int, int]]] = {}
+    table: dict[str, list[Day]] = {}
     for employee in honest_ids - excluded:
         per = days[employee]
         table[employee] = [
             (
                 len(per.get(first_day + d, {})),
                 sum(not f for f in per.get(first_day + d, {}).values()),
+                typos[employee][first_day + d],
             )
             for d in range(span)
         ]
@@ -103,28 +110,32 @@ def honest_days(
 
 
 def region_shares(
-    table: dict[str, list[tuple[int, int]]], region: dict[str, str]
+    table: dict[str, list[Day]], region: dict[str, str], metric: int = MISSES
 ) -> dict[str, list[float]]:
-    """The median clerk's share of misses per region and day (what predicts a clerk's misses)."""
+    """The median clerk's share (of the metric among their numbers) per region and day: what
+    predicts a clerk's count."""
     shares: dict[str, list[float]] = {}
     span = len(next(iter(table.values())))
     for name in set(region.values()):
         clerks = [table[e] for e in table if region[e] == name]
         daily = []
         for d in range(span):
-            values = [m / n for n, m in (c[d] for c in clerks) if n >= 20]
+            values = [c[d][metric] / c[d][0] for c in clerks if c[d][0] >= 20]
             daily.append(statistics.median(values) if values else 0.0)
         shares[name] = daily
     return shares
 
 
-def cusum_path(days: list[tuple[int, int]], shares: list[float], shift: float) -> list[float]:
-    """Page's statistic after each day for a rise of ``shift`` misses a day (Poisson model)."""
+def cusum_path(
+    days: list[Day], shares: list[float], shift: float, metric: int = MISSES
+) -> list[float]:
+    """Page's statistic after each day for a rise of ``shift`` a day in the metric (Poisson)."""
     statistic, path = 0.0, []
-    for (numbers, misses), share in zip(days, shares, strict=True):
+    for day, share in zip(days, shares, strict=True):
+        numbers, count = day[0], day[metric]
         expected = max(share * numbers, 0.5) if numbers else 0.0
         if expected:
-            statistic = max(0.0, statistic + misses * math.log1p(shift / expected) - shift)
+            statistic = max(0.0, statistic + count * math.log1p(shift / expected) - shift)
         path.append(statistic)
     return path
 
@@ -140,15 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flag-share", type=float, default=0.03)
     parser.add_argument("--density", type=float, default=0.14)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--metric",
+        choices=("misses", "typos"),
+        default="misses",
+        help="misses: NEW_SUBSCRIPTION probes among walk-ins; typos: probes dressed as typos "
+        "(a neighbour of a known customer, then the customer retyped: forgiven when they miss)",
+    )
     args = parser.parse_args(argv)
+    metric = MISSES if args.metric == "misses" else TYPOS
     table, region = honest_days(args.events, args.truth)
-    shares = region_shares(table, region)
+    shares = region_shares(table, region, metric)
     rng = random.Random(args.seed)
     span = len(next(iter(table.values())))
     miss_share = 1.0 - args.density
     print(
         f"{len(table)} honest clerks over {span} days; honest clerks flagged in the month: "
-        f"{args.flag_share:.1%} (threshold set per rate)"
+        f"{args.flag_share:.1%} (threshold set per rate); metric: {args.metric}"
     )
     print(
         "| probes/day | days to flag: median | 90th pct | worst | records before flag: median | 90th pct |"
@@ -157,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for rate in RATES:
         shift = rate * miss_share
         honest_peaks = sorted(
-            max(cusum_path(days, shares[region[e]], shift)) for e, days in table.items()
+            max(cusum_path(days, shares[region[e]], shift, metric)) for e, days in table.items()
         )
         cut = honest_peaks[
             min(len(honest_peaks) - 1, int(len(honest_peaks) * (1 - args.flag_share)))
@@ -171,9 +190,15 @@ def main(argv: list[str] | None = None) -> int:
             for d in range(start, span):
                 misses = sum(rng.random() < miss_share for _ in range(rate))
                 found += rate - misses
-                numbers, own = planted[d]
-                planted[d] = (numbers + rate, own + misses)
-                if cusum_path(planted[: d + 1], shares[region[employee]][: d + 1], shift)[-1] > cut:
+                numbers, own_misses, own_typos = planted[d]
+                if metric == MISSES:  # new numbers, most of them nobody's
+                    planted[d] = (numbers + rate, own_misses + misses, own_typos)
+                else:  # variants that miss are forgiven typos (not numbers); the rest are found
+                    planted[d] = (numbers + rate - misses, own_misses, own_typos + misses)
+                path = cusum_path(
+                    planted[: d + 1], shares[region[employee]][: d + 1], shift, metric
+                )
+                if path[-1] > cut:
                     delays.append(d - start)
                     records.append(found)
                     break

@@ -37,9 +37,12 @@ def test_honest_days_leave_out_attackers_and_forgive_retyped_typos(
     }
     assert table and not attackers & set(table)
     assert set(table) <= set(region)
-    numbers = sum(n for days in table.values() for n, _ in days)
-    misses = sum(m for days in table.values() for _, m in days)
+    numbers = sum(day[0] for days in table.values() for day in days)
+    misses = sum(day[1] for days in table.values() for day in days)
+    typos = sum(day[2] for days in table.values() for day in days)
     assert 0.05 < misses / numbers < 0.12
+    # The simulator's clerks mistype 4 % of what they type and retype at once.
+    assert 0.025 < typos / numbers < 0.06
 
 
 def test_faster_probers_are_flagged_sooner(
@@ -54,4 +57,19 @@ def test_faster_probers_are_flagged_sooner(
     assert set(medians) == set(detectability.RATES)
     ordered = [medians[rate] for rate in sorted(medians)]
     assert ordered == sorted(ordered, reverse=True)
+    assert medians[10] <= 3 < medians[1]
+
+
+def test_typo_farmers_are_measured_on_forgiven_typos(
+    month: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --metric typos the probes are dressed as typos: the same shape of answer, the
+    faster farmer flagged sooner."""
+    events, truth = month
+    argv = ["--events", str(events), "--truth", str(truth), "--metric", "typos"]
+    assert detectability.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "metric: typos" in out
+    rows = re.findall(r"^\| (\d+) \| (\d+) \|", out, re.MULTILINE)
+    medians = {int(rate): int(days) for rate, days in rows}
     assert medians[10] <= 3 < medians[1]
