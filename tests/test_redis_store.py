@@ -84,20 +84,51 @@ async def test_a_flushed_script_cache_is_refilled_transparently(redis_store: Red
         assert await redis_store.execute(batch) == [[1, T, T]] * len(batch)
 
 
-async def test_a_standalone_batch_is_one_script_call_per_hash_tag(fresh_redis: str) -> None:
-    """Three hash tags cost three EVALSHAs in one pipeline, and no SCRIPT EXISTS or raw command."""
+async def test_a_standalone_batch_is_one_script_call_whatever_its_hash_tags(
+    fresh_redis: str,
+) -> None:
+    """Three hash tags and a plain read cost one EVALSHA, and no SCRIPT EXISTS or raw command:
+    standalone Redis runs a script on any keys."""
     store = RedisStore.from_url(fresh_redis, cluster=False, timeout=2.0)
     try:
         batch = [("add", f"lp:{{{tag}}}:w", T, "m", 60.0, 5, 1) for tag in ("e:a", "s:b", "r:c")]
         await store.execute(batch)  # loads the script
         await store.client.config_resetstat()
-        await store.execute([*batch, ("get", "lp:{e:a}:lock", T)])
+        results = await store.execute([*batch, ("get", "lp:{e:a}:lock", T)])
+        assert results == [[1, T, T]] * 3 + [None]
         stats = await store.client.info("commandstats")
-        assert stats["cmdstat_evalsha"]["calls"] == 3
+        assert stats["cmdstat_evalsha"]["calls"] == 1
         assert [
             name for name in stats if name.startswith(("cmdstat_script", "cmdstat_eval|"))
         ] == []
         assert "cmdstat_eval" not in stats
+    finally:
+        await store.close()
+
+
+async def test_batches_of_one_loop_turn_share_one_call_and_keep_their_results(
+    fresh_redis: str,
+) -> None:
+    """Ten lookups' batches asked for at once go as one script call; each gets its own
+    results, and one that names an unknown primitive fails alone, before anything is sent."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=2.0)
+    try:
+        await store.execute([("get", "lp:{e:x}:lock", T)])  # loads the script
+        await store.client.config_resetstat()
+        batches = [
+            [("add", f"lp:{{e:{n}}}:w", T + n, f"m{n}", 60.0, 5, 1), ("count", "lp:{c}:x", T)]
+            for n in range(10)
+        ]
+        bad = [("nonsense", "lp:{e:z}:w")]
+        answers = await asyncio.gather(
+            *(store.execute(batch) for batch in batches),
+            store.execute(bad),  # type: ignore[list-item]
+            return_exceptions=True,
+        )
+        assert answers[:10] == [[[1, T + n, T + n], 0] for n in range(10)]
+        assert isinstance(answers[10], ValueError)
+        stats = await store.client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1
     finally:
         await store.close()
 
