@@ -16,7 +16,7 @@ from lookup_proxy.errors import Refusal
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.primitives import StoreUnavailable
-from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.guard.redis_store import CALL_SIZE, RedisStore
 from lookup_proxy.policy import parse_policy
 from tests.harness import GUARD_HEAD, GUARD_REASONS
 from tests.servers import free_port
@@ -129,6 +129,25 @@ async def test_batches_of_one_loop_turn_share_one_call_and_keep_their_results(
         assert isinstance(answers[10], ValueError)
         stats = await store.client.info("commandstats")
         assert stats["cmdstat_evalsha"]["calls"] == 1
+    finally:
+        await store.close()
+
+
+async def test_a_large_turn_goes_in_round_trips_of_whole_batches(fresh_redis: str) -> None:
+    """A hundred batches of two primitives asked for at once are 200 primitives: two calls
+    (whole batches up to CALL_SIZE, then the rest), every batch answered with its own."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=2.0)
+    try:
+        await store.execute([("get", "lp:{e:x}:lock", T)])  # loads the script
+        await store.client.config_resetstat()
+        batches = [
+            [("add", f"lp:{{e:{n}}}:w", T + n, "m", 60.0, 5, 1), ("get", f"lp:{{e:{n}}}:v", T)]
+            for n in range(100)
+        ]
+        answers = await asyncio.gather(*(store.execute(batch) for batch in batches))
+        assert answers == [[[1, T + n, T + n], None] for n in range(100)]
+        stats = await store.client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == -(-200 // CALL_SIZE)
     finally:
         await store.close()
 

@@ -1,16 +1,15 @@
 """The shared store: the guard's primitives run inside Redis, for several proxy instances.
 
-A batch runs as ``EVALSHA`` of a small generic interpreter (``primitives.lua``), mirrored by
-the memory store. Client CPU is the scarce thing on the proxy's machines: one script call costs
-a fraction of a pipeline of the dozens of raw commands a batch would need
-(``bench/bench_store.py``: about 70 against 540 µs of CPU for a nine-primitive batch), and it
-is atomic for free. Standalone Redis runs the whole batch (the batches of one loop turn, see
-:meth:`RedisStore.execute`) as one script call, whatever its keys: each call's packing and
-parsing in redis-py, and its set-up in Redis, were most of what a batch cost once they were
-split by hash tag (``bench/bench_guard_redis.py``: 628 against 406 µs of proxy CPU and 493
-against 430 µs of redis-server CPU a lookup). Redis Cluster only runs a script on keys of one
-slot, so there a batch is split by hash tag and the groups (employee, store, region, chain) go
-to their nodes concurrently, atomic per group.
+A batch runs as ``EVALSHA`` of a small generic interpreter (``primitives.lua``), mirrored by the
+memory store. Client CPU is the scarce thing on the proxy's machines: one script call costs a
+fraction of a pipeline of the dozens of raw commands a batch would need
+(``bench/bench_store.py``: about 70 against 540 µs of CPU for a nine-primitive batch), and it is
+atomic for free. Standalone Redis runs the batches of one loop turn (see
+:meth:`RedisStore.execute`) as script calls of whole batches, about ``CALL_SIZE`` primitives
+each, whatever their keys: each call's packing and parsing in redis-py, and its set-up in Redis,
+were most of what a batch cost when split by hash tag (``bench/bench_guard_redis.py``). Redis
+Cluster only runs a script on keys of one slot, so there a batch is split by hash tag and the
+groups (employee, store, region, chain) go to their nodes concurrently, atomic per group.
 
 Any failure to get an answer (refused connection, timeout, cluster down, a script error) is
 :class:`StoreUnavailable`: the guard then refuses the lookup rather than letting it through
@@ -82,6 +81,13 @@ ARITY = {
     APPEND: 3,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts."""
+CALL_SIZE = 128
+"""Primitives in one round trip (and, standalone, one script call) of the batches of a loop turn:
+whole batches are added until they reach it (a lookup's three ask for about forty). Fewer,
+larger calls cost less to pack, parse and set up; smaller round trips let the first lookups go
+on while Redis runs the rest, and Redis runs nothing else while a script runs.
+bench/bench_guard_redis.py at 64, 128 and 256: 128 did most lookups a second at nearly the least
+proxy CPU."""
 
 
 _RECOVERING: ContextVar[bool] = ContextVar("lookup_proxy_redis_recovering", default=False)
@@ -282,7 +288,26 @@ class RedisStore:
 
     def _flush(self) -> None:
         queue, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(queue))
+        loop = asyncio.get_running_loop()
+        # Whole batches, about CALL_SIZE primitives a round trip: the first answers come back
+        # (and their lookups go on) while Redis still runs the rest.
+        chunk: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]] = []
+        size = 0
+        for item in queue:
+            chunk.append(item)
+            size += len(item[0])
+            if size >= CALL_SIZE:
+                self._start_sending(loop, chunk)
+                chunk, size = [], 0
+        if chunk:
+            self._start_sending(loop, chunk)
+
+    def _start_sending(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        chunk: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]],
+    ) -> None:
+        task = loop.create_task(self._send(chunk))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
@@ -310,10 +335,13 @@ class RedisStore:
 
     async def _execute_now(self, ops: Sequence[Op]) -> list[Any]:
         groups: dict[str, _Group] = {}
+        cluster = self._cluster
         for index, op in enumerate(ops):
             code = op[0]
             key = op[1]
-            tag = hash_tag(key) if self._cluster else ""  # standalone: one call for all
+            # Cluster: one call per hash tag. Standalone: one call for what was sent (whole
+            # batches, about CALL_SIZE primitives: see _flush), atomic as each batch was.
+            tag = hash_tag(key) if cluster else ""
             group = groups.get(tag)
             if group is None:
                 group = groups[tag] = _Group()
