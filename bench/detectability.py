@@ -57,7 +57,7 @@ def honest_days(events: Path, truth: Path) -> tuple[dict[str, list[Day]], dict[s
     honest_ids: set[str] = set()
     days: dict[str, dict[int, dict[str, bool]]] = defaultdict(lambda: defaultdict(dict))
     typos: dict[str, Counter[int]] = defaultdict(Counter)
-    last_miss: dict[str, tuple[float, str, int]] = {}
+    last_miss: dict[str, tuple[float, str]] = {}
     region: dict[str, str] = {}
     first_day: int | None = None
     excluded: set[str] = set()
@@ -81,18 +81,18 @@ def honest_days(events: Path, truth: Path) -> tuple[dict[str, list[Day]], dict[s
             numbers = days[employee][day]
             if found:
                 previous = last_miss.get(employee)
-                retyped = (
+                # Forgiven: a typo and its retype (the typo leaves the day's numbers).
+                if (
                     previous is not None
                     and stamp - previous[0] <= TYPO_SECONDS
                     and is_typo_of(previous[1], number)
-                )
-                # Forgiven: a typo and its retype (the typo leaves the day's numbers).
-                if retyped and previous and numbers.pop(previous[1], None) is False:
+                    and numbers.pop(previous[1], None) is False
+                ):
                     typos[employee][day] += 1
                 numbers[number] = True
             else:
                 numbers.setdefault(number, False)
-                last_miss[employee] = (stamp, number, day)
+                last_miss[employee] = (stamp, number)
     assert first_day is not None, "no honest lookups in the events"
     span = max(d for per in days.values() for d in per) - first_day + 1
     table: dict[str, list[Day]] = {}

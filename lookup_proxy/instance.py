@@ -26,11 +26,6 @@ def become_worker(index: int) -> None:
     _worker = index
 
 
-def worker_index() -> int | None:
-    """This process's place in a ``serve --workers`` pool, or None outside one."""
-    return _worker
-
-
 def host_name() -> str:
     """The machine's name, safe in a file name, with ``-w<index>`` in a worker of a pool."""
     host = _UNSAFE.sub("-", socket.gethostname())[:40] or "host"

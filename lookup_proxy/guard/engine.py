@@ -114,6 +114,10 @@ class Guard:
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        self._store_timer: Any = (
+            None if metrics is None else metrics.store_latency.labels(store.kind)
+        )
+        """The store's latency series, looked up once: every batch is timed into it."""
         self._prefix = policy.store.key_prefix
         self._contact = policy.lockout.contact
         self._in_process: MemoryStore | None = (
@@ -674,14 +678,14 @@ class Guard:
         return await self._run(batch.ops) if batch.ops else []
 
     async def _run(self, ops: list[Op]) -> list[Any]:
-        metrics = self.metrics
-        started = time.perf_counter() if metrics is not None else 0.0
+        timer = self._store_timer
+        started = time.perf_counter() if timer is not None else 0.0
         try:
             results = await self.store.execute(ops)
         except StoreUnavailable as exc:
             raise self._unavailable() from exc
-        if metrics is not None:
-            metrics.store_latency.labels(self.store.kind).observe(time.perf_counter() - started)
+        if timer is not None:
+            timer.observe(time.perf_counter() - started)
         return results
 
     async def _keys(self, pattern: str) -> list[str]:
