@@ -96,7 +96,7 @@ def honest_days(events: Path, truth: Path) -> tuple[dict[str, list[Day]], dict[s
     assert first_day is not None, "no honest lookups in the events"
     span = max(d for per in days.values() for d in per) - first_day + 1
     table: dict[str, list[Day]] = {}
-    for employee in honest_ids - excluded:
+    for employee in sorted(honest_ids - excluded):  # sorted: the planted draws repeat
         per = days[employee]
         table[employee] = [
             (
