@@ -1,8 +1,9 @@
 """What one guarded lookup asks of Redis, command by command (issue 12), without HTTP.
 
 Runs the shipped policy's ``Guard.decide`` and then ``Guard.learn`` (as the proxy does: the
-outcome after the answer) at concurrency 32 against a private redis-server, for lookups of 4,000
-employees on random numbers (``--found`` of them customers), and prints per lookup: store
+outcome after the answer) at concurrency 32 against a private redis-server, for lookups of
+``--employees`` employees (4,000, as bench/perf.py) on random numbers (``--found`` of them
+customers), and prints per lookup: store
 round trips (decision and learning apart), script calls, Redis commands by name (``INFO
 commandstats``: the commands scripts run included) and redis-server CPU. The HTTP bench
 (``bench/perf.py``) measures the same end to end; this one shows where the commands go.
@@ -10,7 +11,13 @@ commandstats``: the commands scripts run included) and redis-server CPU. The HTT
 Rounds alternate between the store as it runs (batches asked for in one turn of the event loop
 share a round trip) and each batch sent alone, and the best round of each is printed with the
 ratio. Run from the repository root:
-``python -m bench.bench_guard_redis [--lookups 8000] [--found 0.9] [--rounds 3]``.
+``python -m bench.bench_guard_redis [--lookups 8000] [--employees 4000] [--found 0.9]
+[--rounds 3]``.
+
+Each round starts on an emptied Redis, so with 4,000 employees most of an employee's windows
+are new when a lookup reaches them (about three lookups each a round), which Redis handles with
+fewer commands than a window that exists; ``--employees 200`` (about fifty each) is closer to a
+store chain's steady state, where a clerk's windows already hold the day.
 """
 
 from __future__ import annotations
@@ -18,13 +25,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from collections import Counter
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -80,7 +85,7 @@ async def cpu(client: Redis) -> float:
 
 
 async def measure(
-    port: int, lookups: int, found_share: float, coalesce: bool, seed: int
+    port: int, lookups: int, found_share: float, coalesce: bool, seed: int, people: int = 4000
 ) -> dict[str, Any]:
     """One round on an emptied Redis: per-lookup figures, with or without coalescing."""
     policy = shipped_open_all_day()
@@ -95,7 +100,7 @@ async def measure(
     await client.flushall()
     employees = [
         Employee(f"E{n:04d}", f"S{n % 40:03d}", f"R{n % 6}", frozenset({"clerk"}))
-        for n in range(4000)
+        for n in range(people)
     ]
     rng = random.Random(seed)
 
@@ -149,12 +154,17 @@ class AloneStore:
         return await self.store._execute_now(ops)
 
 
-async def run(port: int, lookups: int, found_share: float, rounds: int) -> None:
+async def run(port: int, lookups: int, found_share: float, rounds: int, people: int) -> None:
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for round_ in range(rounds):
         for coalesce in (False, True):
-            results[coalesce].append(await measure(port, lookups, found_share, coalesce, round_))
-    print(f"{lookups} lookups a round, {rounds} rounds interleaved, concurrency {CONCURRENCY}")
+            results[coalesce].append(
+                await measure(port, lookups, found_share, coalesce, round_, people)
+            )
+    print(
+        f"{lookups} lookups a round of {people} employees, {rounds} rounds interleaved, "
+        f"concurrency {CONCURRENCY}"
+    )
     print(
         "| batches | lookups/s | proxy CPU/lookup | batches/lookup (decide, learn) "
         "| round trips/lookup | commands/lookup | redis-server CPU/lookup |"
@@ -182,25 +192,19 @@ async def run(port: int, lookups: int, found_share: float, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lookups", type=int, default=8000)
+    parser.add_argument("--employees", type=int, default=4000)
     parser.add_argument("--found", type=float, default=0.9)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    server = shutil.which("redis-server")
-    assert server, "needs redis-server (apt-get install redis-server)"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tests.servers import start_redis
+
     with tempfile.TemporaryDirectory() as work:
-        process = subprocess.Popen(
-            [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", work],
-            stdout=subprocess.DEVNULL,
-        )
+        server = start_redis(Path(work))
         try:
-            time.sleep(0.3)
-            asyncio.run(run(port, args.lookups, args.found, args.rounds))
+            port = server.port
+            asyncio.run(run(port, args.lookups, args.found, args.rounds, args.employees))
         finally:
-            process.terminate()
-            process.wait()
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -645,8 +645,9 @@ async def test_memory_store_forgets_everything_once_the_windows_pass() -> None:
 
 
 async def test_every_redis_key_expires_within_its_window(redis_store: RedisStore) -> None:
-    """After a busy run every Redis key has a TTL no longer than its rule's window or the lockout
-    (but the marker that tells an emptied Redis)."""
+    """After a busy run every Redis key has a TTL no longer than its rule's window (and the
+    expiry slot after it, an eighth of the window) or the lockout (but the marker that tells an
+    emptied Redis)."""
     desk = Desk(make_policy(BUSY + LOCKING, tail='[lockout]\nduration = "2h"\n'), redis_store)
     employees = [Employee(f"clerk{i}", f"store{i % 3}", "seoul", frozenset()) for i in range(6)]
     for index in range(300):
@@ -670,7 +671,8 @@ async def test_every_redis_key_expires_within_its_window(redis_store: RedisStore
             continue
         rule = key.split("}:", 1)[1].split(":", 1)[0]
         ttl = await redis_store.client.pttl(key)
-        assert 0 < ttl <= windows[rule] * 1000, f"{key} has PTTL {ttl}"
+        longest = windows[rule] if rule == "lock" else windows[rule] * (1 + 1 / 8)
+        assert 0 < ttl <= longest * 1000, f"{key} has PTTL {ttl}"
         if rule == "lock":
             assert ttl > 7100 * 1000
 

@@ -37,7 +37,9 @@ async def test_keys_lists_only_live_keys_matching_the_pattern() -> None:
         ]
     )
     assert await store.keys("lp:{e:*}:lock") == ["lp:{e:a}:lock", "lp:{e:b}:lock"]
-    store.run([("get", "lp:{e:c}:lock", T + 60)])  # the clock moves on
+    store.run([("get", "lp:{e:c}:lock", T + 60)])  # the clock moves on: the lock of 30 s went
+    assert await store.keys("lp:*") == ["lp:{e:a}:lock", "lp:{e:a}:rate"]
+    store.run([("get", "lp:{e:c}:lock", T + 67.5)])  # and the window, at the end of its slot
     assert await store.keys("lp:*") == ["lp:{e:a}:lock"]
 
 
@@ -56,7 +58,7 @@ def test_a_sweep_drops_expired_keys_without_being_asked() -> None:
     store.run([("add", f"lp:{{e:{i}}}:rate", T, "m", 60.0, 5, 0) for i in range(500)])
     assert store.size() == 500
     for _ in range(_SWEEP_EVERY * 500 + 1001):
-        store.run([("get", "lp:{e:x}:lock", T + 61)])
+        store.run([("get", "lp:{e:x}:lock", T + 68)])  # past the window and its expiry slot
     assert store.size() == 0
 
 
@@ -102,7 +104,8 @@ def test_an_unknown_primitive_is_refused_by_name() -> None:
 class ReferenceWindow:
     """The ``add``/``count``/``members`` contract (guard/primitives.py) the plainest way: a dict
     of member scores, trimmed at ``now - window``, capped to the newest, expiring a window after
-    its last add; the oldest score answered only for ``nth > 0``."""
+    the end of its last add's slot (an eighth of the window); the oldest score answered only for
+    ``nth > 0``."""
 
     def __init__(self) -> None:
         self.scores: dict[str, float] = {}
@@ -113,7 +116,8 @@ class ReferenceWindow:
         self.scores[member] = now
         newest_first = sorted(self.scores.items(), key=lambda item: -item[1])[:cap]
         self.scores = dict(newest_first)
-        self.expiry = now + window
+        slot = window / 8
+        self.expiry = (now // slot + 1) * slot + window
         nth_score = newest_first[nth - 1][1] if 0 < nth <= len(newest_first) else None
         oldest = min(self.scores.values()) if nth > 0 else None
         return [len(self.scores), nth_score, oldest]

@@ -15,7 +15,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
-from lookup_proxy.guard.primitives import StoreUnavailable
+from lookup_proxy.guard.primitives import StoreUnavailable, window_expiry
 from lookup_proxy.guard.redis_store import CALL_SIZE, RedisStore
 from lookup_proxy.policy import parse_policy
 from tests.harness import GUARD_HEAD, GUARD_REASONS
@@ -51,11 +51,37 @@ def test_the_cluster_fixture_serves_three_masters(redis_cluster: str) -> None:
         client.close()
 
 
-async def test_add_expires_its_key_after_the_window(redis_store: RedisStore) -> None:
-    """Every window key carries a TTL of its window, so Redis memory stays bounded."""
+async def test_add_expires_its_key_a_window_after_its_expiry_slot(
+    redis_store: RedisStore,
+) -> None:
+    """Every window key carries a TTL: the window from the end of the add's expiry slot (an
+    eighth of the window), so Redis memory stays bounded."""
     await redis_store.execute([("add", "lp:{e:a}:w", T, "m", 90.0, 5, 0)])
     ttl = await redis_store.client.pttl("lp:{e:a}:w")
-    assert 89_000 < ttl <= 90_000
+    expected = (window_expiry(T, 90.0) - T) * 1000
+    assert 90_000 < expected <= 90_000 + 90_000 / 8
+    assert expected - 1_000 < ttl <= expected
+
+
+async def test_an_add_in_the_newest_member_s_slot_leaves_the_ttl_and_a_later_one_sets_it(
+    redis_store: RedisStore,
+) -> None:
+    """The TTL is set once per expiry slot: an add in the slot of the window's newest member
+    leaves it as it is (no PEXPIRE), the first add of a later slot sets it again; a clock that
+    stepped back, whose add is scored at the newest member, counts as that member's slot."""
+    key = "lp:{e:a}:slots"
+    slot = 80.0 / 8
+    start = (T // slot) * slot  # the start of a slot
+    await redis_store.execute([("add", key, start + 1, "m1", 80.0, 50, 0)])
+    await redis_store.client.pexpire(key, 5_000)  # a mark: did the next add set the TTL?
+    await redis_store.execute([("add", key, start + 9, "m2", 80.0, 50, 0)])
+    assert await redis_store.client.pttl(key) <= 5_000
+    await redis_store.execute([("add", key, start + 3, "m3", 80.0, 50, 0)])  # stepped back
+    assert await redis_store.client.pttl(key) <= 5_000
+    await redis_store.execute([("add", key, start + 11, "m4", 80.0, 50, 0)])  # the next slot
+    expected = (window_expiry(start + 11, 80.0) - (start + 11)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+    assert await redis_store.execute([("count", key, 0.0)]) == [4]
 
 
 async def test_set_with_a_ttl_expires_and_without_one_persists(redis_store: RedisStore) -> None:

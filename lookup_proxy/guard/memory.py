@@ -26,7 +26,7 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from typing import Any, Final
 
-from lookup_proxy.guard.primitives import Batch, Op
+from lookup_proxy.guard.primitives import Batch, Op, window_expiry
 
 # The opcodes of primitives.py, as constants this module owns: compiled, a comparison with
 # them is a pointer test, not a lookup in another module's globals and a generic compare.
@@ -205,7 +205,7 @@ class MemoryStore:
             front_changed = True
         if front_changed:
             found.front_changed()
-        found.expiry = now + window
+        found.expiry = window_expiry(now, window)
         score: float | None = None
         if 0 < nth <= count:
             # Walk from whichever end is nearer: rate logs ask for the nth newest of nth + 1.

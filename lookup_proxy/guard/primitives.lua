@@ -17,6 +17,45 @@ local call = redis.call
 local tonumber = tonumber
 local format = string.format
 local ceil = math.ceil
+local floor = math.floor
+
+-- A window key expires `window` after the end of its newest member's slot (window / 8, at most
+-- an hour: window_expiry in primitives.py), so an add in the slot of the newest member leaves
+-- the TTL as it is: no PEXPIRE, which was a fifth of a lookup's commands.
+local function slot_of(window)
+  local slot = window / 8
+  if slot > 3600 then slot = 3600 end
+  return slot
+end
+
+-- The TTL (ms, a string) of a window whose newest member is scored `score`, at `now`.
+local function expiry(score, now, window, slot)
+  if slot <= 0 then
+    return format('%d', ceil((score - now + window) * 1000))
+  end
+  return format('%d', ceil(((floor(score / slot) + 1) * slot - now + window) * 1000))
+end
+
+-- Scores as strings, memoised for the call: a lookup's primitives share their now and its
+-- windows repeat, and formatting was a third of what the script cost Redis beyond its commands.
+local scores = {}
+local function score_of(x)
+  local s = scores[x]
+  if s == nil then
+    s = format('%.17g', x)
+    scores[x] = s
+  end
+  return s
+end
+local after = {}
+local function after_of(x)
+  local s = after[x]
+  if s == nil then
+    s = '(' .. format('%.17g', x)
+    after[x] = s
+  end
+  return s
+end
 
 local argv = cjson.decode(ARGV[1])
 local results = {}
@@ -30,37 +69,55 @@ for k = 1, #KEYS do
     -- ("add", key, now, member, window, cap, nth) -> {count, nth_score|false, oldest|false}
     local now, member, window, cap, nth = argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5]
     a = a + 6
-    call('ZREMRANGEBYSCORE', key, '-inf', format('%.17g', now - window))
-    local score = format('%.17g', now)
+    local score = score_of(now)
+    local slot = slot_of(window)
     local newest = call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
-    if newest and tonumber(newest) > now then
-      score = newest -- a clock step backwards must not break the time order
+    if newest == nil and cap > 0 then
+      -- A new (or expired) window: nothing to trim, a count of one, its first TTL.
+      call('ZADD', key, score, member)
+      call('PEXPIRE', key, expiry(now, now, window, slot))
+      local oldest = false
+      if nth > 0 then oldest = score end
+      if nth == 1 then results[k] = {1, score, oldest} else results[k] = {1, false, oldest} end
+    else
+      call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
+      local at = now
+      local last = at
+      if newest then
+        last = tonumber(newest)
+        if last > now then
+          score = newest -- a clock step backwards must not break the time order
+          at = last
+        end
+      end
+      call('ZADD', key, score, member)
+      local count = call('ZCARD', key)
+      if count > cap then
+        call('ZREMRANGEBYRANK', key, 0, count - cap - 1)
+        count = cap
+      end
+      if newest == nil or slot <= 0 or floor(last / slot) < floor(at / slot) then
+        call('PEXPIRE', key, expiry(at, now, window, slot))
+      end
+      local nth_score = false
+      if nth > 0 and nth <= count then
+        nth_score = call('ZRANGE', key, count - nth, count - nth, 'WITHSCORES')[2]
+      end
+      local oldest = false
+      if nth > 0 then
+        oldest = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+      end
+      results[k] = {count, nth_score, oldest}
     end
-    call('ZADD', key, score, member)
-    local count = call('ZCARD', key)
-    if count > cap then
-      call('ZREMRANGEBYRANK', key, 0, count - cap - 1)
-      count = cap
-    end
-    call('PEXPIRE', key, format('%d', ceil(window * 1000)))
-    local nth_score = false
-    if nth > 0 and nth <= count then
-      nth_score = call('ZRANGE', key, count - nth, count - nth, 'WITHSCORES')[2]
-    end
-    local oldest = false
-    if nth > 0 then
-      oldest = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
-    end
-    results[k] = {count, nth_score, oldest}
 
   elseif code == 'count' then
     -- ("count", key, since) -> members scored after since
-    results[k] = call('ZCOUNT', key, '(' .. format('%.17g', argv[a + 1]), '+inf')
+    results[k] = call('ZCOUNT', key, after_of(argv[a + 1]), '+inf')
     a = a + 2
 
   elseif code == 'members' then
     -- ("members", key, since) -> those members, oldest first
-    results[k] = call('ZRANGEBYSCORE', key, '(' .. format('%.17g', argv[a + 1]), '+inf')
+    results[k] = call('ZRANGEBYSCORE', key, after_of(argv[a + 1]), '+inf')
     a = a + 2
 
   elseif code == 'get' then

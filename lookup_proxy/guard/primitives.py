@@ -16,7 +16,9 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
 
 ``("add", key, now, member, window, cap, nth)``
     Drop members scored at or before ``now - window``; add or re-score ``member`` at ``now``;
-    keep only the newest ``cap``; expire the key after ``window``. Returns
+    keep only the newest ``cap``; the key expires ``window`` after the end of the newest
+    member's *expiry slot* (see :func:`window_expiry`: at most an eighth of the window or an
+    hour later than ``window`` after the add). Returns
     ``[count, nth_score, oldest_score]``: ``nth_score`` is the ``nth`` newest member's score
     when ``0 < nth <= count``, else ``None`` (for Retry-After and RateLimit headers);
     ``oldest_score`` only for ``nth > 0`` (rate logs), else ``None``: most adds only count,
@@ -50,6 +52,7 @@ in the same round trip as its decision and no lookup is forwarded without one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -67,6 +70,29 @@ SCORE = "score"
 INCR = "incr"
 FIELDS = "fields"
 APPEND = "append"
+
+
+EXPIRY_SLOTS = 8
+"""Expiry slots per window: a window key's time to live is set once per slot, not per add."""
+EXPIRY_SLOT_MAX = 3600.0
+"""The longest expiry slot (seconds), so a month-long window outlives its last add by at most an
+hour more."""
+
+
+def window_expiry(score: float, window: float) -> float:
+    """When a window whose newest member is scored ``score`` expires: ``window`` after the end of
+    that score's slot (slots of ``window / 8``, at most an hour, counted from the epoch).
+
+    Expiring exactly ``window`` after the last add cost Redis a ``PEXPIRE`` on every add, a
+    fifth of a lookup's commands; with slots an add in the slot of the window's newest member
+    changes nothing and leaves the TTL alone (``primitives.lua``). What it costs: an idle key
+    holds its memory up to one slot longer. Every read that counts looks inside the window, so
+    no decision changes; the memory store expires on the same slots, so both stores agree.
+    """
+    if window <= 0:
+        return score + window
+    slot = min(window / EXPIRY_SLOTS, EXPIRY_SLOT_MAX)
+    return (math.floor(score / slot) + 1) * slot + window
 
 
 class StoreUnavailable(Exception):

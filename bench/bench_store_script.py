@@ -1,0 +1,172 @@
+"""What the store's Lua interpreter costs Redis per lookup, this version against another.
+
+Records the batches of the shipped policy's ``decide`` and ``learn`` for random lookups of
+``--employees`` employees (on the memory store: the same batches whatever runs them), packs them
+as the Redis store does (whole batches, about ``CALL_SIZE`` primitives a script call), and runs
+them on a private redis-server through each script: the working tree's and the one at
+``--against`` (a git revision). Rounds alternate between the scripts on an emptied Redis; the
+first half of the calls fills the windows and the second half is measured. Prints per lookup
+the script's time inside Redis (``INFO commandstats``, its commands included) and the commands
+it ran, min and median over the rounds: on a shared machine only the interleaved comparison
+means anything. Run from the repository root:
+``python -m bench.bench_store_script [--against HEAD] [--employees 1000] [--lookups 8000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from bench.bench_audit_cost import shipped_open_all_day
+from lookup_proxy.clock import SystemClock
+from lookup_proxy.employee import Employee
+from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.engine import Guard
+from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.guard.primitives import Op
+from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT_PATH = "lookup_proxy/guard/primitives.lua"
+
+
+class Recorder:
+    """The memory store, keeping every batch the guard sends it."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.batches: list[list[Op]] = []
+
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        self.batches.append(list(ops))
+        return await self.store.execute(ops)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def record(employees: int, lookups: int, seed: int) -> list[list[Op]]:
+    """The batches of ``lookups`` decisions and their outcomes (90 % found)."""
+    recorder = Recorder()
+    guard = Guard(shipped_open_all_day(), recorder, SystemClock())
+    guard._in_process = None  # send tuples, as to Redis
+    rng = random.Random(seed)
+    people = [
+        Employee(f"E{n:04d}", f"S{n % 40:03d}", f"R{n % 6}", frozenset({"clerk"}))
+        for n in range(employees)
+    ]
+    for index in range(lookups):
+        employee = people[rng.randrange(employees)]
+        lookup = Lookup(f"r{index}", employee, "BILLING_INQUIRY", f"010{rng.randrange(10**8):08d}")
+        if (await guard.decide(lookup)).allowed:
+            await guard.learn(lookup, rng.random() < 0.9)
+    return recorder.batches
+
+
+def calls_of(batches: list[list[Op]]) -> list[tuple[list[str], bytes]]:
+    """Script calls as the Redis store sends them: keys, and one JSON array of arguments."""
+    calls: list[tuple[list[str], bytes]] = []
+    chunk: list[Op] = []
+    for batch in batches:
+        chunk.extend(batch)
+        if len(chunk) >= CALL_SIZE:
+            calls.append(_encode(chunk))
+            chunk = []
+    if chunk:
+        calls.append(_encode(chunk))
+    return calls
+
+
+def _encode(ops: list[Op]) -> tuple[list[str], bytes]:
+    argv: list[Any] = []
+    for op in ops:
+        argv.append(op[0])
+        argv.extend(op[2:])
+    return [op[1] for op in ops], orjson.dumps(argv)
+
+
+async def measure(
+    client: Redis, script: str, calls: list[tuple[list[str], bytes]], lookups: int
+) -> tuple[float, float]:
+    """Script µs and commands per lookup over the second half of the calls."""
+    await client.flushall()
+    sha = await client.script_load(script)
+    half = len(calls) // 2
+    for keys, payload in calls[:half]:
+        await client.evalsha(sha, len(keys), *keys, payload)
+    await client.config_resetstat()
+    for keys, payload in calls[half:]:
+        await client.evalsha(sha, len(keys), *keys, payload)
+    stats = await client.info("commandstats")
+    measured = lookups * (len(calls) - half) / len(calls)
+    usec = stats["cmdstat_evalsha"]["usec"]
+    commands = sum(
+        value["calls"]
+        for name, value in stats.items()
+        if name not in ("cmdstat_evalsha", "cmdstat_config", "cmdstat_info")
+    )
+    return usec / measured, commands / measured
+
+
+async def run(port: int, scripts: dict[str, str], args: argparse.Namespace) -> None:
+    calls = calls_of(await record(args.employees, args.lookups, args.seed))
+    client = Redis(port=port)
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in scripts}
+    for _ in range(args.rounds):
+        for name, script in scripts.items():
+            rows[name].append(await measure(client, script, calls, args.lookups))
+    await client.aclose()
+    print(
+        f"{args.lookups} lookups of {args.employees} employees, {len(calls)} script calls, "
+        f"{args.rounds} rounds interleaved"
+    )
+    print("| script | Redis µs/lookup (min) | (median) | commands/lookup |")
+    print("|---|---:|---:|---:|")
+    for name, figures in rows.items():
+        times = [usec for usec, _ in figures]
+        print(
+            f"| {name} | {min(times):.0f} | {statistics.median(times):.0f} | {figures[0][1]:.1f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--against", default="HEAD", help="a git revision (default HEAD)")
+    parser.add_argument("--employees", type=int, default=1000)
+    parser.add_argument("--lookups", type=int, default=8000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    other = subprocess.run(
+        ["git", "show", f"{args.against}:{SCRIPT_PATH}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    scripts = {f"at {args.against}": other, "working tree": SCRIPT}
+    from tests.servers import start_redis
+
+    with tempfile.TemporaryDirectory() as work:
+        server = start_redis(Path(work))
+        try:
+            port = server.port
+            asyncio.run(run(port, scripts, args))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
