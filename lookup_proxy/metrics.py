@@ -288,6 +288,8 @@ class AuditMetrics:
             ["kind", "sink"],
             registry=registry,
         )
+        self.recorded = Children(self.records)
+        """``records`` by (kind, sink): every lookup counts one or two records."""
         self.write_errors = Counter(
             "lookup_proxy_audit_write_errors_total",
             "Failed attempts to make audit records durable, by sink (records are kept and "

@@ -229,12 +229,12 @@ class AuditTrail:
                 extra={"error": exc.strerror or str(exc), "path": str(self.file.directory)},
             )
             raise AuditUnavailable(str(exc)) from None
-        self.metrics.records.labels(kind=kind, sink="file").inc()
+        self.metrics.recorded(kind, "file").inc()
         self._seal_if_due()
 
     def stored_in_batch(self, kind: str) -> None:
         """Count a record that travelled in a decision's batch."""
-        self.metrics.records.labels(kind=kind, sink="stream").inc()
+        self.metrics.recorded(kind, "stream").inc()
 
     def _seal_if_due(self) -> None:
         if self.chain.checkpoint_due(self.clock.now()):
@@ -279,7 +279,7 @@ class AuditTrail:
             log.warning("audit records go to the archive file: the store is unavailable")
             return False
         for kind, _ in batch:
-            self.metrics.records.labels(kind=kind, sink="stream").inc()
+            self.metrics.recorded(kind, "stream").inc()
         return True
 
     def _to_file(self, batch: list[tuple[str, bytes]]) -> bool:
@@ -293,7 +293,7 @@ class AuditTrail:
             )
             return False
         for kind, _ in batch:
-            self.metrics.records.labels(kind=kind, sink="file").inc()
+            self.metrics.recorded(kind, "file").inc()
         return True
 
     # -- lifecycle ---------------------------------------------------------------------------
