@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,7 +21,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Decision, Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import GuardStore
+from lookup_proxy.guard.primitives import GuardStore, Op
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.metrics import GuardMetrics
 from lookup_proxy.numbers import normalise_number
@@ -437,6 +439,63 @@ async def test_a_typo_corrected_within_the_typo_window_is_forgiven(
     desk.at(120)
     assert await desk.allowed(ALICE, [FAR[1]]) == [True]
     assert await desk.allowed(BOB, [FAR[1]]) == [False]
+
+
+class Recording:
+    """A store that keeps every primitive the guard sends it (and runs them on ``inner``)."""
+
+    def __init__(self, inner: GuardStore) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.ops: list[Op] = []
+
+    async def execute(self, ops: Sequence[Op]) -> list[Any]:
+        self.ops.extend(ops)
+        return await self.inner.execute(ops)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def keys(self, pattern: str) -> list[str]:
+        return await self.inner.keys(pattern)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def reads_of(self, suffix: str) -> int:
+        """Members read from keys ending in ``suffix`` since the last call."""
+        reads = sum(1 for op in self.ops if op[0] == "members" and op[1].endswith(suffix))
+        self.ops.clear()
+        return reads
+
+
+async def test_a_found_number_reads_recent_misses_only_where_the_decision_counted_some(
+    store: GuardStore,
+) -> None:
+    """Learning a found number asks for the recent misses it may correct only of rules that
+    counted a miss when the lookup was decided: an honest clerk's found lookups skip the read.
+    A typo and its retype still read and forgive; a miss learnt while the found lookup was at
+    the backend is not forgiven by it (the strict side)."""
+    recording = Recording(store)
+    desk = Desk(make_policy(TYPOS), recording)  # type: ignore[arg-type]
+    desk.at(0)
+    await desk.look(ALICE, "01012345679", found=True)
+    assert recording.reads_of(":misses:miss") == 0
+    desk.at(10)
+    await desk.look(ALICE, "01012345678", found=False)
+    desk.at(20)
+    await desk.look(ALICE, "01012345688", found=True)  # the typo, corrected
+    assert recording.reads_of(":misses:miss") == 1
+    assert await store.execute([("count", "lp:{e:alice}:misses:miss", T - 3600)]) == [0]
+
+    # Bob's retype is decided before his typo's outcome is learnt (two terminals at once).
+    retype = Lookup("bob-retype", BOB, "BILLING_INQUIRY", "01012345688")
+    assert (await desk.guard.decide(retype)).allowed
+    await desk.look(BOB, "01012345678", found=False)
+    recording.ops.clear()
+    await desk.guard.learn(retype, True)
+    assert recording.reads_of(":misses:miss") == 0
+    assert await store.execute([("count", "lp:{e:bob}:misses:miss", T - 3600)]) == [1]
 
 
 # -- actions and modes -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ LOCKED = "locked"
 class Lookup:
     """One lookup as the guard sees it: who, why, which number (canonical), and its id."""
 
-    __slots__ = ("audit", "employee", "number", "reason", "request_id")
+    __slots__ = ("audit", "decided", "employee", "number", "reason", "request_id")
 
     def __init__(
         self,
@@ -46,6 +46,9 @@ class Lookup:
         self.number = number
         self.audit = audit
         """The lookup's audit record (JSON), for a guard that writes it with its decision."""
+        self.decided: tuple[object, float, tuple[int, ...]] | None = None
+        """What deciding it saw that learning its outcome can use: the plan it was decided
+        under, when, and each misses rule's count then (see ``Guard.learn``)."""
 
 
 class Hit:

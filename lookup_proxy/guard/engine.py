@@ -80,6 +80,8 @@ class _Plan:
     shared_locking_groups: tuple[_RulePlan, ...]
     """``locking_groups`` placed in that batch."""
     misses: tuple[tuple[MissesCheck, str], ...]
+    misses_at: tuple[int, ...]
+    """Where each of ``misses`` finds its count of misses in the decision's results."""
     rates: tuple[tuple[RateCheck, int], ...]
     """The enforced rate rules, which report RateLimit headers, and where their results are."""
     rate_policy: str
@@ -195,6 +197,7 @@ class Guard:
     def _build_plan(self, employee: Employee, reason: str) -> _Plan:
         rules: list[_RulePlan] = []
         misses: list[tuple[MissesCheck, str]] = []
+        misses_at: list[int] = []
         rates: list[tuple[RateCheck, int]] = []
         start = 1  # after the employee's lock
         for check in self.checks:
@@ -207,9 +210,10 @@ class Guard:
                 rates.append((check, start))
             group = check if isinstance(check, BlockCheck) and check.group else None
             rules.append(_RulePlan(check, key, start, group))
-            start += check.width
             if isinstance(check, MissesCheck):
                 misses.append((check, key))
+                misses_at.append(start)
+            start += check.width
         rate_policy = ", ".join(
             f'"{rate.rule.name}";q={rate.rule.limit};w={int(rate.rule.window)}' for rate, _ in rates
         )
@@ -240,6 +244,7 @@ class Guard:
             tuple(shared),
             shared_locking,
             tuple(misses),
+            tuple(misses_at),
             tuple(rates),
             rate_policy,
             tuple(peers),
@@ -305,6 +310,8 @@ class Guard:
             return await self._decide_locked(
                 plan.locking_groups, employee, subject, results, lock_value
             )
+        if plan.misses_at:
+            lookup.decided = (plan, now, tuple([results[at] for at in plan.misses_at]))
 
         hits: list[Hit] = []
         flags: list[str] = []
@@ -538,11 +545,11 @@ class Guard:
         now = self.clock.now()
         subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
         batch = self._batch()
-        if found:
-            # First, so that each rule's recent misses are at its index, whatever primitives
-            # learning the outcome takes (none, for a found number and a rule without a ratio).
-            for check, key in misses:
-                check.add_recent_misses(batch, key, subject)
+        asked = self._may_correct(lookup, plan, now) if found else ()
+        # First, so that each asked rule's recent misses are at its index, whatever primitives
+        # learning the outcome takes (none, for a found number and a rule without a ratio).
+        for check, key in asked:
+            check.add_recent_misses(batch, key, subject)
         for check, key in misses:
             check.add_outcome(batch, key, subject, found)
         seen_at = batch.size()
@@ -553,7 +560,7 @@ class Guard:
         results = await self._execute(batch)
 
         then = self._batch()
-        forgave = found and await self._forgive(misses, subject, results, then)
+        forgave = bool(asked) and await self._forgive(asked, subject, results, then)
         new = bool(peers) and results[seen_at] is None
         counts: list[tuple[str, int]] = []
         if new:
@@ -587,6 +594,29 @@ class Guard:
         if fired:
             return await self._peer_fired(employee, fired, now)
         return ()
+
+    def _may_correct(
+        self, lookup: Lookup, plan: _Plan, now: float
+    ) -> tuple[tuple[MissesCheck, str], ...]:
+        """The misses rules whose recent misses a found number may correct: all of them,
+        but those that counted no miss in their window when this lookup was decided, if that
+        window reached back past their ``typo_window`` from now.
+
+        Misses are only learnt, and each rule counted its own before this lookup went to the
+        backend, so such a rule has none to forgive: an honest clerk's lookups skip most of the
+        four reads. (A miss of the same employee learnt while this lookup was at the backend, from
+        another terminal, is then not forgiven by it: the strict side.)"""
+        decided = lookup.decided
+        if decided is None or decided[0] is not plan:
+            return plan.misses  # decided elsewhere (another plan or guard): ask every rule
+        _, then, counts = decided
+        return tuple(
+            [
+                (check, key)
+                for (check, key), count in zip(plan.misses, counts, strict=True)
+                if count > 0 or check.window < check.typo_window + (now - then)
+            ]
+        )
 
     async def _forgive(
         self,
