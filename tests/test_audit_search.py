@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,31 @@ def test_cli_search_by_number_in_any_format(tmp_path: Path, monkeypatch: Any, ca
     monkeypatch.delenv("LOOKUP_PROXY_PSEUDONYM_KEYS")
     assert main([*argv, "--number", "010-1234-5678"]) == 2
     assert "LOOKUP_PROXY_PSEUDONYM_KEYS" in capsys.readouterr().err
+
+
+def test_threads_opening_a_new_index_at_once_all_get_it(tmp_path: Path) -> None:
+    """Sixteen searches opening a fresh index at the same moment, forty times: switching it to
+    WAL mode could answer "database is locked" to one of them without waiting (a transparency
+    query failed that way, about one run in thirty); every one now gets its connection."""
+    failures: list[BaseException] = []
+    for trial in range(40):
+        directory = tmp_path / f"audit-{trial}"
+        directory.mkdir()
+        start = threading.Barrier(16)
+
+        def open_index(directory: Path = directory, start: threading.Barrier = start) -> None:
+            archive = AuditArchive(directory)
+            start.wait()
+            try:
+                archive.db.execute("SELECT 1")
+            except BaseException as exc:  # collected and asserted below
+                failures.append(exc)
+            finally:
+                archive.close()
+
+        threads = [threading.Thread(target=open_index) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +133,29 @@ def _case_key(record: dict[str, Any]) -> int | None:
     return _h(key) if isinstance(key, str) else 0
 
 
+INDEX_BUSY_TIMEOUT = 60.0
+"""Seconds a connection to the search index waits for another's lock."""
+
+
+def _write_ahead(db: sqlite3.Connection) -> None:
+    """Put the index in WAL mode (it stays so in the file), waiting out other openers.
+
+    Searches run in worker threads, each with its own connection: when several open a new index
+    at once, switching the journal mode can answer "database is locked" at once, without the
+    busy timeout (SQLite does not wait on that lock), which failed a query with a 500. So the
+    switch is retried until the same timeout has passed.
+    """
+    deadline = time.monotonic() + INDEX_BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class AuditArchive:
     """Search over one archive directory (``policy.audit.archive``)."""
 
@@ -146,8 +170,8 @@ class AuditArchive:
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             self.index_path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.index_path, timeout=60.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.index_path, timeout=INDEX_BUSY_TIMEOUT, isolation_level=None)
+            _write_ahead(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-262144")  # 256 MiB
             db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
