@@ -86,8 +86,10 @@ def window_expiry(score: float, window: float) -> float:
     Expiring exactly ``window`` after the last add cost Redis a ``PEXPIRE`` on every add, a
     fifth of a lookup's commands; with slots an add in the slot of the window's newest member
     changes nothing and leaves the TTL alone (``primitives.lua``). What it costs: an idle key
-    holds its memory up to one slot longer. Every read that counts looks inside the window, so
-    no decision changes; the memory store expires on the same slots, so both stores agree.
+    holds its memory up to one slot longer. Reads that count or list members look inside the
+    window, so they answer as before; a ``score`` read (is the member there?) could already see
+    a member older than the window until the next add trims it, and now also in an idle key's
+    extra slot. The memory store expires on the same slots, so both stores agree.
     """
     if window <= 0:
         return score + window
