@@ -837,6 +837,30 @@ async def test_one_found_lookup_forgives_at_most_one_miss(store: GuardStore) -> 
     assert await _misses(desk, ALICE) == 1
 
 
+async def test_a_customer_forgives_again_once_its_forgiveness_is_older_than_the_budget(
+    store: GuardStore,
+) -> None:
+    """The customer who forgave twice forgives again a budget later, even though the window
+    of forgiving numbers was kept alive (and not trimmed) by another customer's forgiveness."""
+    desk = Desk(make_policy(BOUNDED_TYPOS.replace("typo_limit = 2", "typo_limit = 10")), store)
+    known, other = "01012345678", "01098765432"
+    for index, probe in enumerate(("01012345670", "01012345671")):
+        desk.at(index * 100)
+        await desk.look(ALICE, probe, found=False)
+        desk.at(index * 100 + 5)
+        await desk.look(ALICE, known, found=True)
+    desk.at(23 * 3600)
+    await desk.look(ALICE, "01098765431", found=False)
+    desk.at(23 * 3600 + 5)
+    await desk.look(ALICE, other, found=True)
+    assert await _misses(desk, ALICE) == 0
+    desk.at(86_400 + 200)
+    await desk.look(ALICE, "01012345672", found=False)
+    desk.at(86_400 + 205)
+    await desk.look(ALICE, known, found=True)
+    assert await _misses(desk, ALICE) == 0
+
+
 async def test_a_customer_looked_up_again_forgives_no_second_typo(store: GuardStore) -> None:
     """Farming forgiveness with one known customer: probe a neighbour, retype the customer.
     The first ``typo_repeat`` (2) retypes forgive; later ones of the same customer do not."""
@@ -884,6 +908,26 @@ limit = 2
 """
 
 STAFF = [Employee(f"clerk{i}", "gangnam", "seoul", frozenset({"clerk"})) for i in range(4)]
+
+
+async def test_a_number_counts_towards_the_peer_tallies_again_a_day_after_it_was_seen(
+    store: GuardStore,
+) -> None:
+    """Each number counts once a day: looked up again after a day, it counts again, even when
+    the employee's numbers of the day were kept (and not trimmed) by a lookup in between."""
+    recording = Recording(store)
+    desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
+
+    async def tallied(at: float, number: str) -> int:
+        desk.at(at)
+        recording.ops.clear()
+        await desk.look(ALICE, number, found=True)
+        return sum(1 for op in recording.ops if op[0] == "incr")
+
+    assert await tallied(0, "01012345678") == 1
+    assert await tallied(60, "01012345678") == 0  # the same day: counted already
+    assert await tallied(23 * 3600, "01098765432") == 1
+    assert await tallied(86_400 + 120, "01012345678") == 1
 
 
 async def _workday(desk: Desk, employee: Employee, found: int, missed: int, base: int) -> None:

@@ -561,7 +561,9 @@ class Guard:
 
         then = self._batch()
         forgave = bool(asked) and await self._forgive(asked, subject, results, then)
-        new = bool(peers) and results[seen_at] is None
+        # Seen today: a score within the day (an add trims older ones only when it runs).
+        seen_score: float | None = results[seen_at] if peers else None
+        new = bool(peers) and (seen_score is None or seen_score <= now - SEEN_WINDOW)
         counts: list[tuple[str, int]] = []
         if new:
             counts.append((OUTCOMES, 1))
@@ -645,7 +647,7 @@ class Guard:
         forgave = False
         start = 0
         for check, key, miss in candidates:
-            times = check.forgiveness(read, start)
+            times = check.forgiveness(read, start, subject.now)
             start += check.typo_width
             if times:
                 check.add_forgive(then, key, subject, miss, times)

@@ -402,17 +402,22 @@ class MissesCheck(Check):
         if self.typo_share > 0:
             batch.count(key + ":numbers", since)
 
-    def forgiveness(self, results: list[Any], start: int) -> int:
+    def forgiveness(self, results: list[Any], start: int, now: float) -> int:
         """How many times the number will have forgiven, with this one (0: no forgiveness,
-        because the number forgave ``typo_repeat`` times lately or the budget is spent)."""
+        because the number forgave ``typo_repeat`` times lately or the budget is spent).
+
+        A forgiveness older than ``typo_budget`` is free again, whether or not an add has
+        trimmed it from the window yet: a ``score`` read does not look at the time."""
         budget = float(self.typo_limit)
         if self.typo_share > 0:
             numbers = results[start + 1 + self.typo_repeat]
             budget = min(budget, self.typo_floor + self.typo_share * numbers)
         if results[start] >= budget:
             return 0
+        since = now - self.typo_budget
         for offset in range(self.typo_repeat):
-            if results[start + 1 + offset] is None:
+            forgave = results[start + 1 + offset]
+            if forgave is None or forgave <= since:
                 return offset + 1
         return 0
 
