@@ -201,8 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         server = start_redis(Path(work))
         try:
-            port = server.port
-            asyncio.run(run(port, args.lookups, args.found, args.rounds, args.employees))
+            asyncio.run(run(server.port, args.lookups, args.found, args.rounds, args.employees))
         finally:
             server.stop()
 

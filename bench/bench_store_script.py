@@ -162,8 +162,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         server = start_redis(Path(work))
         try:
-            port = server.port
-            asyncio.run(run(port, scripts, args))
+            asyncio.run(run(server.port, scripts, args))
         finally:
             server.stop()
 

@@ -46,9 +46,10 @@ class Lookup:
         self.number = number
         self.audit = audit
         """The lookup's audit record (JSON), for a guard that writes it with its decision."""
-        self.decided: tuple[object, float, tuple[int, ...]] | None = None
+        self.decided: tuple[object, float, list[Any]] | None = None
         """What deciding it saw that learning its outcome can use: the plan it was decided
-        under, when, and each misses rule's count then (see ``Guard.learn``)."""
+        under, when, and the decision's results, which hold each misses rule's count then
+        (see ``Guard.learn``)."""
 
 
 class Hit:

@@ -311,7 +311,7 @@ class Guard:
                 plan.locking_groups, employee, subject, results, lock_value
             )
         if plan.misses_at:
-            lookup.decided = (plan, now, tuple([results[at] for at in plan.misses_at]))
+            lookup.decided = (plan, now, results)  # read by learn, for a found number only
 
         hits: list[Hit] = []
         flags: list[str] = []
@@ -612,12 +612,12 @@ class Guard:
         decided = lookup.decided
         if decided is None or decided[0] is not plan:
             return plan.misses  # decided elsewhere (another plan or guard): ask every rule
-        _, then, counts = decided
+        _, then, results = decided
         return tuple(
             [
                 (check, key)
-                for (check, key), count in zip(plan.misses, counts, strict=True)
-                if count > 0 or check.window < check.typo_window + (now - then)
+                for (check, key), at in zip(plan.misses, plan.misses_at, strict=True)
+                if results[at] > 0 or check.window < check.typo_window + (now - then)
             ]
         )
 
