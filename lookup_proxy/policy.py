@@ -232,6 +232,11 @@ class _Rule(_Section):
     exempt_reasons: tuple[ReasonCode, ...] = ()
     exempt_roles: tuple[str, ...] = ()
     description: str = ""
+    evidence: Name | None = None
+    """What this rule's flags witness, for escalation (unset: the rule's own name). Rules that
+    name one evidence re-test the same signal (the same misses against the same peers, at
+    another window or with another test); their flags on one day count as one flag-day, and
+    as one rule towards ``min_rules``: two readings of one signal are not two witnesses."""
 
 
 class RateRule(_Rule):
@@ -366,10 +371,15 @@ class Escalation(_Section):
     window: Duration = 14 * 86_400.0
     limit: int = Field(2, ge=0)
     min_rules: int = Field(1, ge=1)
-    """Different rules the flag-days must come from."""
+    """Different rules the flag-days must come from (rules naming one ``evidence`` count once)."""
     one_rule_limit: int | None = Field(None, ge=0)
-    """Flag-days of any one rule tolerated in ``window`` whatever the others say (unset: no
-    such limit): a rule that flags an employee day after day is not chance either."""
+    """Flag-days of any one rule (or one ``evidence``) tolerated in ``window`` whatever the
+    others say (unset: no such limit): a rule that flags an employee day after day is not
+    chance either."""
+    one_rule_limits: dict[Name, Annotated[int, Field(ge=0)]] = {}
+    """``one_rule_limit`` for one rule or evidence: witnesses differ in how often chance
+    alone flags an honest clerk day after day (typo rates differ between clerks far more
+    than the share of walk-ins does)."""
     name: Name = "escalation"
 
 
@@ -551,6 +561,27 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)
+            )
+    evidence_of = {rule.name: rule.evidence or rule.name for rule in policy.rules}
+    for index, rule in enumerate(policy.rules):
+        named = rule.evidence
+        if named is not None and named in evidence_of and evidence_of[named] != named:
+            yield ConfigProblem(
+                file,
+                f"rules[{index}].evidence",
+                f"an evidence name of its own, or a rule whose evidence is its own name "
+                f"(rule {named!r} counts as evidence {evidence_of[named]!r})",
+                repr(named),
+            )
+    evidences = set(evidence_of.values())
+    for name in policy.escalation.one_rule_limits:
+        if name not in evidences:
+            yield ConfigProblem(
+                file,
+                f"escalation.one_rule_limits.{name}",
+                "a witness escalation counts: an `evidence` rules name, or the name of a rule "
+                "that names no other evidence",
+                repr(name),
             )
     if policy.escalation.name in seen:
         yield ConfigProblem(

@@ -60,3 +60,55 @@ def test_one_rule_flagging_day_after_day_locks_past_its_own_limit() -> None:
     assert e.judge(days[:5]) is None
     assert e.judge(days) == tuple(days)
     assert escalation(limit=2, min_rules=2).judge(days) is None
+
+
+def test_rules_of_one_evidence_are_one_witness() -> None:
+    """Two tests of the same misses flagging on the same days are one flag-day a day and one
+    rule towards ``min_rules``; a rule of other evidence agreeing still locks."""
+    e = Escalation(
+        EscalationPolicy.model_validate({"limit": 2, "min_rules": 2}),
+        "lp",
+        9 * 3600,
+        {"peer-misses-cusum": "peer-misses"},
+    )
+    same = [
+        "peer-misses@2026-09-20",
+        "peer-misses-cusum@2026-09-20",
+        "peer-misses@2026-09-21",
+        "peer-misses-cusum@2026-09-21",
+    ]
+    assert e.judge(same) is None
+    assert escalation(limit=2, min_rules=2).judge(same) == tuple(same)
+    other = [*same, "peer-typos@2026-09-21"]
+    assert e.judge(other) == tuple(other)
+
+
+def test_flag_days_of_one_evidence_count_once_against_the_limit() -> None:
+    """Three rules of one evidence on two days are two flag-days, not six, for ``limit``
+    and for ``one_rule_limit``; each rule's own flag-days still stand behind the lock."""
+    grouped = {"b": "a", "c": "a"}
+    policy = EscalationPolicy.model_validate({"limit": 2, "one_rule_limit": 2, "min_rules": 2})
+    e = Escalation(policy, "lp", 9 * 3600, grouped)
+    days = [f"{rule}@2026-09-{day}" for day in (20, 21) for rule in "abc"]
+    assert e.judge(days) is None
+    third = [*days, "c@2026-09-22"]
+    assert e.judge(third) == tuple(third)
+    single = Escalation(EscalationPolicy.model_validate({"limit": 2}), "lp", 9 * 3600, grouped)
+    assert single.judge(days) is None
+    assert single.judge(third) == tuple(third)
+
+
+def test_one_rule_limits_set_the_limit_alone_per_evidence() -> None:
+    """``one_rule_limits`` overrides ``one_rule_limit`` for the rule or evidence it names:
+    five days of misses lock at a limit of four, five days of typos not at the default six."""
+    policy = EscalationPolicy.model_validate(
+        {"limit": 2, "min_rules": 2, "one_rule_limit": 6, "one_rule_limits": {"misses": 4}}
+    )
+    e = Escalation(policy, "lp", 9 * 3600, {"misses-fortnight": "misses"})
+    misses = [f"misses@2026-09-{day}" for day in (10, 11, 12)]
+    misses += ["misses-fortnight@2026-09-12", "misses-fortnight@2026-09-13"]
+    assert e.judge(misses) is None
+    assert e.judge([*misses, "misses-fortnight@2026-09-14"]) is not None
+    typos = [f"typos@2026-09-{day}" for day in range(10, 16)]
+    assert e.judge(typos) is None
+    assert e.judge([*typos, "typos@2026-09-16"]) is not None

@@ -1032,6 +1032,43 @@ async def test_flags_on_more_days_than_the_escalation_limit_lock_and_say_why(
     assert (await desk.look(ALICE, number(9999))).rule == "locked"
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+async def test_rules_naming_one_evidence_escalate_as_one_witness(
+    store: GuardStore, grouped: bool
+) -> None:
+    """Two flag rules over the same lookups, escalation at two flag-days from two rules: as
+    two witnesses they lock on the second day; naming one ``evidence`` they stay flags for
+    three days (one witness), and the flag-days of both rules are still noted."""
+    flagging = DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')
+    again = flagging.replace('name = "distinct-hour"', 'name = "distinct-again"')
+    if grouped:
+        again += 'evidence = "distinct-hour"\n'
+    tail = '[escalation]\nwindow = "14d"\nlimit = 2\nmin_rules = 2\n'
+    tail += '[lockout]\nduration = "until-unlocked"\n'  # Redis expires by its own clock
+    desk = Desk(make_policy(flagging + again, tail=tail), store)
+    refusals = []
+    for day in range(3):
+        desk.at(day * 86_400)
+        for i in range(3):
+            decision = await desk.look(ALICE, number(day * 1000 + i))
+            if not decision.allowed:
+                refusals.append((day, decision.rule))
+    if grouped:
+        assert refusals == []
+        assert decision.flags == ("distinct-hour", "distinct-again")
+        assert await desk.guard.lock_status("alice") is None
+    else:
+        assert refusals[0] == (1, "escalation")
+        status = await desk.guard.lock_status("alice")
+        assert status is not None
+        assert sorted(entry.partition("@")[0] for entry in status.because) == [
+            "distinct-again",
+            "distinct-again",
+            "distinct-hour",
+            "distinct-hour",
+        ]
+
+
 async def test_a_flag_limit_flags_misses_below_the_rule_s_limit(store: GuardStore) -> None:
     """Over ``flag_limit`` a misses rule flags under its own name; over ``limit`` it acts."""
     desk = Desk(

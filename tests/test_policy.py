@@ -267,6 +267,25 @@ def test_a_peer_rule_judges_one_employee_and_escalation_needs_its_own_name() -> 
     assert {key for _, key, _, _ in found} == {"rules[0].scope", "escalation.name"}
 
 
+def test_a_rule_s_evidence_names_a_group_not_a_chain_of_them() -> None:
+    """``evidence`` may name a rule whose evidence is its own name (the group's first rule),
+    or a name of its own; naming a rule that itself counts as other evidence is refused."""
+    rule = '[[rules]]\nname = "{}"\nkind = "peer"\nwindow = "7d"\n{}\n'
+    grouped = rule.format("a", "") + rule.format("b", 'evidence = "a"')
+    chained = grouped + rule.format("c", 'evidence = "b"')
+    [(file, key, expected, found)] = problems(policy_text("http://127.0.0.1:1") + chained)
+    assert (file, key, found) == ("broken.toml", "rules[2].evidence", "'b'")
+    assert "counts as evidence 'a'" in expected
+    named = parse_policy(policy_text("http://127.0.0.1:1") + grouped, "ok.toml")
+    assert [r.evidence for r in named.rules] == [None, "a"]
+    limits = "[escalation]\none_rule_limits = { a = 4, b = 3, c = 2 }\n"
+    found = problems(policy_text("http://127.0.0.1:1") + grouped + limits)
+    assert [(key, found) for _, key, _, found in found] == [
+        ("escalation.one_rule_limits.b", "'b'"),
+        ("escalation.one_rule_limits.c", "'c'"),
+    ]
+
+
 def test_server_edge_limits_have_safe_defaults_and_name_their_keys() -> None:
     """The HTTP edge's limits default to a few seconds and small heads; wrong values, and an idle
     timeout longer than the header deadline (which would never apply), name their keys."""

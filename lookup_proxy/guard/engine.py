@@ -141,7 +141,12 @@ class Guard:
         self._learns = bool(self.peer_checks) or any(
             isinstance(c, MissesCheck) for c in self.checks
         )
-        self.escalation = Escalation(policy.escalation, self._prefix, policy.hours.utc_offset)
+        self.escalation = Escalation(
+            policy.escalation,
+            self._prefix,
+            policy.hours.utc_offset,
+            {rule.name: rule.evidence for rule in policy.rules if rule.evidence},
+        )
         self.audit_log: str | None = None
         """The store's log for audit records, when the guard writes each lookup's record in
         its decision's batch (the Redis store: see lookup_proxy/audit/trail.py)."""

@@ -6,7 +6,11 @@ once per rule and local day in the employee's escalation window, ``rule@YYYY-MM-
 than ``limit`` such flag-days within ``window`` lock the employee out, and the lock names the
 flag-days behind it for whoever reviews it. ``min_rules`` asks for flags of several rules: one
 noisy rule flagging an honest clerk for a few days running is a case to review, not a lock;
-``one_rule_limit`` still locks when one rule flags day after day, past what chance gives.
+``one_rule_limit`` still locks when one rule flags day after day, past what chance gives
+(``one_rule_limits`` sets it per rule or evidence: chance repeats some signals more than others).
+Rules that name one ``evidence`` are one witness: their flag-days are all noted (the lock shows
+each rule), but judged as one flag-day per day and one rule towards ``min_rules``, so a second
+test of the same misses against the same peers cannot turn one noisy signal into two.
 Counting days, not lookups, keeps one bad afternoon
 from counting as a hundred signals, and noting a flag-day once per instance keeps flagged
 employees from paying a second round trip on every lookup.
@@ -15,7 +19,7 @@ employees from paying a second round trip on every lookup.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lookup_proxy.guard.primitives import Batch, employee_key
 from lookup_proxy.policy import Escalation as EscalationPolicy
@@ -27,16 +31,24 @@ NOTED_CACHED = 65_536
 class Escalation:
     """Notes flag-days and says when they amount to a lock."""
 
-    def __init__(self, policy: EscalationPolicy, prefix: str, utc_offset: int) -> None:
+    def __init__(
+        self,
+        policy: EscalationPolicy,
+        prefix: str,
+        utc_offset: int,
+        evidence: Mapping[str, str] | None = None,
+    ) -> None:
         self.enabled = policy.enabled
         self.name = policy.name
         self.window = policy.window
         self.limit = policy.limit
         self.min_rules = policy.min_rules
         self.one_rule_limit = policy.one_rule_limit
+        self.one_rule_limits = dict(policy.one_rule_limits)
         self._prefix = prefix
         self._offset = utc_offset
         self._noted: set[tuple[str, str]] = set()
+        self._evidence: dict[str, str] = dict(evidence or {})
 
     def key(self, employee_id: str) -> str:
         return employee_key(self._prefix, employee_id, self.name)
@@ -69,16 +81,23 @@ class Escalation:
 
     def judge(self, flag_days: list[str]) -> tuple[str, ...] | None:
         """The flag-days behind a lock: more than ``limit`` of at least ``min_rules``
-        different rules, or more than ``one_rule_limit`` of one rule."""
+        different rules, or more than ``one_rule_limit`` of one rule (rules of one evidence
+        judged as one)."""
         if len(flag_days) <= self.limit:
             return None
-        per_rule: dict[str, int] = {}
+        evidence = self._evidence
+        witnessed: dict[str, set[str]] = {}
         for entry in flag_days:
-            rule = entry.rpartition("@")[0]
-            per_rule[rule] = per_rule.get(rule, 0) + 1
-        if len(per_rule) >= self.min_rules:
+            rule, _, day = entry.rpartition("@")
+            witnessed.setdefault(evidence.get(rule, rule), set()).add(day)
+        per_evidence = [len(days) for days in witnessed.values()]
+        if sum(per_evidence) <= self.limit:
+            return None
+        if len(per_evidence) >= self.min_rules:
             return tuple(flag_days)
-        one_rule = self.one_rule_limit
-        if one_rule is not None and max(per_rule.values()) > one_rule:
-            return tuple(flag_days)
+        limits, default = self.one_rule_limits, self.one_rule_limit
+        for name, days in witnessed.items():
+            alone = limits.get(name, default)
+            if alone is not None and len(days) > alone:
+                return tuple(flag_days)
         return None
