@@ -1069,6 +1069,32 @@ async def test_rules_naming_one_evidence_escalate_as_one_witness(
         ]
 
 
+async def test_a_witness_of_many_rules_keeps_every_day_it_flagged(store: GuardStore) -> None:
+    """Four rules of one evidence flagging every day: the fifth day is one past a
+    one-witness limit of four and locks, so no flag-day of the window was dropped to bound
+    the escalation's memory (twenty entries of one witness by then)."""
+    flagging = DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')
+    rules = flagging
+    for copy in range(3):
+        rules += flagging.replace('"distinct-hour"', f'"distinct-{copy}"')
+        rules += 'evidence = "distinct-hour"\n'
+    tail = '[escalation]\nwindow = "14d"\nlimit = 2\nmin_rules = 2\n'
+    tail += "one_rule_limits = { distinct-hour = 4 }\n"
+    tail += '[lockout]\nduration = "until-unlocked"\n'  # Redis expires by its own clock
+    desk = Desk(make_policy(rules, tail=tail), store)
+    refused = []
+    for day in range(6):
+        desk.at(day * 86_400)
+        for i in range(3):
+            decision = await desk.look(ALICE, number(day * 1000 + i))
+            if not decision.allowed:
+                refused.append((day, decision.rule))
+    assert refused[0] == (4, "escalation")
+    status = await desk.guard.lock_status("alice")
+    assert status is not None
+    assert len(status.because) == 20
+
+
 async def test_a_flag_limit_flags_misses_below_the_rule_s_limit(store: GuardStore) -> None:
     """Over ``flag_limit`` a misses rule flags under its own name; over ``limit`` it acts."""
     desk = Desk(

@@ -146,6 +146,7 @@ class Guard:
             self._prefix,
             policy.hours.utc_offset,
             {rule.name: rule.evidence for rule in policy.rules if rule.evidence},
+            len(policy.rules),
         )
         self.audit_log: str | None = None
         """The store's log for audit records, when the guard writes each lookup's record in

@@ -18,6 +18,7 @@ employees from paying a second round trip on every lookup.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -37,6 +38,7 @@ class Escalation:
         prefix: str,
         utc_offset: int,
         evidence: Mapping[str, str] | None = None,
+        rules: int = 1,
     ) -> None:
         self.enabled = policy.enabled
         self.name = policy.name
@@ -49,6 +51,10 @@ class Escalation:
         self._offset = utc_offset
         self._noted: set[tuple[str, str]] = set()
         self._evidence: dict[str, str] = dict(evidence or {})
+        days = math.ceil(policy.window / 86_400) + 1
+        self._cap = max(1, rules) * days + self.limit + 8
+        """Flag-days kept: one per rule per local day the window touches, so that judging sees
+        every day of a witness however many of its rules flag each day."""
 
     def key(self, employee_id: str) -> str:
         return employee_key(self._prefix, employee_id, self.name)
@@ -68,7 +74,7 @@ class Escalation:
     def add_note(self, batch: Batch, employee_id: str, entries: Sequence[str], now: float) -> None:
         """Note flag-days, then ask for every flag-day of the window (the last result)."""
         key = self.key(employee_id)
-        cap = self.limit + len(entries) + 8
+        cap = self._cap + len(entries)
         for entry in entries:
             batch.add(key, now, entry, self.window, cap, 0)
         batch.members(key, now - self.window)
