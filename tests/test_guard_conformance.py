@@ -1032,6 +1032,27 @@ async def test_flags_on_more_days_than_the_escalation_limit_lock_and_say_why(
     assert (await desk.look(ALICE, number(9999))).rule == "locked"
 
 
+FLAGGING_DISTINCT = DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')
+"""A rule that flags the second and third of three numbers a day: one flag-day each day."""
+ESCALATION_BY_WITNESS = (
+    '[escalation]\nwindow = "14d"\nlimit = 2\nmin_rules = 2\n{}'
+    '[lockout]\nduration = "until-unlocked"\n'  # Redis expires keys by its own clock
+)
+
+
+async def _three_numbers_a_day(desk: Desk, days: int) -> tuple[list[tuple[int, str]], Decision]:
+    """Alice looks up three new numbers a day; the days and rules of her refusals, and her
+    last decision."""
+    refusals = []
+    for day in range(days):
+        desk.at(day * 86_400)
+        for i in range(3):
+            decision = await desk.look(ALICE, number(day * 1000 + i))
+            if not decision.allowed:
+                refusals.append((day, decision.rule))
+    return refusals, decision
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 async def test_rules_naming_one_evidence_escalate_as_one_witness(
     store: GuardStore, grouped: bool
@@ -1039,20 +1060,12 @@ async def test_rules_naming_one_evidence_escalate_as_one_witness(
     """Two flag rules over the same lookups, escalation at two flag-days from two rules: as
     two witnesses they lock on the second day; naming one ``evidence`` they stay flags for
     three days (one witness), and the flag-days of both rules are still noted."""
-    flagging = DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')
-    again = flagging.replace('name = "distinct-hour"', 'name = "distinct-again"')
+    again = FLAGGING_DISTINCT.replace('name = "distinct-hour"', 'name = "distinct-again"')
     if grouped:
         again += 'evidence = "distinct-hour"\n'
-    tail = '[escalation]\nwindow = "14d"\nlimit = 2\nmin_rules = 2\n'
-    tail += '[lockout]\nduration = "until-unlocked"\n'  # Redis expires by its own clock
-    desk = Desk(make_policy(flagging + again, tail=tail), store)
-    refusals = []
-    for day in range(3):
-        desk.at(day * 86_400)
-        for i in range(3):
-            decision = await desk.look(ALICE, number(day * 1000 + i))
-            if not decision.allowed:
-                refusals.append((day, decision.rule))
+    tail = ESCALATION_BY_WITNESS.format("")
+    desk = Desk(make_policy(FLAGGING_DISTINCT + again, tail=tail), store)
+    refusals, decision = await _three_numbers_a_day(desk, 3)
     if grouped:
         assert refusals == []
         assert decision.flags == ("distinct-hour", "distinct-again")
@@ -1073,22 +1086,13 @@ async def test_a_witness_of_many_rules_keeps_every_day_it_flagged(store: GuardSt
     """Four rules of one evidence flagging every day: the fifth day is one past a
     one-witness limit of four and locks, so no flag-day of the window was dropped to bound
     the escalation's memory (twenty entries of one witness by then)."""
-    flagging = DISTINCT.replace("limit = 3", 'limit = 1\naction = "flag"')
-    rules = flagging
+    rules = FLAGGING_DISTINCT
     for copy in range(3):
-        rules += flagging.replace('"distinct-hour"', f'"distinct-{copy}"')
+        rules += FLAGGING_DISTINCT.replace('"distinct-hour"', f'"distinct-{copy}"')
         rules += 'evidence = "distinct-hour"\n'
-    tail = '[escalation]\nwindow = "14d"\nlimit = 2\nmin_rules = 2\n'
-    tail += "one_rule_limits = { distinct-hour = 4 }\n"
-    tail += '[lockout]\nduration = "until-unlocked"\n'  # Redis expires by its own clock
+    tail = ESCALATION_BY_WITNESS.format("one_rule_limits = { distinct-hour = 4 }\n")
     desk = Desk(make_policy(rules, tail=tail), store)
-    refused = []
-    for day in range(6):
-        desk.at(day * 86_400)
-        for i in range(3):
-            decision = await desk.look(ALICE, number(day * 1000 + i))
-            if not decision.allowed:
-                refused.append((day, decision.rule))
+    refused, _ = await _three_numbers_a_day(desk, 6)
     assert refused[0] == (4, "escalation")
     status = await desk.guard.lock_status("alice")
     assert status is not None
