@@ -458,6 +458,10 @@ class Policy(_Section):
     transparency: Transparency = Transparency()
     audit: Audit = Audit()
 
+    def witnesses(self) -> dict[str, str]:
+        """Each rule's witness for escalation: its ``evidence``, or its own name."""
+        return {rule.name: rule.evidence or rule.name for rule in self.rules}
+
 
 _EXPECTATIONS = {
     "missing": "this key to be present",
@@ -562,7 +566,7 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)
             )
-    evidence_of = {rule.name: rule.evidence or rule.name for rule in policy.rules}
+    evidence_of = policy.witnesses()
     for index, rule in enumerate(policy.rules):
         named = rule.evidence
         if named is not None and named in evidence_of and evidence_of[named] != named:

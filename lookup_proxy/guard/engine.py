@@ -142,11 +142,7 @@ class Guard:
             isinstance(c, MissesCheck) for c in self.checks
         )
         self.escalation = Escalation(
-            policy.escalation,
-            self._prefix,
-            policy.hours.utc_offset,
-            {rule.name: rule.evidence for rule in policy.rules if rule.evidence},
-            len(policy.rules),
+            policy.escalation, self._prefix, policy.hours.utc_offset, policy.witnesses()
         )
         self.audit_log: str | None = None
         """The store's log for audit records, when the guard writes each lookup's record in

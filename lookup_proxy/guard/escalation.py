@@ -37,9 +37,10 @@ class Escalation:
         policy: EscalationPolicy,
         prefix: str,
         utc_offset: int,
-        evidence: Mapping[str, str] | None = None,
-        rules: int = 1,
+        witnesses: Mapping[str, str] | None = None,
     ) -> None:
+        """``witnesses``: each rule's witness (``Policy.witnesses``); a rule not in it is its
+        own."""
         self.enabled = policy.enabled
         self.name = policy.name
         self.window = policy.window
@@ -50,9 +51,9 @@ class Escalation:
         self._prefix = prefix
         self._offset = utc_offset
         self._noted: set[tuple[str, str]] = set()
-        self._evidence: dict[str, str] = dict(evidence or {})
+        self._witness: dict[str, str] = dict(witnesses or {})
         days = math.ceil(policy.window / 86_400) + 1
-        self._cap = max(1, rules) * days + self.limit + 8
+        self._cap = max(1, len(self._witness)) * days + self.limit + 8
         """Flag-days kept: one per rule per local day the window touches, so that judging sees
         every day of a witness however many of its rules flag each day."""
 
@@ -91,15 +92,14 @@ class Escalation:
         judged as one)."""
         if len(flag_days) <= self.limit:
             return None
-        evidence = self._evidence
+        witness = self._witness
         witnessed: dict[str, set[str]] = {}
         for entry in flag_days:
             rule, _, day = entry.rpartition("@")
-            witnessed.setdefault(evidence.get(rule, rule), set()).add(day)
-        per_evidence = [len(days) for days in witnessed.values()]
-        if sum(per_evidence) <= self.limit:
+            witnessed.setdefault(witness.get(rule, rule), set()).add(day)
+        if sum(len(days) for days in witnessed.values()) <= self.limit:
             return None
-        if len(per_evidence) >= self.min_rules:
+        if len(witnessed) >= self.min_rules:
             return tuple(flag_days)
         limits, default = self.one_rule_limits, self.one_rule_limit
         for name, days in witnessed.items():
