@@ -8,8 +8,10 @@ them on a private redis-server through each script: the working tree's and the o
 first half of the calls fills the windows and the second half is measured. Prints per lookup
 the script's time inside Redis (``INFO commandstats``, its commands included) and the commands
 it ran, min and median over the rounds: on a shared machine only the interleaved comparison
-means anything. Run from the repository root:
-``python -m bench.bench_store_script [--against HEAD] [--employees 1000] [--lookups 8000]``.
+means anything. ``--logs both`` records the batches twice, with rules sharing their logs (as
+shipped, ``guard/shared_logs.py``) and keeping their own, and runs each through each script.
+Run from the repository root: ``python -m bench.bench_store_script [--against HEAD]
+[--employees 1000] [--lookups 8000] [--logs shared|own|both]``.
 """
 
 from __future__ import annotations
@@ -57,10 +59,13 @@ class Recorder:
         return getattr(self.store, name)
 
 
-async def record(employees: int, lookups: int, seed: int) -> list[list[Op]]:
-    """The batches of ``lookups`` decisions and their outcomes (90 % found)."""
+async def record(
+    employees: int, lookups: int, seed: int, shared_logs: bool = True
+) -> list[list[Op]]:
+    """The batches of ``lookups`` decisions and their outcomes (90 % found); with
+    ``shared_logs=False`` as rules keeping their own logs would send them."""
     recorder = Recorder()
-    guard = Guard(shipped_open_all_day(), recorder, SystemClock())
+    guard = Guard(shipped_open_all_day(), recorder, SystemClock(), shared_logs=shared_logs)
     guard._in_process = None  # send tuples, as to Redis
     rng = random.Random(seed)
     people = [
@@ -121,15 +126,27 @@ async def measure(
 
 
 async def run(port: int, scripts: dict[str, str], args: argparse.Namespace) -> None:
-    calls = calls_of(await record(args.employees, args.lookups, args.seed))
+    layouts = {"shared logs": True, "own logs": False}
+    if args.logs != "both":
+        layouts = {f"{args.logs} logs": args.logs == "shared"}
+    recorded = {
+        layout: calls_of(await record(args.employees, args.lookups, args.seed, shared))
+        for layout, shared in layouts.items()
+    }
     client = Redis(port=port)
-    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in scripts}
+    variants = {
+        f"{name}, {layout}": (script, calls)
+        for name, script in scripts.items()
+        for layout, calls in recorded.items()
+    }
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, script in scripts.items():
+        for name, (script, calls) in variants.items():
             rows[name].append(await measure(client, script, calls, args.lookups))
     await client.aclose()
     print(
-        f"{args.lookups} lookups of {args.employees} employees, {len(calls)} script calls, "
+        f"{args.lookups} lookups of {args.employees} employees, "
+        f"{' / '.join(str(len(calls)) for calls in recorded.values())} script calls, "
         f"{args.rounds} rounds interleaved"
     )
     print("| script | Redis µs/lookup (min) | (median) | commands/lookup |")
@@ -148,6 +165,13 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=8000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--logs",
+        choices=("shared", "own", "both"),
+        default="shared",
+        help="record batches with rules sharing their logs (as shipped), keeping their own, "
+        "or both (each script runs each)",
+    )
     args = parser.parse_args()
     other = subprocess.run(
         ["git", "show", f"{args.against}:{SCRIPT_PATH}"],

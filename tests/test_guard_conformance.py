@@ -684,8 +684,10 @@ async def test_hammering_keeps_every_counter_within_its_cap(store: GuardStore) -
             ("count", "lp:{s:gangnam}:store-block:0101234:who:alice", now - 86400),
         ]
     )
-    # The group rule remembers who scanned the block (alice) and her numbers up to member_min.
-    assert sizes == [4, 4, 64, 4, 4, 1, 2]
+    # The sequential rule reads the distinct rule's numbers (one log of the hour, kept to the
+    # sequential rule's cap); the group rule remembers who scanned the block (alice) and her
+    # numbers up to member_min.
+    assert sizes == [4, 64, 0, 4, 4, 1, 2]
 
 
 async def test_memory_store_forgets_everything_once_the_windows_pass() -> None:

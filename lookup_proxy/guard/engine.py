@@ -45,6 +45,7 @@ from lookup_proxy.guard.rules import (
     Subject,
     make_check,
 )
+from lookup_proxy.guard.shared_logs import share_logs
 from lookup_proxy.policy import PeerRule, Policy, RateRule
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Guard:
         store: GuardStore,
         clock: Clock,
         metrics: GuardMetrics | None = None,
+        shared_logs: bool = True,
     ) -> None:
         self.policy = policy
         self.store = store
@@ -132,6 +134,8 @@ class Guard:
             for rule in _all_rules(policy)
             if not isinstance(rule, PeerRule)
         ]
+        if shared_logs:  # off only to compare against rules keeping their own logs
+            share_logs(self.checks)
         self.peer_checks = [PeerCheck(rule) for rule in policy.rules if isinstance(rule, PeerRule)]
         by_tally: dict[tuple[str, float], list[PeerCheck]] = {}
         for peer in self.peer_checks:
@@ -173,7 +177,7 @@ class Guard:
 
     def _rule_key(self, check: Check, employee: Employee) -> str | None:
         tag = self._tag(check.rule.scope, employee)
-        return None if tag is None else f"{self._prefix}:{{{tag}}}:{check.rule.name}"
+        return None if tag is None else f"{self._prefix}:{{{tag}}}:{check.log_name}"
 
     def _plan(self, employee: Employee, reason: str) -> _Plan:
         """The cached plan for this employee and reason (see :class:`_Plan`).

@@ -80,7 +80,10 @@ for k = 1, #KEYS do
       if nth > 0 then oldest = score end
       if nth == 1 then results[k] = {1, score, oldest} else results[k] = {1, false, oldest} end
     else
-      call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
+      -- Members older than the window are dropped once per expiry slot, with the TTL, not on
+      -- every add: an add counts the window (ZCOUNT) instead of trimming it and taking its size,
+      -- one command fewer, and every read looks inside the window anyway. A key holds at most
+      -- one slot's worth of members past its window (and the cap keeps the window itself).
       local at = now
       local last = at
       if newest then
@@ -91,21 +94,23 @@ for k = 1, #KEYS do
         end
       end
       call('ZADD', key, score, member)
-      local count = call('ZCARD', key)
-      if count > cap then
-        call('ZREMRANGEBYRANK', key, 0, count - cap - 1)
-        count = cap
-      end
       if newest == nil or slot <= 0 or floor(last / slot) < floor(at / slot) then
+        call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
         call('PEXPIRE', key, expiry(at, now, window, slot))
+      end
+      local count = call('ZCOUNT', key, after_of(now - window), '+inf')
+      if count > cap then
+        -- The newest `cap` stay; anything older goes, past the window or not.
+        call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+        count = cap
       end
       local nth_score = false
       if nth > 0 and nth <= count then
-        nth_score = call('ZRANGE', key, count - nth, count - nth, 'WITHSCORES')[2]
+        nth_score = call('ZRANGE', key, -nth, -nth, 'WITHSCORES')[2]
       end
       local oldest = false
       if nth > 0 then
-        oldest = call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+        oldest = call('ZRANGEBYSCORE', key, after_of(now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
       end
       results[k] = {count, nth_score, oldest}
     end

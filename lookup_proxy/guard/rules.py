@@ -94,6 +94,9 @@ class Check:
         self.rule = rule
         self.window = rule.window
         self.limit = rule.limit
+        self.log_name = rule.name
+        """The name its key is made of: its own, unless it reads another rule's log
+        (``shared_logs.py``)."""
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         """Describe this check's ``width`` primitives to the lookup's batch."""
@@ -130,8 +133,13 @@ class RateCheck(Check):
 class DistinctCheck(Check):
     """Distinct numbers in the window: looking the same customer up again is free."""
 
+    def __init__(self, rule: DistinctRule) -> None:
+        super().__init__(rule)
+        self.cap = rule.limit + 1
+        """Numbers kept: one over the limit, or more for a sequential rule reading this log."""
+
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
-        batch.add(key, subject.now, subject.number, self.window, self.limit + 1, self.limit)
+        batch.add(key, subject.now, subject.number, self.window, self.cap, self.limit)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count, nth_score, _ = results[start]
@@ -144,23 +152,33 @@ class SequentialCheck(Check):
     """Numbers within ``distance`` of another number looked up in the window.
 
     Fires only when the number being looked up is itself part of such a cluster, so a clerk
-    whose earlier typos sat close together is not refused an unrelated customer.
+    whose earlier typos sat close together is not refused an unrelated customer. When a
+    distinct rule keeps the same numbers (``shared_logs.py``), it only reads that rule's log.
     """
-
-    width = 2
 
     def __init__(self, rule: SequentialRule) -> None:
         super().__init__(rule)
         self.distance = rule.distance
         self.cap = max(4 * (rule.limit + 1), 64)
+        self.width = 2
+        self.follows = False
+        """Reads a distinct rule's log (``log_name``) instead of keeping its own."""
         self._values: dict[str, int] = {}
 
+    def follow(self, distinct: DistinctCheck) -> None:
+        """Read ``distinct``'s log of numbers, which keeps at least as many as this would."""
+        self.log_name = distinct.log_name
+        self.follows = True
+        self.width = 1
+        distinct.cap = max(distinct.cap, self.cap)
+
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
-        batch.add(key, subject.now, subject.number, self.window, self.cap, 0)
+        if not self.follows:
+            batch.add(key, subject.now, subject.number, self.window, self.cap, 0)
         batch.members(key, subject.now - self.window)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
-        numbers: list[str] = results[start + 1]
+        numbers: list[str] = results[start + self.width - 1]
         if len(numbers) <= self.limit:
             return None
         distance = self.distance
@@ -330,10 +348,21 @@ class MissesCheck(Check):
         self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
         self.width = 2 if self.counts_found else 1
-        self._outcome_keys: dict[str, tuple[str, str, str, str]] = {}
+        # The logs of found numbers and of numbers looked up hold nothing a rule changes (no
+        # forgiveness removes from them), so rules counting them alike share one of each, kept
+        # by the rule with the longest window (``shared_logs.py``). Alone, a rule keeps its own.
+        self.found_name = rule.name
+        self.found_window = rule.window
+        self.writes_found = self.counts_found
+        self.numbers_name = rule.name
+        self.numbers_window = rule.typo_budget
+        self.writes_numbers = rule.typo_share > 0
+        self._outcome_keys: dict[str, tuple[str, str, str, str, str]] = {}
 
-    def outcome_keys(self, key: str) -> tuple[str, str, str, str]:
-        """The ``:miss``, ``:found``, ``:forgiven`` and ``:forgivers`` windows under the key.
+    def outcome_keys(self, key: str) -> tuple[str, str, str, str, str]:
+        """The ``:miss``, ``:found``, ``:forgiven``, ``:forgivers`` and ``:numbers`` windows
+        for the rule's key (``:found`` and ``:numbers`` under the name of the rule keeping the
+        shared log).
 
         Built once per key and remembered (a bounded cache): every lookup reads them and learns
         into one, and handing the store the same string objects spares hashing them again.
@@ -342,17 +371,19 @@ class MissesCheck(Check):
         if keys is None:
             if len(self._outcome_keys) >= OUTCOME_KEYS_CACHED:
                 self._outcome_keys.clear()
+            scope = key[: len(key) - len(self.log_name)]
             keys = self._outcome_keys[key] = (
                 key + ":miss",
-                key + ":found",
+                scope + self.found_name + ":found",
                 key + ":forgiven",
                 key + ":forgivers",
+                scope + self.numbers_name + ":numbers",
             )
         return keys
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         since = subject.now - self.window
-        miss, found, _, _ = self.outcome_keys(key)
+        miss, found, _, _, _ = self.outcome_keys(key)
         batch.count(miss, since)
         if self.counts_found:
             batch.count(found, since)
@@ -368,15 +399,16 @@ class MissesCheck(Check):
 
     def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
         """Learn the backend's answer for the subject's number (a found one only for a ratio),
-        and, for a budget of forgiveness relative to the employee's lookups, the number."""
-        if self.typo_share > 0:
-            batch.add(
-                key + ":numbers", subject.now, subject.number, self.typo_budget, NUMBERS_CAP, 0
-            )
-        if found and not self.counts_found:
+        and, for a budget of forgiveness relative to the employee's lookups, the number: each
+        shared log only by the rule keeping it."""
+        keys = self.outcome_keys(key)
+        if self.writes_numbers:
+            batch.add(keys[4], subject.now, subject.number, self.numbers_window, NUMBERS_CAP, 0)
+        if found:
+            if self.writes_found:
+                batch.add(keys[1], subject.now, subject.number, self.found_window, self.cap, 0)
             return
-        outcome = self.outcome_keys(key)[1 if found else 0]
-        batch.add(outcome, subject.now, subject.number, self.window, self.cap, 0)
+        batch.add(keys[0], subject.now, subject.number, self.window, self.cap, 0)
 
     def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask for the misses a found number could be the corrected typo of."""
@@ -394,13 +426,13 @@ class MissesCheck(Check):
         """Ask what a forgiveness still depends on (``typo_width`` primitives): how many were
         forgiven lately, and how often this number forgave one. Asked only when the found
         number is a typo's correction, a few lookups in a hundred."""
-        _, _, forgiven, forgivers = self.outcome_keys(key)
+        _, _, forgiven, forgivers, numbers = self.outcome_keys(key)
         since = subject.now - self.typo_budget
         batch.count(forgiven, since)
         for time in range(1, self.typo_repeat + 1):
             batch.score(forgivers, f"{subject.number}#{time}")
         if self.typo_share > 0:
-            batch.count(key + ":numbers", since)
+            batch.count(numbers, since)
 
     def forgiveness(self, results: list[Any], start: int, now: float) -> int:
         """How many times the number will have forgiven, with this one (0: no forgiveness,
@@ -425,7 +457,7 @@ class MissesCheck(Check):
         """Forgive ``miss`` (three primitives): it leaves the misses, and both it and the
         number that forgave it (its ``times``-th forgiveness) are remembered for
         ``typo_budget``."""
-        misses, _, forgiven, forgivers = self.outcome_keys(key)
+        misses, _, forgiven, forgivers, _ = self.outcome_keys(key)
         batch.remove(misses, miss)
         cap = self.typo_limit + 1
         batch.add(forgiven, subject.now, miss, self.typo_budget, cap, 0)

@@ -1,0 +1,76 @@
+"""Rules that would keep the same log keep one: fewer structures per employee (issue 12).
+
+Every window a lookup adds to costs the store about three commands, and the shipped policy had
+several rules keeping the same log under their own names: a distinct rule and a sequential rule
+both remember the numbers of the last hour, two ratio rules both remember found numbers (for an
+hour and for a week), two typo budgets both remember the numbers looked up (for a week and for
+four weeks). A log is shared when what it holds cannot differ between the rules: the same
+members, learnt for the same lookups (scope, reasons, exempt reasons and roles alike).
+
+- A sequential rule reads the numbers of a distinct rule with the same window, which then keeps
+  as many numbers as the sequential rule would have (its cap, if larger).
+- Misses rules with a ratio share one log of found numbers; misses rules with a relative typo
+  budget share one log of numbers looked up. Each rule still counts its own window in it. Logs
+  of misses stay per rule: forgiving a typo removes the miss from one rule's log only, under
+  that rule's budget.
+
+The shared log is kept under the name of the rule with the longest window (the first such in
+the policy), so what it held before sharing already covers every shorter window reading it: an
+upgrade loses no counts. Removing or renaming that rule starts the others' counts afresh, as
+renaming a rule always did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from lookup_proxy.guard.rules import Check, DistinctCheck, MissesCheck, SequentialCheck
+
+Signature = tuple[str, frozenset[str] | None, frozenset[str], frozenset[str]]
+
+C = TypeVar("C", bound=Check)
+
+
+def learnt_alike(check: Check) -> Signature:
+    """What decides which lookups a rule learns from: two rules alike see the same lookups."""
+    rule = check.rule
+    reasons = None if rule.reasons is None else frozenset(rule.reasons)
+    return (rule.scope, reasons, frozenset(rule.exempt_reasons), frozenset(rule.exempt_roles))
+
+
+def share_logs(checks: Sequence[Check]) -> None:
+    """Point the checks that can share a log at one kept by another (see the module)."""
+    distincts = [c for c in checks if isinstance(c, DistinctCheck)]
+    for sequential in (c for c in checks if isinstance(c, SequentialCheck)):
+        for distinct in distincts:
+            if distinct.window == sequential.window and learnt_alike(distinct) == learnt_alike(
+                sequential
+            ):
+                sequential.follow(distinct)
+                break
+    misses = [c for c in checks if isinstance(c, MissesCheck)]
+    for group in _groups([c for c in misses if c.counts_found], lambda c: c.window):
+        keeper = group[0]
+        for check in group:
+            check.found_name = keeper.rule.name
+            check.found_window = keeper.window
+            check.writes_found = check is keeper
+    for group in _groups([c for c in misses if c.typo_share > 0], lambda c: c.typo_budget):
+        keeper = group[0]
+        for check in group:
+            check.numbers_name = keeper.rule.name
+            check.numbers_window = keeper.typo_budget
+            check.writes_numbers = check is keeper
+
+
+def _groups(checks: list[C], window: Callable[[C], float]) -> list[list[C]]:
+    """Checks learnt alike, grouped; each group led by its longest window (first on a tie)."""
+    by_signature: dict[Signature, list[C]] = {}
+    for check in checks:
+        by_signature.setdefault(learnt_alike(check), []).append(check)
+    groups: list[list[C]] = []
+    for group in by_signature.values():
+        keeper = max(group, key=window)  # max keeps the first of equals
+        groups.append([keeper] + [c for c in group if c is not keeper])
+    return groups
