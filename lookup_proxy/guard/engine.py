@@ -409,14 +409,10 @@ class Guard:
         return decision
 
     async def _culprits(self, group: BlockCheck, key: str, subject: Subject) -> tuple[str, ...]:
-        """Who a fired group rule holds responsible: two short batches, as the second reads
-        keys that the first names (the employees seen in the block)."""
+        """Who a fired group rule holds responsible: the block's pairs, read back."""
         who = self._batch()
         group.add_who(who, key, subject)
-        employees: list[str] = (await self._execute(who))[0]
-        counts = self._batch()
-        group.add_counts(counts, key, subject, employees)
-        return group.culprits(employees, await self._execute(counts))
+        return group.culprits((await self._execute(who))[0])
 
     async def _lock_others(
         self,

@@ -216,13 +216,14 @@ class SequentialCheck(Check):
 class BlockCheck(Check):
     """Distinct numbers sharing a leading-digit block, in any order.
 
-    With a store or region scope this is the colluding-group rule: the block's key counts every
-    member's numbers, and two more keys remember who looked up what, the employees seen in the
-    block and, per employee, their numbers in it, so that only employees who looked up at least
-    ``member_min`` numbers of the block are held responsible. Counting per employee makes
-    finding them one short read and a count each, where reading back the block's every
-    ``employee|number`` pair cost a walk over a scanned block's numbers, which a locked
-    colluder still scanning asked for on every lookup.
+    With a store, region or chain scope this is the colluding-group rule: the block's window
+    holds ``number|employee`` pairs, so the count is of distinct numbers per employee who looked
+    them up (a number two members both looked up counts twice: sharing numbers gains a group
+    nothing), and the same window says who looked up what, so that only employees with at least
+    ``member_min`` numbers of the block are held responsible. One window per block and lookup:
+    it used to be three (the block's numbers, the employees seen in it and, per employee, their
+    numbers), a third of the store's work for every lookup of the shipped policy. Reading the
+    pairs back is paid only when the rule fires.
     """
 
     def __init__(self, rule: BlockRule) -> None:
@@ -230,22 +231,16 @@ class BlockCheck(Check):
         self.digits = rule.block_digits
         self.member_min = rule.member_min
         self.group = rule.scope != "employee"
-        self.width = 3 if self.group else 1
-        self.who_cap = 8 * (rule.limit + 1)
-        """Employees remembered per block."""
+        self.cap = 8 * (rule.limit + 1) if self.group else rule.limit + 1
+        """Members kept: for a group, pairs enough to name the members of a scan while it
+        fires (the count needs only one over the limit)."""
 
     def block_key(self, key: str, subject: Subject) -> str:
         return f"{key}:{subject.number[: self.digits]}"
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
-        block = self.block_key(key, subject)
-        batch.add(block, subject.now, subject.number, self.window, self.limit + 1, 0)
-        if self.group:
-            employee = subject.employee
-            batch.add(block + ":who", subject.now, employee, self.window, self.who_cap, 0)
-            # Whether an employee reached member_min is all that is asked: the count may stop there.
-            numbers = f"{block}:who:{employee}"
-            batch.add(numbers, subject.now, subject.number, self.window, self.member_min, 0)
+        member = f"{subject.number}|{subject.employee}" if self.group else subject.number
+        batch.add(self.block_key(key, subject), subject.now, member, self.window, self.cap, 0)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count = results[start][0]
@@ -254,24 +249,20 @@ class BlockCheck(Check):
         return None
 
     def add_who(self, batch: Batch, key: str, subject: Subject) -> None:
-        """Ask which employees looked up numbers of the subject's block (once the rule fired)."""
-        batch.members(self.block_key(key, subject) + ":who", subject.now - self.window)
+        """Ask who looked up which numbers of the subject's block (once the rule fired)."""
+        batch.members(self.block_key(key, subject), subject.now - self.window)
 
-    def add_counts(
-        self, batch: Batch, key: str, subject: Subject, employees: Sequence[str]
-    ) -> None:
-        """Ask how many of the block's numbers each of ``employees`` looked up."""
-        block = self.block_key(key, subject)
-        since = subject.now - self.window
-        for employee in employees:
-            batch.count(f"{block}:who:{employee}", since)
-
-    def culprits(self, employees: Sequence[str], counts: Sequence[int]) -> tuple[str, ...]:
-        """Employees with at least ``member_min`` numbers in the block, sorted."""
+    def culprits(self, pairs: Sequence[str]) -> tuple[str, ...]:
+        """Employees with at least ``member_min`` numbers among the block's pairs, sorted.
+        (A member without an employee, left by a version that kept numbers alone, names no
+        one.)"""
+        numbers: dict[str, int] = {}
+        for pair in pairs:
+            _, bar, employee = pair.partition("|")
+            if bar:
+                numbers[employee] = numbers.get(employee, 0) + 1
         member_min = self.member_min
-        return tuple(
-            sorted(e for e, count in zip(employees, counts, strict=True) if count >= member_min)
-        )
+        return tuple(sorted(e for e, count in numbers.items() if count >= member_min))
 
 
 class HoursCheck(Check):
