@@ -194,8 +194,8 @@ class ProxyMetrics:
         )
         self.upstream_truncated = Counter(
             "lookup_proxy_upstream_truncated_total",
-            "Backend answers broken off after their headers went out (the terminal's "
-            "connection was aborted), by route.",
+            "Backend answers broken off mid-body (a 502 problem when read whole; the "
+            "terminal's connection aborted when streamed), by route.",
             ["route"],
             registry=registry,
         )

@@ -1,6 +1,7 @@
-"""What the clerk sees of a backend that breaks: our problem for a 5xx, a cut connection for a
-body broken off half-way. The misbehaving backends are raw sockets, so they can do what no
-well-behaved HTTP server would."""
+"""What the clerk sees of a backend that breaks: our problem for a 5xx or for a short answer
+broken off half-way (read whole before anything goes out), a cut connection for a long or
+chunked one broken off after its head went out. The misbehaving backends are raw sockets, so
+they can do what no well-behaved HTTP server would."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ async def short_by_content_length(writer: asyncio.StreamWriter) -> None:
     await writer.drain()
 
 
+async def long_short_by_content_length(writer: asyncio.StreamWriter) -> None:
+    """Announces more than the proxy reads whole (64 KiB), so it is streamed, then breaks off."""
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    writer.write(b'{"number": "' + b"0" * 80)
+    await writer.drain()
+
+
 async def chunked_cut_mid_chunk(writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
     writer.write(b"Transfer-Encoding: chunked\r\n\r\n")
@@ -70,12 +80,12 @@ def truncated_count(metrics_text: str) -> float:
     return 0.0
 
 
-@pytest.mark.parametrize("answer", [short_by_content_length, chunked_cut_mid_chunk])
-async def test_a_body_broken_off_reaches_the_terminal_as_an_error_never_as_complete(
+@pytest.mark.parametrize("answer", [long_short_by_content_length, chunked_cut_mid_chunk])
+async def test_a_streamed_body_broken_off_reaches_the_terminal_as_an_error_never_as_complete(
     answer: Answer, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A short body (Content-Length or chunked) aborts the terminal's connection; it is
-    logged without a traceback and counted by route."""
+    """A streamed body (over 64 KiB announced, or chunked) broken off aborts the terminal's
+    connection; it is logged without a traceback and counted by route."""
     caplog.set_level(logging.INFO, logger="lookup_proxy")
     async with raw_upstream(answer) as upstream_url:
         p = policy(upstream_url)
@@ -90,6 +100,34 @@ async def test_a_body_broken_off_reaches_the_terminal_as_an_error_never_as_compl
                 assert truncated_count(await m.text()) == 1
     cut = [rec for rec in caplog.records if rec.getMessage().startswith("upstream answer cut")]
     assert [rec.__dict__["request_id"] for rec in cut] == [request_id]
+    assert not any(rec.exc_info for rec in caplog.records)
+
+
+async def test_a_short_answer_broken_off_becomes_a_problem_and_is_audited_as_an_error(
+    client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer of a known, small length is read whole before anything goes out, so one
+    broken off reaches the clerk as a 502 problem; logged, counted and audited as cut short."""
+    caplog.set_level(logging.INFO, logger="lookup_proxy")
+    async with raw_upstream(short_by_content_length) as upstream_url:
+        p = policy(upstream_url)
+        async with running_proxy(p) as (url, proxy):
+            async with client.get(
+                f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))
+            ) as r:
+                assert r.status == 502
+                assert r.headers["Content-Type"] == "application/problem+json"
+                body = await r.json(content_type=None)
+            async with client.get(url + "/metrics") as m:
+                assert truncated_count(await m.text()) == 1
+            await proxy.audit.flush()
+            [outcome] = audit_records(proxy.audit.file.directory, "outcome")
+    assert body["type"] == "urn:lookup-proxy:problem:upstream-error"
+    assert body["upstream_status"] == 200
+    assert "broke off" in body["detail"]
+    assert outcome["outcome"] == "upstream_error"
+    cut = [rec for rec in caplog.records if rec.getMessage().startswith("upstream answer cut")]
+    assert [rec.__dict__["request_id"] for rec in cut] == [body["request_id"]]
     assert not any(rec.exc_info for rec in caplog.records)
 
 
