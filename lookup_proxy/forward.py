@@ -270,14 +270,7 @@ async def _whole(
     try:
         body = await upstream.read()
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        log.warning(
-            "upstream answer cut short; answered with a problem",
-            extra={
-                "request_id": request_id,
-                "upstream_status": upstream.status,
-                "error": type(exc).__name__,
-            },
-        )
+        _log_cut_short(upstream, request_id, exc, "answered with a problem")
         refusal = upstream_error(
             "The customer system broke off its answer. Try again in a moment; if it keeps "
             "failing, call the help desk.",
@@ -288,6 +281,20 @@ async def _whole(
     response.headers.update(end_to_end(upstream.headers, ("content-length",)))
     response.headers.update(response_headers)
     return Forwarded(upstream.status, response)
+
+
+def _log_cut_short(
+    upstream: aiohttp.ClientResponse, request_id: str, exc: BaseException, then: str
+) -> None:
+    """An expected failure of the backend's: a warning with the request id, no traceback."""
+    log.warning(
+        f"upstream answer cut short; {then}",
+        extra={
+            "request_id": request_id,
+            "upstream_status": upstream.status,
+            "error": type(exc).__name__,
+        },
+    )
 
 
 async def _relay(
@@ -306,14 +313,7 @@ async def _relay(
         try:
             chunk = await upstream.content.readany()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning(
-                "upstream answer cut short; terminal connection aborted",
-                extra={
-                    "request_id": request_id,
-                    "upstream_status": upstream.status,
-                    "error": type(exc).__name__,
-                },
-            )
+            _log_cut_short(upstream, request_id, exc, "terminal connection aborted")
             if request.transport is not None:
                 request.transport.abort()
             return Forwarded(upstream.status, response, complete=False, truncated=True)

@@ -6,13 +6,17 @@ they can do what no well-behaved HTTP server would."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from lookup_proxy.customers import CustomerBase
@@ -103,6 +107,35 @@ async def test_a_streamed_body_broken_off_reaches_the_terminal_as_an_error_never
     assert not any(rec.exc_info for rec in caplog.records)
 
 
+@dataclass
+class ProblemAnswer:
+    """What a lookup through the proxy got when the backend failed it."""
+
+    headers: CIMultiDict[str]
+    text: str
+    body: dict[str, Any]
+    outcome: dict[str, Any]
+    """The lookup's outcome audit record."""
+    truncated: float
+    """lookup_proxy_upstream_truncated_total afterwards."""
+
+
+async def problem_through_proxy(client: aiohttp.ClientSession, upstream_url: str) -> ProblemAnswer:
+    """One lookup through a proxy in front of ``upstream_url``, answered with a 502 problem."""
+    p = policy(upstream_url)
+    async with running_proxy(p) as (url, proxy):
+        async with client.get(f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))) as r:
+            assert r.status == 502
+            assert r.headers["Content-Type"] == "application/problem+json"
+            text = await r.text()
+            headers = CIMultiDict(r.headers)
+        async with client.get(url + "/metrics") as m:
+            truncated = truncated_count(await m.text())
+        await proxy.audit.flush()
+        [outcome] = audit_records(proxy.audit.file.directory, "outcome")
+    return ProblemAnswer(headers, text, json.loads(text), outcome, truncated)
+
+
 async def test_a_short_answer_broken_off_becomes_a_problem_and_is_audited_as_an_error(
     client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -110,18 +143,9 @@ async def test_a_short_answer_broken_off_becomes_a_problem_and_is_audited_as_an_
     broken off reaches the clerk as a 502 problem; logged, counted and audited as cut short."""
     caplog.set_level(logging.INFO, logger="lookup_proxy")
     async with raw_upstream(short_by_content_length) as upstream_url:
-        p = policy(upstream_url)
-        async with running_proxy(p) as (url, proxy):
-            async with client.get(
-                f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))
-            ) as r:
-                assert r.status == 502
-                assert r.headers["Content-Type"] == "application/problem+json"
-                body = await r.json(content_type=None)
-            async with client.get(url + "/metrics") as m:
-                assert truncated_count(await m.text()) == 1
-            await proxy.audit.flush()
-            [outcome] = audit_records(proxy.audit.file.directory, "outcome")
+        answer = await problem_through_proxy(client, upstream_url)
+    body, outcome = answer.body, answer.outcome
+    assert answer.truncated == 1
     assert body["type"] == "urn:lookup-proxy:problem:upstream-error"
     assert body["upstream_status"] == 200
     assert "broke off" in body["detail"]
@@ -144,21 +168,13 @@ async def test_an_upstream_5xx_body_is_replaced_by_a_problem_and_kept_in_the_log
     upstream = web.Application()
     upstream.router.add_get("/customers/{number}", error_page)
     async with serving(upstream) as upstream_url:
-        p = policy(upstream_url)
-        async with running_proxy(p) as (url, proxy):
-            async with client.get(
-                f"{url}/customers/{NUMBER}", headers=lookup_headers(token(p))
-            ) as r:
-                assert r.status == 502
-                assert r.headers["Content-Type"] == "application/problem+json"
-                assert "X-Backend-Node" not in r.headers
-                text = await r.text()
-                body = await r.json(content_type=None)
-            await proxy.audit.flush()
-            [outcome] = audit_records(proxy.audit.file.directory, "outcome")
+        answer = await problem_through_proxy(client, upstream_url)
+    body, text, outcome = answer.body, answer.text, answer.outcome
+    assert "X-Backend-Node" not in answer.headers
+    assert answer.truncated == 0
     assert body["type"] == "urn:lookup-proxy:problem:upstream-error"
     assert body["upstream_status"] == 503
-    assert body["request_id"] == r.headers["X-Request-Id"]
+    assert body["request_id"] == answer.headers["X-Request-Id"]
     assert "hunter2" not in text and "internal" not in text
     [logged] = [rec for rec in caplog.records if rec.getMessage().startswith("upstream error")]
     assert logged.__dict__["request_id"] == body["request_id"]
