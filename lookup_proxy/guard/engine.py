@@ -53,26 +53,29 @@ if TYPE_CHECKING:
 
 
 class _RulePlan:
-    """One applicable rule in a lookup's batch: its key and where its results start."""
+    """One applicable rule in a lookup's batch: which of the plan's keys is its own, and where
+    its results start. Shared by every employee with the same layout (see :class:`_Layout`)."""
 
-    __slots__ = ("check", "group", "key", "start")
+    __slots__ = ("check", "group", "index", "start")
 
-    def __init__(self, check: Check, key: str, start: int, group: BlockCheck | None) -> None:
+    def __init__(self, check: Check, index: int, start: int, group: BlockCheck | None) -> None:
         self.check = check
-        self.key = key
+        self.index = index
+        """Its key's place in :attr:`_Plan.keys`."""
         self.start = start
         self.group = group
         """The check again when it is a group block rule, which asks who scanned the block."""
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
-    """How one employee's lookups for one reason are guarded: every key quoted and formatted,
-    every rule's place in the results fixed. Built once and cached, because none of it depends
-    on the lookup itself and building it was most of what deciding a lookup cost."""
+class _Layout:
+    """Which rules guard a lookup and where each finds its results: the same for every
+    employee with the same reason, roles and (un)known region, so built once for all of them.
 
-    employee: Employee
-    lock_key: str
+    Only the keys differ between such employees (:class:`_Plan`). A plan used to hold a rule
+    plan per rule with its key, some forty objects an employee that every young garbage
+    collection walked while a busy proxy met its employees; now it is three."""
+
     rules: tuple[_RulePlan, ...]
     locking_groups: tuple[_RulePlan, ...]
     """The enforced group rules that lock: the only rules judged while the employee is locked."""
@@ -80,22 +83,35 @@ class _Plan:
     """The store- and region-scoped rules, placed in a batch of their own."""
     shared_locking_groups: tuple[_RulePlan, ...]
     """``locking_groups`` placed in that batch."""
-    misses: tuple[tuple[MissesCheck, str], ...]
-    misses_at: tuple[int, ...]
-    """Where each of ``misses`` finds its count of misses in the decision's results."""
+    misses: tuple[tuple[MissesCheck, int, int], ...]
+    """The misses rules, each with its key's index and where its count of misses is."""
     rates: tuple[tuple[RateCheck, int], ...]
     """The enforced rate rules, which report RateLimit headers, and where their results are."""
     rate_policy: str
-    """The RateLimit-Policy header: the same for every lookup under this plan."""
-    peers: tuple[tuple[PeerTally, str, tuple[PeerCheck, ...]], ...]
-    """The peer tallies this employee counts into, with the peer group's tag and the peer
-    rules that apply to them."""
+    """The RateLimit-Policy header: the same for every lookup under this layout."""
+    peers: tuple[tuple[PeerTally, tuple[PeerCheck, ...]], ...]
+    """The peer tallies the employee counts into, with the peer rules that apply to them."""
     marks: tuple[PeerCheck, ...]
     """The peer rules that apply, whose marks (see :meth:`Guard._marks_key`) the decision
     reports as flags."""
-    marks_key: str
     marks_at: int
     """Where the marks are in the decision's results (after every rule's primitives)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one employee's lookups for one reason are guarded: the layout, and every key quoted
+    and formatted. Built once and cached, because none of it depends on the lookup itself and
+    building it was most of what deciding a lookup cost."""
+
+    employee: Employee
+    layout: _Layout
+    keys: tuple[str, ...]
+    """Each rule's key, at its rule plan's ``index``."""
+    lock_key: str
+    marks_key: str
+    peer_tags: tuple[str, ...]
+    """The peer group's tag of each of the layout's ``peers``."""
 
 
 PLAN_CACHE_SIZE = 8192
@@ -154,6 +170,8 @@ class Guard:
         self.audit_keep = 0.0
         self._plans: dict[str, dict[str, _Plan]] = {}
         """Employee id → reason → plan."""
+        self._layouts: dict[tuple[str, frozenset[str], bool], _Layout] = {}
+        """(Reason, roles, region unknown) → layout: a handful, whatever the employees."""
         self._plan_count = 0
         self.lockouts = Lockouts(
             self._prefix,
@@ -201,24 +219,43 @@ class Guard:
         return plan
 
     def _build_plan(self, employee: Employee, reason: str) -> _Plan:
+        layout_key = (reason, employee.roles, employee.region is None)
+        layout = self._layouts.get(layout_key)
+        if layout is None:
+            layout = self._layouts[layout_key] = self._build_layout(employee, reason)
+        keys: list[str] = []
+        for rule_plan in layout.rules:
+            key = self._rule_key(rule_plan.check, employee)
+            assert key is not None, "a layout holds only rules with a key for its employees"
+            keys.append(key)
+        tags: list[str] = []
+        for tally, _ in layout.peers:
+            tag = self._tag(tally.peers, employee)
+            assert tag is not None, "a layout holds only tallies with a tag for its employees"
+            tags.append(tag)
+        return _Plan(
+            employee,
+            layout,
+            tuple(keys),
+            self.lockouts.key(employee.id),
+            self._marks_key(employee.id),
+            tuple(tags),
+        )
+
+    def _build_layout(self, employee: Employee, reason: str) -> _Layout:
+        """The layout of every employee with this employee's roles and (un)known region."""
         rules: list[_RulePlan] = []
-        misses: list[tuple[MissesCheck, str]] = []
-        misses_at: list[int] = []
         rates: list[tuple[RateCheck, int]] = []
         start = 1  # after the employee's lock
         for check in self.checks:
             if not _applies(check.rule, reason, employee.roles):
                 continue
-            key = self._rule_key(check, employee)
-            if key is None:
+            if self._rule_key(check, employee) is None:
                 continue  # a region rule for an employee with no known region
             if isinstance(check, RateCheck) and check.rule.mode == "enforce":
                 rates.append((check, start))
             group = check if isinstance(check, BlockCheck) and check.group else None
-            rules.append(_RulePlan(check, key, start, group))
-            if isinstance(check, MissesCheck):
-                misses.append((check, key))
-                misses_at.append(start)
+            rules.append(_RulePlan(check, len(rules), start, group))
             start += check.width
         rate_policy = ", ".join(
             f'"{rate.rule.name}";q={rate.rule.limit};w={int(rate.rule.window)}' for rate, _ in rates
@@ -228,34 +265,29 @@ class Guard:
         start = 0
         for p in rules:
             if p.check.rule.scope != "employee":
-                shared.append(_RulePlan(p.check, p.key, start, p.group))
+                shared.append(_RulePlan(p.check, p.index, start, p.group))
                 start += p.check.width
         shared_locking = tuple(p for p in shared if p.group is not None and _locks(p.check))
-        peers: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
+        peers: list[tuple[PeerTally, tuple[PeerCheck, ...]]] = []
         marks: list[PeerCheck] = []
         for tally in self.peer_tallies:
-            tag = self._tag(tally.peers, employee)
-            if tag is None:
+            if self._tag(tally.peers, employee) is None:
                 continue
             applying = tuple(c for c in tally.checks if _applies(c.rule, reason, employee.roles))
             if not applying:
                 continue
-            peers.append((tally, tag, applying))
+            peers.append((tally, applying))
             marks.extend(applying)
-        return _Plan(
-            employee,
-            self.lockouts.key(employee.id),
+        return _Layout(
             tuple(rules),
             locking_groups,
             tuple(shared),
             shared_locking,
-            tuple(misses),
-            tuple(misses_at),
+            tuple((p.check, p.index, p.start) for p in rules if isinstance(p.check, MissesCheck)),
             tuple(rates),
             rate_policy,
             tuple(peers),
             tuple(marks),
-            self._marks_key(employee.id),
             1 + sum(p.check.width for p in rules),
         )
 
@@ -271,6 +303,7 @@ class Guard:
         now = self.clock.now()
         employee = lookup.employee
         plan = self._plan(employee, lookup.reason)
+        layout, keys = plan.layout, plan.keys
         subject = Subject(
             lookup.request_id,
             employee.id,
@@ -292,18 +325,19 @@ class Guard:
                 and self.lockouts.view(employee.id, lock_value)[0].until is None
             ):
                 shared = self._batch()
-                for rule_plan in plan.shared:
-                    rule_plan.check.add_ops(shared, rule_plan.key, subject)
+                for rule_plan in layout.shared:
+                    rule_plan.check.add_ops(shared, keys[rule_plan.index], subject)
                 return await self._decide_locked(
-                    plan.shared_locking_groups,
+                    layout.shared_locking_groups,
+                    keys,
                     employee,
                     subject,
                     await self._execute(shared),
                     lock_value,
                 )
-        for rule_plan in plan.rules:
-            rule_plan.check.add_ops(batch, rule_plan.key, subject)
-        if plan.marks:
+        for rule_plan in layout.rules:
+            rule_plan.check.add_ops(batch, keys[rule_plan.index], subject)
+        if layout.marks:
             batch.members(plan.marks_key, now - self._marks_span)
         audit = lookup.audit
         if audit is not None and self.audit_log is not None:
@@ -314,16 +348,16 @@ class Guard:
         lock_value = results[0]
         if lock_value is not None:
             return await self._decide_locked(
-                plan.locking_groups, employee, subject, results, lock_value
+                layout.locking_groups, keys, employee, subject, results, lock_value
             )
-        if plan.misses_at:
+        if layout.misses:
             lookup.decided = (plan, now, results)  # read by learn, for a found number only
 
         hits: list[Hit] = []
         flags: list[str] = []
         blocking: list[Hit] = []
         group_culprits: dict[str, tuple[str, ...]] = {}
-        for rule_plan in plan.rules:
+        for rule_plan in layout.rules:
             check = rule_plan.check
             finding = check.judge(results, rule_plan.start, subject)
             if finding is None:
@@ -331,7 +365,7 @@ class Guard:
             rule = check.rule
             group = rule_plan.group
             if group is not None:
-                culprits = await self._culprits(group, rule_plan.key, subject)
+                culprits = await self._culprits(group, keys[rule_plan.index], subject)
                 if _locks(check):
                     group_culprits[rule.name] = culprits
                 if employee.id not in culprits:
@@ -345,15 +379,15 @@ class Guard:
                 blocking.append(hit)
 
         escalating = [hit.rule for hit in hits if hit.action == "flag" and hit.mode == "enforce"]
-        marked: list[str] = results[plan.marks_at] if plan.marks else []
-        for peer in plan.marks:
+        marked: list[str] = results[layout.marks_at] if layout.marks else []
+        for peer in layout.marks:
             if peer.rule.name in marked:
                 peer_rule = peer.rule
                 hits.append(Hit(peer_rule.name, "peer", peer_rule.action, peer_rule.mode, 1))
                 flags.append(peer_rule.name)
                 if peer_rule.mode == "enforce":
                     escalating.append(peer_rule.name)
-        rate = RateState(plan.rates, plan.rate_policy, results, now)
+        rate = RateState(layout.rates, layout.rate_policy, results, now)
         because = await self._escalate(employee.id, escalating, now) if escalating else None
         if because is not None:
             hit = Hit(self.escalation.name, "escalation", "lock", "enforce", len(because))
@@ -381,6 +415,7 @@ class Guard:
     async def _decide_locked(
         self,
         locking_groups: tuple[_RulePlan, ...],
+        keys: tuple[str, ...],
         employee: Employee,
         subject: Subject,
         results: list[Any],
@@ -401,7 +436,9 @@ class Guard:
             group = rule_plan.group
             if group is None or group.judge(results, rule_plan.start, subject) is None:
                 continue
-            group_culprits[group.rule.name] = await self._culprits(group, rule_plan.key, subject)
+            group_culprits[group.rule.name] = await self._culprits(
+                group, keys[rule_plan.index], subject
+            )
         if group_culprits:
             decision = await self._lock_others(decision, employee, group_culprits, subject.now)
         if self.metrics is not None:
@@ -541,8 +578,9 @@ class Guard:
             return ()
         employee = lookup.employee
         plan = self._plan(employee, lookup.reason)
-        misses, peers = plan.misses, plan.peers
-        if not misses and not peers:
+        layout, keys = plan.layout, plan.keys
+        peers = layout.peers
+        if not layout.misses and not peers:
             return ()
         now = self.clock.now()
         subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
@@ -552,8 +590,8 @@ class Guard:
         # learning the outcome takes (none, for a found number and a rule without a ratio).
         for check, key in asked:
             check.add_recent_misses(batch, key, subject)
-        for check, key in misses:
-            check.add_outcome(batch, key, subject, found)
+        for check, index, _ in layout.misses:
+            check.add_outcome(batch, keys[index], subject, found)
         seen_at = batch.size()
         if peers:
             seen = self._seen_key(employee.id)
@@ -576,7 +614,7 @@ class Guard:
         judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int]] = []
         if counts:
             rejudge = new and results[seen_at + 1][0] % REJUDGE_EVERY == 0
-            for tally, tag, applying in peers:
+            for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
                 tally.add_counts(then, tag, employee.id, now, counts)
                 moved = tuple(
                     check
@@ -611,14 +649,16 @@ class Guard:
         found lookup read 1.5 rules' recent misses of the shipped policy's four, not 3.7. (A miss
         of the same employee learnt while this lookup was at the backend, from another terminal,
         is then not forgiven by it: the strict side.)"""
+        keys = plan.keys
         decided = lookup.decided
         if decided is None or decided[0] is not plan:
-            return plan.misses  # decided elsewhere (another plan or guard): ask every rule
+            # Decided elsewhere (another plan or guard): ask every rule.
+            return tuple([(check, keys[index]) for check, index, _ in plan.layout.misses])
         _, then, results = decided
         return tuple(
             [
-                (check, key)
-                for (check, key), at in zip(plan.misses, plan.misses_at, strict=True)
+                (check, keys[index])
+                for check, index, at in plan.layout.misses
                 if results[at] > 0 or check.window < check.typo_window + (now - then)
             ]
         )
