@@ -13,9 +13,10 @@ is counted by the store- and region-wide rules only: their own counters are neve
 since unlocking wipes them, so a locked attacker's every further attempt need not touch them.
 
 Replay decides a month of a store chain's lookups through here in one run, so the per-lookup
-path is kept lean: what depends only on the employee and reason (keys, result offsets, the
-RateLimit-Policy header) is a cached plan, and the in-process store runs each primitive as a
-rule describes it (``primitives.Batch``), with no op tuples in between.
+path is kept lean: what depends only on the employee and reason is a cached plan (the keys),
+over a layout shared by employees alike (which rules apply, result offsets, the
+RateLimit-Policy header), and the in-process store runs each primitive as a rule describes it
+(``primitives.Batch``), with no op tuples in between.
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ class Guard:
             return plan
         if self._plan_count >= PLAN_CACHE_SIZE:
             self._plans.clear()
+            self._layouts.clear()  # roles come from tokens: bounded with the plans
             self._plan_count = 0
             by_reason = self._plans[employee.id] = {}
         plan = by_reason[reason] = self._build_plan(employee, reason)
