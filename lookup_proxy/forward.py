@@ -276,7 +276,7 @@ async def _whole(
             "failing, call the help desk.",
             upstream.status,
         )
-        return Forwarded(502, problem_response(refusal, request_id), False, True)
+        return Forwarded(502, problem_response(refusal, request_id), complete=False, truncated=True)
     response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
     response.headers.update(end_to_end(upstream.headers, ("content-length",)))
     response.headers.update(response_headers)

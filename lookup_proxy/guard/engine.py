@@ -252,7 +252,7 @@ class Guard:
         for check in self.checks:
             if not _applies(check.rule, reason, employee.roles):
                 continue
-            if self._rule_key(check, employee) is None:
+            if self._tag(check.rule.scope, employee) is None:
                 continue  # a region rule for an employee with no known region
             if isinstance(check, RateCheck) and check.rule.mode == "enforce":
                 rates.append((check, start))
@@ -603,7 +603,7 @@ class Guard:
 
         then = self._batch()
         forgave = bool(asked) and await self._forgive(asked, subject, results, then)
-        # Seen today: a score within the day (an add trims older ones only when it runs).
+        # Seen today: a score within the day (a store may still hold older ones: primitives.py).
         seen_score: float | None = results[seen_at] if peers else None
         new = bool(peers) and (seen_score is None or seen_score <= now - SEEN_WINDOW)
         counts: list[tuple[str, int]] = []

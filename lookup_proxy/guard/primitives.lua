@@ -1,7 +1,8 @@
 -- The guard's store primitives, interpreted inside Redis: one batch of one hash-tag group per
 -- call, so a decision costs one round trip and each group is atomic. The policy never lives
--- here; this is only the primitive interpreter, mirrored line for line by memory.py (the
--- reference semantics). The contract is in primitives.py.
+-- here; this is only the primitive interpreter, answering as memory.py does (the reference
+-- semantics; this one drops members past a window once per expiry slot, not on every add).
+-- The contract is in primitives.py.
 --
 -- KEYS[i] is the key of the i-th primitive. ARGV[1] is one JSON array holding, for each
 -- primitive in order, its opcode and then its arguments after the key (arity fixed per opcode,

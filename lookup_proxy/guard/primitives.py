@@ -5,8 +5,8 @@ executes a batch with the same meaning: the memory store in-process, the Redis s
 small Lua interpreter per hash-tag group (one round trip, atomic per group). The policy itself
 never runs inside a store, so there is exactly one copy of it.
 
-All state is a *window*: members with a time score, trimmed to the window on every add and
-capped to a size, so memory stays bounded however hard someone hammers. Plus plain values
+All state is a *window*: members with a time score, trimmed to the window as members are added
+and capped to a size, so memory stays bounded however hard someone hammers. Plus plain values
 (locks) with an optional time to live.
 
 Primitives are tuples (``Op``), the form a batch takes to travel to a store. Rules do not build
@@ -15,10 +15,12 @@ stores; the memory store's own batch runs each primitive as it is described (rep
 built, taken apart and thrown away, fifteen times an event). The primitives:
 
 ``("add", key, now, member, window, cap, nth)``
-    Drop members scored at or before ``now - window``; add or re-score ``member`` at ``now``;
-    keep only the newest ``cap``; the key expires ``window`` after the end of the newest
-    member's *expiry slot* (see :func:`window_expiry`: at most an eighth of the window or an
-    hour later than ``window`` after the add). Returns
+    Add or re-score ``member`` at ``now``; count the members after ``now - window`` and keep
+    only the newest ``cap`` of them. Members at or before ``now - window`` are dropped, on this
+    add (the memory store) or with the first add of the expiry slot (Redis: one command fewer
+    an add); no count or member list includes them either way. The key expires ``window``
+    after the end of the newest member's *expiry slot* (see :func:`window_expiry`: at most an
+    eighth of the window or an hour later than ``window`` after the add). Returns
     ``[count, nth_score, oldest_score]``: ``nth_score`` is the ``nth`` newest member's score
     when ``0 < nth <= count``, else ``None`` (for Retry-After and RateLimit headers);
     ``oldest_score`` only for ``nth > 0`` (rate logs), else ``None``: most adds only count,
@@ -87,9 +89,10 @@ def window_expiry(score: float, window: float) -> float:
     fifth of a lookup's commands; with slots an add in the slot of the window's newest member
     changes nothing and leaves the TTL alone (``primitives.lua``). What it costs: an idle key
     holds its memory up to one slot longer. Reads that count or list members look inside the
-    window, so they answer as before; a ``score`` read (is the member there?) could already see
-    a member older than the window until the next add trims it, and now also in an idle key's
-    extra slot. The memory store expires on the same slots, so both stores agree.
+    window, so they answer as before; a ``score`` read (is the member there?) can see a member
+    older than the window until a store drops it (the memory store on the next add, Redis with
+    the next slot's first add) and in an idle key's extra slot, so a caller compares the score
+    with the window itself. The memory store expires on the same slots.
     """
     if window <= 0:
         return score + window

@@ -350,6 +350,18 @@ class MissesCheck(Check):
         self.writes_numbers = rule.typo_share > 0
         self._outcome_keys: dict[str, tuple[str, str, str, str, str]] = {}
 
+    def share_found(self, keeper: MissesCheck) -> None:
+        """Count found numbers in ``keeper``'s log (written by ``keeper`` alone)."""
+        self.found_name = keeper.rule.name
+        self.found_window = keeper.window
+        self.writes_found = self is keeper
+
+    def share_numbers(self, keeper: MissesCheck) -> None:
+        """Count numbers looked up in ``keeper``'s log (written by ``keeper`` alone)."""
+        self.numbers_name = keeper.rule.name
+        self.numbers_window = keeper.typo_budget
+        self.writes_numbers = self is keeper
+
     def outcome_keys(self, key: str) -> tuple[str, str, str, str, str]:
         """The ``:miss``, ``:found``, ``:forgiven``, ``:forgivers`` and ``:numbers`` windows
         for the rule's key (``:found`` and ``:numbers`` under the name of the rule keeping the

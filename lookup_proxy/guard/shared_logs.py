@@ -50,27 +50,18 @@ def share_logs(checks: Sequence[Check]) -> None:
                 sequential.follow(distinct)
                 break
     misses = [c for c in checks if isinstance(c, MissesCheck)]
-    for group in _groups([c for c in misses if c.counts_found], lambda c: c.window):
-        keeper = group[0]
+    for keeper, group in _groups([c for c in misses if c.counts_found], lambda c: c.window):
         for check in group:
-            check.found_name = keeper.rule.name
-            check.found_window = keeper.window
-            check.writes_found = check is keeper
-    for group in _groups([c for c in misses if c.typo_share > 0], lambda c: c.typo_budget):
-        keeper = group[0]
+            check.share_found(keeper)
+    for keeper, group in _groups([c for c in misses if c.typo_share > 0], lambda c: c.typo_budget):
         for check in group:
-            check.numbers_name = keeper.rule.name
-            check.numbers_window = keeper.typo_budget
-            check.writes_numbers = check is keeper
+            check.share_numbers(keeper)
 
 
-def _groups(checks: list[C], window: Callable[[C], float]) -> list[list[C]]:
-    """Checks learnt alike, grouped; each group led by its longest window (first on a tie)."""
+def _groups(checks: list[C], window: Callable[[C], float]) -> list[tuple[C, list[C]]]:
+    """Checks learnt alike, grouped, each group with its keeper: the longest window (the first
+    of equals, as ``max`` keeps it)."""
     by_signature: dict[Signature, list[C]] = {}
     for check in checks:
         by_signature.setdefault(learnt_alike(check), []).append(check)
-    groups: list[list[C]] = []
-    for group in by_signature.values():
-        keeper = max(group, key=window)  # max keeps the first of equals
-        groups.append([keeper] + [c for c in group if c is not keeper])
-    return groups
+    return [(max(group, key=window), group) for group in by_signature.values()]
