@@ -14,7 +14,13 @@ from lookup_proxy.redteam import Options, red_team
 from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
 from lookup_proxy.redteam.probes import Stage
 from lookup_proxy.redteam.search import Search, edge
-from lookup_proxy.redteam.strategies import Combined, Paced, TypoFarm, strategies_for
+from lookup_proxy.redteam.strategies import (
+    Combined,
+    Paced,
+    TypoFarm,
+    TypoFarmOwnVisits,
+    strategies_for,
+)
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
 
@@ -211,17 +217,43 @@ def test_typo_farming_pairs_a_variant_with_a_quick_retype(baseline: Baseline) ->
         retype = next(r for r in retypes if r.at > variant.at)
         assert retype.at - variant.at <= 10
         assert retype.number in stage.met_before(insider, variant.at)
-        diffs = [i for i in range(11) if variant.number[i] != retype.number[i]]
-        swapped = (
-            len(diffs) == 2
-            and diffs[1] == diffs[0] + 1
-            and variant.number[diffs[0]] == retype.number[diffs[1]]
-        )
-        assert len(diffs) == 1 or swapped
+        assert _one_edit_apart(variant.number, retype.number)
     # "many customers" retypes different customers; "same customer" always the first one met.
     assert len({r.number for r in retypes}) > 1
     same = TypoFarm(same=True).plan(stage, 5, {"retype_after": 8, "reason": "BILLING_INQUIRY"})
     assert len({p.number for p in same if not p.counts}) == 1
+
+
+def test_typo_farming_own_visits_puts_a_variant_before_a_customer_at_the_counter(
+    baseline: Baseline,
+) -> None:
+    """The retype is the insider's own honest lookup: a variant seconds before the first
+    lookup that day of a customer they served, under that visit's reason, one per visit."""
+    insider = baseline.clerks()[0]
+    stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+    probes = TypoFarmOwnVisits().plan(stage, 3, {"retype_after": 8})
+    honest = baseline.met[insider.employee]
+    assert probes and all(p.counts for p in probes)
+    assert len(probes) <= 3 * len(baseline.workdays[insider.employee])
+    followed = []
+    for probe in probes:
+        at, number, reason = min(
+            ((at, n, r) for at, n, r in honest if at > probe.at), key=lambda visit: visit[0]
+        )
+        assert at - probe.at <= 10
+        assert reason == probe.reason
+        assert _one_edit_apart(probe.number, number)
+        day = baseline.day_of(at)
+        assert not any(n == number and baseline.day_of(a) == day and a < at for a, n, _ in honest)
+        followed.append(at)
+    assert len(set(followed)) == len(followed)
+
+
+def _one_edit_apart(variant: str, number: str) -> bool:
+    """One digit replaced, or two adjacent digits swapped."""
+    diffs = [i for i in range(11) if variant[i] != number[i]]
+    swapped = len(diffs) == 2 and diffs[1] == diffs[0] + 1 and variant[diffs[0]] == number[diffs[1]]
+    return len(diffs) == 1 or swapped
 
 
 def test_groups_sit_in_different_stores_and_regions(policies: dict[str, Path]) -> None:
@@ -244,7 +276,12 @@ def test_every_reason_of_the_catalogue_gets_a_paced_row() -> None:
         if reason.roles is None and reason.reference_pattern is None:
             assert f"paced {code}" in names
     assert "exempt CORPORATE_ACCOUNT (corporate rep)" in names
-    assert {"typo-farm same customer", "typo-farm many customers", "after hours"} <= set(names)
+    assert {
+        "typo-farm same customer",
+        "typo-farm many customers",
+        "typo-farm own visits",
+        "after hours",
+    } <= set(names)
 
 
 def test_command_prints_the_table_and_writes_json(

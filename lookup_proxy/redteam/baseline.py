@@ -59,8 +59,9 @@ class Baseline:
     start: date
     days: int
     workdays: dict[str, dict[int, Workday]] = field(default_factory=dict)
-    met: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
-    """Per employee: (when, canonical number) of each customer found by their honest lookups."""
+    met: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
+    """Per employee: (when, canonical number, reason) of each customer found by their honest
+    lookups."""
 
     def midnight(self, day: int) -> float:
         """Epoch seconds of 00:00 KST on a day of the period."""
@@ -109,7 +110,7 @@ class Baseline:
                     number = normalise_number(row[4], policy.numbers)
                 except Refusal:
                     continue  # the live proxy would have refused it: nobody met a customer
-                self.met.setdefault(employee, []).append((when, number))
+                self.met.setdefault(employee, []).append((when, number, row[5]))
 
 
 def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:

@@ -90,11 +90,23 @@ class Stage:
         """Customers the insider found by honest lookups before ``when``, oldest first."""
         met = self.baseline.met.get(insider.employee, [])
         seen: dict[str, None] = {}
-        for at, number in met:
+        for at, number, _ in met:
             if at >= when:
                 break
             seen[number] = None
         return list(seen)
+
+    def first_visits(self, insider: Staff) -> dict[int, list[tuple[float, str, str]]]:
+        """Per working day, the insider's honest lookups of a customer not looked up earlier
+        that day (when, canonical number, reason): the counter visits a variant can precede."""
+        visits: dict[int, list[tuple[float, str, str]]] = {}
+        seen: set[tuple[int, str]] = set()
+        for at, number, reason in self.baseline.met.get(insider.employee, []):
+            day = self.baseline.day_of(at)
+            if (day, number) not in seen:
+                seen.add((day, number))
+                visits.setdefault(day, []).append((at, number, reason))
+        return visits
 
     def found(self, probe: Probe) -> bool:
         """The backend's answer to a probe."""

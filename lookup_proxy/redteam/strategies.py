@@ -113,6 +113,32 @@ class TypoFarm(Strategy):
         return probes
 
 
+class TypoFarmOwnVisits(Strategy):
+    """A variant typed seconds before one of the insider's own honest lookups of a customer.
+
+    The honest lookup is the retype, so each forgiven miss is followed by a customer at the
+    counter met for the first time that day, under the visit's own reason: nothing tells it
+    from a real typo but the clerk's rate of typos. The variant goes before the first lookup
+    of a customer that day, at most one per visit, on ``intensity`` visits a working day.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("typo-farm own visits", {"retype_after": (6, 12)})
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        retype_after = int(knobs["retype_after"])
+        probes: list[Probe] = []
+        for insider in stage.insiders:
+            visits = stage.first_visits(insider)
+            for day, _, count in stage.daily(insider, intensity):
+                todays = visits.get(day, [])
+                for at, number, reason in stage.rng.sample(todays, min(count, len(todays))):
+                    variant = typo_of(number, stage.rng)
+                    before = at - retype_after * stage.rng.uniform(0.8, 1.2)
+                    probes.append(Probe(before, insider.employee, variant, reason))
+        return probes
+
+
 class CorporateExempt(Strategy):
     """A corporate-sales insider under the corporate reason, with a real-looking reference.
 
@@ -341,7 +367,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
     everyday = everyday_reasons(policy)
     reach = scan_reach(policy)
     family: list[Strategy] = [Paced(reason) for reason in everyday]
-    family += [TypoFarm(same=True), TypoFarm(same=False)]
+    family += [TypoFarm(same=True), TypoFarm(same=False), TypoFarmOwnVisits()]
     family += [CorporateExempt(reason) for reason in corporate_reasons(policy)]
     family += [
         Slow(everyday),
