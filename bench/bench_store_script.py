@@ -10,8 +10,10 @@ the script's time inside Redis (``INFO commandstats``, its commands included) an
 it ran, min and median over the rounds: on a shared machine only the interleaved comparison
 means anything. ``--logs both`` records the batches twice, with rules sharing their logs (as
 shipped, ``guard/shared_logs.py``) and keeping their own, and runs each through each script.
-Run from the repository root: ``python -m bench.bench_store_script [--against HEAD]
-[--employees 1000] [--lookups 8000] [--logs shared|own|both]``.
+``--rates both`` does the same for rate rules counting in buckets (``resolution``, as shipped)
+and keeping exact logs; a script from before buckets runs only the latter. Run from the
+repository root: ``python -m bench.bench_store_script [--against HEAD] [--employees 1000]
+[--lookups 8000] [--logs shared|own|both] [--rates coarse|exact|both]``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import Op
 from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT
+from lookup_proxy.policy import Policy, RateRule
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT_PATH = "lookup_proxy/guard/primitives.lua"
@@ -59,13 +62,24 @@ class Recorder:
         return getattr(self.store, name)
 
 
+def exact_rates(policy: Policy) -> Policy:
+    """The policy with every rate rule keeping an exact log (no ``resolution``)."""
+    rules = tuple(
+        rule.model_copy(update={"resolution": None}) if isinstance(rule, RateRule) else rule
+        for rule in policy.rules
+    )
+    return policy.model_copy(update={"rules": rules})
+
+
 async def record(
-    employees: int, lookups: int, seed: int, shared_logs: bool = True
+    employees: int, lookups: int, seed: int, shared_logs: bool = True, coarse: bool = True
 ) -> list[list[Op]]:
     """The batches of ``lookups`` decisions and their outcomes (90 % found); with
-    ``shared_logs=False`` as rules keeping their own logs would send them."""
+    ``shared_logs=False`` as rules keeping their own logs would send them, with
+    ``coarse=False`` as rate rules keeping exact logs would."""
     recorder = Recorder()
-    guard = Guard(shipped_open_all_day(), recorder, SystemClock(), shared_logs=shared_logs)
+    policy = shipped_open_all_day() if coarse else exact_rates(shipped_open_all_day())
+    guard = Guard(policy, recorder, SystemClock(), shared_logs=shared_logs)
     guard._in_process = None  # send tuples, as to Redis
     rng = random.Random(seed)
     people = [
@@ -126,18 +140,26 @@ async def measure(
 
 
 async def run(port: int, scripts: dict[str, str], args: argparse.Namespace) -> None:
-    layouts = {"shared logs": True, "own logs": False}
+    logs = {"shared logs": True, "own logs": False}
     if args.logs != "both":
-        layouts = {f"{args.logs} logs": args.logs == "shared"}
+        logs = {f"{args.logs} logs": args.logs == "shared"}
+    rates = {"coarse rates": True, "exact rates": False}
+    if args.rates != "both":
+        rates = {f"{args.rates} rates": args.rates == "coarse"}
     recorded = {
-        layout: calls_of(await record(args.employees, args.lookups, args.seed, shared))
-        for layout, shared in layouts.items()
+        f"{log}, {rate}": calls_of(
+            await record(args.employees, args.lookups, args.seed, shared, coarse)
+        )
+        for log, shared in logs.items()
+        for rate, coarse in rates.items()
     }
     client = Redis(port=port)
+    # A script from before the tick primitive cannot run coarse rates' batches.
     variants = {
         f"{name}, {layout}": (script, calls)
         for name, script in scripts.items()
         for layout, calls in recorded.items()
+        if "coarse" not in layout or "'tick'" in script
     }
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for _ in range(args.rounds):
@@ -165,13 +187,22 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=8000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--logs",
-        choices=("shared", "own", "both"),
-        default="shared",
-        help="record batches with rules sharing their logs (as shipped), keeping their own, "
-        "or both (each script runs each)",
-    )
+    layouts = {
+        "logs": ("shared", "own", "rules sharing their logs (as shipped), keeping their own"),
+        "rates": (
+            "coarse",
+            "exact",
+            "rate rules counting in buckets where the policy gives a resolution (as shipped), "
+            "keeping exact logs",
+        ),
+    }
+    for name, (shipped, other, what) in layouts.items():
+        parser.add_argument(
+            f"--{name}",
+            choices=(shipped, other, "both"),
+            default=shipped,
+            help=f"record batches with {what}, or both (each script runs each)",
+        )
     args = parser.parse_args()
     other = subprocess.run(
         ["git", "show", f"{args.against}:{SCRIPT_PATH}"],

@@ -241,6 +241,11 @@ class _Rule(_Section):
 
 class RateRule(_Rule):
     kind: Literal["rate"]
+    resolution: Duration | None = None
+    """Unset: an exact log of attempts (capped at ``limit`` + 1). Set: counters in buckets of
+    this width, two Redis commands a lookup instead of four or five; the window is then
+    counted from the start of the bucket it begins in (up to ``resolution`` more, never less:
+    a limit binds up to one bucket sooner) and Retry-After is rounded up to a bucket's end."""
 
 
 class DistinctRule(_Rule):
@@ -561,6 +566,15 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                 f"rules[{index}].scope",
                 "'employee' (a peer rule judges one employee; `peers` names the group)",
                 repr(rule.scope),
+            )
+        resolution = getattr(rule, "resolution", None)
+        if resolution is not None and not rule.window / 1000 <= resolution <= rule.window / 2:
+            yield ConfigProblem(
+                file,
+                f"rules[{index}].resolution",
+                f"between a thousandth and half of the window ({rule.window:g}s): at least two "
+                f"buckets, at most a thousand",
+                f"{resolution:g}s",
             )
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(

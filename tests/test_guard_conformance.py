@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,6 +150,55 @@ async def test_rate_window_slides_one_lookup_out_at_its_end(store: GuardStore) -
     assert (await desk.look(ALICE, number(3))).allowed
     desk.at(59.999)
     assert not (await desk.look(BOB, number(3))).allowed
+
+
+COARSE_RATE = RATE + 'resolution = "20s"\n'
+
+
+async def test_a_coarse_rate_counts_whole_buckets_and_retry_after_is_a_bucket_s_end(
+    store: GuardStore,
+) -> None:
+    """With ``resolution``, a bucket counts whole while any of it is in the window: the fourth
+    lookup is refused until the bucket of the third-newest has left (50 s here, where the exact
+    log says 40), and the headers count from the bucket's end."""
+    desk = Desk(make_policy(COARSE_RATE), store)
+    for employee in (ALICE, BOB):
+        for at, state in ((5, "r=2;t=75"), (10, "r=1;t=70"), (25, "r=0;t=55")):
+            desk.at(at)
+            decision = await desk.look(employee, number(at))
+            assert decision.allowed
+            assert decision.headers["RateLimit"] == f'"per-minute";{state}'
+        desk.at(30)
+        refused = await desk.look(employee, number(30))
+        assert refused.refusal is not None
+        assert refused.refusal.headers["Retry-After"] == "50"
+    desk.at(30 + 50)
+    assert (await desk.look(ALICE, number(80))).allowed
+    desk.at(30 + 49.9)
+    assert not (await desk.look(BOB, number(80))).allowed
+
+
+async def test_a_coarse_rate_never_allows_what_the_exact_log_refuses(store: GuardStore) -> None:
+    """Random pacing through an exact and a coarse copy of one rule: the coarse one counts at
+    least as many lookups, so it refuses whenever the exact one does, never later."""
+    exact = Desk(make_policy(RATE), store)
+    coarse = Desk(make_policy(COARSE_RATE.replace("per-minute", "per-minute-coarse")), store)
+    rng = random.Random(20261204)
+    now, refused_by_coarse_only = 0.0, 0
+    for step in range(150):
+        now += rng.choice((0.5, 2.0, 7.0, 13.0, 31.0))
+        exact.at(now)
+        coarse.at(now)
+        by_exact = await exact.look(ALICE, number(step))
+        by_coarse = await coarse.look(ALICE, number(step))
+        if not by_exact.allowed:
+            assert not by_coarse.allowed, f"step {step} at {now}"
+            assert by_exact.refusal is not None and by_coarse.refusal is not None
+            exact_wait = int(by_exact.refusal.headers["Retry-After"])
+            assert int(by_coarse.refusal.headers["Retry-After"]) >= exact_wait
+        elif not by_coarse.allowed:
+            refused_by_coarse_only += 1
+    assert refused_by_coarse_only > 0  # the price: up to a bucket sooner
 
 
 async def test_refused_lookups_still_count_so_hammering_never_resets(store: GuardStore) -> None:

@@ -191,6 +191,48 @@ async def test_a_tally_is_deleted_like_any_key(store: GuardStore) -> None:
     assert await store.execute([("delete", tally)]) == [0]
 
 
+async def tick(store: GuardStore, now: float, key: str = KEY, width: float = 10.0,
+               window: float = 60.0) -> dict[int, int]:  # fmt: skip
+    """Tick once; the buckets answered, as bucket → count (checking they are integers)."""
+    flat = (await store.execute([("tick", key, now, width, window)]))[0]
+    assert all(type(value) is int for value in flat)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+async def test_tick_counts_each_bucket_and_answers_those_in_the_window(store: GuardStore) -> None:
+    """``tick`` adds one to ``floor(now / width)`` and answers every bucket from
+    ``floor((now - window) / width)`` on: the one the window starts in counts whole."""
+    start = (T // 10) * 10  # a bucket's start
+    first = int(start // 10)
+    assert await tick(store, start + 1) == {first: 1}
+    assert await tick(store, start + 9.5) == {first: 2}
+    assert await tick(store, start + 10) == {first: 2, first + 1: 1}
+    # 65 s on: the window (5 s .. 65 s) starts in the first bucket, which still counts.
+    assert await tick(store, start + 65) == {first: 2, first + 1: 1, first + 6: 1}
+    # 70 s on it has left; so has the second bucket at 80 s.
+    assert await tick(store, start + 70) == {first + 1: 1, first + 6: 1, first + 7: 1}
+    assert await tick(store, start + 80) == {first + 6: 1, first + 7: 1, first + 8: 1}
+    # Another key counts alone.
+    assert await tick(store, start + 80, key="lp:{e:bob}:rate") == {first + 8: 1}
+
+
+async def test_tick_after_a_clock_step_back_counts_in_the_earlier_bucket(store: GuardStore) -> None:
+    """A clock that stepped back ticks its own (earlier) bucket; nothing newer is lost."""
+    start = (T // 10) * 10
+    first = int(start // 10)
+    await tick(store, start + 25)
+    assert await tick(store, start + 12) == {first + 1: 1, first + 2: 1}
+    assert await tick(store, start + 26) == {first + 1: 1, first + 2: 2}
+
+
+async def test_a_tick_tally_is_deleted_like_any_key(store: GuardStore) -> None:
+    """Unlocking clears an employee's keys: a tally of ticks starts again from nothing."""
+    await tick(store, T)
+    await tick(store, T + 1)
+    assert await store.execute([("delete", KEY)]) == [1]
+    assert await tick(store, T + 2) == {int((T + 2) // 10): 1}
+
+
 async def test_results_come_back_in_batch_order_across_hash_tags(store: GuardStore) -> None:
     """A batch interleaving employee, store and region keys is answered in its own order."""
     ops: list[Op] = []
@@ -237,7 +279,10 @@ def _random_batch(
         window = windows[key]
         since = now - window * rng.choice((0.01, 0.1, 0.5, 0.9, 1.0))
         roll = rng.random()
-        if roll < 0.55:
+        if key.endswith(":t"):
+            # A key keeps one width, as a rule does: four buckets a window for a, twelve for b.
+            ops.append(("tick", key, now, window / (4 if "{e:a}" in key else 12), window))
+        elif roll < 0.55:
             member = str(rng.randrange(members))
             cap, nth = rng.randint(*caps), rng.randint(0, caps[1] + 1)
             ops.append(("add", key, now, member, window, cap, nth))
@@ -260,6 +305,7 @@ async def test_redis_matches_the_memory_store_on_a_random_history(redis_store: R
         for name in ("a", "b", "c")
         for i, window in enumerate((5.0, 30.0, 120.0))
     }
+    windows |= {f"lp:{{e:{name}}}:{window:g}:t": window for name in "ab" for window in (6.0, 60.0)}
     now = T
     for step in range(2000):
         now += rng.choice((0.001, 0.25, 1.0, 3.0, 7.5))
@@ -301,6 +347,8 @@ def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
         ("score", KEY, "m"),
         ("incr", "lp:{s:a}:t", "f", 2, 60.0),
         ("fields", "lp:{s:a}:t"),
+        ("append", "lp:{a}:log", "entry", T, 60.0),
+        ("tick", "lp:{e:a}:ticks", T, 10.0, 60.0),
     ]
     batch = Batch()
     _describe(batch, ops)
@@ -324,6 +372,7 @@ def test_the_memory_store_s_immediate_batch_answers_what_run_answers() -> None:
             ops += [("delete", "lp:{e:a}:lock"), ("get", "lp:{e:a}:lock", now)]
         if step % 10 == 0:
             ops += [("incr", "lp:{s:a}:t", str(step % 3), 1, 50.0), ("fields", "lp:{s:a}:t")]
+            ops += [("tick", "lp:{e:a}:ticks", now, 4.0, 20.0)]
             ops += [("score", key, "3") for key in sorted(windows)]
         immediate = by_calls.immediate()
         assert isinstance(immediate, Immediate)

@@ -135,6 +135,26 @@ def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
     assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]
 
 
+@pytest.mark.parametrize(("resolution", "ok"), [("30m", True), ("31m", False), ("3s", False)])
+def test_a_rate_rule_s_resolution_leaves_two_to_a_thousand_buckets(
+    resolution: str, ok: bool
+) -> None:
+    """A bucket may be at most half the window and at least a thousandth of it; the problem
+    names the key and says so."""
+    rules = (
+        '[[rules]]\nname = "r"\nkind = "rate"\nwindow = "1h"\nlimit = 5\n'
+        f'resolution = "{resolution}"\n'
+    )
+    text = policy_text("http://127.0.0.1:1", rules=rules)
+    if ok:
+        assert parse_policy(text).rules[0].resolution == parse_duration(resolution)
+    else:
+        [(_, key, expected, got)] = problems(text)
+        assert key == "rules[0].resolution"
+        assert "half of the window" in expected
+        assert got == f"{parse_duration(resolution):g}s"
+
+
 def test_route_without_its_number_placeholder_is_an_error() -> None:
     """A path route must contain the placeholder the number is read from."""
     text = policy_text("http://127.0.0.1:1", routes='[[routes]]\npath = "/customers"\n')

@@ -15,7 +15,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
-from lookup_proxy.guard.primitives import StoreUnavailable, window_expiry
+from lookup_proxy.guard.primitives import StoreUnavailable, tick_expiry, window_expiry
 from lookup_proxy.guard.redis_store import CALL_SIZE, RedisStore
 from lookup_proxy.policy import parse_policy
 from tests.harness import GUARD_HEAD, GUARD_REASONS
@@ -82,6 +82,29 @@ async def test_an_add_in_the_newest_member_s_slot_leaves_the_ttl_and_a_later_one
     expected = (window_expiry(start + 11, 80.0) - (start + 11)) * 1000
     assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
     assert await redis_store.execute([("count", key, 0.0)]) == [4]
+
+
+async def test_a_tick_sets_the_ttl_and_drops_old_buckets_once_a_tick_period(
+    redis_store: RedisStore,
+) -> None:
+    """The first tick of a tick period (half a window) drops the buckets before the window and
+    sets the TTL to ``tick_expiry``; later ticks of the period cost HINCRBY and HGETALL only."""
+    key = "lp:{e:a}:ticks"
+    width, window = 10.0, 60.0
+    start = (T // 30) * 30  # a tick period's start
+    await redis_store.execute([("tick", key, start + 1, width, window)])
+    bucket = int((start + 1) // width)
+    expected = (tick_expiry(bucket, width, window) - (start + 1)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+    await redis_store.client.pexpire(key, 500_000)  # a mark: did a later tick set the TTL?
+    await redis_store.execute([("tick", key, start + 12, width, window)])  # same period
+    assert await redis_store.client.pttl(key) > 400_000
+    await redis_store.execute([("tick", key, start + 75, width, window)])  # two periods on
+    later = int((start + 75) // width)
+    expected = (tick_expiry(later, width, window) - (start + 75)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+    fields = await redis_store.client.hgetall(key)
+    assert {int(f) for f in fields} == {bucket + 1, later}  # the first bucket left the window
 
 
 async def test_set_with_a_ttl_expires_and_without_one_persists(redis_store: RedisStore) -> None:

@@ -20,13 +20,14 @@ holds the Redis store to them.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from itertools import islice
 from typing import Any, Final
 
-from lookup_proxy.guard.primitives import Batch, Op, window_expiry
+from lookup_proxy.guard.primitives import Batch, Op, tick_expiry, tick_period, window_expiry
 
 # The opcodes of primitives.py, as constants this module owns: compiled, a comparison with
 # them is a pointer test, not a lookup in another module's globals and a generic compare.
@@ -41,6 +42,7 @@ _SCORE: Final = "score"
 _INCR: Final = "incr"
 _FIELDS: Final = "fields"
 _APPEND: Final = "append"
+_TICK: Final = "tick"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -103,7 +105,8 @@ class MemoryStore:
     def __init__(self, max_keys: int = 2_000_000) -> None:
         self._windows: dict[str, _Window] = {}
         self._values: dict[str, str] = {}
-        self._tallies: dict[str, dict[str, int]] = {}
+        self._tallies: dict[str, dict[Any, int]] = {}
+        """Tallies by field (``incr``), and ticks by bucket (``tick``: int fields)."""
         self._logs: dict[str, list[tuple[float, str, str]]] = {}
         """Append-only logs: (time, id, entry), oldest first."""
         self._log_serial = 0
@@ -146,6 +149,8 @@ class MemoryStore:
                 results.append(self._fields(op[1]))
             elif kind == _APPEND:
                 results.append(self._append(op[1], op[2], op[3], op[4]))
+            elif kind == _TICK:
+                results.append(self._tick(op[1], op[2], op[3], op[4]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -303,7 +308,7 @@ class MemoryStore:
 
     # -- tallies ---------------------------------------------------------------------------
 
-    def _live_tally(self, key: str) -> dict[str, int] | None:
+    def _live_tally(self, key: str) -> dict[Any, int] | None:
         tally = self._tallies.get(key)
         if tally is not None and self._value_expiry.get(key, _FOREVER) <= self._latest:
             self._drop(key)
@@ -328,6 +333,38 @@ class MemoryStore:
         for field, value in tally.items():
             flat.append(field)
             flat.append(value)
+        return flat
+
+    def _tick(self, key: str, now: float, width: float, window: float) -> list[int]:
+        # Buckets are int fields here (Redis's are their decimal strings, answered as ints):
+        # parsing a rate's buckets back on every lookup cost replay a tenth.
+        if now > self._latest:
+            self._latest = now
+        tally = self._live_tally(key)
+        if tally is None:
+            self._windows.pop(key, None)
+            self._values.pop(key, None)
+            tally = self._tallies[key] = {}
+        bucket = math.floor(now / width)
+        value = tally.get(bucket, 0) + 1
+        tally[bucket] = value
+        first = math.floor((now - window) / width)
+        if value == 1:
+            newest: int | None = None
+            for other in tally:
+                if other != bucket and (newest is None or other > newest):
+                    newest = other
+            if newest is None or tick_period(newest, width, window) < tick_period(
+                bucket, width, window
+            ):
+                for stale in [b for b in tally if b < first]:
+                    del tally[stale]
+                self._value_expiry[key] = tick_expiry(bucket, width, window)
+        flat: list[int] = []
+        for number, count in tally.items():
+            if number >= first:
+                flat.append(number)
+                flat.append(count)
         return flat
 
     # -- logs ------------------------------------------------------------------------------
@@ -451,6 +488,9 @@ class Immediate(Batch):
 
     def append(self, key: str, entry: str, now: float, keep: float) -> None:
         self.results.append(self.store._append(key, entry, now, keep))
+
+    def tick(self, key: str, now: float, width: float, window: float) -> None:
+        self.results.append(self.store._tick(key, now, width, window))
 
     def size(self) -> int:
         return len(self.results)

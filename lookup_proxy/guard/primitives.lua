@@ -172,6 +172,42 @@ for k = 1, #KEYS do
     results[k] = flat
     a = a + 1
 
+  elseif code == 'tick' then
+    -- ("tick", key, now, width, window) -> {bucket, count, ...} of the buckets in the window.
+    -- Old buckets go, and the TTL is set, with the first tick of a tick period (half a window:
+    -- tick_period and tick_expiry in primitives.py), so a tick is two commands.
+    local now, width, window = argv[a + 1], argv[a + 2], argv[a + 3]
+    a = a + 4
+    local bucket = floor(now / width)
+    local field = format('%d', bucket)
+    local value = call('HINCRBY', key, field, 1)
+    local flat = call('HGETALL', key)
+    local first = floor((now - window) / width)
+    local half = window / 2
+    local live = {}
+    local stale = {}
+    local newest = nil
+    for i = 1, #flat, 2 do
+      local b = tonumber(flat[i])
+      if b >= first then
+        live[#live + 1] = b
+        live[#live + 1] = tonumber(flat[i + 1])
+      else
+        stale[#stale + 1] = flat[i]
+      end
+      if b ~= bucket and (newest == nil or b > newest) then newest = b end
+    end
+    if value == 1 then
+      local period = floor(bucket * width / half)
+      if newest == nil or floor(newest * width / half) < period then
+        if #stale > 0 then call('HDEL', key, unpack(stale)) end
+        local ends = (period + 1) * half
+        if (bucket + 1) * width > ends then ends = (bucket + 1) * width end
+        call('PEXPIRE', key, format('%d', ceil((ends + window - now) * 1000)))
+      end
+    end
+    results[k] = live
+
   elseif code == 'append' then
     -- ("append", key, entry, now, keep) -> the entry's stream id; entries older than keep go
     local minid = format('%d', math.floor((argv[a + 2] - argv[a + 3]) * 1000))

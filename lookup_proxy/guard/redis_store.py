@@ -59,6 +59,7 @@ from lookup_proxy.guard.primitives import (
     REMOVE,
     SCORE,
     SET,
+    TICK,
     Op,
     StoreUnavailable,
     hash_tag,
@@ -79,6 +80,7 @@ ARITY = {
     INCR: 3,
     FIELDS: 0,
     APPEND: 3,
+    TICK: 3,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts."""
 CALL_SIZE = 128

@@ -111,19 +111,55 @@ class Check:
 
 
 class RateCheck(Check):
-    """Sliding-window log of attempts; exact, and capped at limit+1 entries per scope."""
+    """Attempts in the window: an exact log capped at limit+1 entries per scope, or, with a
+    ``resolution``, counters in buckets of that width (``tick``: fewer store commands, a window
+    up to one bucket longer, Retry-After to the end of a bucket).
+
+    Both answer alike: the count with this attempt, when the ``limit``-th newest attempt leaves
+    the window (Retry-After), and when the oldest does (RateLimit-Reset). A bucket stands for
+    its attempts as if all were made at its end, so the times are never too early.
+    """
+
+    def __init__(self, rule: RateRule) -> None:
+        super().__init__(rule)
+        self.resolution = rule.resolution or 0.0
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
-        batch.add(key, subject.now, subject.request_id, self.window, self.limit + 1, self.limit)
+        if self.resolution:
+            batch.tick(key, subject.now, self.resolution, self.window)
+        else:
+            batch.add(key, subject.now, subject.request_id, self.window, self.limit + 1, self.limit)
+
+    def _read(self, result: Any) -> tuple[int, float | None, float | None]:
+        """(count, the ``limit``-th newest attempt's time, the oldest's) from either form; the
+        buckets are sorted only when the ``limit``-th newest is asked for (at the limit)."""
+        if not self.resolution:
+            count, nth_score, oldest = result
+            return count, nth_score, oldest
+        width = self.resolution
+        buckets: list[int] = result[::2]
+        counts: list[int] = result[1::2]
+        count = sum(counts)
+        if not buckets:
+            return 0, None, None
+        nth: float | None = None
+        if 0 < self.limit <= count:
+            seen = 0
+            for bucket, ticks in sorted(zip(buckets, counts, strict=True), reverse=True):
+                seen += ticks
+                if seen >= self.limit:
+                    nth = (bucket + 1) * width
+                    break
+        return count, nth, (min(buckets) + 1) * width
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
-        count, nth_score, _ = results[start]
+        count, nth_score, _ = self._read(results[start])
         if count > self.limit:
             return Finding(count, self._retry(nth_score, subject.now))
         return None
 
     def quota(self, results: list[Any], start: int, now: float) -> Quota:
-        count, nth_score, oldest = results[start]
+        count, nth_score, oldest = self._read(results[start])
         remaining = max(self.limit - count, 0)
         anchor = nth_score if remaining == 0 else oldest
         reset = max(anchor + self.window - now, 0.0) if anchor is not None else 0.0
