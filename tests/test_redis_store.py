@@ -265,6 +265,80 @@ async def test_a_hung_server_raises_store_unavailable_within_the_timeout(
         await store.close()
 
 
+class Trickle:
+    """A TCP relay in front of a real redis-server that can start passing its answers one byte
+    at a time, each well within the socket timeout: a degraded network path."""
+
+    def __init__(self, target: str) -> None:
+        self.host, port = target.removeprefix("redis://").split("/")[0].split(":")
+        self.target_port = int(port)
+        self.slow = False
+        self.server: asyncio.Server | None = None
+        self.pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            self.host, self.target_port
+        )
+        for source, sink, throttled in (
+            (reader, upstream_writer, False),
+            (upstream_reader, writer, True),
+        ):
+            task = asyncio.create_task(self._pump(source, sink, throttled))
+            self.pumps.add(task)
+
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, throttled: bool
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if throttled and self.slow:
+                    for byte in data:
+                        sink.write(bytes([byte]))
+                        await sink.drain()
+                        await asyncio.sleep(0.05)
+                else:
+                    sink.write(data)
+                    await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()
+
+    async def close(self) -> None:
+        for task in self.pumps:
+            task.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_an_answer_trickling_in_is_given_up_on_after_the_timeout(fresh_redis: str) -> None:
+    """Every byte comes within the socket timeout, yet the batch is given up on: the timeout
+    bounds reading a whole answer (redis-py's), not each read, so a degraded path gets the
+    terminal a 503 instead of a wait of minutes (found looking for the cause of a chaos-test
+    hang: not this)."""
+    relay = Trickle(fresh_redis)
+    port = await relay.start()
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}", cluster=False, timeout=0.2)
+    window = [("add", "lp:{e:a}:w", T + i, f"member-{i:04d}", 600.0, 500, 0) for i in range(300)]
+    try:
+        await store.execute(window)
+        assert len((await store.execute([("members", "lp:{e:a}:w", T)]))[0]) == 299
+        relay.slow = True  # the next answer (3 kB of members) would take minutes
+        async with asyncio.timeout(30):  # a hang fails the test instead of stalling the suite
+            with pytest.raises(StoreUnavailable):
+                await store.execute([("members", "lp:{e:a}:w", T)])
+    finally:
+        await store.close()
+        await relay.close()
+
+
 async def test_the_guard_refuses_with_503_when_redis_is_down() -> None:
     """An unreachable store never lets a lookup through: the guard answers 503 with Retry-After."""
     policy = parse_policy(
