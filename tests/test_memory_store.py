@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lookup_proxy.guard.memory import _SWEEP_EVERY, MemoryStore
+from lookup_proxy.guard.primitives import tick_expiry
 
 T = 1_790_000_000.0
 
@@ -62,6 +63,20 @@ def test_a_sweep_drops_expired_keys_without_being_asked() -> None:
     assert store.size() == 0
 
 
+def test_a_tally_of_ticks_is_swept_after_its_tick_expiry() -> None:
+    """A rate rule's buckets go a window after the end of their tick period, like any key."""
+    store = MemoryStore()
+    store.run([("tick", f"lp:{{e:{i}}}:burst", T, 30.0, 300.0) for i in range(500)])
+    assert store.size() == 500
+    gone = tick_expiry(int(T // 30), 30.0, 300.0)
+    for _ in range(_SWEEP_EVERY * 500 + 1001):
+        store.run([("get", "lp:{e:x}:lock", gone - 1)])
+    assert store.size() == 500
+    for _ in range(_SWEEP_EVERY * 500 + 1001):
+        store.run([("get", "lp:{e:x}:lock", gone)])
+    assert store.size() == 0
+
+
 def test_over_budget_the_soonest_to_expire_go_first_and_locks_stay() -> None:
     """Even when every operation makes a new key, ``max_keys`` holds; locks without expiry stay."""
     store = MemoryStore(max_keys=1000)
@@ -89,6 +104,8 @@ def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
         "SCORE",
         "INCR",
         "FIELDS",
+        "APPEND",
+        "TICK",
     ):
         assert getattr(memory, "_" + name) == getattr(primitives, name), name
 
