@@ -63,6 +63,24 @@ def test_a_sweep_drops_expired_keys_without_being_asked() -> None:
     assert store.size() == 0
 
 
+def test_a_tally_lives_ttl_past_the_first_change_of_its_newest_field() -> None:
+    """The increment that starts a field sets the TTL; later ones of the field leave it."""
+    store = MemoryStore()
+    store.run([("set", "lp:{e:x}:clock", "t", 0, T)])
+    store.run([("incr", "lp:{s:a}:t", "alice|o", 1, 60.0)])
+    store.run(
+        [("set", "lp:{e:x}:clock", "t", 0, T + 50), ("incr", "lp:{s:a}:t", "alice|o", 1, 60.0)]
+    )
+    store.run([("set", "lp:{e:x}:clock", "t", 0, T + 60)])
+    assert store.run([("fields", "lp:{s:a}:t")]) == [[]]
+    store.run([("incr", "lp:{s:a}:t", "alice|o", 1, 60.0)])
+    store.run(
+        [("set", "lp:{e:x}:clock", "t", 0, T + 100), ("incr", "lp:{s:a}:t", "bob|o", 1, 60.0)]
+    )
+    store.run([("set", "lp:{e:x}:clock", "t", 0, T + 150)])
+    assert store.run([("fields", "lp:{s:a}:t")]) == [["alice|o", 1, "bob|o", 1]]
+
+
 def test_a_tally_of_ticks_is_swept_after_its_tick_expiry() -> None:
     """A rate rule's buckets go a window after the end of their tick period, like any key."""
     store = MemoryStore()

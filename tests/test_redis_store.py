@@ -265,6 +265,21 @@ async def test_a_hung_server_raises_store_unavailable_within_the_timeout(
         await store.close()
 
 
+async def test_an_incr_sets_the_ttl_when_it_starts_a_field_and_leaves_it_otherwise(
+    redis_store: RedisStore,
+) -> None:
+    """A tally's TTL is set by the increment that starts a field from zero (the first of a
+    peer's day), not by every one: later increments of the field cost HINCRBY alone."""
+    tally = "lp:{s:gangnam}:peers:86400:1"
+    await redis_store.execute([("incr", tally, "alice|o", 1, 60.0)])
+    assert 59_000 < await redis_store.client.pttl(tally) <= 60_000
+    await redis_store.client.pexpire(tally, 500_000)  # a mark: did a later increment set it?
+    await redis_store.execute([("incr", tally, "alice|o", 1, 60.0)])
+    assert await redis_store.client.pttl(tally) > 400_000
+    await redis_store.execute([("incr", tally, "bob|o", 1, 60.0)])  # a new field sets it
+    assert 59_000 < await redis_store.client.pttl(tally) <= 60_000
+
+
 class Trickle:
     """A TCP relay in front of a real redis-server that can start passing its answers one byte
     at a time, each well within the socket timeout: a degraded network path."""

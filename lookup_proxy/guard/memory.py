@@ -322,7 +322,8 @@ class MemoryStore:
             self._values.pop(key, None)
             tally = self._tallies[key] = {}
         value = tally[field] = tally.get(field, 0) + amount
-        self._value_expiry[key] = self._latest + ttl
+        if value == amount:
+            self._value_expiry[key] = self._latest + ttl
         return value
 
     def _fields(self, key: str) -> list[Any]:

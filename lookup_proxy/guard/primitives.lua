@@ -158,9 +158,14 @@ for k = 1, #KEYS do
     a = a + 2
 
   elseif code == 'incr' then
-    -- ("incr", key, field, amount, ttl) -> the field's new value; the tally lives ttl more
-    results[k] = call('HINCRBY', key, argv[a + 1], argv[a + 2])
-    call('PEXPIRE', key, format('%d', ceil(argv[a + 3] * 1000)))
+    -- ("incr", key, field, amount, ttl) -> the field's new value; a field started from zero
+    -- sets the TTL (ttl from now), other increments leave it
+    local amount = argv[a + 2]
+    local value = call('HINCRBY', key, argv[a + 1], amount)
+    if value == amount then
+      call('PEXPIRE', key, format('%d', ceil(argv[a + 3] * 1000)))
+    end
+    results[k] = value
     a = a + 4
 
   elseif code == 'fields' then

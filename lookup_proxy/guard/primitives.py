@@ -38,8 +38,11 @@ injected clock; Redis expires on its own clock (the same wall time in live use).
     looked up before?" without changing anything.
 
 Tallies are the third kind of state: small hashes of integer fields (peer baselines keep one per
-store and day, an employee's counts in fields of it). ``ttl`` is in seconds and is set anew on
-every increment, so a tally lives one ``ttl`` past its last change.
+store and day, an employee's counts in fields of it). ``ttl`` is in seconds and is set when an
+increment starts a field from zero (its new value is the amount added), so a tally lives at
+least one ``ttl`` past the first change of each of its fields: a peer tally, one key per bucket
+of time, changes only during its bucket, and setting the TTL on every increment was half of
+the peer tallies' Redis commands.
 
 ``("incr", key, field, amount, ttl)``  add ``amount`` to a field (missing: 0); the new value.
 ``("fields", key)``                  every field and value as one flat list
