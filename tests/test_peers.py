@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from lookup_proxy.guard.peers import PeerCheck, PeerTally
@@ -186,3 +187,31 @@ def test_a_cusum_rule_reads_each_closed_day_once() -> None:
     assert tally.add_reads(again, "r:seoul", now, [check]) == 1
     today = tally_of({"me": (210, 30, 0)})
     assert [day["me"][0] for day in tally.days(check, "r:seoul", now, [today])] == [20, 21, 22, 30]
+
+
+def test_judging_the_open_bucket_apart_from_the_closed_ones_judges_their_sum() -> None:
+    """``judge_window`` reads the closed buckets and the open one apart (no summed copy of a
+    region): on random peer groups, where some clerks have only closed or only open counts,
+    it gives every verdict that judging the sum gives, for misses and for typos."""
+    rng = random.Random(20261204)
+    verdicts = set()
+    for trial in range(400):
+        closed: dict[str, list[int]] = {}
+        current: dict[str, list[int]] = {}
+        for who in (f"c{i}" for i in range(rng.randint(2, 14))):
+            share = rng.choice((0.05, 0.1, 0.12, 0.3))
+            for part in rng.sample((closed, current), rng.randint(1, 2)):
+                lookups = rng.randint(0, 300)
+                part[who] = [int(lookups * share), int(lookups * share / 3), lookups]
+        employee = rng.choice([*closed, *current])
+        summed = {who: list(counts) for who, counts in closed.items()}
+        for who, counts in current.items():
+            mine = summed.setdefault(who, [0, 0, 0])
+            for slot in range(3):
+                mine[slot] += counts[slot]
+        for metric in ("misses", "typos"):
+            check = PeerCheck(rule(metric=metric, limit=trial % 4))
+            verdict = check.judge_window(employee, closed, current)
+            assert verdict == check.judge_totals(employee, summed), (trial, metric)
+            verdicts.add(verdict is None)
+    assert verdicts == {True, False}  # both kinds of verdict were compared

@@ -632,8 +632,12 @@ class Guard:
         fired = [
             check
             for tally, tag, checks, start, width in judged
-            for check in checks
-            if tally.judge(check, employee.id, tag, now, after[start : start + width]) is not None
+            for check, verdict in zip(
+                checks,
+                tally.fired(checks, employee.id, tag, now, after[start : start + width]),
+                strict=True,
+            )
+            if verdict is not None
         ]
         if fired:
             return await self._peer_fired(employee, fired, now)

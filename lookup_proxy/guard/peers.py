@@ -96,16 +96,38 @@ class PeerCheck:
 
     def judge_totals(self, employee: str, totals: dict[str, list[int]]) -> int | None:
         """:meth:`judge` on tallies already added up (employee → [misses, typos, outcomes])."""
+        return self.judge_window(employee, totals, {})
+
+    def judge_window(
+        self, employee: str, closed: dict[str, list[int]], current: dict[str, list[int]]
+    ) -> int | None:
+        """:meth:`judge_totals` on the window's closed buckets and its open one, added up
+        per employee as they are read, without building their sum (a region's clerks, for
+        every rule judged: most of what learning an outcome cost)."""
         index = 0 if self.field == MISSES else 1
-        own = totals.get(employee)
         floor = self.rule.min_outcomes
+        own = closed.get(employee)
+        extra = current.get(employee)
+        if own is None:
+            own = extra
+        elif extra is not None:
+            own = [own[0] + extra[0], own[1] + extra[1], own[2] + extra[2]]
         if own is None or own[2] < floor:
             return None
-        peers = [
-            (counts[index] / counts[2], counts[2])
-            for who, counts in totals.items()
-            if who != employee and counts[2] >= floor
-        ]
+        peers: list[tuple[float, int]] = []
+        for who, counts in closed.items():
+            if who == employee:
+                continue
+            lookups, metric = counts[2], counts[index]
+            extra = current.get(who)
+            if extra is not None:
+                lookups += extra[2]
+                metric += extra[index]
+            if lookups >= floor:
+                peers.append((metric / lookups, lookups))
+        for who, counts in current.items():
+            if who != employee and counts[2] >= floor and who not in closed:
+                peers.append((counts[index] / counts[2], counts[2]))
         if len(peers) < self.rule.min_peers:
             return None
         # What the peers' median share predicts for this employee's numbers, and how far an
@@ -189,12 +211,33 @@ class PeerTally:
         self, check: PeerCheck, employee: str, tag: str, now: float, tallies: Sequence[list[Any]]
     ) -> int | None:
         """``check``'s verdict on the employee from what :meth:`add_reads` asked for."""
-        if check.cusum:
-            return check.judge_days(employee, self.days(check, tag, now, tallies))
-        return check.judge_totals(employee, self.totals(check, tag, now, tallies))
+        return self.fired((check,), employee, tag, now, tallies)[0]
+
+    def fired(
+        self,
+        checks: Sequence[PeerCheck],
+        employee: str,
+        tag: str,
+        now: float,
+        tallies: Sequence[list[Any]],
+    ) -> list[int | None]:
+        """Each check's verdict from what :meth:`add_reads` asked for them: the open bucket is
+        added up once for them all."""
+        current = add_up(tallies[-1:])
+        return [
+            check.judge_days(employee, self.days(check, tag, now, tallies, current))
+            if check.cusum
+            else check.judge_window(employee, self.closed(check, tag, now, tallies), current)
+            for check in checks
+        ]
 
     def days(
-        self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
+        self,
+        check: PeerCheck,
+        tag: str,
+        now: float,
+        tallies: Sequence[list[Any]],
+        current: dict[str, list[int]] | None = None,
     ) -> list[dict[str, list[int]]]:
         """``check``'s window bucket by bucket (oldest first, the open one last); closed
         buckets are remembered like the windows' sums."""
@@ -211,13 +254,22 @@ class PeerTally:
                     self._days.clear()
                 self._days[(tag, bucket)] = day
             days.append(day)
-        days.append(add_up(tallies[-1:]))
+        days.append(add_up(tallies[-1:]) if current is None else current)
         return days
 
     def totals(
         self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
     ) -> dict[str, list[int]]:
-        """``check``'s window added up from what :meth:`add_reads` asked for."""
+        """``check``'s window added up, closed buckets and the open one (judging reads the two
+        apart: :meth:`PeerCheck.judge_window`)."""
+        closed = self.closed(check, tag, now, tallies)
+        return add_up(tallies[-1:], {who: list(counts) for who, counts in closed.items()})
+
+    def closed(
+        self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
+    ) -> dict[str, list[int]]:
+        """``check``'s window's closed buckets added up, from what :meth:`add_reads` asked
+        for or remembered from an earlier read (they no longer change)."""
         newest = self.bucket_of(now)
         key = (tag, newest - check.buckets + 1, newest)
         closed = self._closed.get(key)
@@ -226,7 +278,16 @@ class PeerTally:
             if len(self._closed) >= CLOSED_CACHED:
                 self._closed.clear()
             self._closed[key] = closed
-        return add_up(tallies[-1:], {who: list(counts) for who, counts in closed.items()})
+        return closed
+
+
+FIELDS_CACHED = 65_536
+"""Tally field names remembered with what they name (a clerk's three fields of each day)."""
+
+_FIELD_NAMES: dict[str, tuple[str, int]] = {}
+"""Field → (employee, position in [misses, typos, outcomes]); -1 for a field of no metric."""
+
+_POSITION = {MISSES: 0, TYPOS: 1, OUTCOMES: 2}
 
 
 def add_up(
@@ -235,19 +296,24 @@ def add_up(
     """Tallies' fields added up per employee: [misses, typos, outcomes]."""
     if totals is None:
         totals = {}
+    names = _FIELD_NAMES
     for flat in tallies:
         for position in range(0, len(flat), 2):
-            who, _, kind = str(flat[position]).rpartition("|")
+            field = str(flat[position])
+            named = names.get(field)
+            if named is None:
+                who, _, kind = field.rpartition("|")
+                named = (who, _POSITION.get(kind, -1))
+                if len(names) >= FIELDS_CACHED:
+                    names.clear()
+                names[field] = named
+            who, slot = named
+            if slot < 0:
+                continue
             counts = totals.get(who)
             if counts is None:
                 counts = totals[who] = [0, 0, 0]
-            value = int(flat[position + 1])
-            if kind == OUTCOMES:
-                counts[2] += value
-            elif kind == MISSES:
-                counts[0] += value
-            elif kind == TYPOS:
-                counts[1] += value
+            counts[slot] += int(flat[position + 1])
     return totals
 
 
