@@ -219,7 +219,7 @@ def test_serve_can_keep_its_counters_in_redis(fresh_redis: str) -> None:
         check=True,
         timeout=10,
     ).stdout.split()
-    assert "lp:{e:E1}:burst" in keys
+    assert "lp:{e:E1}:burst:ticks" in keys
 
 
 def test_serve_takes_its_lock_journal_from_the_command_line(tmp_path: Path) -> None:

@@ -178,6 +178,19 @@ async def test_a_coarse_rate_counts_whole_buckets_and_retry_after_is_a_bucket_s_
     assert not (await desk.look(BOB, number(80))).allowed
 
 
+async def test_a_rate_rule_gaining_or_losing_a_resolution_counts_afresh(store: GuardStore) -> None:
+    """Buckets and the exact log live under different keys, so a reload that changes a rule's
+    resolution never meets the other form's key (Redis would refuse a hash command on a sorted
+    set): the rule counts afresh, as after a rename."""
+    exact, coarse = make_policy(RATE), make_policy(COARSE_RATE)
+    for before, after in ((exact, coarse), (coarse, exact)):
+        first = Desk(before, store)
+        assert await first.allowed(ALICE, [number(i) for i in range(4)]) == [True] * 3 + [False]
+        second = Desk(after, store)
+        assert await second.allowed(ALICE, [number(i) for i in range(4)]) == [True] * 3 + [False]
+        await first.guard.unlock(ALICE.id)
+
+
 async def test_a_coarse_rate_never_allows_what_the_exact_log_refuses(store: GuardStore) -> None:
     """Random pacing through an exact and a coarse copy of one rule: the coarse one counts at
     least as many lookups, so it refuses whenever the exact one does, never later."""

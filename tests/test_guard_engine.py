@@ -35,8 +35,8 @@ def test_employees_alike_share_one_layout_with_keys_of_their_own() -> None:
     names = [rule.check.rule.name for rule in alice.layout.rules]
     assert "region-block" in names and "chain-block" in names
     at = {name: index for index, name in enumerate(names)}
-    assert alice.keys[at["burst"]] == "lp:{e:alice}:burst"
-    assert bob.keys[at["burst"]] == "lp:{e:bob}:burst"
+    assert alice.keys[at["burst"]] == "lp:{e:alice}:burst:ticks"
+    assert bob.keys[at["burst"]] == "lp:{e:bob}:burst:ticks"
     assert alice.keys[at["region-block"]] == "lp:{r:seoul}:region-block"
     assert bob.keys[at["region-block"]] == "lp:{r:busan}:region-block"
     assert alice.peer_tags == ("r:seoul",) and bob.peer_tags == ("r:busan",)

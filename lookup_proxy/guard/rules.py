@@ -123,6 +123,11 @@ class RateCheck(Check):
     def __init__(self, rule: RateRule) -> None:
         super().__init__(rule)
         self.resolution = rule.resolution or 0.0
+        if self.resolution:
+            # A hash of buckets under its own key: the exact log's key holds a sorted set, and
+            # Redis refuses a hash command on it (WRONGTYPE), which would refuse every lookup
+            # after a policy gains a resolution until the old log expired.
+            self.log_name = f"{rule.name}:ticks"
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         if self.resolution:
