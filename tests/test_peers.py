@@ -5,7 +5,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from lookup_proxy.guard.peers import PeerCheck, PeerTally
+from lookup_proxy.guard.peers import (
+    BASELINE_SECONDS,
+    PeerCheck,
+    PeerTally,
+    _median,
+    _median_without,
+)
 from lookup_proxy.guard.primitives import Batch
 from lookup_proxy.policy import PeerRule
 
@@ -215,3 +221,57 @@ def test_judging_the_open_bucket_apart_from_the_closed_ones_judges_their_sum() -
             assert verdict == check.judge_totals(employee, summed), (trial, metric)
             verdicts.add(verdict is None)
     assert verdicts == {True, False}  # both kinds of verdict were compared
+
+
+def test_a_group_s_statistics_serve_a_minute_and_the_employee_s_own_counts_are_read_fresh() -> None:
+    """The first judgement of a minute computes the group's statistics; judgements within the
+    minute reuse them with the employee's counts as they are then; a minute later, or in a new
+    bucket, they are computed again."""
+    check = PeerCheck(rule(window="1d", min_peers=3, min_outcomes=50))
+    tally = PeerTally("lp", [check])
+    now = 10 * 86_400.0 + 3600
+    calm = {"p1": (200, 20, 0), "p2": (180, 18, 0), "p3": (220, 22, 0), "me": (200, 20, 0)}
+    assert tally.fired([check], "me", "s:a", now, [tally_of(calm)]) == [None]
+    # Within the minute every peer's share triples, and so does the employee's: judged
+    # against the statistics of a few seconds ago, the employee stands out.
+    busy = {"p1": (200, 60, 0), "p2": (180, 54, 0), "p3": (220, 66, 0), "me": (200, 60, 0)}
+    [verdict] = tally.fired([check], "me", "s:a", now + 30, [tally_of(busy)])
+    assert verdict is not None and verdict > 30
+    # A minute on (or the next day's bucket) the statistics are the group's of now again.
+    assert tally.fired([check], "me", "s:a", now + BASELINE_SECONDS, [tally_of(busy)]) == [None]
+    tally.fired([check], "me", "s:a", now + 86_400, [tally_of(calm)])
+    assert tally.fired([check], "me", "s:a", now + 86_430, [tally_of(calm)]) == [None]
+
+
+def test_reused_statistics_judge_as_the_window_does_on_the_data_they_came_from() -> None:
+    """Right after they were computed, reused statistics give the employee the verdict that
+    judging the whole window gives: the median leaves the employee out (their spread is the
+    group's with them in it, which moves no verdict here)."""
+    rng = random.Random(7)
+    agree = fired = 0
+    for trial in range(300):
+        counts = {f"c{i}": (n := rng.randint(60, 400), int(n * 0.1), 0) for i in range(12)}
+        outcomes = rng.randint(60, 400)
+        share = rng.choice((0.1, 0.12, 0.2, 0.3))
+        counts["me"] = (outcomes, int(outcomes * share), 0)
+        check = PeerCheck(rule(window="1d", limit=2))
+        tally = PeerTally("lp", [check])
+        now = 10 * 86_400.0 + trial
+        # Someone else's judgement computes the statistics (and judges no one: no counts).
+        assert tally.fired([check], "other", "s:a", now, [tally_of(counts)]) == [None]
+        [reused] = tally.fired([check], "me", "s:a", now, [tally_of(counts)])
+        [window] = PeerTally("lp", [check]).fired([check], "me", "s:a", now, [tally_of(counts)])
+        agree += reused == window
+        fired += window is not None
+    assert agree == 300 and 0 < fired < 300
+
+
+def test_the_median_without_one_value_is_the_median_of_the_rest() -> None:
+    rng = random.Random(3)
+    for size in range(2, 40):
+        values = sorted(rng.choice((0.1, 0.2, 0.25, 0.3, 0.5)) for _ in range(size))
+        left_out = rng.choice(values)
+        rest = list(values)
+        rest.remove(left_out)
+        assert _median_without(values, left_out) == _median(rest)
+        assert _median_without(values, None) == _median(values)

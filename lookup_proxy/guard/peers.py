@@ -19,12 +19,15 @@ Cluster node like every other group key. Rules over the same peers and bucket sh
 (:class:`PeerTally`): counted once, read once for all of them. Rules are judged when an
 outcome changes the metric (a new miss, a forgiven typo) or at every tenth new number of the
 day, off the terminal's wait; a rule that fires leaves a mark the next
-decision reports as a flag, and counts towards escalation.
+decision reports as a flag, and counts towards escalation. The group's statistics are computed
+by the first judgement of a minute and serve the rest of it (:data:`BASELINE_SECONDS`): judging
+against every peer each time grew with the group, about a millisecond for 667 clerks.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,18 +133,22 @@ class PeerCheck:
                 peers.append((counts[index] / counts[2], counts[2]))
         if len(peers) < self.rule.min_peers:
             return None
+        shares = [share for share, _ in peers]
+        median = max(_median(shares), 1.0 / floor)
+        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
+        noise = _median([median * (1.0 - median) / lookups for _, lookups in peers])
+        return self._verdict(own, median, spread, noise)
+
+    def _verdict(self, own: list[int], median: float, spread: float, noise: float) -> int | None:
         # What the peers' median share predicts for this employee's numbers, and how far an
         # honest count strays from it: chance (binomial, for the employee's own number of
         # lookups) plus however much the peers really differ. The peers' spread (1.4826 MAD of
         # their shares) holds their own chance too, large for a peer with few lookups, so what
-        # chance alone would give them is taken out before it widens the test.
-        shares = [share for share, _ in peers]
-        median = max(_median(shares), 1.0 / floor)
+        # chance alone would give them (``noise``) is taken out before it widens the test.
+        index = 0 if self.field == MISSES else 1
         metric, outcomes = own[index], own[2]
         expected = median * outcomes
         chance = median * (1.0 - median) * outcomes
-        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
-        noise = _median([median * (1.0 - median) / lookups for _, lookups in peers])
         differ = max(0.0, spread * spread - noise) * outcomes * outcomes
         deviation = math.sqrt(chance + differ)
         excess = metric - expected
@@ -152,6 +159,86 @@ class PeerCheck:
         ):
             return math.floor(excess)
         return None
+
+    def baseline(
+        self,
+        closed: dict[str, list[int]],
+        current: dict[str, list[int]],
+        newest: int,
+        now: float,
+    ) -> Baseline:
+        """The group's statistics over every member with enough lookups (the employee judged
+        next included: :meth:`judge_against` takes their share out of the median)."""
+        index = 0 if self.field == MISSES else 1
+        floor = self.rule.min_outcomes
+        share_of: dict[str, float] = {}
+        lookups_of: list[int] = []
+        for part, other in ((closed, current), (current, None)):
+            for who, counts in part.items():
+                if other is None and who in closed:
+                    continue
+                lookups, metric = counts[2], counts[index]
+                extra = None if other is None else other.get(who)
+                if extra is not None:
+                    lookups += extra[2]
+                    metric += extra[index]
+                if lookups >= floor:
+                    share_of[who] = metric / lookups
+                    lookups_of.append(lookups)
+        shares = sorted(share_of.values())
+        median = max(_median(shares), 1.0 / floor) if shares else 1.0 / floor
+        spread = (
+            MAD_TO_SIGMA * _median([abs(share - median) for share in shares]) if shares else 0.0
+        )
+        noise = _median([median * (1.0 - median) / n for n in lookups_of]) if shares else 0.0
+        return Baseline(newest, now, shares, share_of, spread, noise)
+
+    def judge_against(self, own: list[int] | None, employee: str, baseline: Baseline) -> int | None:
+        """:meth:`judge_window` with the group's statistics from ``baseline`` and the
+        employee's own counts as they are now: the median leaves the employee's share out, as
+        judging the window does; the spread and chance are the group's, the employee in it."""
+        floor = self.rule.min_outcomes
+        if own is None or own[2] < floor:
+            return None
+        mine = baseline.share_of.get(employee)
+        shares = baseline.shares
+        if len(shares) - (mine is not None) < self.rule.min_peers:
+            return None
+        median = max(_median_without(shares, mine), 1.0 / floor)
+        return self._verdict(own, median, baseline.spread, baseline.noise)
+
+
+BASELINE_SECONDS = 60.0
+"""How long a peer group's statistics serve judgements before they are computed again: a
+judgement that computes them reads every clerk of the group (about 1 ms for 667), one that
+reuses them reads the employee's own counts. A minute is nothing to baselines of days."""
+
+
+class Baseline:
+    """A peer group's statistics for one rule, as of ``at`` (bucket ``newest``)."""
+
+    __slots__ = ("at", "newest", "noise", "share_of", "shares", "spread")
+
+    def __init__(
+        self,
+        newest: int,
+        at: float,
+        shares: list[float],
+        share_of: dict[str, float],
+        spread: float,
+        noise: float,
+    ) -> None:
+        self.newest = newest
+        self.at = at
+        self.shares = shares
+        """Every qualifying member's share, sorted."""
+        self.share_of = share_of
+        self.spread = spread
+        self.noise = noise
+
+    def serves(self, newest: int, now: float) -> bool:
+        """Still the statistics of bucket ``newest`` at ``now``."""
+        return self.newest == newest and self.at <= now < self.at + BASELINE_SECONDS
 
 
 class PeerTally:
@@ -171,6 +258,8 @@ class PeerTally:
         """(tag, first bucket, current bucket) → the window's closed buckets added up."""
         self._days: dict[tuple[str, int], dict[str, list[int]]] = {}
         """(tag, bucket) → one closed bucket's counts, for the day-by-day (cusum) rules."""
+        self._baselines: dict[tuple[str, str], Baseline] = {}
+        """(tag, rule name) → the group's statistics (:data:`BASELINE_SECONDS`)."""
 
     def tally_key(self, tag: str, bucket: int) -> str:
         return f"{self.prefix}:{{{tag}}}:peers:{self.length}:{bucket}"
@@ -223,13 +312,35 @@ class PeerTally:
     ) -> list[int | None]:
         """Each check's verdict from what :meth:`add_reads` asked for them: the open bucket is
         added up once for them all."""
-        current = add_up(tallies[-1:])
-        return [
-            check.judge_days(employee, self.days(check, tag, now, tallies, current))
-            if check.cusum
-            else check.judge_window(employee, self.closed(check, tag, now, tallies), current)
-            for check in checks
-        ]
+        newest = self.bucket_of(now)
+        current: dict[str, list[int]] | None = None
+        mine: list[int] | None = None
+        verdicts: list[int | None] = []
+        for check in checks:
+            if check.cusum:
+                if current is None:
+                    current = add_up(tallies[-1:])
+                verdicts.append(
+                    check.judge_days(employee, self.days(check, tag, now, tallies, current))
+                )
+                continue
+            closed = self.closed(check, tag, now, tallies)
+            key = (tag, check.rule.name)
+            baseline = self._baselines.get(key)
+            if baseline is not None and baseline.serves(newest, now):
+                if mine is None:
+                    mine = own_counts(tallies[-1], employee)
+                before = closed.get(employee)
+                own = mine if before is None else [b + m for b, m in zip(before, mine, strict=True)]
+                verdicts.append(check.judge_against(own, employee, baseline))
+                continue
+            if current is None:
+                current = add_up(tallies[-1:])
+            if len(self._baselines) >= CLOSED_CACHED:
+                self._baselines.clear()
+            self._baselines[key] = check.baseline(closed, current, newest, now)
+            verdicts.append(check.judge_window(employee, closed, current))
+        return verdicts
 
     def days(
         self,
@@ -315,6 +426,36 @@ def add_up(
                 counts = totals[who] = [0, 0, 0]
             counts[slot] += int(flat[position + 1])
     return totals
+
+
+def own_counts(flat: list[Any], employee: str) -> list[int]:
+    """One employee's [misses, typos, outcomes] in one bucket's fields, without adding up the
+    others'."""
+    counts = [0, 0, 0]
+    wanted = {f"{employee}|{MISSES}": 0, f"{employee}|{TYPOS}": 1, f"{employee}|{OUTCOMES}": 2}
+    for position in range(0, len(flat), 2):
+        slot = wanted.get(str(flat[position]))
+        if slot is not None:
+            counts[slot] += int(flat[position + 1])
+    return counts
+
+
+def _median_without(ordered: list[float], value: float | None) -> float:
+    """The median of sorted ``ordered`` with one occurrence of ``value`` left out (None: none)."""
+    if value is None:
+        return _median(ordered)
+    skip = bisect_left(ordered, value)
+    size = len(ordered) - 1
+    if size <= 0:
+        return 0.0
+
+    def at(rank: int) -> float:
+        return ordered[rank if rank < skip else rank + 1]
+
+    middle = size // 2
+    if size % 2:
+        return at(middle)
+    return (at(middle - 1) + at(middle)) / 2
 
 
 def _median(values: list[float]) -> float:
