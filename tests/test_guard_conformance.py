@@ -1045,6 +1045,26 @@ async def test_a_clerk_whose_share_of_misses_stands_out_from_the_store_is_flagge
         assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
 
 
+async def test_within_a_minute_a_judgement_reads_only_the_clerk_s_own_counts(
+    store: GuardStore,
+) -> None:
+    """The first judgement of a minute reads the store's whole tally and computes the group's
+    statistics; the next ones of that minute read the clerk's own three fields (``pick``), and
+    the stand-out clerk is flagged as when every judgement read everything."""
+    recording = Recording(store)
+    desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    recording.ops.clear()
+    await _workday(desk, ALICE, found=19, missed=8, base=1030000000)
+    reads = [op[0] for op in recording.ops if op[0] in ("fields", "pick")]
+    assert "pick" in reads and "fields" in reads
+    picked = [op for op in recording.ops if op[0] == "pick"]
+    assert all(op[2] == ["alice|m", "alice|t", "alice|o"] for op in picked)
+    flagged = await desk.look(ALICE, number(1, base=1040000000))
+    assert flagged.flags == ("peer-misses",)
+
+
 PEER_RISE = """
 [[rules]]
 name = "peer-misses-rise"

@@ -183,6 +183,23 @@ async def test_incr_adds_to_a_tally_field_and_fields_lists_them(store: GuardStor
     assert results[4] == []
 
 
+async def test_pick_answers_chosen_fields_of_a_tally_and_none_where_missing(
+    store: GuardStore,
+) -> None:
+    """``pick`` reads some fields of a tally (one clerk's counts among a region's)."""
+    tally = "lp:{s:gangnam}:peer:2"
+    await store.execute([("incr", tally, "alice|o", 5, 60.0), ("incr", tally, "bob|m", 2, 60.0)])
+    results = await store.execute(
+        [
+            ("pick", tally, ["alice|m", "alice|t", "alice|o"]),
+            ("pick", tally, ["bob|m"]),
+            ("pick", "lp:{s:gangnam}:peer:none", ["alice|o", "bob|o"]),
+        ]
+    )
+    assert results == [[None, None, 5], [2], [None, None]]
+    assert type(results[0][2]) is int
+
+
 async def test_a_tally_is_deleted_like_any_key(store: GuardStore) -> None:
     """Unlocking clears an employee's keys with ``delete``: tallies go the same way."""
     tally = "lp:{e:alice}:tally"
@@ -349,6 +366,7 @@ def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
         ("fields", "lp:{s:a}:t"),
         ("append", "lp:{a}:log", "entry", T, 60.0),
         ("tick", "lp:{e:a}:ticks", T, 10.0, 60.0),
+        ("pick", "lp:{s:a}:t", ["f", "g"]),
     ]
     batch = Batch()
     _describe(batch, ops)
@@ -372,7 +390,7 @@ def test_the_memory_store_s_immediate_batch_answers_what_run_answers() -> None:
             ops += [("delete", "lp:{e:a}:lock"), ("get", "lp:{e:a}:lock", now)]
         if step % 10 == 0:
             ops += [("incr", "lp:{s:a}:t", str(step % 3), 1, 50.0), ("fields", "lp:{s:a}:t")]
-            ops += [("tick", "lp:{e:a}:ticks", now, 4.0, 20.0)]
+            ops += [("tick", "lp:{e:a}:ticks", now, 4.0, 20.0), ("pick", "lp:{s:a}:t", ["1", "9"])]
             ops += [("score", key, "3") for key in sorted(windows)]
         immediate = by_calls.immediate()
         assert isinstance(immediate, Immediate)

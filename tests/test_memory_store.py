@@ -124,6 +124,7 @@ def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
         "FIELDS",
         "APPEND",
         "TICK",
+        "PICK",
     ):
         assert getattr(memory, "_" + name) == getattr(primitives, name), name
 

@@ -613,7 +613,7 @@ class Guard:
                 counts.append((MISSES, 1))
         if forgave:
             counts += [(MISSES, -1), (TYPOS, 1)]
-        judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int]] = []
+        judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]] = []
         if counts:
             rejudge = new and results[seen_at + 1][0] % REJUDGE_EVERY == 0
             for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
@@ -625,16 +625,16 @@ class Guard:
                 )
                 if moved:
                     start = then.size()
-                    judged.append(
-                        (tally, tag, moved, start, tally.add_reads(then, tag, now, moved))
-                    )
+                    own_only = tally.add_own_reads(then, tag, now, moved, employee.id)
+                    width = 1 if own_only else tally.add_reads(then, tag, now, moved)
+                    judged.append((tally, tag, moved, start, width, own_only))
         after = await self._execute(then)
         fired = [
             check
-            for tally, tag, checks, start, width in judged
+            for tally, tag, checks, start, width, own_only in judged
             for check, verdict in zip(
                 checks,
-                tally.fired(checks, employee.id, tag, now, after[start : start + width]),
+                tally.fired(checks, employee.id, tag, now, after[start : start + width], own_only),
                 strict=True,
             )
             if verdict is not None

@@ -43,6 +43,7 @@ _INCR: Final = "incr"
 _FIELDS: Final = "fields"
 _APPEND: Final = "append"
 _TICK: Final = "tick"
+_PICK: Final = "pick"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -151,6 +152,8 @@ class MemoryStore:
                 results.append(self._append(op[1], op[2], op[3], op[4]))
             elif kind == _TICK:
                 results.append(self._tick(op[1], op[2], op[3], op[4]))
+            elif kind == _PICK:
+                results.append(self._pick(op[1], op[2]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -336,6 +339,12 @@ class MemoryStore:
             flat.append(value)
         return flat
 
+    def _pick(self, key: str, fields: list[str]) -> list[int | None]:
+        tally = self._live_tally(key)
+        if tally is None:
+            return [None] * len(fields)
+        return [tally.get(field) for field in fields]
+
     def _tick(self, key: str, now: float, width: float, window: float) -> list[int]:
         # Buckets are int fields here (Redis's are their decimal strings, answered as ints):
         # parsing a rate's buckets back on every lookup cost replay a tenth.
@@ -492,6 +501,9 @@ class Immediate(Batch):
 
     def tick(self, key: str, now: float, width: float, window: float) -> None:
         self.results.append(self.store._tick(key, now, width, window))
+
+    def pick(self, key: str, fields: list[str]) -> None:
+        self.results.append(self.store._pick(key, fields))
 
     def size(self) -> int:
         return len(self.results)

@@ -37,6 +37,8 @@ from lookup_proxy.policy import PeerRule
 OUTCOMES = "o"
 MISSES = "m"
 TYPOS = "t"
+KINDS = (MISSES, TYPOS, OUTCOMES)
+"""A clerk's fields in the order of their counts: [misses, typos, outcomes]."""
 
 CLOSED_CACHED = 16_384
 """Windows' closed-bucket sums remembered (per peer group and day); cleared when full."""
@@ -290,6 +292,25 @@ class PeerTally:
             batch.fields(self.tally_key(tag, bucket))
         return self.buckets
 
+    def add_own_reads(
+        self, batch: Batch, tag: str, now: float, checks: Sequence[PeerCheck], employee: str
+    ) -> bool:
+        """Ask for the employee's own fields of the open bucket alone, when that is all judging
+        ``checks`` needs: every one has the group's statistics for now and its window's closed
+        sums. False (nothing asked) when a whole read is needed (:meth:`add_reads`)."""
+        newest = self.bucket_of(now)
+        for check in checks:
+            baseline = self._baselines.get((tag, check.rule.name))
+            if (
+                check.cusum
+                or baseline is None
+                or not baseline.serves(newest, now)
+                or (tag, newest - check.buckets + 1, newest) not in self._closed
+            ):
+                return False
+        batch.pick(self.tally_key(tag, newest), [f"{employee}|{kind}" for kind in KINDS])
+        return True
+
     def _remembered(self, check: PeerCheck, tag: str, newest: int) -> bool:
         if check.cusum:
             days = self._days
@@ -309,10 +330,14 @@ class PeerTally:
         tag: str,
         now: float,
         tallies: Sequence[list[Any]],
+        own_only: bool = False,
     ) -> list[int | None]:
-        """Each check's verdict from what :meth:`add_reads` asked for them: the open bucket is
-        added up once for them all."""
+        """Each check's verdict from what :meth:`add_reads` asked for them (the open bucket is
+        added up once for them all), or, with ``own_only``, from the employee's own fields that
+        :meth:`add_own_reads` asked for."""
         newest = self.bucket_of(now)
+        if own_only:
+            return self._fired_own(checks, employee, tag, newest, tallies[0])
         current: dict[str, list[int]] | None = None
         mine: list[int] | None = None
         verdicts: list[int | None] = []
@@ -340,6 +365,31 @@ class PeerTally:
                 self._baselines.clear()
             self._baselines[key] = check.baseline(closed, current, newest, now)
             verdicts.append(check.judge_window(employee, closed, current))
+        return verdicts
+
+    def _fired_own(
+        self,
+        checks: Sequence[PeerCheck],
+        employee: str,
+        tag: str,
+        newest: int,
+        picked: list[int | None],
+    ) -> list[int | None]:
+        """Verdicts from the employee's own fields and the statistics :meth:`add_own_reads`
+        saw. Another judgement may have replaced them meanwhile (newer ones of the same bucket
+        serve as well); a rule whose statistics or closed sums have gone is not judged this
+        time (the next judgement reads the whole bucket)."""
+        mine = [value or 0 for value in picked]
+        verdicts: list[int | None] = []
+        for check in checks:
+            baseline = self._baselines.get((tag, check.rule.name))
+            closed = self._closed.get((tag, newest - check.buckets + 1, newest))
+            if baseline is None or baseline.newest != newest or closed is None:
+                verdicts.append(None)
+                continue
+            before = closed.get(employee)
+            own = mine if before is None else [b + m for b, m in zip(before, mine, strict=True)]
+            verdicts.append(check.judge_against(own, employee, baseline))
         return verdicts
 
     def days(

@@ -177,6 +177,15 @@ for k = 1, #KEYS do
     results[k] = flat
     a = a + 1
 
+  elseif code == 'pick' then
+    -- ("pick", key, fields) -> those fields' values, integers or false (missing)
+    local got = call('HMGET', key, unpack(argv[a + 1]))
+    for i = 1, #got do
+      if got[i] then got[i] = tonumber(got[i]) end
+    end
+    results[k] = got
+    a = a + 2
+
   elseif code == 'tick' then
     -- ("tick", key, now, width, window) -> {bucket, count, ...} of the buckets in the window.
     -- Old buckets go, and the TTL is set, with the first tick of a tick period (half a window:

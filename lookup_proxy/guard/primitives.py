@@ -47,6 +47,8 @@ the peer tallies' Redis commands.
 ``("incr", key, field, amount, ttl)``  add ``amount`` to a field (missing: 0); the new value.
 ``("fields", key)``                  every field and value as one flat list
     ``[field, value, field, value, ...]`` (empty when the key does not exist).
+``("pick", key, fields)``            those fields' values (a list of field names), each an integer
+    or ``None``: one employee's counts in a peer tally without reading every clerk's.
 ``("tick", key, now, width, window)`` a counter in time buckets, for rate rules at a coarse
     resolution: add one to bucket ``floor(now / width)`` and return every bucket from
     ``floor((now - window) / width)`` on as one flat list ``[bucket, count, ...]`` (integers,
@@ -83,6 +85,7 @@ INCR = "incr"
 FIELDS = "fields"
 APPEND = "append"
 TICK = "tick"
+PICK = "pick"
 
 
 EXPIRY_SLOTS = 8
@@ -199,6 +202,9 @@ class Batch:
 
     def tick(self, key: str, now: float, width: float, window: float) -> None:
         self.ops.append((TICK, key, now, width, window))
+
+    def pick(self, key: str, fields: list[str]) -> None:
+        self.ops.append((PICK, key, fields))
 
     def size(self) -> int:
         """Primitives described so far: where the next one's result will be."""

@@ -56,6 +56,7 @@ from lookup_proxy.guard.primitives import (
     GET,
     INCR,
     MEMBERS,
+    PICK,
     REMOVE,
     SCORE,
     SET,
@@ -81,6 +82,7 @@ ARITY = {
     FIELDS: 0,
     APPEND: 3,
     TICK: 3,
+    PICK: 1,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts."""
 CALL_SIZE = 128
