@@ -355,8 +355,7 @@ class PeerTally:
             if baseline is not None and baseline.serves(newest, now):
                 if mine is None:
                     mine = own_counts(tallies[-1], employee)
-                before = closed.get(employee)
-                own = mine if before is None else [b + m for b, m in zip(before, mine, strict=True)]
+                own = _plus(closed.get(employee), mine)
                 verdicts.append(check.judge_against(own, employee, baseline))
                 continue
             if current is None:
@@ -387,9 +386,9 @@ class PeerTally:
             if baseline is None or baseline.newest != newest or closed is None:
                 verdicts.append(None)
                 continue
-            before = closed.get(employee)
-            own = mine if before is None else [b + m for b, m in zip(before, mine, strict=True)]
-            verdicts.append(check.judge_against(own, employee, baseline))
+            verdicts.append(
+                check.judge_against(_plus(closed.get(employee), mine), employee, baseline)
+            )
         return verdicts
 
     def days(
@@ -488,6 +487,13 @@ def own_counts(flat: list[Any], employee: str) -> list[int]:
         if slot is not None:
             counts[slot] += int(flat[position + 1])
     return counts
+
+
+def _plus(closed: list[int] | None, open_: list[int]) -> list[int]:
+    """An employee's window: their closed buckets' counts (if any) plus the open bucket's."""
+    if closed is None:
+        return open_
+    return [c + o for c, o in zip(closed, open_, strict=True)]
 
 
 def _median_without(ordered: list[float], value: float | None) -> float:
