@@ -305,7 +305,7 @@ class PeerTally:
                 check.cusum
                 or baseline is None
                 or not baseline.serves(newest, now)
-                or (tag, newest - check.buckets + 1, newest) not in self._closed
+                or not self._remembered(check, tag, newest)
             ):
                 return False
         batch.pick(self.tally_key(tag, newest), [f"{employee}|{kind}" for kind in KINDS])
@@ -315,13 +315,7 @@ class PeerTally:
         if check.cusum:
             days = self._days
             return all((tag, b) in days for b in range(newest - check.buckets + 1, newest))
-        return (tag, newest - check.buckets + 1, newest) in self._closed
-
-    def judge(
-        self, check: PeerCheck, employee: str, tag: str, now: float, tallies: Sequence[list[Any]]
-    ) -> int | None:
-        """``check``'s verdict on the employee from what :meth:`add_reads` asked for."""
-        return self.fired((check,), employee, tag, now, tallies)[0]
+        return _closed_key(check, tag, newest) in self._closed
 
     def fired(
         self,
@@ -382,7 +376,7 @@ class PeerTally:
         verdicts: list[int | None] = []
         for check in checks:
             baseline = self._baselines.get((tag, check.rule.name))
-            closed = self._closed.get((tag, newest - check.buckets + 1, newest))
+            closed = self._closed.get(_closed_key(check, tag, newest))
             if baseline is None or baseline.newest != newest or closed is None:
                 verdicts.append(None)
                 continue
@@ -431,7 +425,7 @@ class PeerTally:
         """``check``'s window's closed buckets added up, from what :meth:`add_reads` asked
         for or remembered from an earlier read (they no longer change)."""
         newest = self.bucket_of(now)
-        key = (tag, newest - check.buckets + 1, newest)
+        key = _closed_key(check, tag, newest)
         closed = self._closed.get(key)
         if closed is None:
             closed = add_up(tallies[len(tallies) - check.buckets : len(tallies) - 1])
@@ -439,6 +433,11 @@ class PeerTally:
                 self._closed.clear()
             self._closed[key] = closed
         return closed
+
+
+def _closed_key(check: PeerCheck, tag: str, newest: int) -> tuple[str, int, int]:
+    """Where ``check``'s closed sums for the group and the current bucket are remembered."""
+    return (tag, newest - check.buckets + 1, newest)
 
 
 FIELDS_CACHED = 65_536
