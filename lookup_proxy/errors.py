@@ -95,6 +95,11 @@ def bad_request(detail: str, cause: str, extra: Mapping[str, object] | None = No
     )
 
 
+def body_too_large(detail: str) -> Refusal:
+    """413: a request body over the proxy's ``client_max_size`` is never read on, nor sent."""
+    return Refusal(detail, status=413, cause="body-too-large", title="Request body too large")
+
+
 def not_permitted(detail: str, cause: str = "not-permitted") -> Refusal:
     """403: the request is understood and will not be served to this employee."""
     return Refusal(detail, status=403, cause=cause, title="Not permitted")

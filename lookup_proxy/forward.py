@@ -1,4 +1,5 @@
-"""The *forward* step: one shared upstream client, bodies streamed, headers made trustworthy.
+"""The *forward* step: one shared upstream pool, small answers whole and large ones streamed,
+headers made trustworthy.
 
 What the backend learns about a lookup comes only from us: of the terminal's headers only the
 policy's ``forward_headers`` cross (never its Authorization or identity headers), and ours
@@ -18,18 +19,32 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from lookup_proxy.employee import Employee
-from lookup_proxy.errors import upstream_error, upstream_timeout, upstream_unavailable
+from lookup_proxy.errors import (
+    Refusal,
+    body_too_large,
+    upstream_error,
+    upstream_timeout,
+    upstream_unavailable,
+)
 from lookup_proxy.justify import Justification
 from lookup_proxy.minimise import FieldSet, Unfilterable, is_json, unfilterable
 from lookup_proxy.policy import Upstream
 from lookup_proxy.problems import problem_response
 from lookup_proxy.proxy_headers import HOP_BY_HOP, NEVER_FORWARDED
+from lookup_proxy.upstream import (
+    Answer,
+    Origin,
+    Pool,
+    RequestNotSendable,
+    Timeouts,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger("lookup_proxy.forward")
 
@@ -58,12 +73,12 @@ def forwardable(allowed: Iterable[str]) -> frozenset[str]:
 
 def allowed_terminal_headers(
     headers: CIMultiDictProxy[str], names: frozenset[str]
-) -> CIMultiDict[str]:
+) -> list[tuple[str, str]]:
     """The terminal's headers the backend may see: ``names`` less any the Connection header
     names (usually none)."""
     if "Connection" in headers:
         names = names - _connection_named(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() in names)
+    return [(k, v) for k, v in headers.items() if k.lower() in names]
 
 
 class TrustedProxies:
@@ -95,31 +110,6 @@ class TrustedProxies:
         return client, ", ".join([*hops, peer])
 
 
-class _Pool:
-    """The session every generation of the upstream client shares."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.session: aiohttp.ClientSession | None = None
-
-    async def start(self, timeouts: aiohttp.ClientTimeout) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.size, limit_per_host=self.size, ttl_dns_cache=60
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeouts,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-
-    async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
-
-
 @dataclass(frozen=True, slots=True)
 class Forwarded:
     """What the backend answered, once streamed to the terminal."""
@@ -132,11 +122,11 @@ class Forwarded:
 
 
 class UpstreamClient:
-    """The one ClientSession to the customer-lookup backend, with explicit limits.
+    """The backend's client (``lookup_proxy.upstream``), with explicit limits.
 
-    A policy reload builds a new client ``sharing`` the running one's session (its connection
-    pool is sized once, at start): URL, timeouts and headers follow the new policy, while
-    lookups still in flight finish with the client they began with.
+    A policy reload builds a new client ``sharing`` the running one's pool (sized once, at
+    start): URL, timeouts and headers follow the new policy, while lookups still in flight
+    finish with the client they began with.
     """
 
     def __init__(
@@ -144,18 +134,21 @@ class UpstreamClient:
     ) -> None:
         self.config = config
         self.base = URL(config.url.rstrip("/"))
+        self._origin = Origin.of(self.base.scheme, self.base.host or "localhost", self.base.port)
+        self._prefix = self.base.raw_path.rstrip("/")
         self._forwardable = forwardable(config.forward_headers)
-        self._credential = credential
-        self._pool: _Pool = sharing._pool if sharing is not None else _Pool(config.pool_size)
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.total_timeout,
+        self._credential: tuple[tuple[str, str], ...] = (
+            () if credential is None else ((config.credential_header, credential),)
+        )
+        self._pool: Pool = sharing._pool if sharing is not None else Pool(config.pool_size)
+        self._timeouts = Timeouts(
             connect=config.connect_timeout,
-            sock_connect=config.connect_timeout,
-            sock_read=config.read_timeout,
+            read=config.read_timeout,
+            total=config.total_timeout,
         )
 
     async def start(self) -> None:
-        await self._pool.start(self._timeout)
+        """Nothing to open: connections are made on the first lookups and kept."""
 
     async def close(self) -> None:
         await self._pool.close()
@@ -184,71 +177,88 @@ class UpstreamClient:
         response_headers: Mapping[str, str],
         fields: FieldSet | None = None,
     ) -> Forwarded:
-        """Send the lookup to ``target`` (path and query, already checked) and stream the
-        backend's answer back to the terminal; with ``fields``, the answer is read whole and
-        only the fields named reach the terminal (lookup_proxy/minimise.py)."""
-        session = self._pool.session
-        assert session is not None, "UpstreamClient.start() was not awaited"
+        """Send the lookup to ``target`` (path and query, already checked) and send the
+        backend's answer back to the terminal (whole when small, else streamed); with
+        ``fields``, the answer is read whole and only the fields named reach the terminal
+        (lookup_proxy/minimise.py)."""
         headers = allowed_terminal_headers(request.headers, self._forwardable)
-        headers["X-Request-Id"] = request_id
-        headers["X-Employee-Id"] = employee.id
-        headers["X-Store-Id"] = employee.store
+        headers.append(("X-Request-Id", request_id))
+        headers.append(("X-Employee-Id", employee.id))
+        headers.append(("X-Store-Id", employee.store))
         if employee.region is not None:
-            headers["X-Region-Id"] = employee.region
-        headers["X-Lookup-Reason"] = justification.reason
+            headers.append(("X-Region-Id", employee.region))
+        headers.append(("X-Lookup-Reason", justification.reason))
         if justification.reference is not None:
-            headers["X-Lookup-Reference"] = justification.reference
-        headers["X-Forwarded-For"] = forwarded_for
-        if self._credential is not None:
-            headers[self.config.credential_header] = self._credential
-        url = URL(str(self.base) + target, encoded=True)
-        body = request.content if request.can_read_body else None
+            headers.append(("X-Lookup-Reference", justification.reference))
+        headers.append(("X-Forwarded-For", forwarded_for))
+        headers.extend(self._credential)
+        body = await _request_body(request) if request.can_read_body else None
         response: web.StreamResponse | None = None
         try:
-            async with session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout,
-            ) as upstream:
-                if upstream.status >= 500:
-                    await _log_error_answer(upstream, request_id)
-                    raise upstream_error(
-                        "The customer system had a problem answering. Try again in a moment; "
-                        "if it keeps failing, call the help desk.",
-                        upstream.status,
-                    )
-                if fields is not None:
-                    trimmed = await _minimised(upstream, fields, self.config, request_id)
-                    response = trimmed
-                    trimmed.headers.update(response_headers)
-                    await trimmed.prepare(request)
-                    await trimmed.write_eof()
-                    return Forwarded(upstream.status, trimmed)
-                length = upstream.content_length
-                if length is not None and length <= WHOLE_ANSWER_MAX:
-                    return await _whole(upstream, response_headers, request_id)
-                response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                response.headers.update(end_to_end(upstream.headers, ("content-length",)))
-                response.headers.update(response_headers)
-                if length is not None:
-                    response.content_length = length
-                await response.prepare(request)
-                return await _relay(upstream, request, response, request_id)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            upstream = await self._pool.exchange(
+                self._origin, request.method, self._prefix + target, headers, body, self._timeouts
+            )
+        except (UpstreamError, RequestNotSendable) as exc:
+            log.warning(
+                "upstream request failed", extra={"request_id": request_id, "error": str(exc)}
+            )
+            raise _not_answered(exc) from None
+        try:
+            if upstream.status >= 500:
+                await _log_error_answer(upstream, request_id)
+                raise upstream_error(
+                    "The customer system had a problem answering. Try again in a moment; "
+                    "if it keeps failing, call the help desk.",
+                    upstream.status,
+                )
+            if fields is not None:
+                trimmed = await _minimised(upstream, fields, self.config, request_id)
+                response = trimmed
+                trimmed.headers.update(response_headers)
+                await trimmed.prepare(request)
+                await trimmed.write_eof()
+                return Forwarded(upstream.status, trimmed)
+            length = upstream.content_length
+            if length is not None and length <= WHOLE_ANSWER_MAX:
+                return await _whole(upstream, response_headers, request_id)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            response.headers.update(end_to_end(upstream.headers, ("content-length",)))
+            response.headers.update(response_headers)
+            if length is not None:
+                response.content_length = length
+            await response.prepare(request)
+            return await _relay(upstream, request, response, request_id)
+        except (UpstreamError, OSError) as exc:
             if response is not None and response.prepared:
                 # The terminal went away while we wrote to it: nobody is left to tell.
                 return Forwarded(response.status, response, complete=False)
-            if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
-                raise upstream_timeout(
-                    "The customer system did not answer in time. Try again in a moment."
-                ) from None
-            raise upstream_unavailable(
-                "The customer system could not be reached. Try again in a moment; if it "
-                "keeps failing, call the help desk."
-            ) from None
+            raise _not_answered(exc) from None
+        finally:
+            upstream.release()
+
+
+def _not_answered(exc: Exception) -> Refusal:
+    """504 for a backend too slow, 502 for one unreachable or broken off."""
+    if isinstance(exc, UpstreamTimeout):
+        return upstream_timeout(
+            "The customer system did not answer in time. Try again in a moment."
+        )
+    return upstream_unavailable(
+        "The customer system could not be reached. Try again in a moment; if it keeps failing, "
+        "call the help desk."
+    )
+
+
+async def _request_body(request: web.Request) -> bytes:
+    """The terminal's body, whole (bounded by the app's ``client_max_size``), so the request
+    leaves in one write and a retry on a fresh connection can send it again."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise body_too_large(
+            "The request body is larger than a lookup may carry. Ask the help desk to check the "
+            "terminal's settings."
+        ) from None
 
 
 WHOLE_ANSWER_MAX = 64 * 1024
@@ -257,7 +267,7 @@ chunked ones are streamed."""
 
 
 async def _whole(
-    upstream: aiohttp.ClientResponse, response_headers: Mapping[str, str], request_id: str
+    upstream: Answer, response_headers: Mapping[str, str], request_id: str
 ) -> Forwarded:
     """The backend's answer read whole, then sent as one response.
 
@@ -269,7 +279,7 @@ async def _whole(
     """
     try:
         body = await upstream.read()
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except UpstreamError as exc:
         _log_cut_short(upstream, request_id, exc, "answered with a problem")
         refusal = upstream_error(
             "The customer system broke off its answer. Try again in a moment; if it keeps "
@@ -283,9 +293,7 @@ async def _whole(
     return Forwarded(upstream.status, response)
 
 
-def _log_cut_short(
-    upstream: aiohttp.ClientResponse, request_id: str, exc: BaseException, then: str
-) -> None:
+def _log_cut_short(upstream: Answer, request_id: str, exc: BaseException, then: str) -> None:
     """An expected failure of the backend's: a warning with the request id, no traceback."""
     log.warning(
         f"upstream answer cut short; {then}",
@@ -298,7 +306,7 @@ def _log_cut_short(
 
 
 async def _relay(
-    upstream: aiohttp.ClientResponse,
+    upstream: Answer,
     request: web.Request,
     response: web.StreamResponse,
     request_id: str,
@@ -311,8 +319,8 @@ async def _relay(
     """
     while True:
         try:
-            chunk = await upstream.content.readany()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            chunk = await upstream.readany()
+        except UpstreamError as exc:
             _log_cut_short(upstream, request_id, exc, "terminal connection aborted")
             if request.transport is not None:
                 request.transport.abort()
@@ -331,7 +339,7 @@ REPRESENTATION_HEADERS = frozenset(
 
 
 async def _minimised(
-    upstream: aiohttp.ClientResponse, fields: FieldSet, config: Upstream, request_id: str
+    upstream: Answer, fields: FieldSet, config: Upstream, request_id: str
 ) -> web.Response:
     """The backend's answer with only ``fields`` left in it, or a 502 Refusal."""
     limit = config.max_filtered_body
@@ -347,7 +355,7 @@ async def _minimised(
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
-            chunk = await upstream.content.readany()
+            chunk = await upstream.readany()
             if not chunk:
                 break
             chunks.append(chunk)
@@ -380,22 +388,22 @@ async def _minimised(
     return response
 
 
-async def _log_error_answer(upstream: aiohttp.ClientResponse, request_id: str) -> None:
+async def _log_error_answer(upstream: Answer, request_id: str) -> None:
     """Keep the start of a 5xx body for the operators; the clerk gets our problem instead."""
     sample = b""
     try:
         while len(sample) < ERROR_BODY_LOGGED:
-            chunk = await upstream.content.read(ERROR_BODY_LOGGED - len(sample))
+            chunk = await upstream.readany()
             if not chunk:
                 break
             sample += chunk
-    except (TimeoutError, aiohttp.ClientError, OSError):
+    except UpstreamError:
         pass  # what arrived is still worth logging; the clerk's answer is the same
     log.warning(
         "upstream error answer replaced by a problem",
         extra={
             "request_id": request_id,
             "upstream_status": upstream.status,
-            "upstream_body": sample.decode("utf-8", "replace"),
+            "upstream_body": sample[:ERROR_BODY_LOGGED].decode("utf-8", "replace"),
         },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -465,3 +466,74 @@ def test_a_missing_upstream_credential_refuses_to_start(backend: str) -> None:
     with pytest.raises(ConfigError) as caught:
         build_app(p, base_dir=Path("."), environ=ENV)
     assert caught.value.problems[0].key == "UPSTREAM_KEY"
+
+
+ECHOED: list[str] = []
+"""What the echo backend was sent, in order (cleared by its fixture)."""
+
+
+@pytest.fixture
+async def echo_backend() -> AsyncIterator[str]:
+    """A backend that answers a POST lookup with what it received (method, headers, body)."""
+    ECHOED.clear()
+
+    async def echo(request: web.Request) -> web.Response:
+        ECHOED.append(request.path)
+        return web.json_response(
+            {
+                "method": request.method,
+                "content_type": request.headers.get("Content-Type"),
+                "content_length": request.headers.get("Content-Length"),
+                "employee": request.headers.get("X-Employee-Id"),
+                "body": (await request.read()).decode(),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/customers/{number}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+POST_ROUTE = '[[routes]]\nmethod = "POST"\npath = "/customers/{number}"\n'
+
+
+async def test_a_post_lookups_body_reaches_the_backend_intact(
+    echo_backend: str, client: aiohttp.ClientSession
+) -> None:
+    p = policy(echo_backend, routes=POST_ROUTE)
+    body = '{"note": "walk-in, ' + "x" * 5000 + '"}'
+    sent = headers(token(p, employee="E5"), **{"Content-Type": "application/json"})
+    async with running_proxy(p) as (url, _):
+        async with client.post(f"{url}/customers/{FOUND[0]}", data=body, headers=sent) as r:
+            assert r.status == 200
+            got = await r.json()
+    assert got == {
+        "method": "POST",
+        "content_type": "application/json",
+        "content_length": str(len(body)),
+        "employee": "E5",
+        "body": body,
+    }
+
+
+async def test_a_post_body_over_the_limit_is_a_413_and_never_reaches_the_backend(
+    echo_backend: str, client: aiohttp.ClientSession
+) -> None:
+    p = policy(echo_backend, routes=POST_ROUTE)
+    async with running_proxy(p) as (url, _):
+        async with client.post(
+            f"{url}/customers/{FOUND[0]}", data=b"x" * (65 * 1024), headers=headers(token(p))
+        ) as r:
+            assert r.status == 413
+            assert (await problem(r))["type"] == "urn:lookup-proxy:problem:body-too-large"
+        async with client.post(
+            f"{url}/customers/{FOUND[0]}", data=b"{}", headers=headers(token(p))
+        ) as r:
+            assert r.status == 200
+    assert [f"/customers/{FOUND[0]}"] == ECHOED  # only the second

@@ -1,0 +1,194 @@
+"""The backend connections (lookup_proxy/upstream/pool.py): kept alive and reused, never more
+open than the pool's size, a connection the backend closed while idle costs a retry and not a
+502 (idempotent methods only), and a header that would split the request is never sent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lookup_proxy.upstream import Pool, RequestNotSendable, Timeouts, UpstreamError, UpstreamTimeout
+from lookup_proxy.upstream.pool import request_bytes
+from tests.upstream_backends import TIMEOUTS, Backend, ok, read_request, scripted
+
+
+async def get(
+    pool: Pool, backend: Backend, method: str = "GET", body: bytes | None = None
+) -> bytes:
+    answer = await pool.exchange(backend.origin, method, "/customers/1", [], body, TIMEOUTS)
+    try:
+        return await answer.read()
+    finally:
+        answer.release()
+
+
+async def test_one_connection_carries_many_lookups() -> None:
+    async with scripted() as backend:
+        pool = Pool(4)
+        for _ in range(5):
+            assert await get(pool, backend) == b'{"ok": true}'
+        await pool.close()
+    assert backend.connections == 1
+    assert len(backend.requests) == 5
+
+
+async def test_never_more_connections_than_the_pool_size() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend) -> None:
+        while await read_request(reader, b) is not None:
+            await asyncio.sleep(0.05)
+            writer.write(ok())
+            await writer.drain()
+
+    async with scripted(slow) as backend:
+        pool = Pool(2)
+        answers = await asyncio.gather(*(get(pool, backend) for _ in range(8)))
+        assert pool.open == 2
+        await pool.close()
+    assert answers == [b'{"ok": true}'] * 8
+    assert backend.most_open == 2
+
+
+async def test_waiting_for_a_free_connection_ends_at_the_total_deadline() -> None:
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend) -> None:
+        await read_request(reader, b)
+        await asyncio.sleep(3)
+
+    async with scripted(stuck) as backend:
+        pool = Pool(1)
+        long = Timeouts(connect=1.0, read=5.0, total=1.0)
+        short = Timeouts(connect=1.0, read=5.0, total=0.2)
+        first = asyncio.ensure_future(pool.exchange(backend.origin, "GET", "/a", [], None, long))
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamTimeout, match="came free"):
+            await pool.exchange(backend.origin, "GET", "/b", [], None, short)
+        with pytest.raises(UpstreamTimeout, match="did not answer"):
+            await first
+        await pool.close()
+
+
+async def test_a_connection_the_backend_closed_while_idle_is_retried_on_a_new_one() -> None:
+    """The backend answers one request per connection and then closes it without saying so
+    (no Connection: close), as a backend whose keep-alive timeout passed does."""
+
+    async def one_each(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
+    ) -> None:
+        await read_request(reader, b)
+        writer.write(ok())
+        await writer.drain()
+
+    async with scripted(one_each) as backend:
+        pool = Pool(4)
+        assert await get(pool, backend) == b'{"ok": true}'
+        await asyncio.sleep(0.05)  # the close has arrived, unread, on the idle connection
+        assert await get(pool, backend) == b'{"ok": true}'
+        await pool.close()
+    assert backend.connections == 2
+
+
+async def test_a_post_that_got_no_answer_is_not_sent_twice() -> None:
+    async def drop_the_second(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
+    ) -> None:
+        await read_request(reader, b)
+        writer.write(ok())
+        await writer.drain()
+        await read_request(reader, b)  # read, then hang up without answering
+
+    async with scripted(drop_the_second) as backend:
+        pool = Pool(4)
+        assert await get(pool, backend, "POST", b"{}") == b'{"ok": true}'
+        with pytest.raises(UpstreamError):
+            await get(pool, backend, "POST", b'{"second": 1}')
+        await pool.close()
+    assert [r.endswith(b'{"second": 1}') for r in backend.requests] == [False, True]
+
+
+async def test_connection_close_answers_are_not_reused() -> None:
+    async def closing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
+    ) -> None:
+        await read_request(reader, b)
+        writer.write(ok(extra=b"Connection: close\r\n"))
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the close is the client's to make
+
+    async with scripted(closing) as backend:
+        pool = Pool(4)
+        for _ in range(3):
+            assert await get(pool, backend) == b'{"ok": true}'
+        await pool.close()
+    assert backend.connections == 3
+
+
+async def test_an_answer_released_before_its_body_arrived_closes_its_connection() -> None:
+    async def large_first(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
+    ) -> None:
+        while await read_request(reader, b) is not None:
+            writer.write(ok(b"x" * (4 << 20) if len(b.requests) == 1 else b'{"ok": true}'))
+            await writer.drain()
+
+    async with scripted(large_first) as backend:
+        pool = Pool(4)
+        answer = await pool.exchange(backend.origin, "GET", "/a", [], None, TIMEOUTS)
+        answer.release()  # the body is still on the wire: this connection cannot frame another
+        assert await get(pool, backend) == b'{"ok": true}'
+        await pool.close()
+    assert backend.connections == 2
+
+
+async def test_idle_connections_past_the_idle_timeout_are_not_used() -> None:
+    async with scripted() as backend:
+        pool = Pool(4, idle_timeout=0.05)
+        await get(pool, backend)
+        await asyncio.sleep(0.1)
+        await get(pool, backend)
+        await pool.close()
+    assert backend.connections == 2
+
+
+async def test_the_request_leaves_as_one_well_formed_message() -> None:
+    async with scripted() as backend:
+        pool = Pool(1)
+        answer = await pool.exchange(
+            backend.origin,
+            "POST",
+            "/customers/search",
+            [("X-Employee-Id", "E1"), ("Content-Type", "application/json")],
+            b'{"number": "01012345678"}',
+            TIMEOUTS,
+        )
+        await answer.read()
+        answer.release()
+        await pool.close()
+    port = backend.origin.port
+    assert backend.requests == [
+        b"POST /customers/search HTTP/1.1\r\n"
+        + f"Host: 127.0.0.1:{port}\r\n".encode()
+        + b"X-Employee-Id: E1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 25\r\n\r\n"
+        b'{"number": "01012345678"}'
+    ]
+
+
+@pytest.mark.parametrize("value", ["E1\r\nX-Employee-Id: E2", "E1\nX", "E1\0"])
+def test_a_header_that_would_split_the_request_is_refused(value: str) -> None:
+    from lookup_proxy.upstream import Origin
+
+    with pytest.raises(RequestNotSendable, match="X-Employee-Id"):
+        request_bytes(
+            Origin.of("http", "backend", 80), "GET", "/", [("X-Employee-Id", value)], None
+        )
+
+
+async def test_an_unreachable_backend_is_an_error_and_frees_its_slot() -> None:
+    async with scripted() as backend:
+        origin = backend.origin
+    pool = Pool(1)
+    for _ in range(3):  # each failure gives its slot back, or the third would wait
+        with pytest.raises(UpstreamError, match="cannot connect"):
+            await pool.exchange(origin, "GET", "/", [], None, TIMEOUTS)
+    assert pool.open == 0
+    await pool.close()
