@@ -55,6 +55,21 @@ def test_link_sets_seq_prev_hash_from_genesis() -> None:
     assert record_hash(reparsed) == second["hash"]
 
 
+def test_link_line_is_the_linked_record_encoded_once() -> None:
+    """The line a lookup's record is stored as: the same record ``link`` makes, in one chain
+    with it, and its hash is what a verifier recomputes from the parsed line."""
+    by_dict = Chain("c", None, every=100, interval=60)
+    by_line = Chain("c", None, every=100, interval=60)
+    for n in (1, 2, 3):
+        record = by_dict.link(_lookup(n), T0 + n)
+        line = by_line.link_line(_lookup(n), T0 + n)
+        parsed = orjson.loads(line)
+        assert parsed == record
+        assert record_hash(parsed) == parsed["hash"]
+        assert line.endswith(b',"hash":"' + str(record["hash"]).encode() + b'"}')
+    assert by_line.prev == by_dict.prev and by_line.seq == 3
+
+
 def test_checkpoint_due_by_count() -> None:
     chain = Chain("c", Signer.generate(), every=3, interval=3600)
     assert not chain.checkpoint_due(T0)  # nothing written yet

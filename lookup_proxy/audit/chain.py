@@ -221,12 +221,29 @@ class Chain:
 
         ``at`` and every other field must already be final: the hash covers them.
         """
+        self._link(record, now)
+        return record
+
+    def link_line(self, record: dict[str, object], now: float) -> bytes:
+        """:meth:`link`, and the record's line: its canonical JSON with ``hash`` appended.
+
+        A lookup writes two records; encoding each once for its hash and again for its line was
+        a tenth of what the audit trail cost the proxy. The line's keys are sorted, ``hash``
+        last: the same JSON object, and what a verifier recomputes is the bytes before it.
+        """
+        body = self._link(record, now)
+        return body[:-1] + b',"hash":"' + str(record["hash"]).encode() + b'"}'
+
+    def _link(self, record: dict[str, object], now: float) -> bytes:
+        """Link ``record``; its canonical bytes."""
         self.seq += 1
         record["chain"] = self.chain_id
         record["seq"] = self.seq
         record["prev"] = self.prev
         record.pop("sig", None)
-        digest = record_hash(record)
+        record.pop("hash", None)
+        body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)  # canonical(): nothing to drop
+        digest = hashlib.sha256(body).hexdigest()
         record["hash"] = digest
         self.prev = digest
         if record.get("kind") == "checkpoint":
@@ -236,7 +253,7 @@ class Chain:
             if self._unsealed == 0:
                 self._first_unsealed_at = now
             self._unsealed += 1
-        return record
+        return body
 
     def checkpoint_due(self, now: float) -> bool:
         """``every`` records since the last checkpoint, or the oldest unsealed one is

@@ -176,13 +176,13 @@ class AuditTrail:
 
     # -- making records ----------------------------------------------------------------------
 
-    def make(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """A linked record (not yet delivered): version, kind, time, fields, chain."""
+    def line(self, kind: str, fields: Mapping[str, Any]) -> bytes:
+        """A linked record (not yet delivered: version, kind, time, fields, chain) as the line
+        to store, encoded once (Chain.link_line)."""
         now = self.clock.now()
         record: dict[str, Any] = {"v": RECORD_VERSION, "kind": kind, "at": iso_at(now)}
         record.update(fields)
-        self.chain.link(record, now)
-        return record
+        return self.chain.link_line(record, now)
 
     def subject(self, number: str | None) -> dict[str, Any]:
         """The pseudonym fields of a canonical number (all null when it is not known)."""
@@ -194,12 +194,11 @@ class AuditTrail:
     def lookup(self, fields: Mapping[str, Any], number: str | None) -> bytes:
         """A lookup attempt's record as the line to store (the caller delivers it: in the
         decision's batch, or with :meth:`write_now`/:meth:`deliver`)."""
-        record = self.make("lookup", {**fields, **self.subject(number), "policy": self.policy_hash})
-        return orjson.dumps(record)
+        return self.line("lookup", {**fields, **self.subject(number), "policy": self.policy_hash})
 
     def write(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Make a record and queue it for the next flush; never blocks, never raises."""
-        self.deliver(kind, orjson.dumps(self.make(kind, fields)))
+        self.deliver(kind, self.line(kind, fields))
 
     # -- delivering --------------------------------------------------------------------------
 
