@@ -37,8 +37,8 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import Op
-from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT
+from lookup_proxy.guard.primitives import ADD, Op
+from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT, STEP_BACK, ExpirySlots
 from lookup_proxy.policy import Policy, RateRule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,26 +94,44 @@ async def record(
     return recorder.batches
 
 
-def calls_of(batches: list[list[Op]]) -> list[tuple[list[str], bytes]]:
-    """Script calls as the Redis store sends them: keys, and one JSON array of arguments."""
+def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], bytes]]:
+    """Script calls as the Redis store sends them to ``script``: keys, and one JSON array of
+    arguments (with the two flags the store appends to an add, for a script that reads them:
+    one proxy process, every call run)."""
+    encoder = _Encoder(flags="stepped" in script)
     calls: list[tuple[list[str], bytes]] = []
     chunk: list[Op] = []
     for batch in batches:
         chunk.extend(batch)
         if len(chunk) >= CALL_SIZE:
-            calls.append(_encode(chunk))
+            calls.append(encoder.encode(chunk))
             chunk = []
     if chunk:
-        calls.append(_encode(chunk))
+        calls.append(encoder.encode(chunk))
     return calls
 
 
-def _encode(ops: list[Op]) -> tuple[list[str], bytes]:
-    argv: list[Any] = []
-    for op in ops:
-        argv.append(op[0])
-        argv.extend(op[2:])
-    return [op[1] for op in ops], orjson.dumps(argv)
+class _Encoder:
+    def __init__(self, *, flags: bool) -> None:
+        self.flags = flags
+        self.slots = ExpirySlots()
+        self.latest = 0.0
+
+    def encode(self, ops: list[Op]) -> tuple[list[str], bytes]:
+        argv: list[Any] = []
+        refreshed: list[tuple[str, int]] = []
+        for op in ops:
+            argv.append(op[0])
+            argv.extend(op[2:])
+            if self.flags and op[0] == ADD:
+                slot = self.slots.slot(op[1], op[2], op[4])
+                argv.append(0 if slot is None else 1)
+                argv.append(1 if op[2] < self.latest - STEP_BACK else 0)
+                self.latest = max(self.latest, op[2])
+                if slot is not None:
+                    refreshed.append((op[1], slot))
+        self.slots.refreshed(refreshed)
+        return [op[1] for op in ops], orjson.dumps(argv)
 
 
 async def measure(
@@ -147,18 +165,16 @@ async def run(port: int, scripts: dict[str, str], args: argparse.Namespace) -> N
     if args.rates != "both":
         rates = {f"{args.rates} rates": args.rates == "coarse"}
     recorded = {
-        f"{log}, {rate}": calls_of(
-            await record(args.employees, args.lookups, args.seed, shared, coarse)
-        )
+        f"{log}, {rate}": await record(args.employees, args.lookups, args.seed, shared, coarse)
         for log, shared in logs.items()
         for rate, coarse in rates.items()
     }
     client = Redis(port=port)
     # A script from before the tick primitive cannot run coarse rates' batches.
     variants = {
-        f"{name}, {layout}": (script, calls)
+        f"{name}, {layout}": (script, calls_of(batches, script))
         for name, script in scripts.items()
-        for layout, calls in recorded.items()
+        for layout, batches in recorded.items()
         if "coarse" not in layout or "'tick'" in script
     }
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
@@ -168,7 +184,7 @@ async def run(port: int, scripts: dict[str, str], args: argparse.Namespace) -> N
     await client.aclose()
     print(
         f"{args.lookups} lookups of {args.employees} employees, "
-        f"{' / '.join(str(len(calls)) for calls in recorded.values())} script calls, "
+        f"{' / '.join(str(len(calls)) for _, calls in variants.values())} script calls, "
         f"{args.rounds} rounds interleaved"
     )
     print("| script | Redis µs/lookup (min) | (median) | commands/lookup |")

@@ -63,12 +63,12 @@ async def test_add_expires_its_key_a_window_after_its_expiry_slot(
     assert expected - 1_000 < ttl <= expected
 
 
-async def test_an_add_in_the_newest_member_s_slot_leaves_the_ttl_and_a_later_one_sets_it(
+async def test_a_process_sets_the_ttl_on_its_first_add_of_a_slot_and_leaves_it_after(
     redis_store: RedisStore,
 ) -> None:
-    """The TTL is set once per expiry slot: an add in the slot of the window's newest member
-    leaves it as it is (no PEXPIRE), the first add of a later slot sets it again; a clock that
-    stepped back, whose add is scored at the newest member, counts as that member's slot."""
+    """The TTL is set once per expiry slot by each process: its later adds of the slot leave
+    it as it is (no PEXPIRE), its first add of a later slot sets it again; a clock that stepped
+    back has its add scored at the newest member, and counts as that member's slot."""
     key = "lp:{e:a}:slots"
     slot = 80.0 / 8
     start = (T // slot) * slot  # the start of a slot
@@ -78,10 +78,87 @@ async def test_an_add_in_the_newest_member_s_slot_leaves_the_ttl_and_a_later_one
     assert await redis_store.client.pttl(key) <= 5_000
     await redis_store.execute([("add", key, start + 3, "m3", 80.0, 50, 0)])  # stepped back
     assert await redis_store.client.pttl(key) <= 5_000
+    assert await redis_store.execute([("members", key, start + 8.5)]) == [["m2", "m3"]]
     await redis_store.execute([("add", key, start + 11, "m4", 80.0, 50, 0)])  # the next slot
     expected = (window_expiry(start + 11, 80.0) - (start + 11)) * 1000
     assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
     assert await redis_store.execute([("count", key, 0.0)]) == [4]
+
+
+async def test_another_process_refreshes_in_its_own_first_add_and_never_shortens_a_ttl(
+    redis_store: RedisStore,
+) -> None:
+    """Every process refreshes on its own first add of a slot, with GT: a process whose clock
+    is behind never cuts short the TTL another one set."""
+    key = "lp:{e:a}:shared"
+    slot = 80.0 / 8
+    start = (T // slot) * slot
+    expected = (window_expiry(start + 1, 80.0) - (start + 1)) * 1000
+    other = RedisStore(redis_store.client, timeout=0.5)  # a second proxy process
+    await redis_store.execute([("add", key, start + 1, "m1", 80.0, 50, 0)])
+    await redis_store.client.pexpire(key, 10_000_000)  # set by a process whose clock is ahead
+    await other.execute([("add", key, start + 2, "m2", 80.0, 50, 0)])
+    assert await redis_store.client.pttl(key) > 9_000_000  # not shortened
+    await redis_store.client.pexpire(key, 5_000)
+    await other.execute([("add", key, start + 3, "m3", 80.0, 50, 0)])  # its second of the slot
+    await redis_store.execute([("add", key, start + 4, "m4", 80.0, 50, 0)])
+    assert await redis_store.client.pttl(key) <= 5_000
+    third = RedisStore(redis_store.client, timeout=0.5)
+    await third.execute([("add", key, start + 1, "m5", 80.0, 50, 0)])  # its first: extends
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+
+
+async def test_a_window_redis_lost_gets_its_ttl_again_within_the_slot(
+    redis_store: RedisStore,
+) -> None:
+    """An add to an otherwise empty window sets the TTL whatever the process remembers: a key
+    Redis lost (a restart without persistence, a flush, an eviction) never lives for good."""
+    key = "lp:{e:a}:lost"
+    slot = 80.0 / 8
+    start = (T // slot) * slot
+    await redis_store.execute([("add", key, start + 1, "m1", 80.0, 50, 0)])
+    await redis_store.client.delete(key)
+    await redis_store.execute([("add", key, start + 2, "m2", 80.0, 50, 0)])
+    expected = (window_expiry(start + 2, 80.0) - (start + 2)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+
+
+async def test_members_past_the_window_go_with_the_first_add_of_a_slot_that_has_company(
+    redis_store: RedisStore,
+) -> None:
+    """An add alone in its window only sets the TTL; members past the window go with the
+    first add of a later slot that finds others in the window, and never count meanwhile."""
+    key = "lp:{e:a}:trim"
+    slot = 80.0 / 8
+    start = (T // slot) * slot
+    await redis_store.execute([("add", key, start + 1, "m1", 80.0, 50, 0)])
+    assert await redis_store.execute([("add", key, start + 82, "m2", 80.0, 50, 0)]) == [
+        [1, None, None]
+    ]
+    await redis_store.execute([("add", key, start + 85, "m3", 80.0, 50, 0)])  # same slot
+    assert await redis_store.client.zcard(key) == 3  # m1 is still there, past the window
+    assert await redis_store.execute([("count", key, start + 5)]) == [2]
+    await redis_store.execute([("add", key, start + 91, "m4", 80.0, 50, 0)])  # a new slot
+    assert await redis_store.client.zrange(key, 0, -1) == ["m2", "m3", "m4"]
+
+
+async def test_adds_read_no_newest_score_unless_the_clock_stepped_back(fresh_redis: str) -> None:
+    """The add script reads a window's newest score (ZRANGE) only after a step back of more
+    than STEP_BACK: that read was a fifth of a lookup's commands."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+
+    async def zranges() -> int:
+        stats = await store.client.info("commandstats")
+        return int(stats.get("cmdstat_zrange", {}).get("calls", 0))
+
+    await store.execute([("add", "lp:{e:a}:w", T, "m0", 80.0, 50, 0)])
+    before = await zranges()
+    for i in range(1, 20):  # a batch of one loop turn is slightly out of order: no read
+        await store.execute([("add", "lp:{e:a}:w", T + i - (i % 2) * 0.5, f"m{i}", 80.0, 50, 0)])
+    assert await zranges() == before
+    await store.execute([("add", "lp:{e:a}:w", T + 5, "back", 80.0, 50, 0)])
+    assert await zranges() == before + 1
+    await store.close()
 
 
 async def test_a_tick_sets_the_ttl_and_drops_old_buckets_once_a_tick_period(

@@ -21,8 +21,9 @@ local ceil = math.ceil
 local floor = math.floor
 
 -- A window key expires `window` after the end of its newest member's slot (window / 8, at most
--- an hour: window_expiry in primitives.py), so an add in the slot of the newest member leaves
--- the TTL as it is: no PEXPIRE, which was a fifth of a lookup's commands.
+-- an hour: window_expiry in primitives.py), set by each proxy process's first add of a slot (or
+-- an add to an empty window), so other adds leave the TTL as it is: no PEXPIRE, which was a
+-- fifth of a lookup's commands.
 local function slot_of(window)
   local slot = window / 8
   if slot > 3600 then slot = 3600 end
@@ -67,54 +68,60 @@ for k = 1, #KEYS do
   local code = argv[a]
 
   if code == 'add' then
-    -- ("add", key, now, member, window, cap, nth) -> {count, nth_score|false, oldest|false}
+    -- ("add", key, now, member, window, cap, nth, fresh, stepped) -> {count, nth_score|false,
+    -- oldest|false}. The store adds the last two (redis_store.py): fresh is 1 on this proxy
+    -- process's first add to the key in the expiry slot of now, stepped is 1 when now is more
+    -- than a second before the latest now the process sent (its clock stepped back). Neither
+    -- needs the window's newest score, which cost a ZRANGE on every add (a fifth of a lookup's
+    -- commands); Redis reads it only for a step back.
     local now, member, window, cap, nth = argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5]
-    a = a + 6
+    local fresh, stepped = argv[a + 6], argv[a + 7]
+    a = a + 8
     local score = score_of(now)
+    local at = now
     local slot = slot_of(window)
-    local newest = call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
-    if newest == nil and cap > 0 then
-      -- A new (or expired) window: nothing to trim, a count of one, its first TTL.
-      call('ZADD', key, score, member)
-      call('PEXPIRE', key, expiry(now, now, window, slot))
-      local oldest = false
-      if nth > 0 then oldest = score end
-      if nth == 1 then results[k] = {1, score, oldest} else results[k] = {1, false, oldest} end
-    else
-      -- Members older than the window are dropped once per expiry slot, with the TTL, not on
-      -- every add: an add counts the window (ZCOUNT) instead of trimming it and taking its size,
-      -- one command fewer, and every read looks inside the window anyway. A key holds at most
-      -- one slot's worth of members past its window (and the cap keeps the window itself).
-      local at = now
-      local last = at
-      if newest then
-        last = tonumber(newest)
-        if last > now then
-          score = newest -- a clock step backwards must not break the time order
-          at = last
-        end
+    if stepped == 1 then
+      local newest = call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+      if newest and tonumber(newest) > now then
+        score = newest -- a clock step backwards must not break the time order
+        at = tonumber(newest)
       end
-      call('ZADD', key, score, member)
-      if newest == nil or slot <= 0 or floor(last / slot) < floor(at / slot) then
-        call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
-        call('PEXPIRE', key, expiry(at, now, window, slot))
-      end
-      local count = call('ZCOUNT', key, after_of(now - window), '+inf')
-      if count > cap then
-        -- The newest `cap` stay; anything older goes, past the window or not.
-        call('ZREMRANGEBYRANK', key, 0, -cap - 1)
-        count = cap
-      end
-      local nth_score = false
-      if nth > 0 and nth <= count then
-        nth_score = call('ZRANGE', key, -nth, -nth, 'WITHSCORES')[2]
-      end
-      local oldest = false
-      if nth > 0 then
-        oldest = call('ZRANGEBYSCORE', key, after_of(now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
-      end
-      results[k] = {count, nth_score, oldest}
     end
+    call('ZADD', key, score, member)
+    local count
+    if fresh == 1 and call('PEXPIRE', key, expiry(at, now, window, slot), 'NX') == 1 then
+      -- The key had no TTL, so it is new (every window key gets one on its first add): a
+      -- count of one, its first TTL, nothing to trim. Most of these are blocks nobody looked
+      -- into lately; the count would cost as much as the add.
+      count = 1
+    else
+      count = call('ZCOUNT', key, after_of(now - window), '+inf')
+      if count == 1 then
+        -- Nothing else in the window (an expired key, one Redis lost and this process had
+        -- refreshed this slot): its TTL. What is past the window stays until an add finds company.
+        call('PEXPIRE', key, expiry(at, now, window, slot))
+      elseif fresh == 1 then
+        -- Members older than the window are dropped once per expiry slot, with the TTL, not on
+        -- every add (every count and read looks inside the window anyway). Another process may
+        -- have set a later TTL (its clock ahead): GT never shortens it.
+        call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
+        call('PEXPIRE', key, expiry(at, now, window, slot), 'GT')
+      end
+    end
+    if count > cap then
+      -- The newest `cap` stay; anything older goes, past the window or not.
+      call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+      count = cap
+    end
+    local nth_score = false
+    if nth > 0 and nth <= count then
+      nth_score = call('ZRANGE', key, -nth, -nth, 'WITHSCORES')[2]
+    end
+    local oldest = false
+    if nth > 0 then
+      oldest = call('ZRANGEBYSCORE', key, after_of(now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
+    end
+    results[k] = {count, nth_score, oldest}
 
   elseif code == 'count' then
     -- ("count", key, since) -> members scored after since

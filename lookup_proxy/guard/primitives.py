@@ -17,10 +17,13 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
 ``("add", key, now, member, window, cap, nth)``
     Add or re-score ``member`` at ``now``; count the members after ``now - window`` and keep
     only the newest ``cap`` of them. Members at or before ``now - window`` are dropped, on this
-    add (the memory store) or with the first add of the expiry slot (Redis: one command fewer
-    an add); no count or member list includes them either way. The key expires ``window``
-    after the end of the newest member's *expiry slot* (see :func:`window_expiry`: at most an
-    eighth of the window or an hour later than ``window`` after the add). Returns
+    add (the memory store) or with each proxy process's first add of the expiry slot and any
+    add to an otherwise empty window (Redis: see ``redis_store.ExpirySlots``); no count or
+    member list includes them either way. The key expires ``window`` after the end of the
+    newest member's *expiry slot* (see :func:`window_expiry`: at most an eighth of the window or
+    an hour later than ``window`` after the add). A clock that stepped back scores the add at
+    the window's newest member, so time order holds (Redis: a step of more than a second within
+    one process, ``redis_store.STEP_BACK``; processes' clocks are not compared). Returns
     ``[count, nth_score, oldest_score]``: ``nth_score`` is the ``nth`` newest member's score
     when ``0 < nth <= count``, else ``None`` (for Retry-After and RateLimit headers);
     ``oldest_score`` only for ``nth > 0`` (rate logs), else ``None``: most adds only count,

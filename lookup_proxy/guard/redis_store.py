@@ -52,6 +52,8 @@ from lookup_proxy.guard.primitives import (
     APPEND,
     COUNT,
     DELETE,
+    EXPIRY_SLOT_MAX,
+    EXPIRY_SLOTS,
     FIELDS,
     GET,
     INCR,
@@ -84,7 +86,8 @@ ARITY = {
     TICK: 3,
     PICK: 1,
 }
-"""Arguments after the key, per opcode: the script walks its argument array by these counts."""
+"""Arguments after the key, per opcode: the script walks its argument array by these counts
+(and two more for ``add``, which the store appends: see :class:`ExpirySlots`, STEP_BACK)."""
 CALL_SIZE = 128
 """Primitives in one round trip (and, standalone, one script call) of the batches of a loop turn:
 whole batches are added until they reach it (a lookup's three ask for about forty). Fewer,
@@ -100,6 +103,47 @@ _RECOVERING: ContextVar[bool] = ContextVar("lookup_proxy_redis_recovering", defa
 
 class RedisRestarted(RedisError):
     """A new connection reached a Redis whose state this instance has not vouched for."""
+
+
+STEP_BACK = 1.0
+"""Seconds an add's ``now`` may trail the latest one this process sent before the script reads
+the window's newest score to keep the time order (a clock that stepped back). Batches of one
+loop turn carry slightly out-of-order times, which need no read; a sub-second step scores a
+member that much early, which no window notices."""
+
+EXPIRY_SLOTS_KEPT = 200_000
+"""Keys whose refreshed slot a process remembers; past it the memory starts again (each key
+then refreshes once more: a command, never a lost TTL)."""
+
+
+class ExpirySlots:
+    """Which window keys this process has already set the TTL of in their current expiry slot.
+
+    A key's TTL must run ``window`` past the end of its newest member's slot. The script used to
+    read every window's newest score (a ZRANGE on every add) to see whether an add opened a new
+    slot; the process knows its own adds, so it asks for the refresh on its first add of each
+    slot, and the script also sets the TTL whenever the add finds its window otherwise empty
+    (a new key, an expired one, one a restarted Redis lost). Several processes each refresh
+    once a slot (with ``GT``, so a process whose clock is behind never shortens another's).
+    """
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: dict[str, int] = {}
+
+    def slot(self, key: str, now: float, window: float) -> int | None:
+        """The slot to refresh ``key`` in, or None when this process already did."""
+        slot = math.floor(now / min(window / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
+        return None if self._slots.get(key) == slot else slot
+
+    def refreshed(self, done: list[tuple[str, int]]) -> None:
+        """Remember refreshes that ran."""
+        slots = self._slots
+        if len(slots) + len(done) > EXPIRY_SLOTS_KEPT:
+            slots.clear()
+        for key, slot in done:
+            slots[key] = slot
 
 
 class _Group:
@@ -167,6 +211,9 @@ class RedisStore:
         self._deadline = max(4 * timeout, 0.5)
         self._discovered = not self._cluster
         self._discovering = asyncio.Lock()
+        self._slots = ExpirySlots()
+        self._latest = 0.0
+        """The latest ``now`` of an add this process sent (a clock that steps back is clamped)."""
         self._queue: list[tuple[Sequence[Op], asyncio.Future[list[Any]]]] = []
         """Batches asked for in this turn of the event loop, sent together at its end."""
         self._sending: set[asyncio.Task[None]] = set()
@@ -339,6 +386,7 @@ class RedisStore:
 
     async def _execute_now(self, ops: Sequence[Op]) -> list[Any]:
         groups: dict[str, _Group] = {}
+        refreshed: list[tuple[str, int]] = []
         cluster = self._cluster
         for index, op in enumerate(ops):
             code = op[0]
@@ -353,6 +401,15 @@ class RedisStore:
             group.keys.append(key)
             group.argv.append(code)
             group.argv.extend(op[2:])
+            if code == ADD:
+                now = op[2]
+                slot = self._slots.slot(key, now, op[4])
+                group.argv.append(0 if slot is None else 1)
+                group.argv.append(1 if now < self._latest - STEP_BACK else 0)
+                if now > self._latest:
+                    self._latest = now
+                if slot is not None:
+                    refreshed.append((key, slot))
         batches = list(groups.values())
         for group in batches:
             group.seal()  # outside the try: unencodable arguments are a bug, not an outage
@@ -370,6 +427,7 @@ class RedisStore:
         except Exception as exc:
             raise _unavailable(exc) from exc
 
+        self._slots.refreshed(refreshed)  # only once they ran: a lost batch refreshed nothing
         results: list[Any] = [None] * len(ops)
         for group, reply in zip(batches, replies, strict=True):
             for index, value in zip(group.indices, group.answer(reply), strict=True):
