@@ -142,6 +142,23 @@ async def test_members_past_the_window_go_with_the_first_add_of_a_slot_that_has_
     assert await redis_store.client.zrange(key, 0, -1) == ["m2", "m3", "m4"]
 
 
+async def test_an_emptied_redis_makes_the_process_refresh_every_key_again(
+    fresh_redis: str,
+) -> None:
+    """What the process remembers refreshing is forgotten when Redis is found emptied (here a
+    flush, noticed by the marker), so its next add to each key sets the TTL again."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    key = "lp:{e:a}:w"
+    await store.execute([("add", key, T, "m0", 80.0, 50, 0)])
+    assert store._slots.slot(key, T + 1, 80.0) is None  # refreshed in this slot
+    await store.client.flushall()
+    await store.verify()
+    assert store._slots.slot(key, T + 1, 80.0) is not None
+    await store.execute([("add", key, T + 1, "m1", 80.0, 50, 0)])
+    assert 0 < await store.client.pttl(key) <= (window_expiry(T + 1, 80.0) - T - 1) * 1000
+    await store.close()
+
+
 async def test_adds_read_no_newest_score_unless_the_clock_stepped_back(fresh_redis: str) -> None:
     """The add script reads a window's newest score (ZRANGE) only after a step back of more
     than STEP_BACK: that read was a fifth of a lookup's commands."""

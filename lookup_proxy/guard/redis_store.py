@@ -138,6 +138,10 @@ class ExpirySlots:
         slot = math.floor(now / min(window / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
         return None if self._slots.get(key) == slot else slot
 
+    def forget(self) -> None:
+        """Redis restarted or was emptied: refresh every key again on its next add."""
+        self._slots.clear()
+
     def refreshed(self, done: list[tuple[str, int]]) -> None:
         """Remember refreshes that ran."""
         slots = self._slots
@@ -274,6 +278,8 @@ class RedisStore:
                     found = "restarted" if had_marker else "empty"
                 else:  # only verify() recovers the same server: its marker had gone
                     found = "flushed"
+                if found != "start":
+                    self._slots.forget()  # what this process refreshed may be gone
                 if self.on_restart is not None:
                     await self.on_restart(found)
                 if not had_marker:
