@@ -537,3 +537,22 @@ async def test_a_post_body_over_the_limit_is_a_413_and_never_reaches_the_backend
         ) as r:
             assert r.status == 200
     assert [f"/customers/{FOUND[0]}"] == ECHOED  # only the second
+
+
+async def test_a_forwarded_header_that_is_not_utf8_is_served_not_a_500(backend: str) -> None:
+    """An allow-listed header whose bytes are not UTF-8 crosses as the same bytes: the
+    lookup is served, and nothing in between tries to read it as text."""
+    p = policy(backend)
+    async with running_proxy(p) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"GET /customers/{FOUND[0]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token(p)}\r\nX-Lookup-Reason: PLAN_CHANGE\r\n"
+            "Connection: close\r\n"
+        ).encode()
+        writer.write(head + b"Accept: application/json; q=\xff\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert FOUND[0].encode() in answer.partition(b"\r\n\r\n")[2]

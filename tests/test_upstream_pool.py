@@ -8,7 +8,14 @@ import asyncio
 
 import pytest
 
-from lookup_proxy.upstream import Pool, RequestNotSendable, Timeouts, UpstreamError, UpstreamTimeout
+from lookup_proxy.upstream import (
+    Origin,
+    Pool,
+    RequestNotSendable,
+    Timeouts,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from lookup_proxy.upstream.pool import request_bytes
 from tests.upstream_backends import TIMEOUTS, Backend, ok, read_request, scripted
 
@@ -175,12 +182,22 @@ async def test_the_request_leaves_as_one_well_formed_message() -> None:
 
 @pytest.mark.parametrize("value", ["E1\r\nX-Employee-Id: E2", "E1\nX", "E1\0"])
 def test_a_header_that_would_split_the_request_is_refused(value: str) -> None:
-    from lookup_proxy.upstream import Origin
-
     with pytest.raises(RequestNotSendable, match="X-Employee-Id"):
         request_bytes(
             Origin.of("http", "backend", 80), "GET", "/", [("X-Employee-Id", value)], None
         )
+
+
+def test_header_bytes_that_are_not_utf8_leave_as_they_came() -> None:
+    """aiohttp hands a terminal's non-UTF-8 header bytes over surrogate-escaped; they are sent
+    back as the same bytes, and text with no bytes at all is refused, never a traceback."""
+    origin = Origin.of("http", "backend", 80)
+    sent = request_bytes(
+        origin, "GET", "/", [("Accept", b"text/\xff".decode("utf-8", "surrogateescape"))], None
+    )
+    assert b"Accept: text/\xff\r\n" in sent
+    with pytest.raises(RequestNotSendable):
+        request_bytes(origin, "GET", "/", [("Accept", "\ud800")], None)
 
 
 async def test_an_unreachable_backend_is_an_error_and_frees_its_slot() -> None:

@@ -77,7 +77,12 @@ def request_bytes(
     elif method in BODY_METHODS:
         lines.append("Content-Length: 0")
     lines.append("\r\n")
-    head = "\r\n".join(lines).encode("utf-8")
+    try:
+        # A terminal's header bytes that are not UTF-8 reach us surrogate-escaped (aiohttp's
+        # parser): they leave as they came.
+        head = "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise RequestNotSendable("a header holds text that has no bytes") from None
     return head + body if body else head
 
 
