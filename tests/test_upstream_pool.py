@@ -5,6 +5,8 @@ open than the pool's size, a connection the backend closed while idle costs a re
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +211,89 @@ async def test_an_unreachable_backend_is_an_error_and_frees_its_slot() -> None:
             await pool.exchange(origin, "GET", "/", [], None, TIMEOUTS)
     assert pool.open == 0
     await pool.close()
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost (its own CA), and its key."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lookup-proxy test backend")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "backend.pem", directory / "backend.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_an_https_backend_is_verified_and_kept_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """https: the backend's certificate is checked against the trusted CAs (here the test's
+    own, by SSL_CERT_FILE) and its name; one verified connection carries every lookup. An
+    untrusted certificate is an error, never a lookup sent in the clear or unverified."""
+    cert_file, key_file = _certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert_file, key_file)
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        backend = Backend(Origin.of("https", "localhost", 443))
+        try:
+            while await read_request(reader, backend) is not None:
+                writer.write(ok())
+                await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        untrusted = Origin.of("https", "localhost", port)  # system CAs only
+        pool = Pool(2)
+        with pytest.raises(UpstreamError, match="cannot connect"):
+            await pool.exchange(untrusted, "GET", "/", [], None, TIMEOUTS)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        trusted = Origin.of("https", "localhost", port)
+        for _ in range(3):
+            answer = await pool.exchange(trusted, "GET", "/customers/1", [], None, TIMEOUTS)
+            assert (answer.status, await answer.read()) == (200, b'{"ok": true}')
+            answer.release()
+        assert connections == 1  # the refused handshake never got a request through
+        await pool.close()
+    finally:
+        server.close()
+        await server.wait_closed()
