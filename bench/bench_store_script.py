@@ -37,7 +37,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import ADD, Op
+from lookup_proxy.guard.primitives import ADD, COUNT, COUNT_IF, Op
 from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT, STEP_BACK, ExpirySlots
 from lookup_proxy.policy import Policy, RateRule
 
@@ -98,7 +98,7 @@ def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], byte
     """Script calls as the Redis store sends them to ``script``: keys, and one JSON array of
     arguments (with the two flags the store appends to an add, for a script that reads them:
     one proxy process, every call run)."""
-    encoder = _Encoder(flags="stepped" in script)
+    encoder = _Encoder(flags="stepped" in script, count_if="'count_if'" in script)
     calls: list[tuple[list[str], bytes]] = []
     chunk: list[Op] = []
     for batch in batches:
@@ -112,8 +112,10 @@ def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], byte
 
 
 class _Encoder:
-    def __init__(self, *, flags: bool) -> None:
+    def __init__(self, *, flags: bool, count_if: bool) -> None:
         self.flags = flags
+        self.count_if = count_if
+        """Else a count_if goes as the count the engine sent before it existed."""
         self.slots = ExpirySlots()
         self.latest = 0.0
 
@@ -121,6 +123,8 @@ class _Encoder:
         argv: list[Any] = []
         refreshed: list[tuple[str, int]] = []
         for op in ops:
+            if op[0] == COUNT_IF and not self.count_if:
+                op = (COUNT, op[1], op[2])
             argv.append(op[0])
             argv.extend(op[2:])
             if self.flags and op[0] == ADD:

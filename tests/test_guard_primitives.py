@@ -102,6 +102,24 @@ async def test_add_after_a_clock_step_back_scores_at_the_newest_time(store: Guar
     assert await members(store, T + 9) == ["a", "b"]
 
 
+async def test_count_if_counts_only_after_a_count_above_its_threshold(store: GuardStore) -> None:
+    """``count_if`` answers the count when the primitive before it counted more than
+    ``over``, else None: a found count a misses rule reads only past its limit."""
+    for offset, member in enumerate(["x", "y", "z"]):
+        await add(store, T + offset, member)
+    results = await store.execute(
+        [
+            ("count", KEY, 0.0),  # 3
+            ("count_if", KEY, T, 2),  # 3 > 2: counted
+            ("count", KEY, T),  # 2
+            ("count_if", KEY, 0.0, 2),  # 2 is not above 2
+            ("get", "lp:{e:a}:nothing", T),  # not a count
+            ("count_if", KEY, 0.0, -1),
+        ]
+    )
+    assert results == [3, 2, 2, None, None, None]
+
+
 async def test_count_and_members_see_only_members_after_since(store: GuardStore) -> None:
     """``count`` and ``members`` are ``score > since``, oldest first."""
     for offset, member in enumerate(["x", "y", "z"]):

@@ -114,6 +114,7 @@ def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
     for name in (
         "ADD",
         "COUNT",
+        "COUNT_IF",
         "MEMBERS",
         "REMOVE",
         "GET",
@@ -127,6 +128,18 @@ def test_the_store_dispatches_on_the_contract_s_opcodes() -> None:
         "PICK",
     ):
         assert getattr(memory, "_" + name) == getattr(primitives, name), name
+
+
+def test_the_immediate_batch_answers_count_if_as_the_store_does() -> None:
+    """Replay's batch runs each primitive as described; ``count_if`` reads the result before
+    it there too."""
+    store = MemoryStore()
+    store.run([("add", "lp:{e:a}:w", T, "m", 60.0, 10, 0)])
+    batch = store.immediate()
+    batch.count("lp:{e:a}:w", 0.0)
+    batch.count_if("lp:{e:a}:w", 0.0, 0)
+    batch.count_if("lp:{e:a}:w", 0.0, 5)
+    assert batch.executed() == [1, 1, None]
 
 
 def test_an_unknown_primitive_is_refused_by_name() -> None:

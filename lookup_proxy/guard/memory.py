@@ -33,6 +33,7 @@ from lookup_proxy.guard.primitives import Batch, Op, tick_expiry, tick_period, w
 # them is a pointer test, not a lookup in another module's globals and a generic compare.
 _ADD: Final = "add"
 _COUNT: Final = "count"
+_COUNT_IF: Final = "count_if"
 _MEMBERS: Final = "members"
 _REMOVE: Final = "remove"
 _GET: Final = "get"
@@ -132,6 +133,8 @@ class MemoryStore:
                 results.append(self._add(op[1], op[2], op[3], op[4], op[5], op[6]))
             elif kind == _COUNT:
                 results.append(self._count(op[1], op[2]))
+            elif kind == _COUNT_IF:
+                results.append(self._count_if(results[-1], op[1], op[2], op[3]))
             elif kind == _MEMBERS:
                 results.append(self._members(op[1], op[2]))
             elif kind == _GET:
@@ -246,6 +249,11 @@ class MemoryStore:
         if found.newest <= since:
             return 0
         return len(entries) - _scored_until(entries, since)
+
+    def _count_if(self, previous: Any, key: str, since: float, over: int) -> int | None:
+        if not isinstance(previous, int) or previous <= over:
+            return None
+        return self._count(key, since)
 
     def _members(self, key: str, since: float) -> list[str]:
         found = self._live(key)
@@ -471,6 +479,10 @@ class Immediate(Batch):
 
     def count(self, key: str, since: float) -> None:
         self.results.append(self.store._count(key, since))
+
+    def count_if(self, key: str, since: float, over: int) -> None:
+        results = self.results
+        results.append(self.store._count_if(results[-1], key, since, over))
 
     def members(self, key: str, since: float) -> None:
         self.results.append(self.store._members(key, since))

@@ -128,6 +128,17 @@ for k = 1, #KEYS do
     results[k] = call('ZCOUNT', key, after_of(argv[a + 1]), '+inf')
     a = a + 2
 
+  elseif code == 'count_if' then
+    -- ("count_if", key, since, over) -> the count when the previous primitive's result (a
+    -- count of this call) is above over, else false: asked only when it can matter
+    local previous = results[k - 1]
+    if type(previous) == 'number' and previous > argv[a + 2] then
+      results[k] = call('ZCOUNT', key, after_of(argv[a + 1]), '+inf')
+    else
+      results[k] = false
+    end
+    a = a + 3
+
   elseif code == 'members' then
     -- ("members", key, since) -> those members, oldest first
     results[k] = call('ZRANGEBYSCORE', key, after_of(argv[a + 1]), '+inf')

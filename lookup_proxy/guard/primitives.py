@@ -29,6 +29,11 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     ``oldest_score`` only for ``nth > 0`` (rate logs), else ``None``: most adds only count,
     and reading the oldest member was one Redis command in seven of every lookup's.
 ``("count", key, since)``   members scored after ``since``.
+``("count_if", key, since, over)``  the same count, but only when the result of the primitive
+    just before it (a count, in the same batch) is above ``over``; else ``None``. A misses rule
+    needs its found numbers only once its misses pass a limit: the found count, two Redis
+    commands in every lookup's decision, is then read only when it can matter, in the same
+    round trip.
 ``("members", key, since)`` those members, oldest first.
 ``("remove", key, member)`` 1 if it was there, else 0.
 ``("get", key, now)``       the value or ``None``.
@@ -78,6 +83,7 @@ Op = tuple[Any, ...]
 
 ADD = "add"
 COUNT = "count"
+COUNT_IF = "count_if"
 MEMBERS = "members"
 REMOVE = "remove"
 GET = "get"
@@ -175,6 +181,10 @@ class Batch:
 
     def count(self, key: str, since: float) -> None:
         self.ops.append((COUNT, key, since))
+
+    def count_if(self, key: str, since: float, over: int) -> None:
+        """Count only if the previous primitive's result is above ``over`` (see the module)."""
+        self.ops.append((COUNT_IF, key, since, over))
 
     def members(self, key: str, since: float) -> None:
         self.ops.append((MEMBERS, key, since))

@@ -52,6 +52,7 @@ from lookup_proxy.guard.primitives import (
     ADD,
     APPEND,
     COUNT,
+    COUNT_IF,
     DELETE,
     EXPIRY_SLOT_MAX,
     EXPIRY_SLOTS,
@@ -75,6 +76,7 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdige
 ARITY = {
     ADD: 5,
     COUNT: 1,
+    COUNT_IF: 2,
     MEMBERS: 1,
     GET: 1,
     SET: 3,

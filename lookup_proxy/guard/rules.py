@@ -379,6 +379,10 @@ class MissesCheck(Check):
         """Primitives ``add_budget_reads`` contributes."""
         self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
+        self.found_over = (
+            rule.limit if rule.flag_limit is None else min(rule.limit, rule.flag_limit)
+        )
+        """Misses past which the share is judged (and the found numbers counted)."""
         self.width = 2 if self.counts_found else 1
         # The logs of found numbers and of numbers looked up hold nothing a rule changes (no
         # forgiveness removes from them), so rules counting them alike share one of each, kept
@@ -430,7 +434,8 @@ class MissesCheck(Check):
         miss, found, _, _, _ = self.outcome_keys(key)
         batch.count(miss, since)
         if self.counts_found:
-            batch.count(found, since)
+            # The share matters only past a limit: the found numbers are counted only then.
+            batch.count_if(found, since, self.found_over)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         misses = results[start]
