@@ -27,6 +27,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.errors import (
     Refusal,
     body_too_large,
+    body_too_slow,
     upstream_error,
     upstream_timeout,
     upstream_unavailable,
@@ -130,9 +131,16 @@ class UpstreamClient:
     """
 
     def __init__(
-        self, config: Upstream, credential: str | None, *, sharing: UpstreamClient | None = None
+        self,
+        config: Upstream,
+        credential: str | None,
+        *,
+        sharing: UpstreamClient | None = None,
+        body_timeout: float = 10.0,
     ) -> None:
         self.config = config
+        self._body_timeout = body_timeout
+        """Seconds a terminal has to send a request body ([server] header_timeout)."""
         self.base = URL(config.url.rstrip("/"))
         self._origin = Origin.of(self.base.scheme, self.base.host or "localhost", self.base.port)
         self._prefix = self.base.raw_path.rstrip("/")
@@ -192,7 +200,7 @@ class UpstreamClient:
             headers.append(("X-Lookup-Reference", justification.reference))
         headers.append(("X-Forwarded-For", forwarded_for))
         headers.extend(self._credential)
-        body = await _request_body(request) if request.can_read_body else None
+        body = await _request_body(request, self._body_timeout) if request.can_read_body else None
         response: web.StreamResponse | None = None
         try:
             upstream = await self._pool.exchange(
@@ -249,11 +257,18 @@ def _not_answered(exc: Exception) -> Refusal:
     )
 
 
-async def _request_body(request: web.Request) -> bytes:
-    """The terminal's body, whole (bounded by the app's ``client_max_size``), so the request
-    leaves in one write and a retry on a fresh connection can send it again."""
+async def _request_body(request: web.Request, within: float) -> bytes:
+    """The terminal's body, whole (bounded by the app's ``client_max_size`` and, like a request
+    head, by ``[server] header_timeout``), so the request leaves in one write and a retry on a
+    fresh connection can send it again."""
     try:
-        return await request.read()
+        async with asyncio.timeout(within):
+            return await request.read()
+    except TimeoutError:
+        raise body_too_slow(
+            "The terminal did not finish sending its request in time. Try again; if it keeps "
+            "happening, call the help desk."
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         raise body_too_large(
             "The request body is larger than a lookup may carry. Ask the help desk to check the "

@@ -147,7 +147,10 @@ def build_generation(
         + [guard.escalation.name, "manual"]  # Guard.lock's rule for a lock by hand
     )
     upstream = UpstreamClient(
-        policy.upstream, credential, sharing=None if previous is None else previous.upstream
+        policy.upstream,
+        credential,
+        sharing=None if previous is None else previous.upstream,
+        body_timeout=policy.server.header_timeout,
     )
     return Generation(
         number=number,

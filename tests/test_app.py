@@ -556,3 +556,31 @@ async def test_a_forwarded_header_that_is_not_utf8_is_served_not_a_500(backend: 
         writer.close()
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert FOUND[0].encode() in answer.partition(b"\r\n\r\n")[2]
+
+
+async def test_a_post_body_sent_too_slowly_is_a_408_and_never_reaches_the_backend(
+    echo_backend: str,
+) -> None:
+    """A body is bounded in time like a request head ([server] header_timeout): a terminal
+    that trickles it gets a 408 problem, and the backend never sees the lookup."""
+    p = policy(
+        echo_backend,
+        routes=POST_ROUTE,
+        server='header_timeout = "500ms"\nkeepalive_timeout = "500ms"',
+    )
+    async with running_proxy(p) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                f"POST /customers/{FOUND[0]} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token(p)}\r\nX-Lookup-Reason: PLAN_CHANGE\r\n"
+                "Content-Length: 100\r\nConnection: close\r\n\r\n{"
+            ).encode()
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"urn:lookup-proxy:problem:request-timeout" in answer
+    assert ECHOED == []
