@@ -208,3 +208,27 @@ async def test_a_large_answer_read_whole_is_not_stalled_by_flow_control() -> Non
     async with scripted(large) as backend:
         status, _, body = await ask(backend)
     assert (status, len(body)) == (200, len(payload))
+
+
+@pytest.mark.parametrize(
+    ("head", "refused"),
+    [
+        (b"".join(b"X-Many-%d: x\r\n" % i for i in range(200)), "more than 128 headers"),
+        (b"X-Huge: " + b"x" * (70 * 1024) + b"\r\n", "head is over"),
+    ],
+)
+async def test_an_answer_head_past_its_bounds_is_an_error(head: bytes, refused: str) -> None:
+    """llhttp bounds no header: the client does (MAX_HEADERS, MAX_HEAD), so a backend cannot
+    make the proxy hold an unbounded head in memory until the timeout."""
+
+    async def endless(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
+    ) -> None:
+        await read_request(reader, b)
+        writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"Content-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with scripted(endless) as backend:
+        with pytest.raises(UpstreamError, match=refused):
+            await ask(backend)

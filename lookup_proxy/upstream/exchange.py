@@ -25,6 +25,11 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+MAX_HEAD = 64 * 1024
+"""Bytes of an answer's status line and headers (names and values) before it is refused:
+llhttp itself sets no bound, and aiohttp's client refused lines over 8 KiB."""
+MAX_HEADERS = 128
+
 HIGH_WATER = 256 * 1024
 """Bytes of an answer buffered before reading pauses (a terminal slower than the backend)."""
 LOW_WATER = 64 * 1024
@@ -52,6 +57,7 @@ class Answer:
         "_connection",
         "_deadline",
         "_error",
+        "_head_size",
         "_header_list",
         "_informational",
         "_loop",
@@ -86,6 +92,7 @@ class Answer:
         self._waiter: asyncio.Future[None] | None = None
         self._error: UpstreamError | None = None
         self._header_list: list[tuple[str, str]] = []
+        self._head_size = 0
         self._reason: list[bytes] = []
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -212,15 +219,25 @@ class Answer:
 
     def on_status(self, status: bytes) -> None:
         self._reason.append(status)
+        self._head_bytes(len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_list.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_bytes(len(name) + len(value))
+        if len(self._header_list) > MAX_HEADERS:
+            raise UpstreamError(f"the backend's answer has more than {MAX_HEADERS} headers")
+
+    def _head_bytes(self, more: int) -> None:
+        self._head_size += more
+        if self._head_size > MAX_HEAD:
+            raise UpstreamError(f"the backend's answer head is over {MAX_HEAD} bytes")
 
     def on_headers_complete(self, status: int, keep_alive: bool, head_only: bool) -> None:
         if 100 <= status < 200:  # 103 Early Hints and the like: the answer is still to come
             self._informational = True
             self._header_list.clear()
             self._reason.clear()
+            self._head_size = 0
             return
         self.status = status
         self.keep_alive = keep_alive and not head_only
@@ -341,6 +358,11 @@ class Connection(asyncio.Protocol):
             answer.fail(UpstreamError("the backend switched protocols", answered=True))
             self.abort()
         except httptools.HttpParserError as exc:
+            cause = exc.__context__  # what a callback of ours raised: a bound (MAX_HEAD, ...)
+            if isinstance(cause, UpstreamError):
+                answer.fail(UpstreamError(str(cause), answered=True))
+                self.abort()
+                return
             answer.fail(UpstreamError(f"the backend's answer is not HTTP: {exc}", answered=True))
             self.abort()
 
