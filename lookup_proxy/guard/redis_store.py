@@ -130,23 +130,24 @@ class ExpirySlots:
     once a slot (with ``GT``, so a process whose clock is behind never shortens another's).
     """
 
-    __slots__ = ("_slots",)
+    __slots__ = ("remembered",)
 
     def __init__(self) -> None:
-        self._slots: dict[str, int] = {}
+        self.remembered: dict[str, int] = {}
+        """Key → the slot this process last refreshed it in (RedisStore._encode reads it)."""
 
     def slot(self, key: str, now: float, window: float) -> int | None:
         """The slot to refresh ``key`` in, or None when this process already did."""
         slot = math.floor(now / min(window / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
-        return None if self._slots.get(key) == slot else slot
+        return None if self.remembered.get(key) == slot else slot
 
     def forget(self) -> None:
         """Redis restarted or was emptied: refresh every key again on its next add."""
-        self._slots.clear()
+        self.remembered.clear()
 
     def refreshed(self, done: list[tuple[str, int]]) -> None:
         """Remember refreshes that ran."""
-        slots = self._slots
+        slots = self.remembered
         if len(slots) + len(done) > EXPIRY_SLOTS_KEPT:
             slots.clear()
         for key, slot in done:
@@ -394,34 +395,7 @@ class RedisStore:
             start = end
 
     async def _execute_now(self, ops: Sequence[Op]) -> list[Any]:
-        groups: dict[str, _Group] = {}
-        refreshed: list[tuple[str, int]] = []
-        cluster = self._cluster
-        for index, op in enumerate(ops):
-            code = op[0]
-            key = op[1]
-            # Cluster: one call per hash tag. Standalone: one call for what was sent (whole
-            # batches, about CALL_SIZE primitives: see _flush), atomic as each batch was.
-            tag = hash_tag(key) if cluster else ""
-            group = groups.get(tag)
-            if group is None:
-                group = groups[tag] = _Group()
-            group.indices.append(index)
-            group.keys.append(key)
-            group.argv.append(code)
-            group.argv.extend(op[2:])
-            if code == ADD:
-                now = op[2]
-                slot = self._slots.slot(key, now, op[4])
-                group.argv.append(0 if slot is None else 1)
-                group.argv.append(1 if now < self._latest - STEP_BACK else 0)
-                if now > self._latest:
-                    self._latest = now
-                if slot is not None:
-                    refreshed.append((key, slot))
-        batches = list(groups.values())
-        for group in batches:
-            group.seal()  # outside the try: unencodable arguments are a bug, not an outage
+        batches, refreshed, scored = self._encode(ops)
         await self._ready()
         try:
             replies = await self._run(batches)
@@ -437,21 +411,77 @@ class RedisStore:
             raise _unavailable(exc) from exc
 
         self._slots.refreshed(refreshed)  # only once they ran: a lost batch refreshed nothing
-        results: list[Any] = [None] * len(ops)
-        for group, reply in zip(batches, replies, strict=True):
-            for index, value in zip(group.indices, group.answer(reply), strict=True):
-                code = ops[index][0]
-                if code == ADD:
-                    count, nth, oldest = value
-                    value = [
-                        count,
-                        None if nth is None else float(nth),
-                        None if oldest is None else float(oldest),
-                    ]
-                elif code == SCORE and value is not None:
-                    value = float(value)
-                results[index] = value
+        if len(batches) == 1 and not self._cluster:
+            results: list[Any] = batches[0].answer(replies[0])
+        else:
+            results = [None] * len(ops)
+            for group, reply in zip(batches, replies, strict=True):
+                for index, value in zip(group.indices, group.answer(reply), strict=True):
+                    results[index] = value
+        # Scores leave the script as strings (see primitives.lua): only adds and score reads.
+        for index in scored:
+            value = results[index]
+            if ops[index][0] == ADD:
+                count, nth, oldest = value
+                results[index] = [
+                    count,
+                    None if nth is None else float(nth),
+                    None if oldest is None else float(oldest),
+                ]
+            elif value is not None:
+                results[index] = float(value)
         return results
+
+    def _encode(self, ops: Sequence[Op]) -> tuple[list[_Group], list[tuple[str, int]], list[int]]:
+        """The script calls for ``ops`` (standalone: one; Cluster: one per hash tag), the expiry
+        slots their adds refresh, and where the results hold scores. One pass, the add's flags
+        worked out inline: this loop runs for every primitive a lookup asks for."""
+        groups: dict[str, _Group] = {}
+        refreshed: list[tuple[str, int]] = []
+        scored: list[int] = []
+        cluster = self._cluster
+        remembered = self._slots.remembered
+        latest = self._latest
+        stepped_before = latest - STEP_BACK
+        group = _Group()
+        if not cluster:
+            groups[""] = group
+        for index, op in enumerate(ops):
+            code = op[0]
+            key = op[1]
+            if cluster:
+                # Cluster: one call per hash tag. Standalone: one call for what was sent (whole
+                # batches, about CALL_SIZE primitives: see _flush), atomic as each batch was.
+                tag = hash_tag(key)
+                found = groups.get(tag)
+                if found is None:
+                    found = groups[tag] = _Group()
+                group = found
+            group.indices.append(index)
+            group.keys.append(key)
+            argv = group.argv
+            argv.append(code)
+            argv.extend(op[2:])
+            if code == ADD:
+                scored.append(index)
+                now = op[2]
+                slot = math.floor(now / min(op[4] / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
+                if remembered.get(key) == slot:
+                    argv.append(0)
+                else:
+                    argv.append(1)
+                    refreshed.append((key, slot))
+                argv.append(1 if now < stepped_before else 0)
+                if now > latest:
+                    latest = now
+                    stepped_before = now - STEP_BACK
+            elif code == SCORE:
+                scored.append(index)
+        self._latest = latest
+        batches = list(groups.values())
+        for each in batches:
+            each.seal()  # outside any try: unencodable arguments are a bug, not an outage
+        return batches, refreshed, scored
 
     async def _run(self, batches: list[_Group]) -> list[Any]:
         if self._cluster:
