@@ -190,6 +190,16 @@ def test_a_header_that_would_split_the_request_is_refused(value: str) -> None:
         )
 
 
+def test_one_backend_url_is_one_origin_across_policy_generations() -> None:
+    """A reload builds a new client, and a new TLS context, for the same backend: its origin
+    is the same key of the pool's idle connections, so they are reused, not stranded."""
+    first, second = Origin.of("https", "backend", None), Origin.of("https", "backend", None)
+    assert first == second and hash(first) == hash(second)
+    assert first.tls is not None and first.tls is not second.tls
+    assert first.host_header == "backend" and first.port == 443
+    assert Origin.of("http", "backend", 8080) != Origin.of("https", "backend", 8080)
+
+
 def test_header_bytes_that_are_not_utf8_leave_as_they_came() -> None:
     """aiohttp hands a terminal's non-UTF-8 header bytes over surrogate-escaped; they are sent
     back as the same bytes, and text with no bytes at all is refused, never a traceback."""

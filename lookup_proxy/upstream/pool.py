@@ -13,7 +13,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lookup_proxy.upstream.exchange import Answer, Connection, UpstreamError, UpstreamTimeout
 
@@ -27,12 +27,17 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where the backend is, and how its requests name it."""
+    """Where the backend is, and how its requests name it.
+
+    Two origins of one URL are one key of the pool's idle connections, whatever their TLS
+    context object: a policy reload builds a new client (and context) for the same backend,
+    and its lookups should find the connections the last generation kept."""
 
     host: str
     port: int
-    tls: ssl.SSLContext | None
+    secure: bool
     host_header: str
+    tls: ssl.SSLContext | None = field(default=None, compare=False, hash=False)
 
     @classmethod
     def of(cls, scheme: str, host: str, port: int | None) -> Origin:
@@ -43,8 +48,9 @@ class Origin:
         return cls(
             host,
             port,
-            ssl.create_default_context() if secure else None,
+            secure,
             named if port == default else f"{named}:{port}",
+            ssl.create_default_context() if secure else None,
         )
 
 
