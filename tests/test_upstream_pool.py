@@ -76,6 +76,28 @@ async def test_waiting_for_a_free_connection_ends_at_the_total_deadline() -> Non
         await pool.close()
 
 
+async def test_a_waiter_that_gives_up_as_it_is_woken_passes_the_place_on() -> None:
+    """With one connection, two lookups wait; the first is woken and cancelled in the same
+    turn (its terminal went away): the second gets the connection at once, not at its
+    deadline."""
+    async with scripted() as backend:
+        pool = Pool(1)
+        holder = await pool.exchange(backend.origin, "GET", "/a", [], None, TIMEOUTS)
+        patient = Timeouts(connect=1.0, read=5.0, total=5.0)
+        first = asyncio.ensure_future(pool.exchange(backend.origin, "GET", "/b", [], None, patient))
+        second = asyncio.ensure_future(
+            pool.exchange(backend.origin, "GET", "/c", [], None, patient)
+        )
+        await asyncio.sleep(0.05)  # both wait for the one connection
+        await holder.read()
+        holder.release()  # wakes the first waiter...
+        first.cancel()  # ...which gives up before it runs
+        answer = await asyncio.wait_for(second, 1.0)
+        assert await answer.read() == b'{"ok": true}'
+        answer.release()
+        await pool.close()
+
+
 async def test_a_connection_the_backend_closed_while_idle_is_retried_on_a_new_one() -> None:
     """The backend answers one request per connection and then closes it without saying so
     (no Connection: close), as a backend whose keep-alive timeout passed does."""

@@ -169,24 +169,31 @@ class Pool:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise UpstreamTimeout("no connection to the backend came free in time") from None
+                # asyncio.timeout_at, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that meets a wake-up, and the cancelled lookup would take the connection.
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken as it gave up: the freed place goes to the next one
+                if isinstance(exc, TimeoutError):
+                    raise UpstreamTimeout(
+                        "no connection to the backend came free in time"
+                    ) from None
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
         self._open += 1
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout_at(min(loop.time() + timeouts.connect, deadline)):
+                _, connection = await loop.create_connection(
                     lambda: Connection(loop, origin, self._done),
                     origin.host,
                     origin.port,
                     ssl=origin.tls,
                     server_hostname=origin.host if origin.tls is not None else None,
-                ),
-                min(timeouts.connect, max(0.0, deadline - loop.time())),
-            )
+                )
         except TimeoutError:
             self._slot_freed()
             raise UpstreamTimeout("connecting to the backend timed out") from None
