@@ -37,8 +37,8 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import ADD, COUNT, COUNT_IF, Op
-from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT, STEP_BACK, ExpirySlots
+from lookup_proxy.guard.primitives import COUNT, COUNT_IF, Op
+from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT, RedisStore
 from lookup_proxy.policy import Policy, RateRule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,46 +96,43 @@ async def record(
 
 def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], bytes]]:
     """Script calls as the Redis store sends them to ``script``: keys, and one JSON array of
-    arguments (with the two flags the store appends to an add, for a script that reads them:
-    one proxy process, every call run)."""
-    encoder = _Encoder(flags="stepped" in script, count_if="'count_if'" in script)
+    arguments. A script of today's format gets what ``RedisStore._encode`` makes (one proxy
+    process, every call run: the add flags, ``count_if``); one from before both, the older
+    format (no flags, a count for each ``count_if``)."""
+    if "'count_if'" in script:
+        store = RedisStore(Redis(), timeout=1.0)
+
+        def encode(ops: list[Op]) -> tuple[list[str], bytes]:
+            [group], refreshed, _ = store._encode(ops)
+            store._slots.refreshed(refreshed)
+            return group.keys, group.payload
+
+    elif "stepped" in script:
+        raise SystemExit(
+            "that script has the add flags but not count_if (a revision between 67840b0 and "
+            "4d865b5): compare against 4d865b5 or later, or 58d5311 or earlier"
+        )
+    else:
+
+        def encode(ops: list[Op]) -> tuple[list[str], bytes]:
+            argv: list[Any] = []
+            for op in ops:
+                if op[0] == COUNT_IF:
+                    op = (COUNT, op[1], op[2])  # what the engine sent before count_if
+                argv.append(op[0])
+                argv.extend(op[2:])
+            return [op[1] for op in ops], orjson.dumps(argv)
+
     calls: list[tuple[list[str], bytes]] = []
     chunk: list[Op] = []
     for batch in batches:
         chunk.extend(batch)
         if len(chunk) >= CALL_SIZE:
-            calls.append(encoder.encode(chunk))
+            calls.append(encode(chunk))
             chunk = []
     if chunk:
-        calls.append(encoder.encode(chunk))
+        calls.append(encode(chunk))
     return calls
-
-
-class _Encoder:
-    def __init__(self, *, flags: bool, count_if: bool) -> None:
-        self.flags = flags
-        self.count_if = count_if
-        """Else a count_if goes as the count the engine sent before it existed."""
-        self.slots = ExpirySlots()
-        self.latest = 0.0
-
-    def encode(self, ops: list[Op]) -> tuple[list[str], bytes]:
-        argv: list[Any] = []
-        refreshed: list[tuple[str, int]] = []
-        for op in ops:
-            if op[0] == COUNT_IF and not self.count_if:
-                op = (COUNT, op[1], op[2])
-            argv.append(op[0])
-            argv.extend(op[2:])
-            if self.flags and op[0] == ADD:
-                slot = self.slots.slot(op[1], op[2], op[4])
-                argv.append(0 if slot is None else 1)
-                argv.append(1 if op[2] < self.latest - STEP_BACK else 0)
-                self.latest = max(self.latest, op[2])
-                if slot is not None:
-                    refreshed.append((op[1], slot))
-        self.slots.refreshed(refreshed)
-        return [op[1] for op in ops], orjson.dumps(argv)
 
 
 async def measure(

@@ -100,12 +100,6 @@ def body_too_large(detail: str) -> Refusal:
     return Refusal(detail, status=413, cause="body-too-large", title="Request body too large")
 
 
-def body_too_slow(detail: str) -> Refusal:
-    """408: a request body that did not arrive within ``[server] header_timeout`` (as a head
-    that did not: the same cause)."""
-    return Refusal(detail, status=408, cause="request-timeout", title="Request too slow")
-
-
 def not_permitted(detail: str, cause: str = "not-permitted") -> Refusal:
     """403: the request is understood and will not be served to this employee."""
     return Refusal(detail, status=403, cause=cause, title="Not permitted")

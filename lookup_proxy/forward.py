@@ -27,11 +27,11 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.errors import (
     Refusal,
     body_too_large,
-    body_too_slow,
     upstream_error,
     upstream_timeout,
     upstream_unavailable,
 )
+from lookup_proxy.http_edge import request_timeout
 from lookup_proxy.justify import Justification
 from lookup_proxy.minimise import FieldSet, Unfilterable, is_json, unfilterable
 from lookup_proxy.policy import Upstream
@@ -265,10 +265,7 @@ async def _request_body(request: web.Request, within: float) -> bytes:
         async with asyncio.timeout(within):
             return await request.read()
     except TimeoutError:
-        raise body_too_slow(
-            "The terminal did not finish sending its request in time. Try again; if it keeps "
-            "happening, call the help desk."
-        ) from None
+        raise request_timeout() from None  # as for a head that came too slowly
     except web.HTTPRequestEntityTooLarge:
         raise body_too_large(
             "The request body is larger than a lookup may carry. Ask the help desk to check the "

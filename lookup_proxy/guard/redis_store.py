@@ -136,11 +136,6 @@ class ExpirySlots:
         self.remembered: dict[str, int] = {}
         """Key → the slot this process last refreshed it in (RedisStore._encode reads it)."""
 
-    def slot(self, key: str, now: float, window: float) -> int | None:
-        """The slot to refresh ``key`` in, or None when this process already did."""
-        slot = math.floor(now / min(window / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
-        return None if self.remembered.get(key) == slot else slot
-
     def forget(self) -> None:
         """Redis restarted or was emptied: refresh every key again on its next add."""
         self.remembered.clear()
@@ -411,7 +406,7 @@ class RedisStore:
             raise _unavailable(exc) from exc
 
         self._slots.refreshed(refreshed)  # only once they ran: a lost batch refreshed nothing
-        if len(batches) == 1 and not self._cluster:
+        if len(batches) == 1:  # standalone always, a Cluster batch of one hash tag
             results: list[Any] = batches[0].answer(replies[0])
         else:
             results = [None] * len(ops)
@@ -505,30 +500,14 @@ class RedisStore:
                 self._discovered = True
 
     async def _run_pipelined(self, groups: list[_Group]) -> list[Any]:
-        """Standalone: every group in one round trip (a lone group needs no pipeline)."""
+        """Standalone: one group (see :meth:`_encode`), one script call, one round trip."""
         client = self.client
-        if len(groups) == 1:
-            assert isinstance(client, Redis)  # standalone: a Cluster runs _run_concurrently
-            group = groups[0]
-            try:
-                return [await self._call(client, group.command())]
-            except NoScriptError:
-                return [await self._call(client, group.fallback())]
-        async with client.pipeline(transaction=False) as pipe:
-            for group in groups:
-                pipe.execute_command(*group.command())
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            async with client.pipeline(transaction=False) as pipe:
-                for i in missing:
-                    pipe.execute_command(*groups[i].fallback())
-                for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                    replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        assert isinstance(client, Redis)  # a Cluster runs _run_concurrently
+        [group] = groups
+        try:
+            return [await self._call(client, group.command())]
+        except NoScriptError:
+            return [await self._call(client, group.fallback())]
 
     @staticmethod
     async def _call(client: Redis, command: tuple[Any, ...]) -> Any:

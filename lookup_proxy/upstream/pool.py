@@ -139,7 +139,7 @@ class Pool:
                     and not isinstance(exc, UpstreamTimeout)
                     and method in IDEMPOTENT
                 )
-                if retry and not fresh:
+                if retry:  # once: the new connection has carried nothing, so is not reused
                     fresh = True
                     continue
                 raise
