@@ -37,7 +37,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.guard.primitives import COUNT, COUNT_IF, Op
+from lookup_proxy.guard.primitives import ADD, ADD_MEMBERS, COUNT, COUNT_IF, MEMBERS, NOTE, Op
 from lookup_proxy.guard.redis_store import CALL_SIZE, SCRIPT, RedisStore
 from lookup_proxy.policy import Policy, RateRule
 
@@ -94,11 +94,28 @@ async def record(
     return recorder.batches
 
 
+def before_add_members(ops: list[Op]) -> list[Op]:
+    """``ops`` as the engine sent them before ``add_members`` and ``note``: an add and a read
+    of its members, and adds whose count went unread."""
+    sent: list[Op] = []
+    for op in ops:
+        if op[0] == ADD_MEMBERS:
+            sent += [(ADD, *op[1:]), (MEMBERS, op[1], op[2] - op[4])]
+        elif op[0] == NOTE:
+            sent.append((ADD, *op[1:], 0))
+        else:
+            sent.append(op)
+    return sent
+
+
 def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], bytes]]:
     """Script calls as the Redis store sends them to ``script``: keys, and one JSON array of
     arguments. A script of today's format gets what ``RedisStore._encode`` makes (one proxy
     process, every call run: the add flags, ``count_if``); one from before both, the older
-    format (no flags, a count for each ``count_if``)."""
+    format (no flags, a count for each ``count_if``). A script from before ``add_members``
+    gets the primitives the engine sent then (:func:`before_add_members`)."""
+    if "'add_members'" not in script:
+        batches = [before_add_members(batch) for batch in batches]
     if "'count_if'" in script:
         store = RedisStore(Redis(), timeout=1.0)
 

@@ -47,7 +47,7 @@ def test_notes_go_to_the_employee_s_own_window_and_read_it_back() -> None:
     batch = Batch()
     escalation(window="14d").add_note(batch, "al ice", ["a@2026-09-21"], T)
     assert [op[:2] for op in batch.ops] == [
-        ("add", "lp:{e:al%20ice}:escalation"),
+        ("note", "lp:{e:al%20ice}:escalation"),
         ("members", "lp:{e:al%20ice}:escalation"),
     ]
     assert batch.ops[1][2] == T - 14 * 86_400

@@ -102,6 +102,43 @@ async def test_add_after_a_clock_step_back_scores_at_the_newest_time(store: Guar
     assert await members(store, T + 9) == ["a", "b"]
 
 
+async def test_add_members_answers_the_count_nth_and_the_window_s_members(
+    store: GuardStore,
+) -> None:
+    """``add_members`` adds as ``add`` does and answers the members after ``now - window``,
+    oldest first, in place of the oldest score: the count is their number."""
+    await add(store, T, "a")
+    await add(store, T + 0.001, "b")
+    await add(store, T + 30, "c")
+    op = ("add_members", KEY, T + 60.0, "d", 60.0, 10, 2)
+    count, nth, listed = (await store.execute([op]))[0]
+    assert (count, nth, listed) == (3, T + 30, ["b", "c", "d"])
+    assert type(count) is int
+    assert type(nth) is float
+    again = ("add_members", KEY, T + 61.0, "b", 60.0, 10, 5)
+    assert (await store.execute([again]))[0] == [3, None, ["c", "d", "b"]]
+    new = ("add_members", "lp:{e:alice}:new", T, "x", 60.0, 10, 1)
+    assert (await store.execute([new]))[0] == [1, T, ["x"]]
+
+
+async def test_add_members_keeps_only_the_newest_cap_members(store: GuardStore) -> None:
+    """The cap binds as for ``add``, and the members answered are the ones kept."""
+    for offset in range(5):
+        await add(store, T + offset, f"m{offset}", cap=10)
+    op = ("add_members", KEY, T + 5, "m5", 60.0, 3, 3)
+    assert (await store.execute([op]))[0] == [3, T + 3, ["m3", "m4", "m5"]]
+    assert await members(store, 0.0) == ["m3", "m4", "m5"]
+
+
+async def test_note_adds_like_add_and_answers_none(store: GuardStore) -> None:
+    """A ``note`` is an add whose count nobody reads: what it adds is counted and listed as an
+    add's would be, re-scoring a member moves it, and it answers None."""
+    assert await store.execute([("note", KEY, T, "a", 60.0, 10)]) == [None]
+    await store.execute([("note", KEY, T + 1, "b", 60.0, 10), ("note", KEY, T + 2, "a", 60.0, 10)])
+    assert await members(store, T - 1) == ["b", "a"]
+    assert await add(store, T + 3, "c", nth=3) == [3, T + 1, T + 1]
+
+
 async def test_count_if_counts_only_after_a_count_above_its_threshold(store: GuardStore) -> None:
     """``count_if`` answers the count when the primitive before it counted more than
     ``over``, else None: a found count a misses rule reads only past its limit."""
@@ -320,7 +357,13 @@ def _random_batch(
         elif roll < 0.55:
             member = str(rng.randrange(members))
             cap, nth = rng.randint(*caps), rng.randint(0, caps[1] + 1)
-            ops.append(("add", key, now, member, window, cap, nth))
+            kind = rng.choice(("add", "add", "add_members", "note"))
+            if kind == "note":
+                # A cap a note never reaches: Redis applies it once per expiry slot (see the
+                # contract), the memory store on every note.
+                ops.append(("note", key, now, member, window, 10 * members))
+            else:
+                ops.append((kind, key, now, member, window, cap, nth))
         elif roll < 0.7:
             ops.append(("count", key, since))
         elif roll < 0.85:
@@ -373,6 +416,8 @@ def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
     """Rules describe primitives to a Batch; what it collects for a store are the contract's ops."""
     ops: list[Op] = [
         ("add", KEY, T, "m", 60.0, 5, 2),
+        ("add_members", KEY, T, "m", 60.0, 5, 2),
+        ("note", KEY, T, "n", 60.0, 5),
         ("count", KEY, T - 60),
         ("members", KEY, T - 60),
         ("remove", KEY, "m"),

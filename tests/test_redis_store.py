@@ -142,6 +142,50 @@ async def test_members_past_the_window_go_with_the_first_add_of_a_slot_that_has_
     assert await redis_store.client.zrange(key, 0, -1) == ["m2", "m3", "m4"]
 
 
+async def test_a_note_sets_the_ttl_and_trims_only_with_its_first_note_of_a_slot(
+    redis_store: RedisStore,
+) -> None:
+    """A note is one ZADD but on the process's first note of a slot: a new key gets its TTL,
+    an old one loses what is past the window and past the newest ``cap`` and has its TTL
+    refreshed. Between two such notes a window may hold more than ``cap`` (bounded by the
+    slot's notes), which no count of the window's recent members sees differently."""
+    key = "lp:{e:a}:notes"
+    slot = 80.0 / 8
+    start = (T // slot) * slot
+    await redis_store.execute([("note", key, start + 1, "m1", 80.0, 3)])
+    expected = (window_expiry(start + 1, 80.0) - (start + 1)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+    await redis_store.client.pexpire(key, 5_000)  # a mark: did a later note set the TTL?
+    for offset in range(2, 6):  # the same slot: one ZADD each
+        await redis_store.execute([("note", key, start + offset, f"m{offset}", 80.0, 3)])
+    assert await redis_store.client.pttl(key) <= 5_000
+    assert await redis_store.client.zcard(key) == 5  # past the cap until the next slot
+    await redis_store.execute([("note", key, start + 82, "m6", 80.0, 3)])  # a new slot
+    assert await redis_store.client.zrange(key, 0, -1) == ["m4", "m5", "m6"]
+    expected = (window_expiry(start + 82, 80.0) - (start + 82)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+
+
+async def test_removing_a_window_s_last_member_makes_the_next_note_set_the_ttl(
+    redis_store: RedisStore,
+) -> None:
+    """Forgiving a typo removes the only miss in a log, and Redis drops the emptied key: the
+    process forgets the key's slot, so the next miss noted into it sets a TTL again (a note
+    cannot see that its key is new)."""
+    key = "lp:{e:a}:miss"
+    slot = 80.0 / 8
+    start = (T // slot) * slot
+    await redis_store.execute([("note", key, start + 1, "m1", 80.0, 50)])
+    assert await redis_store.execute([("remove", key, "m1")]) == [1]
+    assert await redis_store.client.exists(key) == 0
+    await redis_store.execute([("note", key, start + 2, "m2", 80.0, 50)])  # the same slot
+    expected = (window_expiry(start + 2, 80.0) - (start + 2)) * 1000
+    assert expected - 1_000 < await redis_store.client.pttl(key) <= expected
+    await redis_store.execute([("delete", key)])
+    await redis_store.execute([("note", key, start + 3, "m3", 80.0, 50)])
+    assert await redis_store.client.pttl(key) > 0
+
+
 async def test_an_emptied_redis_makes_the_process_refresh_every_key_again(
     fresh_redis: str,
 ) -> None:

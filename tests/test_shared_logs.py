@@ -179,9 +179,11 @@ def test_the_shipped_policy_shares_the_logs_its_rules_keep_alike() -> None:
     by_name = {check.rule.name: check for check in guard.checks}
     sequential = by_name["sequential-scan"]
     assert isinstance(sequential, SequentialCheck)
-    assert sequential.log_name == "distinct-hour" and sequential.width == 1
     distinct = by_name["distinct-hour"]
-    assert isinstance(distinct, DistinctCheck) and distinct.cap == 81
+    assert sequential.log_name == "distinct-hour"
+    # The sequential rule asks for nothing: the distinct rule's add answers its numbers.
+    assert sequential.width == 0 and sequential.leader is distinct
+    assert isinstance(distinct, DistinctCheck) and distinct.cap == 81 and distinct.listed
     found = {n: c for n, c in by_name.items() if isinstance(c, MissesCheck) and c.counts_found}
     assert {n: (c.found_name, c.writes_found) for n, c in found.items()} == {
         "random-typing": ("slow-probe", False),

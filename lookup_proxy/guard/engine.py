@@ -259,6 +259,7 @@ class Guard:
             group = check if isinstance(check, BlockCheck) and check.group else None
             rules.append(_RulePlan(check, len(rules), start, group))
             start += check.width
+        rules = _led(rules)
         rate_policy = ", ".join(
             f'"{rate.rule.name}";q={rate.rule.limit};w={int(rate.rule.window)}' for rate, _ in rates
         )
@@ -269,6 +270,7 @@ class Guard:
             if p.check.rule.scope != "employee":
                 shared.append(_RulePlan(p.check, p.index, start, p.group))
                 start += p.check.width
+        shared = _led(shared)
         shared_locking = tuple(p for p in shared if p.group is not None and _locks(p.check))
         peers: list[tuple[PeerTally, tuple[PeerCheck, ...]]] = []
         marks: list[PeerCheck] = []
@@ -710,7 +712,7 @@ class Guard:
         marks = self._batch()
         key, span, cap = self._marks_key(employee.id), self._marks_span, len(self.peer_checks)
         for peer in fired:
-            marks.add(key, now, peer.rule.name, span, cap, 0)
+            marks.note(key, now, peer.rule.name, span, cap)
         await self._execute(marks)
         locking = [
             p.rule.name for p in fired if p.rule.action == "lock" and p.rule.mode == "enforce"
@@ -795,6 +797,21 @@ SEEN_WINDOW = 86_400.0
 
 SEEN_CAP = 4096
 """Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""
+
+
+def _led(plans: list[_RulePlan]) -> list[_RulePlan]:
+    """The plans, each check that judges its leader's primitive pointed at where that is.
+
+    A leader learns from the same lookups as its follower (``shared_logs.learnt_alike``), so it
+    applies wherever the follower does and sits in the same batch."""
+    starts = {id(p.check): p.start for p in plans}
+    led: list[_RulePlan] = []
+    for p in plans:
+        leader = p.check.leader
+        if leader is not None:
+            p = _RulePlan(p.check, p.index, starts[id(leader)], p.group)
+        led.append(p)
+    return led
 
 
 def _applies(rule: Any, reason: str, roles: frozenset[str]) -> bool:

@@ -77,7 +77,7 @@ class Escalation:
         key = self.key(employee_id)
         cap = self._cap + len(entries)
         for entry in entries:
-            batch.add(key, now, entry, self.window, cap, 0)
+            batch.note(key, now, entry, self.window, cap)
         batch.members(key, now - self.window)
 
     def noted(self, employee_id: str, entries: Sequence[str]) -> None:

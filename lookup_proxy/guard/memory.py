@@ -32,6 +32,8 @@ from lookup_proxy.guard.primitives import Batch, Op, tick_expiry, tick_period, w
 # The opcodes of primitives.py, as constants this module owns: compiled, a comparison with
 # them is a pointer test, not a lookup in another module's globals and a generic compare.
 _ADD: Final = "add"
+_ADD_MEMBERS: Final = "add_members"
+_NOTE: Final = "note"
 _COUNT: Final = "count"
 _COUNT_IF: Final = "count_if"
 _MEMBERS: Final = "members"
@@ -131,12 +133,17 @@ class MemoryStore:
             # The commonest primitives first: this chain is the dispatch.
             if kind == _ADD:
                 results.append(self._add(op[1], op[2], op[3], op[4], op[5], op[6]))
+            elif kind == _NOTE:
+                self._note(op[1], op[2], op[3], op[4], op[5])
+                results.append(None)
             elif kind == _COUNT:
                 results.append(self._count(op[1], op[2]))
             elif kind == _COUNT_IF:
                 results.append(self._count_if(results[-1], op[1], op[2], op[3]))
             elif kind == _MEMBERS:
                 results.append(self._members(op[1], op[2]))
+            elif kind == _ADD_MEMBERS:
+                results.append(self._add_members(op[1], op[2], op[3], op[4], op[5], op[6]))
             elif kind == _GET:
                 results.append(self._get(op[1], op[2]))
             elif kind == _REMOVE:
@@ -230,6 +237,18 @@ class MemoryStore:
                         break
                     skip -= 1
         return [count, score, found.oldest if nth > 0 else None]
+
+    def _add_members(
+        self, key: str, now: float, member: str, window: float, cap: int, nth: int
+    ) -> list[Any]:
+        # The add trimmed the window to members after ``now - window`` (the clamp of a clock
+        # that stepped back only ever scores later), so its entries are the members.
+        result = self._add(key, now, member, window, cap, nth)
+        result[2] = list(self._windows[key].entries)
+        return result
+
+    def _note(self, key: str, now: float, member: str, window: float, cap: int) -> None:
+        self._add(key, now, member, window, cap, 0)
 
     def _live(self, key: str) -> _Window | None:
         """The key's window unless it has expired (then it is dropped): what reads see."""
@@ -476,6 +495,15 @@ class Immediate(Batch):
 
     def add(self, key: str, now: float, member: str, window: float, cap: int, nth: int) -> None:
         self.results.append(self.store._add(key, now, member, window, cap, nth))
+
+    def add_members(
+        self, key: str, now: float, member: str, window: float, cap: int, nth: int
+    ) -> None:
+        self.results.append(self.store._add_members(key, now, member, window, cap, nth))
+
+    def note(self, key: str, now: float, member: str, window: float, cap: int) -> None:
+        self.store._note(key, now, member, window, cap)
+        self.results.append(None)
 
     def count(self, key: str, since: float) -> None:
         self.results.append(self.store._count(key, since))

@@ -59,6 +59,43 @@ local function after_of(x)
   return s
 end
 
+-- An add's score: now, unless the process's clock stepped back (stepped is 1) and the window
+-- holds a newer member, whose score the add then takes: a step back must not break the time
+-- order. Returns the score as a string and as a number.
+local function placed(key, now, stepped)
+  if stepped == 1 then
+    local newest = call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+    if newest and tonumber(newest) > now then
+      return newest, tonumber(newest)
+    end
+  end
+  return score_of(now), now
+end
+
+-- After an add's ZADD, on the process's first add of the slot (fresh): set the TTL if the key
+-- had none. True when it had none, so is new (every window key gets one on its first add):
+-- then its count is one and nothing is to be trimmed. Most such keys are blocks nobody looked
+-- into lately; a count would cost as much as the add.
+local function first_ttl(key, fresh, at, now, window)
+  return fresh == 1 and call('PEXPIRE', key, expiry(at, now, window, slot_of(window)), 'NX') == 1
+end
+
+-- After an add that counted its window (count): a window with nothing else in it (an expired
+-- key, or one Redis lost while this process had refreshed the slot) gets its TTL; what is past
+-- the window stays until an add finds company. Otherwise, on the process's first add of the
+-- slot, members older than the window go and the TTL is refreshed, once per slot rather than
+-- on every add (every count and read looks inside the window anyway); another process may
+-- have set a later TTL (its clock ahead), which GT never shortens.
+local function settle(key, count, fresh, at, now, window)
+  local slot = slot_of(window)
+  if count == 1 then
+    call('PEXPIRE', key, expiry(at, now, window, slot))
+  elseif fresh == 1 then
+    call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
+    call('PEXPIRE', key, expiry(at, now, window, slot), 'GT')
+  end
+end
+
 local argv = cjson.decode(ARGV[1])
 local results = {}
 local a = 1
@@ -67,61 +104,76 @@ for k = 1, #KEYS do
   local key = KEYS[k]
   local code = argv[a]
 
-  if code == 'add' then
+  if code == 'add' or code == 'add_members' then
     -- ("add", key, now, member, window, cap, nth, fresh, stepped) -> {count, nth_score|false,
     -- oldest|false}. The store adds the last two (redis_store.py): fresh is 1 on this proxy
     -- process's first add to the key in the expiry slot of now, stepped is 1 when now is more
     -- than a second before the latest now the process sent (its clock stepped back). Neither
     -- needs the window's newest score, which cost a ZRANGE on every add (a fifth of a lookup's
     -- commands); Redis reads it only for a step back.
+    -- ("add_members", ...the same) -> {count, nth_score|false, members}: the window's members
+    -- (oldest first) come back in place of the oldest score, and their number is the count:
+    -- two commands where an add and a read of the members were four.
+    local listed = code == 'add_members'
     local now, member, window, cap, nth = argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4], argv[a + 5]
     local fresh, stepped = argv[a + 6], argv[a + 7]
     a = a + 8
-    local score = score_of(now)
-    local at = now
-    local slot = slot_of(window)
-    if stepped == 1 then
-      local newest = call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
-      if newest and tonumber(newest) > now then
-        score = newest -- a clock step backwards must not break the time order
-        at = tonumber(newest)
-      end
-    end
+    local score, at = placed(key, now, stepped)
     call('ZADD', key, score, member)
-    local count
-    if fresh == 1 and call('PEXPIRE', key, expiry(at, now, window, slot), 'NX') == 1 then
-      -- The key had no TTL, so it is new (every window key gets one on its first add): a
-      -- count of one, its first TTL, nothing to trim. Most of these are blocks nobody looked
-      -- into lately; the count would cost as much as the add.
+    local count, members
+    if first_ttl(key, fresh, at, now, window) then
       count = 1
+      members = {member}
     else
-      count = call('ZCOUNT', key, after_of(now - window), '+inf')
-      if count == 1 then
-        -- Nothing else in the window (an expired key, one Redis lost and this process had
-        -- refreshed this slot): its TTL. What is past the window stays until an add finds company.
-        call('PEXPIRE', key, expiry(at, now, window, slot))
-      elseif fresh == 1 then
-        -- Members older than the window are dropped once per expiry slot, with the TTL, not on
-        -- every add (every count and read looks inside the window anyway). Another process may
-        -- have set a later TTL (its clock ahead): GT never shortens it.
-        call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
-        call('PEXPIRE', key, expiry(at, now, window, slot), 'GT')
+      if listed then
+        members = call('ZRANGEBYSCORE', key, after_of(now - window), '+inf')
+        count = #members
+      else
+        count = call('ZCOUNT', key, after_of(now - window), '+inf')
       end
+      settle(key, count, fresh, at, now, window)
     end
     if count > cap then
       -- The newest `cap` stay; anything older goes, past the window or not.
       call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+      if listed then
+        local kept = {}
+        for i = count - cap + 1, count do
+          kept[#kept + 1] = members[i]
+        end
+        members = kept
+      end
       count = cap
     end
     local nth_score = false
     if nth > 0 and nth <= count then
       nth_score = call('ZRANGE', key, -nth, -nth, 'WITHSCORES')[2]
     end
-    local oldest = false
-    if nth > 0 then
-      oldest = call('ZRANGEBYSCORE', key, after_of(now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
+    if listed then
+      results[k] = {count, nth_score, members}
+    else
+      local oldest = false
+      if nth > 0 then
+        oldest = call('ZRANGEBYSCORE', key, after_of(now - window), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
+      end
+      results[k] = {count, nth_score, oldest}
     end
-    results[k] = {count, nth_score, oldest}
+
+  elseif code == 'note' then
+    -- ("note", key, now, member, window, cap, fresh, stepped) -> false: an add whose count
+    -- nobody reads. Members past the window and past the newest cap go with the process's
+    -- first note of the slot, with the TTL; every other note is one ZADD.
+    local now, member, window, cap = argv[a + 1], argv[a + 2], argv[a + 3], argv[a + 4]
+    local fresh, stepped = argv[a + 5], argv[a + 6]
+    a = a + 7
+    local score, at = placed(key, now, stepped)
+    call('ZADD', key, score, member)
+    if fresh == 1 and not first_ttl(key, fresh, at, now, window) then
+      call('ZREMRANGEBYSCORE', key, '-inf', score_of(now - window))
+      call('ZREMRANGEBYRANK', key, 0, -cap - 1)
+      call('PEXPIRE', key, expiry(at, now, window, slot_of(window)), 'GT')
+    end
+    results[k] = false
 
   elseif code == 'count' then
     -- ("count", key, since) -> members scored after since

@@ -28,6 +28,18 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     when ``0 < nth <= count``, else ``None`` (for Retry-After and RateLimit headers);
     ``oldest_score`` only for ``nth > 0`` (rate logs), else ``None``: most adds only count,
     and reading the oldest member was one Redis command in seven of every lookup's.
+``("add_members", key, now, member, window, cap, nth)``  the same add, answering
+    ``[count, nth_score, members]``: the window's members after the add, oldest first, in place
+    of the oldest score. A sequential rule reads the numbers a distinct rule counts: an add and
+    then a read of the same window were four Redis commands in every lookup's decision (count,
+    oldest, members), this is two.
+``("note", key, now, member, window, cap)``  an add whose count nobody reads (the outcome logs
+    learnt after the answer, forgiveness, marks): returns ``None``. Members past the window and
+    past the newest ``cap`` go as with ``add`` in the memory store; Redis drops them only with
+    each proxy process's first note of the key's expiry slot (its TTL refresh), so a window
+    holds at most ``cap`` plus one slot's notes, and a Redis command (the count) is saved on
+    every other note. A note to a key that vanished within the slot (deleted by another
+    process) leaves it without a TTL until this process's next slot of it: at most an hour.
 ``("count", key, since)``   members scored after ``since``.
 ``("count_if", key, since, over)``  the same count, but only when the result of the primitive
     just before it (a count, in the same batch) is above ``over``; else ``None``. A misses rule
@@ -82,6 +94,8 @@ from urllib.parse import quote
 Op = tuple[Any, ...]
 
 ADD = "add"
+ADD_MEMBERS = "add_members"
+NOTE = "note"
 COUNT = "count"
 COUNT_IF = "count_if"
 MEMBERS = "members"
@@ -178,6 +192,14 @@ class Batch:
 
     def add(self, key: str, now: float, member: str, window: float, cap: int, nth: int) -> None:
         self.ops.append((ADD, key, now, member, window, cap, nth))
+
+    def add_members(
+        self, key: str, now: float, member: str, window: float, cap: int, nth: int
+    ) -> None:
+        self.ops.append((ADD_MEMBERS, key, now, member, window, cap, nth))
+
+    def note(self, key: str, now: float, member: str, window: float, cap: int) -> None:
+        self.ops.append((NOTE, key, now, member, window, cap))
 
     def count(self, key: str, since: float) -> None:
         self.ops.append((COUNT, key, since))

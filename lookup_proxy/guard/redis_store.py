@@ -50,6 +50,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from lookup_proxy.guard.primitives import (
     ADD,
+    ADD_MEMBERS,
     APPEND,
     COUNT,
     COUNT_IF,
@@ -60,6 +61,7 @@ from lookup_proxy.guard.primitives import (
     GET,
     INCR,
     MEMBERS,
+    NOTE,
     PICK,
     REMOVE,
     SCORE,
@@ -75,6 +77,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdige
 
 ARITY = {
     ADD: 5,
+    ADD_MEMBERS: 5,
+    NOTE: 4,
     COUNT: 1,
     COUNT_IF: 2,
     MEMBERS: 1,
@@ -90,7 +94,10 @@ ARITY = {
     PICK: 1,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts
-(and two more for ``add``, which the store appends: see :class:`ExpirySlots`, STEP_BACK)."""
+(and two more for the window adds, ``WINDOW_ADDS``, which the store appends: see
+:class:`ExpirySlots`, STEP_BACK)."""
+WINDOW_ADDS = frozenset({ADD, ADD_MEMBERS, NOTE})
+"""The primitives that add to a window, and so refresh its expiry slot."""
 CALL_SIZE = 128
 """Primitives in one round trip (and, standalone, one script call) of the batches of a loop turn:
 whole batches are added until they reach it (a lookup's three ask for about forty). Fewer,
@@ -128,6 +135,11 @@ class ExpirySlots:
     slot, and the script also sets the TTL whenever the add finds its window otherwise empty
     (a new key, an expired one, one a restarted Redis lost). Several processes each refresh
     once a slot (with ``GT``, so a process whose clock is behind never shortens another's).
+    A ``note`` does not count its window, so it cannot see one otherwise empty: a note to a key
+    that vanished within the slot (another process deleted it or removed its last member)
+    leaves the key without a TTL until this process's next slot of it, and the first add of that
+    slot takes it for a new key (a count of one for that add). This process's own removals and
+    deletes forget the key's slot, and a Redis restart or flush forgets them all.
     """
 
     __slots__ = ("remembered",)
@@ -416,13 +428,17 @@ class RedisStore:
         # Scores leave the script as strings (see primitives.lua): only adds and score reads.
         for index in scored:
             value = results[index]
-            if ops[index][0] == ADD:
+            code = ops[index][0]
+            if code == ADD:
                 count, nth, oldest = value
                 results[index] = [
                     count,
                     None if nth is None else float(nth),
                     None if oldest is None else float(oldest),
                 ]
+            elif code == ADD_MEMBERS:
+                count, nth, members = value
+                results[index] = [count, None if nth is None else float(nth), members]
             elif value is not None:
                 results[index] = float(value)
         return results
@@ -457,8 +473,9 @@ class RedisStore:
             argv = group.argv
             argv.append(code)
             argv.extend(op[2:])
-            if code == ADD:
-                scored.append(index)
+            if code in WINDOW_ADDS:
+                if code != NOTE:
+                    scored.append(index)
                 now = op[2]
                 slot = math.floor(now / min(op[4] / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
                 if remembered.get(key) == slot:
@@ -472,6 +489,12 @@ class RedisStore:
                     stepped_before = now - STEP_BACK
             elif code == SCORE:
                 scored.append(index)
+            elif code in (REMOVE, DELETE):
+                # The key may be gone after this (a removal can empty a window), and a note
+                # does not notice a new key: the next add or note refreshes it, TTL and all.
+                remembered.pop(key, None)
+                if refreshed:
+                    refreshed = [done for done in refreshed if done[0] != key]
         self._latest = latest
         batches = list(groups.values())
         for each in batches:

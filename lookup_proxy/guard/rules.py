@@ -87,6 +87,9 @@ class Check:
     """Base of the five kinds; ``width`` is how many primitives ``add_ops`` contributes."""
 
     width = 1
+    leader: Check | None = None
+    """The check whose primitive this one judges instead of its own (``width`` 0): a
+    sequential rule reading a distinct rule's numbers (``shared_logs.py``)."""
 
     def __init__(
         self, rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule | HoursRule
@@ -178,9 +181,14 @@ class DistinctCheck(Check):
         super().__init__(rule)
         self.cap = rule.limit + 1
         """Numbers kept: one over the limit, or more for a sequential rule reading this log."""
+        self.listed = False
+        """A sequential rule judges this one's numbers: the add answers them too."""
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
-        batch.add(key, subject.now, subject.number, self.window, self.cap, self.limit)
+        if self.listed:
+            batch.add_members(key, subject.now, subject.number, self.window, self.cap, self.limit)
+        else:
+            batch.add(key, subject.now, subject.number, self.window, self.cap, self.limit)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
         count, nth_score, _ = results[start]
@@ -201,25 +209,24 @@ class SequentialCheck(Check):
         super().__init__(rule)
         self.distance = rule.distance
         self.cap = max(4 * (rule.limit + 1), 64)
-        self.width = 2
-        self.follows = False
-        """Reads a distinct rule's log (``log_name``) instead of keeping its own."""
         self._values: dict[str, int] = {}
 
     def follow(self, distinct: DistinctCheck) -> None:
-        """Read ``distinct``'s log of numbers, which keeps at least as many as this would."""
+        """Judge ``distinct``'s numbers (its log keeps at least as many as this would): its
+        add answers them, and this check asks for nothing (``leader``)."""
         self.log_name = distinct.log_name
-        self.follows = True
-        self.width = 1
+        self.leader = distinct
+        self.width = 0
         distinct.cap = max(distinct.cap, self.cap)
+        distinct.listed = True
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
-        if not self.follows:
-            batch.add(key, subject.now, subject.number, self.window, self.cap, 0)
-        batch.members(key, subject.now - self.window)
+        if self.leader is None:
+            batch.add_members(key, subject.now, subject.number, self.window, self.cap, 0)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
-        numbers: list[str] = results[start + self.width - 1]
+        """``results[start]`` is an ``add_members`` answer: this check's, or its leader's."""
+        numbers: list[str] = results[start][2]
         if len(numbers) <= self.limit:
             return None
         distance = self.distance
@@ -452,12 +459,12 @@ class MissesCheck(Check):
         shared log only by the rule keeping it."""
         keys = self.outcome_keys(key)
         if self.writes_numbers:
-            batch.add(keys[4], subject.now, subject.number, self.numbers_window, NUMBERS_CAP, 0)
+            batch.note(keys[4], subject.now, subject.number, self.numbers_window, NUMBERS_CAP)
         if found:
             if self.writes_found:
-                batch.add(keys[1], subject.now, subject.number, self.found_window, self.cap, 0)
+                batch.note(keys[1], subject.now, subject.number, self.found_window, self.cap)
             return
-        batch.add(keys[0], subject.now, subject.number, self.window, self.cap, 0)
+        batch.note(keys[0], subject.now, subject.number, self.window, self.cap)
 
     def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask for the misses a found number could be the corrected typo of."""
@@ -509,9 +516,9 @@ class MissesCheck(Check):
         misses, _, forgiven, forgivers, _ = self.outcome_keys(key)
         batch.remove(misses, miss)
         cap = self.typo_limit + 1
-        batch.add(forgiven, subject.now, miss, self.typo_budget, cap, 0)
+        batch.note(forgiven, subject.now, miss, self.typo_budget, cap)
         member = f"{subject.number}#{times}"
-        batch.add(forgivers, subject.now, member, self.typo_budget, cap * self.typo_repeat, 0)
+        batch.note(forgivers, subject.now, member, self.typo_budget, cap * self.typo_repeat)
 
 
 def is_typo_of(miss: str, found: str) -> bool:
