@@ -17,7 +17,7 @@ from lookup_proxy.guard.decision import Decision
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import GuardStore
-from lookup_proxy.guard.rules import DistinctCheck, MissesCheck, SequentialCheck
+from lookup_proxy.guard.rules import BlockCheck, DistinctCheck, MissesCheck, SequentialCheck
 from lookup_proxy.policy import load_policy
 from tests.test_guard_conformance import ALICE, BOB, Desk, make_policy, number
 
@@ -81,6 +81,42 @@ kind = "misses"
 window = "7d"
 limit = 8
 ratio = 0.3
+action = "flag"
+
+[[rules]]
+name = "block-coarse"
+kind = "block"
+window = "1d"
+block_digits = 8
+limit = 4
+action = "flag"
+
+[[rules]]
+name = "block-fine"
+kind = "block"
+window = "1d"
+block_digits = 9
+limit = 3
+action = "flag"
+
+[[rules]]
+name = "store-block"
+kind = "block"
+scope = "store"
+window = "7d"
+block_digits = 8
+limit = 8
+member_min = 2
+action = "flag"
+
+[[rules]]
+name = "store-block-fine"
+kind = "block"
+scope = "store"
+window = "7d"
+block_digits = 9
+limit = 4
+member_min = 2
 action = "flag"
 
 # Flags only: escalation notes flag-days once per guard instance, so a guard replaced midway
@@ -151,12 +187,16 @@ async def test_shared_logs_decide_as_separate_logs_from_the_start_and_after_an_u
                 seen.append(_seen(await desk.look(clerk, looked_up, reason, found=found)))
             assert seen[0] == seen[1] == seen[2], (day, at, clerk.id, looked_up, seen)
             fired.update(seen[0][2])
-    assert fired >= {"sequential", "random-typing", "weekly-misses", "monthly-misses", "slow-probe"}
+    assert fired >= {
+        *("sequential", "random-typing", "weekly-misses", "monthly-misses", "slow-probe"),
+        *("block-coarse", "block-fine", "store-block", "store-block-fine"),
+    }
 
 
 async def test_rules_sharing_a_log_keep_one_key(store: GuardStore) -> None:
-    """The sequential rule keeps no numbers of its own; only the longest window's rule keeps
-    found numbers and numbers looked up."""
+    """The sequential rule keeps no numbers of its own, nor the finer block rule windows of its
+    own (two numbers of two of its blocks, one of the coarser rule's); only the longest
+    window's rule keeps found numbers and numbers looked up."""
     desk = Desk(make_policy(SHARING), store)
     desk.at(0)
     await desk.look(ALICE, number(1), found=False)
@@ -164,6 +204,7 @@ async def test_rules_sharing_a_log_keep_one_key(store: GuardStore) -> None:
     await desk.look(ALICE, number(500), found=True)
     keys = sorted(key.removeprefix("lp:{e:alice}:") for key in await store.keys("lp:{e:alice}:*"))
     assert keys == [
+        "block-coarse:01012340",
         "distinct-hour",
         "monthly-misses:miss",
         "monthly-misses:numbers",
@@ -184,6 +225,16 @@ def test_the_shipped_policy_shares_the_logs_its_rules_keep_alike() -> None:
     # The sequential rule asks for nothing: the distinct rule's add answers its numbers.
     assert sequential.width == 0 and sequential.leader is distinct
     assert isinstance(distinct, DistinctCheck) and distinct.cap == 81 and distinct.listed
+    # The chain's hundred-number blocks are counted in its thousand-number blocks' windows;
+    # the region's and the employee's own blocks differ in scope and window.
+    blocks = {n: c for n, c in by_name.items() if isinstance(c, BlockCheck)}
+    assert {n: (c.leader and c.leader.rule.name, c.listed) for n, c in blocks.items()} == {
+        "block-scan": (None, False),
+        "region-block": (None, False),
+        "chain-block": (None, True),
+        "chain-block-hundred": ("chain-block", False),
+    }
+    assert blocks["chain-block"].cap == 248 and blocks["chain-block-hundred"].width == 0
     found = {n: c for n, c in by_name.items() if isinstance(c, MissesCheck) and c.counts_found}
     assert {n: (c.found_name, c.writes_found) for n, c in found.items()} == {
         "random-typing": ("slow-probe", False),

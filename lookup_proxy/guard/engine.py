@@ -453,7 +453,7 @@ class Guard:
         """Who a fired group rule holds responsible: the block's pairs, read back."""
         who = self._batch()
         group.add_who(who, key, subject)
-        return group.culprits((await self._execute(who))[0])
+        return group.culprits((await self._execute(who))[0], subject)
 
     async def _lock_others(
         self,

@@ -277,35 +277,67 @@ class BlockCheck(Check):
     def __init__(self, rule: BlockRule) -> None:
         super().__init__(rule)
         self.digits = rule.block_digits
+        self.key_digits = rule.block_digits
+        """The digits its windows are keyed by: its own, or its leader's (a coarser block)."""
         self.member_min = rule.member_min
         self.group = rule.scope != "employee"
         self.cap = 8 * (rule.limit + 1) if self.group else rule.limit + 1
         """Members kept: for a group, pairs enough to name the members of a scan while it
         fires (the count needs only one over the limit)."""
+        self.listed = False
+        """A finer block rule counts in this one's windows: the add answers their members."""
+
+    def nest(self, coarser: BlockCheck) -> None:
+        """Count in ``coarser``'s windows (a block of fewer digits, holding this one's) the
+        members of this rule's block, rather than keep windows of its own (``shared_logs.py``)."""
+        self.leader = coarser
+        self.width = 0
+        self.log_name = coarser.log_name
+        self.key_digits = coarser.digits
+        coarser.listed = True
+        coarser.cap = max(coarser.cap, self.cap)
 
     def block_key(self, key: str, subject: Subject) -> str:
-        return f"{key}:{subject.number[: self.digits]}"
+        return f"{key}:{subject.number[: self.key_digits]}"
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
+        if self.leader is not None:
+            return
         member = f"{subject.number}|{subject.employee}" if self.group else subject.number
-        batch.add(self.block_key(key, subject), subject.now, member, self.window, self.cap, 0)
+        if self.listed:
+            block = self.block_key(key, subject)
+            batch.add_members(block, subject.now, member, self.window, self.cap, 0)
+        else:
+            batch.add(self.block_key(key, subject), subject.now, member, self.window, self.cap, 0)
 
     def judge(self, results: list[Any], start: int, subject: Subject) -> Finding | None:
-        count = results[start][0]
+        """``results[start]`` is this rule's add, or its leader's ``add_members``: then the
+        count is of the members in this rule's block."""
+        if self.leader is None:
+            count: int = results[start][0]
+        else:
+            count = len(self._mine(results[start][2], subject))
         if count > self.limit:
             return Finding(count)
         return None
+
+    def _mine(self, members: Sequence[str], subject: Subject) -> list[str]:
+        """The members of the subject's block, from a window of it or of a coarser block."""
+        if self.leader is None:
+            return list(members)
+        block = subject.number[: self.digits]
+        return [member for member in members if member.startswith(block)]
 
     def add_who(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask who looked up which numbers of the subject's block (once the rule fired)."""
         batch.members(self.block_key(key, subject), subject.now - self.window)
 
-    def culprits(self, pairs: Sequence[str]) -> tuple[str, ...]:
+    def culprits(self, pairs: Sequence[str], subject: Subject) -> tuple[str, ...]:
         """Employees with at least ``member_min`` numbers among the block's pairs, sorted.
         (A member without an employee, left by a version that kept numbers alone, names no
         one.)"""
         numbers: dict[str, int] = {}
-        for pair in pairs:
+        for pair in self._mine(pairs, subject):
             _, bar, employee = pair.partition("|")
             if bar:
                 numbers[employee] = numbers.get(employee, 0) + 1

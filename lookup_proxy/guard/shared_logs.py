@@ -9,14 +9,20 @@ members, learnt for the same lookups (scope, reasons, exempt reasons and roles a
 
 - A sequential rule reads the numbers of a distinct rule with the same window, which then keeps
   as many numbers as the sequential rule would have (its cap, if larger).
+- Block rules with the same window count in the windows of the one with the fewest digits
+  (a chain's 010-XXXX-X blocks hold its 010-XXXX-XX blocks): its add answers the block's
+  members, and each finer rule counts those of its own block. It keeps the largest of their
+  caps: a finer block's members are crowded out of it only when the coarser block holds more
+  than that, by which time the coarser rule fires.
 - Misses rules with a ratio share one log of found numbers; misses rules with a relative typo
   budget share one log of numbers looked up. Each rule still counts its own window in it. Logs
   of misses stay per rule: forgiving a typo removes the miss from one rule's log only, under
   that rule's budget.
 
 The shared log is kept under the name of the rule with the longest window (the first such in
-the policy), so what it held before sharing already covers every shorter window reading it: an
-upgrade loses no counts. Removing or renaming that rule starts the others' counts afresh, as
+the policy; for blocks, of equal windows, the rule with the fewest digits), so what it held
+before sharing already covers every shorter window or finer block reading it: an upgrade
+loses no counts. Removing or renaming that rule starts the others' counts afresh, as
 renaming a rule always did.
 """
 
@@ -25,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from lookup_proxy.guard.rules import Check, DistinctCheck, MissesCheck, SequentialCheck
+from lookup_proxy.guard.rules import BlockCheck, Check, DistinctCheck, MissesCheck, SequentialCheck
 
 Signature = tuple[str, frozenset[str] | None, frozenset[str], frozenset[str]]
 
@@ -49,6 +55,11 @@ def share_logs(checks: Sequence[Check]) -> None:
             ):
                 sequential.follow(distinct)
                 break
+    blocks = [c for c in checks if isinstance(c, BlockCheck)]
+    for coarsest, alike in _groups(blocks, lambda c: -c.digits, alike=lambda c: c.window):
+        for finer in alike:
+            if finer is not coarsest:
+                finer.nest(coarsest)
     misses = [c for c in checks if isinstance(c, MissesCheck)]
     for keeper, group in _groups([c for c in misses if c.counts_found], lambda c: c.window):
         for check in group:
@@ -58,10 +69,15 @@ def share_logs(checks: Sequence[Check]) -> None:
             check.share_numbers(keeper)
 
 
-def _groups(checks: list[C], window: Callable[[C], float]) -> list[tuple[C, list[C]]]:
-    """Checks learnt alike, grouped, each group with its keeper: the longest window (the first
-    of equals, as ``max`` keeps it)."""
-    by_signature: dict[Signature, list[C]] = {}
+def _groups(
+    checks: list[C],
+    keeps: Callable[[C], float],
+    alike: Callable[[C], object] = lambda c: None,
+) -> list[tuple[C, list[C]]]:
+    """Checks learnt alike (and ``alike`` alike), grouped, each group with its keeper: the
+    check ``keeps`` ranks highest, the longest window for a log (the first of equals, as
+    ``max`` keeps it)."""
+    by_signature: dict[tuple[Signature, object], list[C]] = {}
     for check in checks:
-        by_signature.setdefault(learnt_alike(check), []).append(check)
-    return [(max(group, key=window), group) for group in by_signature.values()]
+        by_signature.setdefault((learnt_alike(check), alike(check)), []).append(check)
+    return [(max(group, key=keeps), group) for group in by_signature.values()]
