@@ -30,9 +30,9 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     and reading the oldest member was one Redis command in seven of every lookup's.
 ``("add_members", key, now, member, window, cap, nth)``  the same add, answering
     ``[count, nth_score, members]``: the window's members after the add, oldest first, in place
-    of the oldest score. A sequential rule reads the numbers a distinct rule counts: an add and
-    then a read of the same window were four Redis commands in every lookup's decision (count,
-    oldest, members), this is two.
+    of the oldest score. A sequential rule judges the numbers a distinct rule counts, a finer
+    block rule counts its block among a coarser one's members: an add and then a read of the
+    same window were four Redis commands (add, count, oldest, members), this is two.
 ``("note", key, now, member, window, cap)``  an add whose count nobody reads (the outcome logs
     learnt after the answer, forgiveness, marks): returns ``None``. Members past the window and
     past the newest ``cap`` go as with ``add`` in the memory store; Redis drops them only with
