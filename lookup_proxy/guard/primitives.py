@@ -39,8 +39,8 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     each proxy process's first note of the key's expiry slot (its TTL refresh), so a window
     holds at most ``cap`` plus one slot's notes, and a Redis command (the count) is saved on
     every other note. A note to a key that vanished within the slot (another process deleted
-    it or removed its last member) leaves it without a TTL until this process's next slot of
-    it: at most an hour (``redis_store.ExpirySlots``).
+    it or removed its last member) leaves it without a TTL until this process notes it again
+    in a later slot (``redis_store.ExpirySlots``): a key nobody writes again keeps that member.
 ``("count", key, since)``   members scored after ``since``.
 ``("count_if", key, since, over)``  the same count, but only when the result of the primitive
     just before it (a count, in the same batch) is above ``over``; else ``None``. A misses rule

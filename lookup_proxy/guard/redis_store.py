@@ -137,8 +137,10 @@ class ExpirySlots:
     once a slot (with ``GT``, so a process whose clock is behind never shortens another's).
     A ``note`` does not count its window, so it cannot see one otherwise empty: a note to a key
     that vanished within the slot (another process deleted it or removed its last member)
-    leaves the key without a TTL until this process's next slot of it, and the first add of that
-    slot takes it for a new key (a count of one for that add). This process's own removals and
+    leaves the key without a TTL until this process adds to it again in a later slot (a key
+    nobody writes again keeps that one member; the guard's notes go to logs of misses, found
+    numbers and forgiveness, which a working clerk writes every hour or so), and that add takes
+    it for a new key (a count of one for that add). This process's own removals and
     deletes forget the key's slot, and a Redis restart or flush forgets them all.
     """
 
