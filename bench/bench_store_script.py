@@ -109,8 +109,8 @@ def before_add_members(ops: list[Op]) -> list[Op]:
 
 
 def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], bytes]]:
-    """Script calls as the Redis store sends them to ``script``: keys, and one JSON array of
-    arguments. A script of today's format gets what ``RedisStore._encode`` makes (one proxy
+    """Script calls as the Redis store sends them to ``script``: keys, and one array of
+    arguments (MessagePack, or JSON for a script from before it). A script of today's format gets what ``RedisStore._encode`` makes (one proxy
     process, every call run: the add flags, ``count_if``); one from before both, the older
     format (no flags, a count for each ``count_if``). A script from before ``add_members``
     gets the primitives the engine sent then (:func:`before_add_members`)."""
@@ -122,6 +122,8 @@ def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], byte
         def encode(ops: list[Op]) -> tuple[list[str], bytes]:
             [group], refreshed, _ = store._encode(ops)
             store._slots.refreshed(refreshed)
+            if "cmsgpack" not in script:  # before MessagePack arguments
+                return group.keys, orjson.dumps(group.argv)
             return group.keys, group.payload
 
     elif "stepped" in script:

@@ -41,7 +41,7 @@ from importlib.resources import files
 from typing import Any
 
 import hiredis
-import orjson
+import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -175,14 +175,15 @@ class _Group:
         self.payload = b""
 
     def seal(self) -> None:
-        """Encode the arguments once, as one JSON array: one argument for redis-py to pack."""
+        """Encode the arguments once, as one MessagePack array: one argument to pack."""
         if not self.plain:
-            self.payload = orjson.dumps(self.argv)
+            packed: bytes = msgpack.packb(self.argv)
+            self.payload = packed
 
     @property
     def plain(self) -> bool:
         """A lone ``append`` (a lookup's audit record): a plain ``XADD`` does what the script
-        would, without a script call and a second JSON encoding of the record."""
+        would, without a script call and a second encoding of the record."""
         return len(self.keys) == 1 and self.argv[0] == APPEND
 
     def command(self) -> tuple[Any, ...]:
