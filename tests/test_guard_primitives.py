@@ -186,6 +186,20 @@ async def test_remove_reports_whether_the_member_was_there(store: GuardStore) ->
     assert await store.execute([("remove", "lp:{e:x}:none", "a")]) == [0]
 
 
+async def test_a_window_emptied_by_remove_lives_on_until_it_expires(store: GuardStore) -> None:
+    """Removing a window's last member leaves no member any read sees, but the window itself:
+    ``delete`` answers 1 and ``keys`` lists it (Redis keeps a placeholder, so the key keeps its
+    TTL), and an add starts counting from one again."""
+    await add(store, T, "a")
+    assert await store.execute([("remove", KEY, "a")]) == [1]
+    reads = [("count", KEY, 0.0), ("members", KEY, 0.0), ("score", KEY, "a"), ("remove", KEY, "a")]
+    assert await store.execute(reads) == [0, [], None, 0]
+    assert await store.keys("lp:{e:alice}:*") == [KEY]
+    assert (await add(store, T + 1, "b", nth=1))[:2] == [1, T + 1]
+    assert await store.execute([("remove", KEY, "b"), ("delete", KEY)]) == [1, 1]
+    assert await store.keys("lp:{e:alice}:*") == []
+
+
 async def test_get_set_and_delete_values(store: GuardStore) -> None:
     """Values: ``get`` is None until ``set``; ``delete`` answers 1 only when something went."""
     lock = "lp:{e:alice}:lock"

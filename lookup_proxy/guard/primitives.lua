@@ -214,8 +214,22 @@ for k = 1, #KEYS do
     a = a + 4
 
   elseif code == 'remove' then
-    -- ("remove", key, member) -> 1 if it was there, else 0
-    results[k] = call('ZREM', key, argv[a + 1])
+    -- ("remove", key, member) -> 1 if it was there, else 0. The window's last member is not
+    -- removed but re-scored to -inf, which every count and read looks past: Redis would drop
+    -- the emptied key and its TTL, and a process that refreshed the key's slot would re-create
+    -- it with a note (no count, so no TTL). A placeholder is not there for score and remove.
+    local member = argv[a + 1]
+    local was = call('ZSCORE', key, member)
+    if not was or was == '-inf' then
+      results[k] = 0
+    else
+      if call('ZCARD', key) == 1 then
+        call('ZADD', key, '-inf', member)
+      else
+        call('ZREM', key, member)
+      end
+      results[k] = 1
+    end
     a = a + 2
 
   elseif code == 'delete' then
@@ -224,8 +238,11 @@ for k = 1, #KEYS do
     a = a + 1
 
   elseif code == 'score' then
-    -- ("score", key, member) -> the member's score (a string, as for add) or false
-    results[k] = call('ZSCORE', key, argv[a + 1])
+    -- ("score", key, member) -> the member's score (a string, as for add) or false (also for
+    -- a removed last member's placeholder)
+    local score = call('ZSCORE', key, argv[a + 1])
+    if score == '-inf' then score = false end
+    results[k] = score
     a = a + 2
 
   elseif code == 'incr' then

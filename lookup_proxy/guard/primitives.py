@@ -38,9 +38,9 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     past the newest ``cap`` go as with ``add`` in the memory store; Redis drops them only with
     each proxy process's first note of the key's expiry slot (its TTL refresh), so a window
     holds at most ``cap`` plus one slot's notes, and a Redis command (the count) is saved on
-    every other note. A note to a key that vanished within the slot (another process deleted
-    it or removed its last member) leaves it without a TTL until this process notes it again
-    in a later slot (``redis_store.ExpirySlots``): a key nobody writes again keeps that member.
+    every other note. A note to a key another process deleted within the slot leaves it
+    without a TTL until this process notes it again in a later slot
+    (``redis_store.ExpirySlots``): a key nobody writes again keeps that member.
 ``("count", key, since)``   members scored after ``since``.
 ``("count_if", key, since, over)``  the same count, but only when the result of the primitive
     just before it (a count, in the same batch) is above ``over``; else ``None``. A misses rule
@@ -48,7 +48,9 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     commands in every lookup's decision, is then read only when it can matter, in the same
     round trip.
 ``("members", key, since)`` those members, oldest first.
-``("remove", key, member)`` 1 if it was there, else 0.
+``("remove", key, member)`` 1 if it was there, else 0. A window the removal empties still
+    exists until it expires (``delete`` answers 1 for it, ``keys`` lists it): Redis keeps the
+    last member as a placeholder scored ``-inf`` that no read sees, so the key keeps its TTL.
 ``("get", key, now)``       the value or ``None``.
 ``("set", key, value, ttl, now)``  set a value; ``ttl`` seconds or 0 for no expiry. Returns 1.
 

@@ -136,12 +136,13 @@ class ExpirySlots:
     (a new key, an expired one, one a restarted Redis lost). Several processes each refresh
     once a slot (with ``GT``, so a process whose clock is behind never shortens another's).
     A ``note`` does not count its window, so it cannot see one otherwise empty: a note to a key
-    that vanished within the slot (another process deleted it or removed its last member)
-    leaves the key without a TTL until this process adds to it again in a later slot (a key
-    nobody writes again keeps that one member; the guard's notes go to logs of misses, found
-    numbers and forgiveness, which a working clerk writes every hour or so), and that add takes
-    it for a new key (a count of one for that add). This process's own removals and
-    deletes forget the key's slot, and a Redis restart or flush forgets them all.
+    that vanished within the slot (another process deleted it: an unlock wipes the employee's
+    counters) leaves the key without a TTL until this process adds to it again in a later slot
+    (a key nobody writes again keeps that one member; the guard's notes go to logs of misses,
+    found numbers and forgiveness, which a working clerk writes every hour or so), and that add
+    takes it for a new key (a count of one for that add). A removal never empties a key (the
+    script keeps the last member as a placeholder); this process's own deletes forget the key's
+    slot, and a Redis restart or flush forgets them all.
     """
 
     __slots__ = ("remembered",)
@@ -492,9 +493,10 @@ class RedisStore:
                     stepped_before = now - STEP_BACK
             elif code == SCORE:
                 scored.append(index)
-            elif code in (REMOVE, DELETE):
-                # The key may be gone after this (a removal can empty a window), and a note
-                # does not notice a new key: the next add or note refreshes it, TTL and all.
+            elif code == DELETE:
+                # The key is gone after this, and a note does not notice a new key: the next add
+                # or note refreshes it, TTL and all. (A removal never empties a window: the
+                # script keeps its last member as a placeholder, see primitives.lua.)
                 remembered.pop(key, None)
                 if refreshed:
                     refreshed = [done for done in refreshed if done[0] != key]
