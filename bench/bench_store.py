@@ -32,7 +32,8 @@ import orjson
 from redis.asyncio import Redis
 
 from lookup_proxy.guard.primitives import ADD, COUNT, GET, MEMBERS, Op
-from lookup_proxy.guard.redis_store import SCRIPT_SHA, RedisStore
+from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.guard.script_calls import SCRIPT_SHA
 
 CONCURRENCY = 32
 Batch = Callable[[int], list[Op]]

@@ -41,10 +41,12 @@ COMPILED_MODULES = (
     "lookup_proxy.guard.escalation",
     "lookup_proxy.guard.decision",
     "lookup_proxy.guard.engine",
+    "lookup_proxy.guard.script_calls",
     "lookup_proxy.replay",
 )
-"""The replay hot path. Compiled classes cannot be subclassed or patched from Python, so only
-modules whose classes nobody extends belong here."""
+"""The replay hot path, and the Redis store's encoding of a batch (``guard.script_calls``).
+Compiled classes cannot be subclassed or patched from Python, so only modules whose classes
+nobody extends belong here."""
 
 BUILD_RECORD = "native_build.json"
 """Written by setup.py beside this module: module → sha256 of the source it was compiled from."""

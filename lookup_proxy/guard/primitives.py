@@ -23,7 +23,7 @@ built, taken apart and thrown away, fifteen times an event). The primitives:
     newest member's *expiry slot* (see :func:`window_expiry`: at most an eighth of the window or
     an hour later than ``window`` after the add). A clock that stepped back scores the add at
     the window's newest member, so time order holds (Redis: a step of more than a second within
-    one process, ``redis_store.STEP_BACK``; processes' clocks are not compared). Returns
+    one process, ``script_calls.STEP_BACK``; processes' clocks are not compared). Returns
     ``[count, nth_score, oldest_score]``: ``nth_score`` is the ``nth`` newest member's score
     when ``0 < nth <= count``, else ``None`` (for Retry-After and RateLimit headers);
     ``oldest_score`` only for ``nth > 0`` (rate logs), else ``None``: most adds only count,

@@ -32,16 +32,12 @@ cap reached within one instant may keep a different member (the counts are the s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from importlib.resources import files
 from typing import Any
 
 import hiredis
-import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -55,8 +51,6 @@ from lookup_proxy.guard.primitives import (
     COUNT,
     COUNT_IF,
     DELETE,
-    EXPIRY_SLOT_MAX,
-    EXPIRY_SLOTS,
     FIELDS,
     GET,
     INCR,
@@ -69,11 +63,8 @@ from lookup_proxy.guard.primitives import (
     TICK,
     Op,
     StoreUnavailable,
-    hash_tag,
 )
-
-SCRIPT = (files("lookup_proxy.guard") / "primitives.lua").read_text(encoding="utf-8")
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+from lookup_proxy.guard.script_calls import ScriptCall, encode
 
 ARITY = {
     ADD: 5,
@@ -94,10 +85,8 @@ ARITY = {
     PICK: 1,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts
-(and two more for the window adds, ``WINDOW_ADDS``, which the store appends: see
-:class:`ExpirySlots`, STEP_BACK)."""
-WINDOW_ADDS = frozenset({ADD, ADD_MEMBERS, NOTE})
-"""The primitives that add to a window, and so refresh its expiry slot."""
+(and two more for the window adds, ``script_calls.WINDOW_ADDS``, which the store appends:
+see :class:`ExpirySlots`, ``script_calls.STEP_BACK``)."""
 CALL_SIZE = 128
 """Primitives in one round trip (and, standalone, one script call) of the batches of a loop turn:
 whole batches are added until they reach it (a lookup's three ask for about forty). Fewer,
@@ -114,12 +103,6 @@ _RECOVERING: ContextVar[bool] = ContextVar("lookup_proxy_redis_recovering", defa
 class RedisRestarted(RedisError):
     """A new connection reached a Redis whose state this instance has not vouched for."""
 
-
-STEP_BACK = 1.0
-"""Seconds an add's ``now`` may trail the latest one this process sent before the script reads
-the window's newest score to keep the time order (a clock that stepped back). Batches of one
-loop turn carry slightly out-of-order times, which need no read; a sub-second step scores a
-member that much early, which no window notices."""
 
 EXPIRY_SLOTS_KEPT = 200_000
 """Keys whose refreshed slot a process remembers; past it the memory starts again (each key
@@ -162,47 +145,6 @@ class ExpirySlots:
             slots.clear()
         for key, slot in done:
             slots[key] = slot
-
-
-class _Group:
-    """The primitives of one hash tag, encoded for one script call."""
-
-    __slots__ = ("argv", "indices", "keys", "payload")
-
-    def __init__(self) -> None:
-        self.indices: list[int] = []
-        self.keys: list[str] = []
-        self.argv: list[Any] = []
-        self.payload = b""
-
-    def seal(self) -> None:
-        """Encode the arguments once, as one MessagePack array: one argument to pack."""
-        if not self.plain:
-            packed: bytes = msgpack.packb(self.argv)
-            self.payload = packed
-
-    @property
-    def plain(self) -> bool:
-        """A lone ``append`` (a lookup's audit record): a plain ``XADD`` does what the script
-        would, without a script call and a second encoding of the record."""
-        return len(self.keys) == 1 and self.argv[0] == APPEND
-
-    def command(self) -> tuple[Any, ...]:
-        if self.plain:
-            _, entry, now, keep = self.argv
-            minid = str(math.floor((now - keep) * 1000))
-            return ("XADD", self.keys[0], "MINID", "~", minid, "*", "r", entry)
-        return ("EVALSHA", SCRIPT_SHA, len(self.keys), *self.keys, self.payload)
-
-    def answer(self, reply: Any) -> list[Any]:
-        """The group's results as the script returns them: one per primitive."""
-        if self.plain:
-            return [reply.decode() if isinstance(reply, bytes) else reply]
-        return reply  # type: ignore[no-any-return]
-
-    def fallback(self) -> tuple[Any, ...]:
-        """``EVAL`` with the script text: runs once when Redis lost the script, and caches it."""
-        return ("EVAL", SCRIPT, len(self.keys), *self.keys, self.payload)
 
 
 class RedisStore:
@@ -447,66 +389,17 @@ class RedisStore:
                 results[index] = float(value)
         return results
 
-    def _encode(self, ops: Sequence[Op]) -> tuple[list[_Group], list[tuple[str, int]], list[int]]:
-        """The script calls for ``ops`` (standalone: one; Cluster: one per hash tag), the expiry
-        slots their adds refresh, and where the results hold scores. One pass, the add's flags
-        worked out inline: this loop runs for every primitive a lookup asks for."""
-        groups: dict[str, _Group] = {}
-        refreshed: list[tuple[str, int]] = []
-        scored: list[int] = []
-        cluster = self._cluster
-        remembered = self._slots.remembered
-        latest = self._latest
-        stepped_before = latest - STEP_BACK
-        group = _Group()
-        if not cluster:
-            groups[""] = group
-        for index, op in enumerate(ops):
-            code = op[0]
-            key = op[1]
-            if cluster:
-                # Cluster: one call per hash tag. Standalone: one call for what was sent (whole
-                # batches, about CALL_SIZE primitives: see _flush), atomic as each batch was.
-                tag = hash_tag(key)
-                found = groups.get(tag)
-                if found is None:
-                    found = groups[tag] = _Group()
-                group = found
-            group.indices.append(index)
-            group.keys.append(key)
-            argv = group.argv
-            argv.append(code)
-            argv.extend(op[2:])
-            if code in WINDOW_ADDS:
-                if code != NOTE:
-                    scored.append(index)
-                now = op[2]
-                slot = math.floor(now / min(op[4] / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
-                if remembered.get(key) == slot:
-                    argv.append(0)
-                else:
-                    argv.append(1)
-                    refreshed.append((key, slot))
-                argv.append(1 if now < stepped_before else 0)
-                if now > latest:
-                    latest = now
-                    stepped_before = now - STEP_BACK
-            elif code == SCORE:
-                scored.append(index)
-            elif code == DELETE:
-                # The key is gone after this, and a note does not notice a new key: the next add
-                # or note refreshes it, TTL and all. (A removal never empties a window: the
-                # script keeps its last member as a placeholder, see primitives.lua.)
-                remembered.pop(key, None)
-                if refreshed:
-                    refreshed = [done for done in refreshed if done[0] != key]
-        self._latest = latest
-        batches = list(groups.values())
-        for each in batches:
-            each.seal()  # outside any try: unencodable arguments are a bug, not an outage
-        return batches, refreshed, scored
+    def _encode(
+        self, ops: Sequence[Op]
+    ) -> tuple[list[ScriptCall], list[tuple[str, int]], list[int]]:
+        """The script calls for ``ops``, the expiry slots their adds refresh, and where the
+        results hold scores (``script_calls.encode``, compiled)."""
+        calls, refreshed, scored, self._latest = encode(
+            ops, self._cluster, self._slots.remembered, self._latest
+        )
+        return calls, refreshed, scored
 
-    async def _run(self, batches: list[_Group]) -> list[Any]:
+    async def _run(self, batches: list[ScriptCall]) -> list[Any]:
         if self._cluster:
             async with asyncio.timeout(self._deadline):
                 if not self._discovered:
@@ -527,7 +420,7 @@ class RedisStore:
                 await client.initialize()
                 self._discovered = True
 
-    async def _run_pipelined(self, groups: list[_Group]) -> list[Any]:
+    async def _run_pipelined(self, groups: list[ScriptCall]) -> list[Any]:
         """Standalone: one group (see :meth:`_encode`), one script call, one round trip."""
         client = self.client
         assert isinstance(client, Redis)  # a Cluster runs _run_concurrently
@@ -560,7 +453,7 @@ class RedisStore:
         finally:
             await pool.release(connection)
 
-    async def _run_concurrently(self, groups: list[_Group]) -> list[Any]:
+    async def _run_concurrently(self, groups: list[ScriptCall]) -> list[Any]:
         """Cluster: one script call per group, each to its slot's node, all at once."""
         if len(groups) == 1:
             return [await self._run_group(groups[0])]
@@ -574,7 +467,7 @@ class RedisStore:
                 raise reply
         return replies
 
-    async def _run_group(self, group: _Group) -> Any:
+    async def _run_group(self, group: ScriptCall) -> Any:
         client = self.client
         try:
             return await client.execute_command(*group.command())

@@ -1,0 +1,143 @@
+"""A batch of primitives as the Redis store's script calls: the arguments, encoded once.
+
+Its own module so that mypyc compiles it (``native.COMPILED_MODULES``): this loop runs for
+every primitive a lookup asks for, and interpreted it was about 8 µs of a lookup's proxy CPU
+with Redis (``bench/bench_guard_redis.py``). The store itself (``redis_store.py``) stays
+interpreted: it is all awaiting, and benches patch it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any, Final
+
+import msgpack
+
+from lookup_proxy.guard.primitives import (
+    ADD,
+    ADD_MEMBERS,
+    APPEND,
+    DELETE,
+    EXPIRY_SLOT_MAX,
+    EXPIRY_SLOTS,
+    NOTE,
+    SCORE,
+    Op,
+    hash_tag,
+)
+
+SCRIPT: Final = (files("lookup_proxy.guard") / "primitives.lua").read_text(encoding="utf-8")
+SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+WINDOW_ADDS: Final = frozenset({ADD, ADD_MEMBERS, NOTE})
+"""The primitives that add to a window, and so refresh its expiry slot."""
+
+STEP_BACK: Final = 1.0
+"""Seconds an add's ``now`` may trail the latest one this process sent before the script reads
+the window's newest score to keep the time order (a clock that stepped back). Batches of one
+loop turn carry slightly out-of-order times, which need no read; a sub-second step scores a
+member that much early, which no window notices."""
+
+
+class ScriptCall:
+    """The primitives of one hash tag, encoded for one script call."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        """Where each primitive's result goes in the batch's (Cluster splits a batch)."""
+        self.keys: list[str] = []
+        self.argv: list[Any] = []
+        self.payload = b""
+
+    def seal(self) -> None:
+        """Encode the arguments once, as one MessagePack array: one argument to pack."""
+        if not self.plain():
+            packed: bytes = msgpack.packb(self.argv)
+            self.payload = packed
+
+    def plain(self) -> bool:
+        """A lone ``append`` (a lookup's audit record): a plain ``XADD`` does what the script
+        would, without a script call and a second encoding of the record."""
+        return len(self.keys) == 1 and self.argv[0] == APPEND
+
+    def command(self) -> tuple[Any, ...]:
+        if self.plain():
+            _, entry, now, keep = self.argv
+            minid = str(math.floor((now - keep) * 1000))
+            return ("XADD", self.keys[0], "MINID", "~", minid, "*", "r", entry)
+        return ("EVALSHA", SCRIPT_SHA, len(self.keys), *self.keys, self.payload)
+
+    def answer(self, reply: Any) -> list[Any]:
+        """The call's results as the script returns them: one per primitive."""
+        if self.plain():
+            return [reply.decode() if isinstance(reply, bytes) else reply]
+        answered: list[Any] = reply
+        return answered
+
+    def fallback(self) -> tuple[Any, ...]:
+        """``EVAL`` with the script text: runs once when Redis lost the script, and caches it."""
+        return ("EVAL", SCRIPT, len(self.keys), *self.keys, self.payload)
+
+
+def encode(
+    ops: Sequence[Op], cluster: bool, remembered: dict[str, int], latest: float
+) -> tuple[list[ScriptCall], list[tuple[str, int]], list[int], float]:
+    """The script calls for ``ops`` (standalone: one; Cluster: one per hash tag), the expiry
+    slots their adds refresh, where the results hold scores, and the latest ``now`` sent.
+
+    One pass, each window add's two flags worked out inline (see ``redis_store.ExpirySlots``):
+    fresh (the process's first add of the key in this expiry slot, by ``remembered``) and
+    stepped (its ``now`` more than STEP_BACK before the latest sent)."""
+    groups: dict[str, ScriptCall] = {}
+    refreshed: list[tuple[str, int]] = []
+    scored: list[int] = []
+    stepped_before = latest - STEP_BACK
+    group = ScriptCall()
+    if not cluster:
+        groups[""] = group
+    for index, op in enumerate(ops):
+        code: str = op[0]
+        key: str = op[1]
+        if cluster:
+            # Cluster: one call per hash tag. Standalone: one call for what was sent (whole
+            # batches, about CALL_SIZE primitives: see RedisStore._flush), atomic as each was.
+            tag = hash_tag(key)
+            found = groups.get(tag)
+            if found is None:
+                found = groups[tag] = ScriptCall()
+            group = found
+            group.indices.append(index)
+        group.keys.append(key)
+        argv = group.argv
+        argv.append(code)
+        argv.extend(op[2:])
+        if code in WINDOW_ADDS:
+            if code != NOTE:
+                scored.append(index)
+            now: float = op[2]
+            slot = math.floor(now / min(op[4] / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
+            if remembered.get(key) == slot:
+                argv.append(0)
+            else:
+                argv.append(1)
+                refreshed.append((key, slot))
+            argv.append(1 if now < stepped_before else 0)
+            if now > latest:
+                latest = now
+                stepped_before = now - STEP_BACK
+        elif code == SCORE:
+            scored.append(index)
+        elif code == DELETE:
+            # The key is gone after this, and a note does not notice a new key: the next add
+            # or note refreshes it, TTL and all. (A removal never empties a window: the script
+            # keeps its last member as a placeholder, see primitives.lua.)
+            remembered.pop(key, None)
+            if refreshed:
+                refreshed = [done for done in refreshed if done[0] != key]
+    calls = list(groups.values())
+    for call in calls:
+        call.seal()  # outside any try: unencodable arguments are a bug, not an outage
+    return calls, refreshed, scored, latest
