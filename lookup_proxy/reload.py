@@ -339,8 +339,10 @@ class Reloader:
         proxy.generation = generation
         proxy.audit.policy_hash = generation.hash
         proxy.failover.adopt(generation.policy, generation.guard)
-        proxy.metrics.reloads.count("ok")
+        # The policy shown first, then the count: a scrape (another worker's, in multiprocess
+        # mode, reads these files at any moment) that sees the reload counted sees its policy.
         proxy.metrics.reloads.active(generation.hash, running.hash)
+        proxy.metrics.reloads.count("ok")
         changed = changed_sections(running.policy, generation.policy)
         log.warning(
             "policy reloaded",
