@@ -89,7 +89,8 @@ class Check:
     width = 1
     leader: Check | None = None
     """The check whose primitive this one judges instead of its own (``width`` 0): a
-    sequential rule reading a distinct rule's numbers (``shared_logs.py``)."""
+    sequential rule judging a distinct rule's numbers, a finer block rule counting its block in
+    a coarser one's members (``shared_logs.py``)."""
 
     def __init__(
         self, rule: RateRule | DistinctRule | SequentialRule | BlockRule | MissesRule | HoursRule
@@ -202,7 +203,8 @@ class SequentialCheck(Check):
 
     Fires only when the number being looked up is itself part of such a cluster, so a clerk
     whose earlier typos sat close together is not refused an unrelated customer. When a
-    distinct rule keeps the same numbers (``shared_logs.py``), it only reads that rule's log.
+    distinct rule keeps the same numbers (``shared_logs.py``), it asks the store for nothing and
+    judges the numbers that rule's add answers.
     """
 
     def __init__(self, rule: SequentialRule) -> None:
