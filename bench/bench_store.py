@@ -10,8 +10,8 @@ concurrency 32 against a private redis-server and prints process CPU per batch f
   ZCARD, ZRANGE ... per add; ZCOUNT; ZRANGEBYSCORE; GET) in one non-transactional pipeline;
 - ``lua-2grp``: a batch with a store-scoped group too (two EVALSHAs in one pipeline), the cost
   of a policy with group rules;
-- ``lua-1call``: that same batch as a single EVALSHA, which standalone Redis would accept (it
-  has no slots) but Cluster would not: what grouping costs on standalone.
+- ``lua-1call``: that same batch as a single EVALSHA encoded as the store does, sent through
+  redis-py's ``execute_command`` rather than the store's own sending (``RedisStore._call``).
 
 Run from the repository root: ``python -m bench.bench_store [--decisions 20000] [--uvloop]``.
 """
@@ -28,12 +28,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 
 from lookup_proxy.guard.primitives import ADD, COUNT, GET, MEMBERS, Op
 from lookup_proxy.guard.redis_store import RedisStore
-from lookup_proxy.guard.script_calls import SCRIPT_SHA
+from lookup_proxy.guard.script_calls import encode
 
 CONCURRENCY = 32
 Batch = Callable[[int], list[Op]]
@@ -118,20 +117,19 @@ class RawPipeline:
 
 
 class SingleCall:
-    """A whole batch as one script call regardless of hash tags (standalone Redis only)."""
+    """A whole batch as one script call regardless of hash tags (standalone Redis only),
+    encoded as the store encodes it (``script_calls.encode``) but sent through redis-py's
+    ``execute_command``: what the store's own sending saves."""
 
     def __init__(self, client: Redis) -> None:
         self.client = client
+        self.remembered: dict[str, int] = {}
+        self.latest = 0.0
 
     async def execute(self, ops: list[Op]) -> list[Any]:
-        keys = [op[1] for op in ops]
-        argv: list[Any] = []
-        for op in ops:
-            argv.append(op[0])
-            argv.extend(op[2:])
-        payload = orjson.dumps(argv)
-        command = ("EVALSHA", SCRIPT_SHA, len(keys), *keys, payload)
-        reply: list[Any] = await self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        [call], refreshed, _, self.latest = encode(ops, False, self.remembered, self.latest)
+        self.remembered.update(refreshed)
+        reply: list[Any] = await self.client.execute_command(*call.command())  # type: ignore[no-untyped-call]
         return reply
 
 
