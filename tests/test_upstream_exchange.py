@@ -9,7 +9,14 @@ import asyncio
 import pytest
 
 from lookup_proxy.upstream import Pool, Timeouts, UpstreamError, UpstreamTimeout
-from tests.upstream_backends import TIMEOUTS, Backend, ok, read_request, scripted
+from tests.upstream_backends import (
+    TIMEOUTS,
+    Backend,
+    answering_once,
+    ok,
+    read_request,
+    scripted,
+)
 
 
 async def ask(
@@ -59,37 +66,23 @@ async def test_a_chunked_answer_is_read_whole() -> None:
 
 
 async def test_a_body_that_runs_until_close_is_read_whole() -> None:
-    async def close_delimited(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
-    ) -> None:
-        await read_request(reader, b)
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
-        await writer.drain()
-
-    async with scripted(close_delimited) as backend:
+    close_delimited = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it"
+    async with scripted(answering_once(close_delimited)) as backend:
         status, _, body = await ask(backend)
     assert (status, body) == (200, b"all of it")
 
 
 async def test_a_body_shorter_than_announced_is_an_error_not_an_answer() -> None:
-    async def short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend) -> None:
-        await read_request(reader, b)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        await writer.drain()
-
-    async with scripted(short) as backend:
+    short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"
+    async with scripted(answering_once(short)) as backend:
         with pytest.raises(UpstreamError, match="mid-answer") as raised:
             await ask(backend)
     assert raised.value.answered
 
 
 async def test_a_broken_off_chunked_answer_is_an_error() -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend) -> None:
-        await read_request(reader, b)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
-
-    async with scripted(cut) as backend:
+    cut = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    async with scripted(answering_once(cut)) as backend:
         with pytest.raises(UpstreamError):
             await ask(backend)
 
@@ -179,13 +172,7 @@ async def test_a_trickling_backend_times_out_at_the_total_deadline() -> None:
 async def test_a_large_answer_read_slowly_arrives_intact() -> None:
     """Reading pauses while the reader lags (HIGH_WATER), and nothing is lost or reordered."""
     payload = bytes(range(256)) * 8192  # 2 MiB
-
-    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend) -> None:
-        await read_request(reader, b)
-        writer.write(ok(payload))
-        await writer.drain()
-
-    async with scripted(large) as backend:
+    async with scripted(answering_once(ok(payload))) as backend:
         pool = Pool(1)
         answer = await pool.exchange(backend.origin, "GET", "/big", [], None, TIMEOUTS)
         parts = []
@@ -199,13 +186,7 @@ async def test_a_large_answer_read_slowly_arrives_intact() -> None:
 
 async def test_a_large_answer_read_whole_is_not_stalled_by_flow_control() -> None:
     payload = b"y" * (3 << 20)  # far over HIGH_WATER
-
-    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend) -> None:
-        await read_request(reader, b)
-        writer.write(ok(payload))
-        await writer.drain()
-
-    async with scripted(large) as backend:
+    async with scripted(answering_once(ok(payload))) as backend:
         status, _, body = await ask(backend)
     assert (status, len(body)) == (200, len(payload))
 

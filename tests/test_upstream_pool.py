@@ -19,7 +19,14 @@ from lookup_proxy.upstream import (
     UpstreamTimeout,
 )
 from lookup_proxy.upstream.pool import request_bytes
-from tests.upstream_backends import TIMEOUTS, Backend, ok, read_request, scripted
+from tests.upstream_backends import (
+    TIMEOUTS,
+    Backend,
+    answering_once,
+    ok,
+    read_request,
+    scripted,
+)
 
 
 async def get(
@@ -102,14 +109,7 @@ async def test_a_connection_the_backend_closed_while_idle_is_retried_on_a_new_on
     """The backend answers one request per connection and then closes it without saying so
     (no Connection: close), as a backend whose keep-alive timeout passed does."""
 
-    async def one_each(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, b: Backend
-    ) -> None:
-        await read_request(reader, b)
-        writer.write(ok())
-        await writer.drain()
-
-    async with scripted(one_each) as backend:
+    async with scripted(answering_once(ok())) as backend:
         pool = Pool(4)
         assert await get(pool, backend) == b'{"ok": true}'
         await asyncio.sleep(0.05)  # the close has arrived, unread, on the idle connection

@@ -62,6 +62,20 @@ async def keep_answering(
         await writer.drain()
 
 
+def answering_once(reply: bytes) -> Handler:
+    """A backend that answers the connection's first request with ``reply``, the raw bytes on
+    the wire (well-formed or not), and then closes the connection."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, backend: Backend
+    ) -> None:
+        await read_request(reader, backend)
+        writer.write(reply)
+        await writer.drain()
+
+    return handler
+
+
 @asynccontextmanager
 async def scripted(handler: Handler = keep_answering) -> AsyncIterator[Backend]:
     backend: Backend | None = None
