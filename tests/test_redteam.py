@@ -360,16 +360,23 @@ def test_an_unreadable_events_baseline_exits_2_naming_the_line(
 def test_the_best_strategies_are_also_tried_together(
     policies: dict[str, Path], baseline: Baseline
 ) -> None:
-    """The best one-clerk strategies run at once, each at a share of the edge it found alone."""
-    parts = [Paced("BILLING_INQUIRY"), Paced("PLAN_CHANGE")]
+    """The best one-clerk strategies run at once, each at a share of the edge it found alone:
+    the best two, and the best three (fewer parts can each keep more of their edge)."""
+    parts = [Paced("BILLING_INQUIRY"), Paced("PLAN_CHANGE"), Paced("DEVICE_SUPPORT")]
     outcome = red_team(load_policy(policies["weak"]), _options(policies["weak"]), parts)
-    combined = outcome.results[-1].strategy
-    assert isinstance(combined, Combined)
-    assert outcome.rows[-1].name == combined.name
-    assert {part.name for part, _, _ in combined.parts} == {p.name for p in parts}
+    alone = outcome.results[: len(parts)]
+    pair, triple = (result.strategy for result in outcome.results[len(parts) :])
+    assert isinstance(pair, Combined) and isinstance(triple, Combined)
+    assert [row.name for row in outcome.rows[-2:]] == [pair.name, triple.name]
+    ranked = sorted(
+        alone,
+        key=lambda r: -max(t.outcome.best_insider for t in r.trials if not t.outcome.locked),
+    )
+    assert [part.name for part, _, _ in pair.parts] == [r.strategy.name for r in ranked[:2]]
+    assert {part.name for part, _, _ in triple.parts} == {p.name for p in parts}
     insider = baseline.clerks()[0]
     stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
-    together = combined.plan(stage, 8, {})
-    alone = [len(part.plan(stage, edge, knobs)) for part, edge, knobs in combined.parts]
-    assert len(together) == sum(alone) > 0
-    assert len(combined.plan(stage, 4, {})) < len(together)
+    together = triple.plan(stage, 8, {})
+    each = [len(part.plan(stage, edge, knobs)) for part, edge, knobs in triple.parts]
+    assert len(together) == sum(each) > 0
+    assert len(triple.plan(stage, 4, {})) < len(together)

@@ -80,8 +80,7 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
         search = Search(arena, book, options.seed, options.steps, options.precision)
         for strategy in family:
             results.append(search.run(strategy))
-        combined = search.combine(results)
-        if combined is not None:
+        for combined in search.combine(results):
             results.append(search.run(combined))
     rows = [row for result in results if (row := summarise(baseline, result)) is not None]
     meta: dict[str, Any] = {

@@ -145,8 +145,14 @@ class Search:
             result.edges.append((dict(knobs), ok, locked))
         return result
 
-    def combine(self, results: Sequence[StrategyResult], parts: int = 3) -> Combined | None:
-        """The best one-clerk strategies (most records never locked) as one, or None."""
+    def combine(self, results: Sequence[StrategyResult], most: int = 3) -> list[Combined]:
+        """The best one-clerk strategies (most records never locked) together: the best two,
+        the best three, ... up to ``most``.
+
+        Every size is searched, because fewer parts can each keep more of their edge: on the
+        default month of seed 1 (2026-12-05) the best two at 0.875 of their edges gave one
+        insider 16 records unlocked where the best three together found only 12.
+        """
         best: list[tuple[int, Trial, Strategy]] = []
         for result in results:
             strategy = result.strategy
@@ -157,8 +163,8 @@ class Search:
             if strategy.insiders(top.knobs) == 1 and top.outcome.best_insider > 0:
                 best.append((top.outcome.best_insider, top, strategy))
         best.sort(key=lambda b: -b[0])
-        chosen = [(strategy, top.intensity, top.knobs) for _, top, strategy in best[:parts]]
-        return Combined(chosen) if len(chosen) > 1 else None
+        chosen = [(strategy, top.intensity, top.knobs) for _, top, strategy in best[:most]]
+        return [Combined(chosen[:size]) for size in range(2, len(chosen) + 1)]
 
     def _cached(
         self,
