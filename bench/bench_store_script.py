@@ -11,7 +11,9 @@ it ran, min and median over the rounds: on a shared machine only the interleaved
 means anything. ``--logs both`` records the batches twice, with rules sharing their logs (as
 shipped, ``guard/shared_logs.py``) and keeping their own, and runs each through each script.
 ``--rates both`` does the same for rate rules counting in buckets (``resolution``, as shipped)
-and keeping exact logs; a script from before buckets runs only the latter. Run from the
+and keeping exact logs; a script from before buckets runs only the latter. The batches carry
+the audit records as the proxy's do (each decision its lookup's, each outcome's its own batch;
+``--audit off``: none). Run from the
 repository root: ``python -m bench.bench_store_script [--against HEAD] [--employees 1000]
 [--lookups 8000] [--logs shared|own|both] [--rates coarse|exact|both]``.
 """
@@ -72,16 +74,53 @@ def exact_rates(policy: Policy) -> Policy:
     return policy.model_copy(update={"rules": rules})
 
 
+AUDIT_LOG = "lp:{audit}:log"
+AUDIT_KEEP = 7 * 86_400.0
+
+
+def audit_line(kind: str, index: int) -> str:
+    """A record about as long as the proxy's (about 420 bytes of JSON: ids, pseudonym, hashes)."""
+    return orjson.dumps(
+        {
+            "v": 1,
+            "kind": kind,
+            "at": "2026-12-05T21:47:27.123Z",
+            "request_id": f"{index:016x}",
+            "employee": "E0001",
+            "store": "S001",
+            "region": "R1",
+            "reason": "BILLING_INQUIRY",
+            "decision": "allow",
+            "subject": "ab" * 32,
+            "key_id": "k1",
+            "last4": "1234",
+            "policy": "cd" * 16,
+            "chain": "host.1234.1796283601000",
+            "seq": index,
+            "prev": "ef" * 32,
+        }
+    ).decode()
+
+
 async def record(
-    employees: int, lookups: int, seed: int, shared_logs: bool = True, coarse: bool = True
+    employees: int,
+    lookups: int,
+    seed: int,
+    shared_logs: bool = True,
+    coarse: bool = True,
+    audit: bool = True,
 ) -> list[list[Op]]:
     """The batches of ``lookups`` decisions and their outcomes (90 % found); with
     ``shared_logs=False`` as rules keeping their own logs would send them, with
-    ``coarse=False`` as rate rules keeping exact logs would."""
+    ``coarse=False`` as rate rules keeping exact logs would. With ``audit`` (as the proxy
+    runs), each decision carries its lookup's record and each outcome's record follows as the
+    trail's own batch."""
     recorder = Recorder()
     policy = shipped_open_all_day() if coarse else exact_rates(shipped_open_all_day())
     guard = Guard(policy, recorder, SystemClock(), shared_logs=shared_logs)
     guard._in_process = None  # send tuples, as to Redis
+    if audit:
+        guard.audit_log, guard.audit_keep = AUDIT_LOG, AUDIT_KEEP
     rng = random.Random(seed)
     people = [
         Employee(f"E{n:04d}", f"S{n % 40:03d}", f"R{n % 6}", frozenset({"clerk"}))
@@ -89,9 +128,15 @@ async def record(
     ]
     for index in range(lookups):
         employee = people[rng.randrange(employees)]
-        lookup = Lookup(f"r{index}", employee, "BILLING_INQUIRY", f"010{rng.randrange(10**8):08d}")
+        number = f"010{rng.randrange(10**8):08d}"
+        record = audit_line("lookup", 2 * index) if audit else None
+        lookup = Lookup(f"r{index}", employee, "BILLING_INQUIRY", number, record)
         if (await guard.decide(lookup)).allowed:
             await guard.learn(lookup, rng.random() < 0.9)
+            if audit:
+                now = SystemClock().now()
+                outcome = audit_line("outcome", 2 * index + 1)
+                recorder.batches.append([("append", AUDIT_LOG, outcome, now, AUDIT_KEEP)])
     return recorder.batches
 
 
@@ -186,7 +231,9 @@ async def run(port: int, scripts: dict[str, str], args: argparse.Namespace) -> N
     if args.rates != "both":
         rates = {f"{args.rates} rates": args.rates == "coarse"}
     recorded = {
-        f"{log}, {rate}": await record(args.employees, args.lookups, args.seed, shared, coarse)
+        f"{log}, {rate}": await record(
+            args.employees, args.lookups, args.seed, shared, coarse, args.audit == "on"
+        )
         for log, shared in logs.items()
         for rate, coarse in rates.items()
     }
@@ -224,6 +271,12 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=8000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--audit",
+        choices=("on", "off"),
+        default="on",
+        help="the lookups' and outcomes' audit records in the batches, as the proxy sends them",
+    )
     layouts = {
         "logs": ("shared", "own", "rules sharing their logs (as shipped), keeping their own"),
         "rates": (

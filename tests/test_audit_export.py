@@ -174,10 +174,32 @@ async def test_entries_that_are_not_records_are_not_archived(client: Any, tmp_pa
     )
     assert await exporter.run_once() == 1
     assert _lines(tmp_path / "audit-2026-12-03.jsonl") == [good]
+    # the entry with a newline is two lines, neither a record
     assert (
         registry.get_sample_value("lookup_proxy_audit_export_skipped_total", {"why": "invalid"})
-        == 4
+        == 5
     )
+
+
+async def test_an_entry_holding_several_records_archives_each(client: Any, tmp_path: Path) -> None:
+    """The guard's store appends a script call's records as one entry, a line each: every line
+    is archived (in its chain's order), a line that is not a record is skipped alone, and the
+    lag counts records, not entries."""
+    a = _records("a", 4)
+    await client.xadd(KEY, {"r": b"\n".join([a[1], a[0]])}, id=f"{int(T0 * 1000)}-0")
+    await client.xadd(KEY, {"r": b"\n".join([b"not json", a[2], a[3]])}, id=f"{int(T0 * 1000)}-1")
+    registry = CollectorRegistry()
+    exporter = Exporter(
+        client, tmp_path, KEY, clock=Clock(T0 + 10), metrics=ExportMetrics(registry)
+    )
+    assert (await exporter.lag()).pending == 5
+    assert await exporter.run_once() == 4
+    assert _lines(tmp_path / "audit-2026-12-03.jsonl") == a
+    assert (
+        registry.get_sample_value("lookup_proxy_audit_export_skipped_total", {"why": "invalid"})
+        == 1
+    )
+    assert (await exporter.lag()).pending == 0
 
 
 async def test_an_unterminated_line_left_by_a_crash_is_cut_and_rewritten(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from lookup_proxy.audit.export import records_of
 from lookup_proxy.cases import CaseBook, CaseClosed, CaseNotFound, CaseRaiser, Signal
 from lookup_proxy.cases.model import fold, iso
 from lookup_proxy.clock import ManualClock
@@ -279,7 +280,11 @@ async def test_the_cli_reviews_cases_in_the_policys_redis(fresh_redis: str, tmp_
     assert "Traceback" not in nobody.stderr + again.stderr
     stream = redis.Redis.from_url(fresh_redis, decode_responses=True)
     try:
-        written = [json.loads(fields["r"]) for _, fields in stream.xrange("lp:{audit}:log")]
+        written = [
+            json.loads(raw)
+            for _, fields in stream.xrange("lp:{audit}:log")
+            for raw in records_of(fields["r"].encode())
+        ]
     finally:
         stream.close()
     admin = [

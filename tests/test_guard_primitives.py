@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from lookup_proxy.audit.export import records_of
 from lookup_proxy.guard.memory import Immediate, MemoryStore
 from lookup_proxy.guard.primitives import Batch, GuardStore, Op
 from lookup_proxy.guard.redis_store import RedisStore
@@ -481,8 +482,9 @@ async def _log_entries(store: GuardStore, key: str) -> list[str]:
         return store.entries(key)
     assert isinstance(store, RedisStore)
     return [
-        _text(fields["r"] if "r" in fields else fields[b"r"])
+        _text(raw)
         for _, fields in await store.client.xrange(key)
+        for raw in records_of(fields[b"r"] if b"r" in fields else fields["r"].encode())
     ]
 
 
@@ -497,6 +499,40 @@ async def test_append_keeps_entries_in_order_and_answers_an_id(store: GuardStore
     assert isinstance(first[0], str) and isinstance(both[1], str)
     assert both[0] == [1, None, None]
     assert await _log_entries(store, log) == ['{"n":1}', '{"n":2}']
+
+
+async def test_a_calls_appends_keep_their_order_and_each_answer(store: GuardStore) -> None:
+    """Several appends in one batch (a turn's lookups and outcomes) read back in order, each
+    answered with an id, every other result in place."""
+    log = "lp:{audit}:log"
+    await store.execute([("append", log, '{"n":0}', T, 3600.0)])
+    results = await store.execute(
+        [
+            ("append", log, '{"n":1}', T + 1, 3600.0),
+            ("add", KEY, T + 1, "a", 60.0, 10, 0),
+            ("append", log, '{"n":2}', T + 1, 3600.0),
+            ("append", log, '{"n":3}', T + 1, 3600.0),
+        ]
+    )
+    assert results[1] == [1, None, None]
+    assert all(isinstance(results[i], str) for i in (0, 2, 3))
+    assert await _log_entries(store, log) == [f'{{"n":{i}}}' for i in range(4)]
+
+
+async def test_redis_keeps_a_calls_appends_in_one_stream_entry(redis_store: RedisStore) -> None:
+    """One XADD a call, not one a record: the call's records are one entry, a line each, and
+    the answers all name it; an entry that holds a newline would split wrongly, so it is
+    refused before anything is sent."""
+    log = "lp:{audit}:log"
+    results = await redis_store.execute(
+        [("append", log, f'{{"n":{i}}}', T, 3600.0) for i in range(3)]
+    )
+    entries = await redis_store.client.xrange(log)
+    assert len(entries) == 1 and len(set(results)) == 1
+    assert _text(entries[0][0]) == results[0]
+    with pytest.raises(ValueError, match="newline"):
+        await redis_store.execute([("append", log, '{"n":\n4}', T, 3600.0)])
+    assert len(await redis_store.client.xrange(log)) == 1
 
 
 def _text(value: str | bytes) -> str:

@@ -21,6 +21,7 @@ import pytest
 import redis
 from aiohttp import web
 
+from lookup_proxy.audit.export import records_of
 from lookup_proxy.audit.trail import new_chain_id, stream_key
 from lookup_proxy.cases.book import CaseBook
 from lookup_proxy.cases.model import Signal
@@ -180,7 +181,11 @@ def total(samples: dict[str, float], name: str) -> float:
 def audit_stream(redis_url: str) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(redis_url)
     try:
-        return [orjson.loads(fields[b"r"]) for _, fields in client.xrange(stream_key("lp"))]
+        return [
+            orjson.loads(raw)
+            for _, fields in client.xrange(stream_key("lp"))
+            for raw in records_of(fields[b"r"])
+        ]
     finally:
         client.close()
 

@@ -1,7 +1,8 @@
 """``lookup-proxy audit export``: the Redis stream into the append-only archive, idempotently.
 
 With the Redis store every audit record is XADDed to ``<prefix>:{audit}:log`` (field ``r``) in
-the guard's own round trip; the stream is capped by ``audit.stream_retention``, so it is a
+the guard's own round trip (the records of one script call in one entry, a line each:
+``records_of``); the stream is capped by ``audit.stream_retention``, so it is a
 buffer, not the archive. The exporter copies records, bytes unchanged, into the day file of the
 moment it writes them (``audit-YYYY-MM-DD.jsonl``, UTC), then fsyncs, then replaces
 ``.export-position`` atomically. It never trims the stream.
@@ -53,6 +54,7 @@ __all__ = [
     "Exporter",
     "Lag",
     "open_stream_client",
+    "records_of",
     "run_export_command",
     "stream_key",
 ]
@@ -61,7 +63,8 @@ log = logging.getLogger("lookup_proxy.audit.export")
 
 FIELD = b"r"
 PENDING_CAP = 1000
-"""``lag()`` counts unexported entries up to this many (counting more would read them all)."""
+"""``lag()`` counts the records of unexported entries up to this many entries (counting more
+would read them all)."""
 
 
 class ExportError(Exception):
@@ -100,9 +103,9 @@ class Lag:
     """How far the archive is behind the stream."""
 
     pending: int
-    """Entries after the position (counted up to ``PENDING_CAP``)."""
+    """Records after the position (in up to ``PENDING_CAP`` entries)."""
     capped: bool
-    """``pending`` stopped counting at the cap: there are at least that many."""
+    """``pending`` stopped counting at the cap: there are more."""
     oldest_age: float
     """Seconds since the oldest unexported entry was added; 0 when caught up."""
 
@@ -128,6 +131,13 @@ class _Seen:
 def _id_ms(stream_id: bytes | str) -> int:
     text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
     return int(text.split("-", 1)[0])
+
+
+def records_of(value: bytes) -> list[bytes]:
+    """The records one stream entry holds: the guard's store appends a script call's records
+    to the stream as one entry, newline-joined (one XADD a call, not one a record), and a
+    record, one line of JSON, never holds a newline itself."""
+    return value.split(b"\n")
 
 
 def _chain_seq(raw: bytes) -> tuple[str, int] | None:
@@ -227,22 +237,24 @@ class Exporter:
         kept: list[tuple[str, int, bytes]] = []
         in_batch: set[tuple[str, int]] = set()
         for stream_id, fields in entries:
-            raw = fields.get(FIELD)
-            parsed = _chain_seq(raw) if raw is not None and b"\n" not in raw else None
-            if raw is None or parsed is None:
-                log.error(
-                    "audit stream entry %s is not an audit record; not archived",
-                    stream_id.decode(errors="replace"),
-                )
-                self._count_skip("invalid")
-                continue
-            chain, seq = parsed
-            seen = self._seen.get(chain)
-            if (seen is not None and seen.has(seq)) or (chain, seq) in in_batch:
-                self._count_skip("duplicate")
-                continue
-            in_batch.add((chain, seq))
-            kept.append((chain, seq, raw))
+            value = fields.get(FIELD)
+            for raw in records_of(value) if value is not None else [None]:
+                parsed = _chain_seq(raw) if raw is not None else None
+                if raw is None or parsed is None:
+                    log.error(
+                        "audit stream entry %s holds something that is not an audit record;"
+                        " not archived",
+                        stream_id.decode(errors="replace"),
+                    )
+                    self._count_skip("invalid")
+                    continue
+                chain, seq = parsed
+                seen = self._seen.get(chain)
+                if (seen is not None and seen.has(seq)) or (chain, seq) in in_batch:
+                    self._count_skip("duplicate")
+                    continue
+                in_batch.add((chain, seq))
+                kept.append((chain, seq, raw))
         # a chain's records in seq order, in the slots its records held (chains stay interleaved)
         slots: dict[str, list[int]] = {}
         for index, (chain, _, _) in enumerate(kept):
@@ -301,13 +313,17 @@ class Exporter:
     # -- lag ---------------------------------------------------------------------------------
 
     async def lag(self) -> Lag:
-        """Entries after the position and the age of the oldest of them."""
+        """Records after the position and the age of the oldest of them."""
         position = self._position if self._position is not None else self.read_position()
         entries = await self.client.xrange(self.key, f"({position}", "+", count=PENDING_CAP + 1)
         if not entries:
             return Lag(0, False, 0.0)
         age = max(0.0, self.clock() - _id_ms(entries[0][0]) / 1000)
-        return Lag(min(len(entries), PENDING_CAP), len(entries) > PENDING_CAP, age)
+        records = sum(
+            len(records_of(value)) if (value := fields.get(FIELD)) is not None else 1
+            for _, fields in entries[:PENDING_CAP]
+        )
+        return Lag(records, len(entries) > PENDING_CAP, age)
 
     async def _update_lag(self) -> None:
         if self.metrics is None:

@@ -100,6 +100,7 @@ end
 local argv = cmsgpack.unpack(ARGV[1])
 local results = {}
 local a = 1
+local logs, log_keys = {}, {}
 
 for k = 1, #KEYS do
   local key = KEYS[k]
@@ -311,14 +312,33 @@ for k = 1, #KEYS do
     results[k] = live
 
   elseif code == 'append' then
-    -- ("append", key, entry, now, keep) -> the entry's stream id; entries older than keep go
-    local minid = format('%d', math.floor((argv[a + 2] - argv[a + 3]) * 1000))
-    results[k] = call('XADD', key, 'MINID', '~', minid, '*', 'r', argv[a + 1])
+    -- ("append", key, entry, now, keep) -> the entry's stream id; entries older than keep go.
+    -- A call's appends to one log share one stream entry, its value their entries joined by
+    -- newlines (appended below, after every other primitive): one XADD a call instead of one
+    -- an entry, two a lookup (its record and its outcome's) under load.
+    local log = logs[key]
+    if log == nil then
+      log = {entries = {}, slots = {}, cutoff = argv[a + 2] - argv[a + 3]}
+      logs[key] = log
+      log_keys[#log_keys + 1] = key
+    end
+    log.entries[#log.entries + 1] = argv[a + 1]
+    log.slots[#log.slots + 1] = k
+    local cutoff = argv[a + 2] - argv[a + 3]
+    if cutoff > log.cutoff then log.cutoff = cutoff end
     a = a + 4
 
   else
     return redis.error_reply('unknown store primitive ' .. tostring(code))
   end
+end
+
+for i = 1, #log_keys do
+  local key = log_keys[i]
+  local log = logs[key]
+  local minid = format('%d', floor(log.cutoff * 1000))
+  local id = call('XADD', key, 'MINID', '~', minid, '*', 'r', table.concat(log.entries, '\n'))
+  for j = 1, #log.slots do results[log.slots[j]] = id end
 end
 
 return results

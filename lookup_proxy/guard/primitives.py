@@ -83,8 +83,10 @@ the peer tallies' Redis commands.
 Logs are the fourth: append-only records (the audit trail), so that a lookup's record is written
 in the same round trip as its decision and no lookup is forwarded without one.
 
-``("append", key, entry, now, keep)``  append ``entry`` (a string); drop entries older than
-    ``keep`` seconds (approximately: Redis trims whole stream nodes). Returns the entry's id.
+``("append", key, entry, now, keep)``  append ``entry`` (a string without a newline); drop
+    entries older than ``keep`` seconds (approximately: Redis trims whole stream nodes). Returns
+    the entry's id. Redis keeps a call's appends to one log as one stream entry, newline-joined
+    (one XADD a call: ``audit.export.records_of`` splits them), and answers each with its id.
 """
 
 from __future__ import annotations

@@ -291,6 +291,9 @@ class RedisStore:
             arity = ARITY.get(op[0])
             if arity is None or len(op) != arity + 2:
                 raise ValueError(f"unknown store primitive or wrong arguments: {op!r}")
+            if op[0] == APPEND and "\n" in op[2]:
+                # a call's appends share one stream entry, a line each (primitives.lua)
+                raise ValueError(f"a log entry holds a newline: {op!r}")
         if _RECOVERING.get():
             return await self._execute_now(ops)
         loop = asyncio.get_running_loop()
