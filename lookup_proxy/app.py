@@ -188,8 +188,7 @@ class Proxy:
             number = entry.number = normalise_number(raw_number, generation.policy.numbers)
             attempt = self.audit.lookup(entry.attempt(), number)  # names generation's hash
             in_batch = generation.guard.audit_log is not None
-            if not in_batch:
-                self._write_attempt(entry, attempt)
+            written = None if in_batch else self._stage_attempt(entry, attempt)
             lookup = Lookup(
                 request_id,
                 employee,
@@ -209,13 +208,15 @@ class Proxy:
                     self.audit.stored_in_batch("lookup")
                     entry.attempted = True
                 else:  # decided locally while Redis is out: the archive file, before forwarding
-                    self._write_attempt(entry, attempt)
+                    written = self._stage_attempt(entry, attempt)
             entry.flags, entry.rule = decision.flags, decision.rule
             entry.locked = tuple(employee_id for employee_id, _ in decision.locked)
             if decision.flags or decision.locked:
                 self._signal(employee.id, employee.store, employee.region, decision)
             if decision.refusal is not None:
                 raise decision.refusal
+            if written is not None:
+                await self._attempt_written(written)
             entry.decision = "allow"
             upstream_started = time.perf_counter()
             fields = generation.fields.get(justification.reason)
@@ -268,18 +269,23 @@ class Proxy:
         for other, rule in locking.items():
             self.raiser.signal(Signal(other, (rule,), True))
 
-    def _write_attempt(self, entry: LookupRecord, attempt: bytes) -> None:
-        """The lookup's record in the archive file now, or the lookup goes no further."""
+    def _stage_attempt(self, entry: LookupRecord, attempt: bytes) -> asyncio.Future[None]:
+        """The lookup's record on its way to the archive with this turn's others; the lookup
+        waits for it (:meth:`_attempt_written`) before it is forwarded. Kept whatever happens:
+        a record no sink takes now is retried, never dropped."""
+        entry.attempted = True
+        return self.audit.stage("lookup", attempt)
+
+    @staticmethod
+    async def _attempt_written(written: asyncio.Future[None]) -> None:
+        """Go no further than the lookup's record."""
         try:
-            self.audit.write_now("lookup", attempt)
+            await written
         except AuditUnavailable:
-            self.audit.deliver("lookup", attempt)  # kept and retried, never dropped
-            entry.attempted = True
             raise audit_unavailable(
                 "Customer lookups are paused because they cannot be recorded right now. "
                 "Try again in a few seconds; if it persists, call the help desk."
             ) from None
-        entry.attempted = True
 
     def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
         """Teach the guard that decided the outcome, after the terminal has its answer."""

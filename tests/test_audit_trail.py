@@ -3,6 +3,7 @@ attempt and its outcome, pseudonymised, chained, signed, and durable before it m
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,15 +19,16 @@ from redis.asyncio import Redis
 
 from lookup_proxy.audit.chain import GENESIS, Verifier, record_hash
 from lookup_proxy.audit.export import records_of
-from lookup_proxy.audit.trail import stream_key
+from lookup_proxy.audit.pseudonym import Pseudonymiser
+from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable, stream_key
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.redis_store import RedisStore
-from lookup_proxy.metrics import GuardMetrics
-from lookup_proxy.policy import Policy
+from lookup_proxy.metrics import AuditMetrics, GuardMetrics
+from lookup_proxy.policy import Audit, Policy
 from tests.harness import (
     PSEUDONYM_KEYS,
     SIGNER,
@@ -236,6 +238,54 @@ async def test_an_archive_that_cannot_be_written_refuses_lookups_before_they_are
         async with client.get(backend + "/_demo/requests") as seen:
             assert await seen.json() == []
     assert body["type"] == "urn:lookup-proxy:problem:audit-unavailable"
+
+
+def _file_trail(directory: Path) -> AuditTrail:
+    return AuditTrail(
+        Audit(),
+        directory=directory,
+        signer=None,
+        pseudonyms=Pseudonymiser([("k1", b"k" * 32)]),
+        clock=ManualClock(time.time()),
+        policy_hash="p",
+        metrics=AuditMetrics(CollectorRegistry()),
+    )
+
+
+async def test_a_turns_staged_records_are_written_together_before_their_lookups_go_on(
+    tmp_path: Path,
+) -> None:
+    """Memory store: lookups' own records staged in one turn reach the archive file in one
+    batch, in seq order, and each lookup's wait ends only once its record is there."""
+    trail = _file_trail(tmp_path / "archive")
+    lines = [trail.lookup({"request_id": f"r{i}"}, "01012345678") for i in range(3)]
+    waits = [trail.stage("lookup", line) for line in lines]
+    assert not any(wait.done() for wait in waits)
+    assert not (tmp_path / "archive").exists()  # nothing written until the turn ends
+    await asyncio.gather(*waits)
+    [archived] = (tmp_path / "archive").glob("audit-*.jsonl")
+    assert archived.read_bytes().splitlines() == lines
+    trail.file.close()
+
+
+async def test_a_staged_record_no_sink_takes_refuses_its_lookup_and_is_kept(
+    tmp_path: Path,
+) -> None:
+    """The archive cannot be written: every lookup of the turn hears AuditUnavailable, and
+    their records wait in memory and are written once the directory is back."""
+    blocked = tmp_path / "archive"
+    blocked.write_text("not a directory")
+    trail = _file_trail(blocked)
+    lines = [trail.lookup({"request_id": f"r{i}"}, "01012345678") for i in range(2)]
+    waits = [trail.stage("lookup", line) for line in lines]
+    for wait in waits:
+        with pytest.raises(AuditUnavailable):
+            await wait
+    blocked.unlink()
+    await trail.flush()
+    [archived] = blocked.glob("audit-*.jsonl")
+    assert archived.read_bytes().splitlines() == lines
+    trail.file.close()
 
 
 def test_the_proxy_refuses_to_start_without_its_audit_keys(backend: str) -> None:
