@@ -140,6 +140,7 @@ def cmd_red_team(args: argparse.Namespace) -> int:
         seed=args.seed,
         employees=args.employees,
         steps=args.steps,
+        draws=args.draws,
         only=tuple(args.only),
     )
     outcome = red_team(_policy(args.config), options)
@@ -433,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument("--seed", type=int, default=1)
     red.add_argument(
         "--steps", type=int, default=5, help="trials per strategy (other knobs: half as many)"
+    )
+    red.add_argument(
+        "--draws",
+        type=int,
+        default=3,
+        help="runs of each strategy's best never-locked trial, with other numbers (luck)",
     )
     red.add_argument(
         "--only",

@@ -185,6 +185,37 @@ def test_weak_policy_discloses_many_records_and_names_the_binding_rule(
     assert outcome.report["headline"]["strategy"] == "paced BILLING_INQUIRY"
 
 
+def test_the_best_unlocked_trial_is_drawn_again_with_other_numbers(
+    policies: dict[str, Path],
+) -> None:
+    """``draws`` runs the row's never-locked parameters again with other numbers (same
+    insider, same month): the other draws are reported beside the best, and the headline's
+    mean is over all of them."""
+    outcome = red_team(
+        load_policy(policies["weak"]),
+        _options(policies["weak"], draws=3),
+        [Paced("BILLING_INQUIRY")],
+    )
+    (row,) = outcome.rows
+    (result,) = outcome.results
+    assert row.unlocked is not None and len(row.redraws) == 2
+    again = [o for o in row.redraws if o.probes == row.unlocked.outcome.probes]
+    assert again == row.redraws  # the same intensity: as many probes
+    records = [row.unlocked.outcome.best_insider, *(o.best_insider for o in row.redraws)]
+    assert len(set(records)) > 1  # other numbers, other customers
+    # kept apart from the search's trials, whose maxima the row reports as before
+    assert not any(o is t.outcome for t in result.trials for o in row.redraws)
+    headline = outcome.report["headline"]
+    assert headline["records_mean_of_draws"] == pytest.approx(sum(records) / 3)
+    assert "more draws" in outcome.text
+    once = red_team(
+        load_policy(policies["weak"]),
+        _options(policies["weak"], draws=1),
+        [Paced("BILLING_INQUIRY")],
+    )
+    assert once.rows[0].redraws == [] and "more draws" not in once.text
+
+
 def test_a_strict_misses_lock_leaves_far_fewer_records(policies: dict[str, Path]) -> None:
     """Locking on a few misses a day cuts what paced probing gets, and the lock binds."""
     weak = red_team(
@@ -305,6 +336,7 @@ def test_command_prints_the_table_and_writes_json(
     assert {
         "strategy", "insiders", "records_never_locked", "records_best", "records_before_flag",
         "days_to_flag", "days_to_lock", "binding_rule", "edges", "trials",
+        "records_never_locked_mean_of_draws", "other_draws",
     } <= set(row)  # fmt: skip
     trial = row["trials"][0]
     assert {

@@ -40,6 +40,9 @@ class Options:
     employees: int = 40
     steps: int = 5
     """Trials for a strategy's default knobs, at most (other combinations: half as many)."""
+    draws: int = 3
+    """Each strategy's best never-locked trial is run this many times in all, with other
+    numbers (``Search.redraw``)."""
     precision: float = 0.1
     """Bisection stops when the edge is known within this fraction (0: exactly)."""
     only: tuple[str, ...] = ()
@@ -66,8 +69,8 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
     """Search every strategy against ``policy`` and report."""
     if not 0.0 < options.density < 1.0:
         raise ValueError(f"--density must be between 0 and 1, got {options.density}")
-    if options.days < 1 or options.employees < 8 or options.steps < 1:
-        raise ValueError("--days and --steps must be positive and --employees at least 8")
+    if options.days < 1 or options.employees < 8 or options.steps < 1 or options.draws < 1:
+        raise ValueError("--days, --steps and --draws must be positive and --employees at least 8")
     started = time.perf_counter()
     baseline = _baseline(policy, options)
     family = strategies if strategies is not None else strategies_for(policy)
@@ -82,6 +85,8 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
             results.append(search.run(strategy))
         for combined in search.combine(results):
             results.append(search.run(combined))
+        for result in results:  # after combining: the combination picks on the search alone
+            search.redraw(result, options.draws)
     rows = [row for result in results if (row := summarise(baseline, result)) is not None]
     meta: dict[str, Any] = {
         "policy": options.policy_path,

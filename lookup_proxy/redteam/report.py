@@ -30,6 +30,8 @@ class Row:
     """The most records over the period, locked later or not."""
     unlocked: Trial | None
     """The most records while no insider was ever locked."""
+    redraws: list[Outcome]
+    """``unlocked`` again with other numbers and times (luck: see ``Search.redraw``)."""
     before_flag: Trial
     """The most records obtained before the first flag or refusal."""
     binding_rule: str
@@ -50,12 +52,7 @@ def summarise(baseline: Baseline, result: StrategyResult) -> Row | None:
     if not trials:
         return None
     best = max(trials, key=lambda t: (t.outcome.best_insider, -t.intensity))
-    unlocked_trials = [t for t in trials if not t.outcome.locked]
-    unlocked = (
-        max(unlocked_trials, key=lambda t: (t.outcome.best_insider, -t.intensity))
-        if unlocked_trials
-        else None
-    )
+    unlocked = result.best_unlocked()
     before_flag = max(trials, key=lambda t: (t.outcome.best_insider_before_flag, -t.intensity))
     shown = unlocked or best
     # What binds is what locks just above the best unlocked set: the smallest locked
@@ -77,6 +74,7 @@ def summarise(baseline: Baseline, result: StrategyResult) -> Row | None:
         insiders=len(shown.insiders),
         best=best,
         unlocked=unlocked,
+        redraws=list(result.redraws),
         before_flag=before_flag,
         binding_rule=binding,
         days_to_flag=_days(baseline, shown.outcome, shown.outcome.first_flag),
@@ -87,6 +85,21 @@ def summarise(baseline: Baseline, result: StrategyResult) -> Row | None:
 
 def _cell(days: int | None) -> str:
     return "-" if days is None else str(days)
+
+
+def _redraws(row: Row) -> str:
+    """The other draws' records, each marked when an insider was locked in it."""
+    if not row.redraws:
+        return "-"
+    return ", ".join(f"{o.best_insider}{' (locked)' if o.locked else ''}" for o in row.redraws)
+
+
+def draws_mean(row: Row) -> float | None:
+    """Records per insider over every draw of the never-locked parameters."""
+    if row.unlocked is None:
+        return None
+    draws = [row.unlocked.outcome, *row.redraws]
+    return sum(o.best_insider for o in draws) / len(draws)
 
 
 def headline(rows: list[Row]) -> Row | None:
@@ -106,9 +119,9 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         f"{meta['trials']} trials in {meta['seconds']:.0f} s",
         "",
         "| strategy | insiders | never locked: probes per working day, knobs | "
-        "records, never locked | records, locked later or not | records before first flag | "
-        "days to flag | days to lock | binding rule | trials |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|---:|",
+        "records, never locked | same, other draws | records, locked later or not | "
+        "records before first flag | days to flag | days to lock | binding rule | trials |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in rows:
         if row.unlocked is not None:
@@ -118,7 +131,7 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
             params, never = "locked at every intensity tried", "0"
         best = row.strategy.describe(row.best.intensity, row.best.knobs)
         lines.append(
-            f"| {row.name} | {row.insiders} | {params} | {never} | "
+            f"| {row.name} | {row.insiders} | {params} | {never} | {_redraws(row)} | "
             f"{row.best.outcome.best_insider} (at {best}) | "
             f"{row.before_flag.outcome.best_insider_before_flag} | {_cell(row.days_to_flag)} | "
             f"{_cell(row.days_to_lock)} | {row.binding_rule or '-'} | {row.trials} |"
@@ -134,6 +147,13 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
             f"({top.strategy.describe(top.unlocked.intensity, top.unlocked.knobs)}); "
             f"binding rule: {top.binding_rule or 'none'}."
         )
+        if top.redraws:
+            locked = sum(o.locked for o in top.redraws)
+            lines.append(
+                f"The same parameters with other numbers ({len(top.redraws)} more draws): "
+                f"{_redraws(top)}; {draws_mean(top):.1f} records on average over all "
+                f"{len(top.redraws) + 1}, locked in {locked} of them."
+            )
     return "\n".join(lines)
 
 
@@ -181,6 +201,16 @@ def as_json(
                 "insiders": row.insiders,
                 "records_never_locked": row.unlocked.outcome.best_insider if row.unlocked else 0,
                 "never_locked": _trial_json(baseline, row.unlocked) if row.unlocked else None,
+                "records_never_locked_mean_of_draws": draws_mean(row),
+                "other_draws": [
+                    _trial_json(
+                        baseline,
+                        Trial(row.unlocked.intensity, row.unlocked.knobs, row.unlocked.insiders, o),
+                    )
+                    for o in row.redraws
+                ]
+                if row.unlocked
+                else [],
                 "records_best": row.best.outcome.best_insider,
                 "best": _trial_json(baseline, row.best),
                 "records_before_flag": row.before_flag.outcome.best_insider_before_flag,
@@ -200,6 +230,7 @@ def as_json(
         "headline": {
             "strategy": top.name,
             "records_per_insider": top.unlocked.outcome.best_insider,
+            "records_mean_of_draws": draws_mean(top),
             "intensity": top.unlocked.intensity,
             "knobs": top.unlocked.knobs,
             "binding_rule": top.binding_rule or None,

@@ -44,6 +44,15 @@ class StrategyResult:
     trials: list[Trial] = field(default_factory=list)
     edges: list[tuple[dict[str, Knob], float, float | None]] = field(default_factory=list)
     """(knobs, largest intensity never locked (0: none), smallest locked or None)."""
+    redraws: list[Outcome] = field(default_factory=list)
+    """The best never-locked trial again with other numbers and times (``Search.redraw``)."""
+
+    def best_unlocked(self) -> Trial | None:
+        """The trial that got one insider the most records with nobody ever locked."""
+        unlocked = [t for t in self.trials if not t.outcome.locked]
+        if not unlocked:
+            return None
+        return max(unlocked, key=lambda t: (t.outcome.best_insider, -t.intensity))
 
 
 def combinations(strategy: Strategy) -> Iterator[dict[str, Knob]]:
@@ -145,6 +154,22 @@ class Search:
             result.edges.append((dict(knobs), ok, locked))
         return result
 
+    def redraw(self, result: StrategyResult, draws: int) -> None:
+        """Run the best never-locked trial ``draws - 1`` more times, with other numbers and
+        times at the same parameters, the same insiders and the same honest month.
+
+        The search keeps the best of noisy trials, and a trial whose numbers happened to be
+        customers more often both disclosed more and missed less (so was flagged less): the
+        best is partly luck, which an insider cannot plan on. The other draws say how much."""
+        best = result.best_unlocked()
+        if best is None:
+            return
+        insiders = self.insiders(result.strategy, best.knobs)
+        for draw in range(1, draws):
+            result.redraws.append(
+                self._trial(result.strategy, best.knobs, insiders, best.intensity, draw)
+            )
+
     def combine(self, results: Sequence[StrategyResult], most: int = 3) -> list[Combined]:
         """The best one-clerk strategies (most records never locked) together: the best two,
         the best three, ... up to ``most``.
@@ -183,9 +208,16 @@ class Search:
         return outcome
 
     def _trial(
-        self, strategy: Strategy, knobs: Knobs, insiders: list[Staff], intensity: float
+        self,
+        strategy: Strategy,
+        knobs: Knobs,
+        insiders: list[Staff],
+        intensity: float,
+        draw: int = 0,
     ) -> Outcome:
-        """One month with this strategy's plan; its randomness is seeded by the parameters."""
-        rng = random.Random(f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}")
+        """One month with this strategy's plan; its randomness is seeded by the parameters
+        (and, past the first, by the draw)."""
+        seed = f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}"
+        rng = random.Random(seed if draw == 0 else f"{seed}/draw {draw}")
         stage = Stage(self.baseline, insiders, self.book, rng)
         return self.arena.run(stage, strategy.plan(stage, intensity, knobs))
