@@ -47,9 +47,7 @@ def kind_of(key: str) -> str:
     rest = re.sub(r"^[^:]+:\{[^}]*\}:", "", key)
     parts = rest.split(":")
     name = parts[0]
-    tail = parts[-1] if len(parts) > 1 and not parts[-1].isdigit() else ""
-    if name in ("peers",):
-        tail = ""
+    tail = parts[-1] if len(parts) > 1 and not parts[-1].isdigit() and name != "peers" else ""
     return f"{scope.group(1) if scope else '?'}:{name}" + (f":{tail}" if tail else "")
 
 
@@ -124,7 +122,8 @@ def main() -> None:
         try:
             from redis import Redis
 
-            empty = int(Redis.from_url(server.url).info("memory")["used_memory"])
+            with Redis.from_url(server.url) as client:
+                empty = int(client.info("memory")["used_memory"])
             lookups = asyncio.run(replay(events, args.days, args.policy, server.url))
             used, kinds = asyncio.run(measure(server.url))
         finally:
@@ -147,7 +146,7 @@ def main() -> None:
 
 
 def _employees_of(kinds: dict[str, tuple[int, int]]) -> int:
-    """Employees with state: the count of the one-per-employee escalation-free kind at hand."""
+    """Employees with state: the count of a kind every employee who looked up anything has."""
     for kind in ("e:peer-seen", "e:burst:ticks", "e:hourly:ticks"):
         if kind in kinds:
             return kinds[kind][0]

@@ -117,7 +117,8 @@ async def record(
     trail's own batch."""
     recorder = Recorder()
     policy = shipped_open_all_day() if coarse else exact_rates(shipped_open_all_day())
-    guard = Guard(policy, recorder, SystemClock(), shared_logs=shared_logs)
+    clock = SystemClock()
+    guard = Guard(policy, recorder, clock, shared_logs=shared_logs)
     guard._in_process = None  # send tuples, as to Redis
     if audit:
         guard.audit_log, guard.audit_keep = AUDIT_LOG, AUDIT_KEEP
@@ -134,9 +135,8 @@ async def record(
         if (await guard.decide(lookup)).allowed:
             await guard.learn(lookup, rng.random() < 0.9)
             if audit:
-                now = SystemClock().now()
                 outcome = audit_line("outcome", 2 * index + 1)
-                recorder.batches.append([("append", AUDIT_LOG, outcome, now, AUDIT_KEEP)])
+                recorder.batches.append([("append", AUDIT_LOG, outcome, clock.now(), AUDIT_KEEP)])
     return recorder.batches
 
 

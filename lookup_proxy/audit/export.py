@@ -237,10 +237,9 @@ class Exporter:
         kept: list[tuple[str, int, bytes]] = []
         in_batch: set[tuple[str, int]] = set()
         for stream_id, fields in entries:
-            value = fields.get(FIELD)
-            for raw in records_of(value) if value is not None else [None]:
-                parsed = _chain_seq(raw) if raw is not None else None
-                if raw is None or parsed is None:
+            for raw in records_of(fields.get(FIELD, b"")):  # no field: one empty line, no record
+                parsed = _chain_seq(raw)
+                if parsed is None:
                     log.error(
                         "audit stream entry %s holds something that is not an audit record;"
                         " not archived",
@@ -320,8 +319,7 @@ class Exporter:
             return Lag(0, False, 0.0)
         age = max(0.0, self.clock() - _id_ms(entries[0][0]) / 1000)
         records = sum(
-            len(records_of(value)) if (value := fields.get(FIELD)) is not None else 1
-            for _, fields in entries[:PENDING_CAP]
+            len(records_of(fields.get(FIELD, b""))) for _, fields in entries[:PENDING_CAP]
         )
         return Lag(records, len(entries) > PENDING_CAP, age)
 

@@ -316,16 +316,17 @@ for k = 1, #KEYS do
     -- A call's appends to one log share one stream entry, its value their entries joined by
     -- newlines (appended below, after every other primitive): one XADD a call instead of one
     -- an entry, two a lookup (its record and its outcome's) under load.
+    local cutoff = argv[a + 2] - argv[a + 3]
     local log = logs[key]
     if log == nil then
-      log = {entries = {}, slots = {}, cutoff = argv[a + 2] - argv[a + 3]}
+      log = {entries = {}, slots = {}, cutoff = cutoff}
       logs[key] = log
       log_keys[#log_keys + 1] = key
+    elseif cutoff > log.cutoff then
+      log.cutoff = cutoff
     end
     log.entries[#log.entries + 1] = argv[a + 1]
     log.slots[#log.slots + 1] = k
-    local cutoff = argv[a + 2] - argv[a + 3]
-    if cutoff > log.cutoff then log.cutoff = cutoff end
     a = a + 4
 
   else

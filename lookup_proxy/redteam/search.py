@@ -181,10 +181,9 @@ class Search:
         best: list[tuple[int, Trial, Strategy]] = []
         for result in results:
             strategy = result.strategy
-            unlocked = [t for t in result.trials if not t.outcome.locked]
-            if strategy.role != "clerk" or not unlocked:
+            top = result.best_unlocked()  # the row's own never-locked trial
+            if strategy.role != "clerk" or top is None:
                 continue
-            top = max(unlocked, key=lambda t: t.outcome.best_insider)
             if strategy.insiders(top.knobs) == 1 and top.outcome.best_insider > 0:
                 best.append((top.outcome.best_insider, top, strategy))
         best.sort(key=lambda b: -b[0])
