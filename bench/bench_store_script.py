@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import orjson
 from redis.asyncio import Redis
 
@@ -40,8 +41,8 @@ from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import ADD, ADD_MEMBERS, COUNT, COUNT_IF, MEMBERS, NOTE, Op
-from lookup_proxy.guard.redis_store import CALL_SIZE, RedisStore
-from lookup_proxy.guard.script_calls import SCRIPT
+from lookup_proxy.guard.redis_store import ARITY, CALL_SIZE, RedisStore
+from lookup_proxy.guard.script_calls import SCRIPT, WINDOW_ADDS
 from lookup_proxy.policy import Policy, RateRule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,22 +155,50 @@ def before_add_members(ops: list[Op]) -> list[Op]:
     return sent
 
 
+SECONDS_AT = {ADD: (0, 2), ADD_MEMBERS: (0, 2), NOTE: (0, 2), COUNT: (0,), COUNT_IF: (0,)}
+SECONDS_AT[MEMBERS] = (0,)
+"""Where a primitive's arguments (after the key) hold a time or a window."""
+
+
+def in_seconds_argv(ops: list[Op], argv: list[Any]) -> list[Any]:
+    """A script call's arguments as the store sent them before window scores were kept in
+    milliseconds (``script_calls.millis``): those times and windows in seconds, as the guard
+    gave them (full double precision, which is what Redis then formatted and parsed)."""
+    out: list[Any] = []
+    at = 0
+    for op in ops:
+        code = op[0]
+        arity = ARITY[code] + (2 if code in WINDOW_ADDS else 0)
+        args = argv[at + 1 : at + 1 + arity]
+        for position in SECONDS_AT.get(code, ()):
+            args[position] = op[2 + position]
+        out += [code, *args]
+        at += 1 + arity
+    return out
+
+
 def calls_of(batches: list[list[Op]], script: str) -> list[tuple[list[str], bytes]]:
     """Script calls as the Redis store sends them to ``script``: keys, and one array of
     arguments (MessagePack, or JSON for a script from before it). A script of today's format gets what ``RedisStore._encode`` makes (one proxy
     process, every call run: the add flags, ``count_if``); one from before both, the older
     format (no flags, a count for each ``count_if``). A script from before ``add_members``
-    gets the primitives the engine sent then (:func:`before_add_members`)."""
+    gets the primitives the engine sent then (:func:`before_add_members`); one from before
+    window scores in milliseconds, the times in seconds (:func:`in_seconds_argv`)."""
     if "'add_members'" not in script:
         batches = [before_add_members(batch) for batch in batches]
     if "'count_if'" in script:
         store = RedisStore(Redis(), timeout=1.0)
 
+        in_seconds = "3600000" not in script  # before window scores in milliseconds
+
         def encode(ops: list[Op]) -> tuple[list[str], bytes]:
             [group], refreshed, _ = store._encode(ops)
             store._slots.refreshed(refreshed)
+            argv = in_seconds_argv(ops, group.argv) if in_seconds else group.argv
             if "cmsgpack" not in script:  # before MessagePack arguments
-                return group.keys, orjson.dumps(group.argv)
+                return group.keys, orjson.dumps(argv)
+            if in_seconds:
+                return group.keys, msgpack.packb(argv)
             return group.keys, group.payload
 
     elif "stepped" in script:

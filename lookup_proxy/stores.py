@@ -28,4 +28,6 @@ def open_store(config: Store, environ: Mapping[str, str]) -> GuardStore:
         )
     from lookup_proxy.guard.redis_store import RedisStore
 
-    return RedisStore.from_url(url, cluster=config.cluster, timeout=config.timeout)
+    return RedisStore.from_url(
+        url, cluster=config.cluster, timeout=config.timeout, prefix=config.key_prefix
+    )

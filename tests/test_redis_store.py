@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
@@ -210,6 +212,87 @@ async def test_an_emptied_redis_makes_the_process_refresh_every_key_again(
     await store.execute([("add", key, T + 1, "m1", 80.0, 50, 0)])
     assert 0 < await store.client.pttl(key) <= (window_expiry(T + 1, 80.0) - T - 1) * 1000
     await store.close()
+
+
+async def test_windows_keep_whole_milliseconds(redis_store: RedisStore) -> None:
+    """Window scores are integral milliseconds (a listpack keeps them as integers and Redis
+    formats them without printf), and the primitives still answer in seconds."""
+    key = "lp:{e:a}:ms"
+    assert await redis_store.execute([("add", key, T + 0.25, "m1", 60.0, 5, 1)]) == [
+        [1, T + 0.25, T + 0.25]
+    ]
+    assert await redis_store.client.zscore(key, "m1") == (T + 0.25) * 1000
+    assert await redis_store.client.object("encoding", key) == "listpack"
+    await redis_store.execute([("note", key, T + 1.0004, "m2", 60.0, 5)])
+    assert await redis_store.client.zscore(key, "m2") == T * 1000 + 1000  # rounded
+    assert await redis_store.execute(
+        [("score", key, "m2"), ("count", key, T + 0.2), ("count", key, T + 0.25)]
+    ) == [T + 1.0, 2, 1]
+    assert await redis_store.execute([("members", key, T + 0.26)]) == [["m2"]]
+
+
+async def test_a_store_written_in_seconds_is_converted_once_at_start(fresh_redis: str) -> None:
+    """A store a version before milliseconds wrote (the epoch marker, no scores marker, window
+    scores in seconds) is converted by the first instance at start-up, before any lookup's
+    batch: its counts are all there. A removal's -inf placeholder and other types stay; the
+    scores marker makes later starts leave the store alone."""
+    client = AsyncRedis.from_url(fresh_redis, decode_responses=True)
+    await client.set("lp:epoch", "old")
+    await client.zadd("lp:{e:a}:w", {"m1": T - 30.5, "m2": T - 10.25})
+    await client.expire("lp:{e:a}:w", 120)  # every window key has a TTL
+    await client.zadd("lp:{e:b}:miss", {"gone": -math.inf})
+    await client.hset("lp:{e:a}:burst:ticks", mapping={"5966666": 3})
+    await client.zadd("other:{x}", {"kept": 12.5})  # not under the prefix: not ours
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    assert await store.execute(
+        [("count", "lp:{e:a}:w", T - 60), ("add", "lp:{e:a}:w", T, "m3", 60.0, 5, 2)]
+    ) == [2, [3, T - 10.25, T - 30.5]]
+    assert await client.zrange("lp:{e:a}:w", 0, -1, withscores=True) == [
+        ("m1", (T - 30.5) * 1000),
+        ("m2", (T - 10.25) * 1000),
+        ("m3", T * 1000),
+    ]
+    assert await client.zrange("lp:{e:b}:miss", 0, -1, withscores=True) == [("gone", -math.inf)]
+    assert await client.hgetall("lp:{e:a}:burst:ticks") == {"5966666": "3"}
+    assert await client.zscore("other:{x}", "kept") == 12.5
+    assert await client.get("lp:scores") == "ms"
+    await store.close()
+    again = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    assert await again.execute([("count", "lp:{e:a}:w", T - 60)]) == [3]
+    assert await client.zscore("lp:{e:a}:w", "m1") == (T - 30.5) * 1000
+    await again.close()
+    await client.aclose()
+
+
+async def test_a_cluster_written_in_seconds_is_converted_on_every_master(
+    fresh_cluster: str,
+) -> None:
+    """On a Cluster the conversion scans every master and converts key by key (each its own
+    slot), before the first batch."""
+    client = AsyncRedisCluster.from_url(fresh_cluster, decode_responses=True)
+    await client.set("lp:epoch", "old")
+    keys = [f"lp:{{e:{name}}}:w" for name in ("alice", "bob", "carol", "dave", "erin")]
+    for key in keys:
+        await client.zadd(key, {"m": T - 5.5})
+    store = RedisStore.from_url(fresh_cluster, cluster=True, timeout=1.0)
+    assert await store.execute([("count", key, T - 60) for key in keys]) == [1] * 5
+    for key in keys:
+        assert await client.zscore(key, "m") == (T - 5.5) * 1000
+    assert len({client.keyslot(key) for key in keys}) > 1
+    await store.close()
+    await client.aclose()
+
+
+async def test_a_new_store_is_marked_in_milliseconds(fresh_redis: str) -> None:
+    """An empty Redis gets both markers at first contact: nothing to convert, then or later."""
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    await store.execute([("add", "lp:{e:a}:w", 5.0, "m", 60.0, 5, 0)])
+    assert await store.client.get("lp:scores") == "ms"
+    await store.close()
+    again = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    assert await again.execute([("count", "lp:{e:a}:w", 0.0)]) == [1]
+    assert await again.client.zscore("lp:{e:a}:w", "m") == 5000
+    await again.close()
 
 
 async def test_adds_read_no_newest_score_unless_the_clock_stepped_back(fresh_redis: str) -> None:

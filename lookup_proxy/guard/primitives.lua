@@ -10,10 +10,15 @@
 -- is most of what a call costs the client. MessagePack, not JSON: Redis's cmsgpack unpacks a
 -- lookup's arguments in about half the time cjson parsed them (2.6 against 4.7 µs).
 --
--- Scores leave as strings: a Lua number is truncated to an integer on its way back to the
--- client and formatted with 14 significant digits on its way into a Redis command, either of
--- which would cut epoch seconds short. %.17g and Redis's own score strings round-trip a double
--- exactly, and MessagePack carries each number as the client's 64-bit double.
+-- Windows keep their times in whole milliseconds since the epoch: the store sends every time
+-- and window of the window primitives (add, add_members, note, count, count_if, members) as an
+-- integer of milliseconds (script_calls.encode) and reads scores back as such. An integral
+-- score is what Redis stores and formats cheaply: a listpack keeps it as an integer and
+-- d2string writes it with ll2string, where a fraction of a second took snprintf("%.17g") on
+-- every ZADD and strtod on every comparison; with string.format('%.17g') here, a fifth of what
+-- a lookup cost Redis (valgrind --tool=callgrind, 2026-12-05). Scores leave as strings, as
+-- Redis answers them. Ticks, appends and values keep seconds (no scores: hash fields, stream
+-- ids, TTLs). A store written before milliseconds is converted once (redis_store.py).
 
 local call = redis.call
 local tonumber = tonumber
@@ -22,30 +27,30 @@ local ceil = math.ceil
 local floor = math.floor
 
 -- A window key expires `window` after the end of its newest member's slot (window / 8, at most
--- an hour: window_expiry in primitives.py), set by each proxy process's first add of a slot (or
+-- an hour: window_expiry in primitives.py; here in milliseconds), set by each proxy process's first add of a slot (or
 -- an add to an empty window), so other adds leave the TTL as it is: no PEXPIRE, which was a
 -- fifth of a lookup's commands.
 local function slot_of(window)
   local slot = window / 8
-  if slot > 3600 then slot = 3600 end
+  if slot > 3600000 then slot = 3600000 end
   return slot
 end
 
 -- The TTL (ms, a string) of a window whose newest member is scored `score`, at `now`.
 local function expiry(score, now, window, slot)
   if slot <= 0 then
-    return format('%d', ceil((score - now + window) * 1000))
+    return format('%d', ceil(score - now + window))
   end
-  return format('%d', ceil(((floor(score / slot) + 1) * slot - now + window) * 1000))
+  return format('%d', ceil((floor(score / slot) + 1) * slot - now + window))
 end
 
 -- Scores as strings, memoised for the call: a lookup's primitives share their now and its
--- windows repeat, and formatting was a third of what the script cost Redis beyond its commands.
+-- windows repeat. Integers: '%d' is an integer conversion, '%.17g' was a float one.
 local scores = {}
 local function score_of(x)
   local s = scores[x]
   if s == nil then
-    s = format('%.17g', x)
+    s = format('%d', x)
     scores[x] = s
   end
   return s
@@ -54,7 +59,7 @@ local after = {}
 local function after_of(x)
   local s = after[x]
   if s == nil then
-    s = '(' .. format('%.17g', x)
+    s = '(' .. format('%d', x)
     after[x] = s
   end
   return s

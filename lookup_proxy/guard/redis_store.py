@@ -23,6 +23,11 @@ proxy re-asserts locks from its journal), and runs after. A marker key written a
 recovery catches a Redis emptied without a restart (a flush) at the next :meth:`verify`.
 Cluster clients own the handshake hook, so there only the marker and start-up recover.
 
+Windows keep their times as whole milliseconds (``script_calls.millis``; integral scores are
+what Redis stores and compares cheaply), so a Redis store sees times a millisecond apart or
+less as one: no window depends on that. A store written by a version that kept seconds is
+converted once, by the first instance that finds it so (:data:`SCORES_CONVERSION`).
+
 Two differences from the memory store are inherent, and no rule depends on them: values and
 whole keys expire on Redis's clock rather than the injected one (the same wall time in live
 use), and members with *equal* scores are ordered by member rather than by insertion, so a
@@ -32,6 +37,7 @@ cap reached within one instant may keep a different member (the counts are the s
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
@@ -96,6 +102,43 @@ bench/bench_guard_redis.py at 64, 128 and 256: 128 did most lookups a second at 
 proxy CPU."""
 
 
+log = logging.getLogger("lookup_proxy.store")
+
+SCORES_UNIT = "ms"
+"""The value of the scores marker (``<prefix>:scores``): window scores are milliseconds."""
+
+SCORES_CONVERSION = """
+-- Window scores in seconds become milliseconds: members scored above -inf (a removal's
+-- placeholder stays) and below 1e11 (every time in seconds until the year 5138; no time in
+-- milliseconds since 1973). Returns the members converted.
+local converted = 0
+for k = 1, #KEYS do
+  local key = KEYS[k]
+  if redis.call('TYPE', key)['ok'] == 'zset' then
+    local old = redis.call('ZRANGEBYSCORE', key, '(-inf', '(100000000000', 'WITHSCORES')
+    local i = 1
+    while i <= #old do
+      local args = {}
+      while i <= #old and #args < 1000 do
+        args[#args + 1] = string.format('%d', math.floor(tonumber(old[i + 1]) * 1000 + 0.5))
+        args[#args + 1] = old[i]
+        i = i + 2
+      end
+      redis.call('ZADD', key, unpack(args))
+      converted = converted + #args / 2
+    end
+  end
+end
+return converted
+"""
+"""Run by the first instance that finds a store with data but no scores marker (written by a
+version that kept seconds), over every key under the prefix, before any lookup's batch. Safe
+to run twice (a converted score is past 1e11) and per key atomic."""
+
+CONVERSION_KEYS = 100
+"""Keys per conversion call (standalone; a Cluster converts key by key, slots differ)."""
+
+
 _RECOVERING: ContextVar[bool] = ContextVar("lookup_proxy_redis_recovering", default=False)
 """True inside the recovery task: its own batches must not wait for themselves."""
 
@@ -153,11 +196,19 @@ class RedisStore:
     kind = "redis"
 
     def __init__(
-        self, client: Redis | RedisCluster, *, timeout: float, marker: str = "lp:epoch"
+        self,
+        client: Redis | RedisCluster,
+        *,
+        timeout: float,
+        marker: str = "lp:epoch",
+        prefix: str = "lp",
     ) -> None:
         self.client = client
         """The redis-py client, for admin tools and tests that inspect keys and TTLs."""
         self.marker = marker
+        self.prefix = prefix
+        self.scores_marker = f"{prefix}:scores"
+        """Present (:data:`SCORES_UNIT`) once the store's window scores are milliseconds."""
         self.on_restart: Callable[[str], Awaitable[None]] | None = None
         """Run before any lookup's batch whenever Redis may have lost state: at first contact
         (``"start"``), after a restart that kept its data (``"restarted"``) or lost it
@@ -181,7 +232,13 @@ class RedisStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, cluster: bool, timeout: float, marker: str = "lp:epoch"
+        cls,
+        url: str,
+        *,
+        cluster: bool,
+        timeout: float,
+        marker: str = "lp:epoch",
+        prefix: str = "lp",
     ) -> RedisStore:
         """A store for ``url``; connects lazily, so a Redis that is down fails on first use."""
         # One immediate retry heals a pooled connection that Redis closed (restart, idle
@@ -194,12 +251,15 @@ class RedisStore:
             "decode_responses": True,
         }
         if cluster:
-            return cls(RedisCluster.from_url(url, **options), timeout=timeout, marker=marker)
+            return cls(
+                RedisCluster.from_url(url, **options), timeout=timeout, marker=marker, prefix=prefix
+            )
         watch = _Handshake()
         store = cls(
             Redis.from_url(url, redis_connect_func=watch.connected, **options),
             timeout=timeout,
             marker=marker,
+            prefix=prefix,
         )
         watch.store = store
         return store
@@ -228,6 +288,12 @@ class RedisStore:
                 if not self._cluster:
                     run_id = str((await client.info("server"))["run_id"])
                 had_marker = await client.get(self.marker) is not None
+                in_seconds = had_marker and await client.get(self.scores_marker) != SCORES_UNIT
+            if in_seconds:
+                # Not under the recovery's deadline: a chain's store holds millions of keys.
+                # Every command is still bounded by the socket timeouts.
+                await self._convert_seconds()
+            async with asyncio.timeout(self._deadline * 4):
                 if not self._verified:
                     found = "start"
                 elif run_id != self._run_id:
@@ -240,11 +306,44 @@ class RedisStore:
                     await self.on_restart(found)
                 if not had_marker:
                     await client.set(self.marker, uuid.uuid4().hex, nx=True)
+                if not had_marker or in_seconds:
+                    await client.set(self.scores_marker, SCORES_UNIT)
                 self._run_id = run_id
                 self._verified = True
         finally:
             _RECOVERING.reset(token)
             self._recovery = None
+
+    async def _convert_seconds(self) -> None:
+        """Window scores in seconds (a store written before milliseconds) to milliseconds."""
+        client = self.client
+        await self._discover()
+        keys = converted = 0
+        chunk: list[str] = []
+
+        async def convert(batch: list[str]) -> int:
+            if self._cluster:
+                counts = await asyncio.gather(
+                    *(client.eval(SCORES_CONVERSION, 1, key) for key in batch)
+                )
+                return sum(int(count) for count in counts)
+            return int(await client.eval(SCORES_CONVERSION, len(batch), *batch))
+
+        async for key in client.scan_iter(match=f"{self.prefix}:*", count=1000):
+            chunk.append(key)
+            if len(chunk) >= CONVERSION_KEYS:
+                converted += await convert(chunk)
+                keys += len(chunk)
+                chunk = []
+        if chunk:
+            converted += await convert(chunk)
+            keys += len(chunk)
+        log.warning(
+            "guard store: window scores converted from seconds to milliseconds "
+            "(%d members, %d keys looked at); a store written before milliseconds, converted once",
+            converted,
+            keys,
+        )
 
     async def _ready(self) -> None:
         """Wait for a recovery in progress (or start the first); StoreUnavailable if it fails."""
@@ -374,7 +473,8 @@ class RedisStore:
             for group, reply in zip(batches, replies, strict=True):
                 for index, value in zip(group.indices, group.answer(reply), strict=True):
                     results[index] = value
-        # Scores leave the script as strings (see primitives.lua): only adds and score reads.
+        # Scores leave the script as strings of milliseconds (see primitives.lua): only adds
+        # and score reads.
         for index in scored:
             value = results[index]
             code = ops[index][0]
@@ -382,14 +482,14 @@ class RedisStore:
                 count, nth, oldest = value
                 results[index] = [
                     count,
-                    None if nth is None else float(nth),
-                    None if oldest is None else float(oldest),
+                    None if nth is None else float(nth) / 1000.0,
+                    None if oldest is None else float(oldest) / 1000.0,
                 ]
             elif code == ADD_MEMBERS:
                 count, nth, members = value
-                results[index] = [count, None if nth is None else float(nth), members]
+                results[index] = [count, None if nth is None else float(nth) / 1000.0, members]
             elif value is not None:
-                results[index] = float(value)
+                results[index] = float(value) / 1000.0
         return results
 
     def _encode(

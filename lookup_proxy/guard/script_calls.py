@@ -20,9 +20,12 @@ from lookup_proxy.guard.primitives import (
     ADD,
     ADD_MEMBERS,
     APPEND,
+    COUNT,
+    COUNT_IF,
     DELETE,
     EXPIRY_SLOT_MAX,
     EXPIRY_SLOTS,
+    MEMBERS,
     NOTE,
     SCORE,
     Op,
@@ -34,6 +37,26 @@ SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).
 
 WINDOW_ADDS: Final = frozenset({ADD, ADD_MEMBERS, NOTE})
 """The primitives that add to a window, and so refresh its expiry slot."""
+
+WINDOW_READS: Final = frozenset({COUNT, COUNT_IF, MEMBERS})
+"""The primitives that read a window after a time (``since``, their first argument)."""
+
+
+MILLIS_LIMIT: Final = 2**53
+"""The largest magnitude a time in milliseconds is sent with (exact in a Lua number; about
+285,000 years): "since forever" and "until forever" saturate here."""
+
+
+def millis(seconds: float) -> int:
+    """A time or duration as the script keeps window scores: whole milliseconds (rounded, so
+    order is kept). Integral scores are what Redis stores and formats cheaply (primitives.lua);
+    the memory store keeps the seconds, and a millisecond is below anything a window tells."""
+    if seconds * 1000.0 >= MILLIS_LIMIT:
+        return MILLIS_LIMIT
+    if seconds * 1000.0 <= -MILLIS_LIMIT:
+        return -MILLIS_LIMIT
+    return round(seconds * 1000.0)
+
 
 STEP_BACK: Final = 1.0
 """Seconds an add's ``now`` may trail the latest one this process sent before the script reads
@@ -113,11 +136,15 @@ def encode(
         group.keys.append(key)
         argv = group.argv
         argv.append(code)
-        argv.extend(op[2:])
         if code in WINDOW_ADDS:
             if code != NOTE:
                 scored.append(index)
             now: float = op[2]
+            # now, member, window, cap[, nth]: the times in milliseconds
+            argv.append(millis(now))
+            argv.append(op[3])
+            argv.append(millis(op[4]))
+            argv.extend(op[5:])
             slot = math.floor(now / min(op[4] / EXPIRY_SLOTS, EXPIRY_SLOT_MAX))
             if remembered.get(key) == slot:
                 argv.append(0)
@@ -128,15 +155,22 @@ def encode(
             if now > latest:
                 latest = now
                 stepped_before = now - STEP_BACK
+        elif code in WINDOW_READS:
+            argv.append(millis(op[2]))
+            argv.extend(op[3:])
         elif code == SCORE:
+            argv.extend(op[2:])
             scored.append(index)
         elif code == DELETE:
+            argv.extend(op[2:])
             # The key is gone after this, and a note does not notice a new key: the next add
             # or note refreshes it, TTL and all. (A removal never empties a window: the script
             # keeps its last member as a placeholder, see primitives.lua.)
             remembered.pop(key, None)
             if refreshed:
                 refreshed = [done for done in refreshed if done[0] != key]
+        else:
+            argv.extend(op[2:])
     calls = list(groups.values())
     for call in calls:
         call.seal()  # outside any try: unencodable arguments are a bug, not an outage
