@@ -17,6 +17,7 @@ from lookup_proxy.redteam.search import Search, edge
 from lookup_proxy.redteam.strategies import (
     Combined,
     Paced,
+    Surge,
     TypoFarm,
     TypoFarmOwnVisits,
     strategies_for,
@@ -280,6 +281,30 @@ def test_typo_farming_own_visits_puts_a_variant_before_a_customer_at_the_counter
     assert len(set(followed)) == len(followed)
 
 
+def test_surge_days_put_every_probe_of_a_stretch_on_its_first_working_day(
+    policies: dict[str, Path],
+) -> None:
+    """A surge is a stretch's probes (``every`` working days at ``intensity`` a day) all on
+    its first working day, within that day's span, under the lenient reason; none between."""
+    chain = simulated(load_policy(policies["weak"]), simulated_config(3, 16, 12))
+    insider = max(chain.clerks(), key=lambda s: len(chain.workdays[s.employee]))
+    stage = Stage(chain, [insider], CustomerBook(3, 0.14), random.Random(1))
+    days = list(stage.days(insider))
+    assert len(days) >= 7
+    probes = Surge().plan(stage, 1.5, {"every": 3})
+    by_day: dict[int, list[float]] = {}
+    for probe in probes:
+        assert probe.insider == insider.employee and probe.reason == "NEW_SUBSCRIPTION"
+        by_day.setdefault(chain.day_of(probe.at), []).append(probe.at)
+    surge_days = {day: span for index, (day, span) in enumerate(days) if index % 3 == 0}
+    assert set(by_day) == set(surge_days)
+    for day, moments in by_day.items():
+        assert len(moments) in (4, 5)  # 1.5 a day over three working days
+        span = surge_days[day]
+        assert all(span.first <= at <= span.last for at in moments)
+    assert abs(len(probes) - 1.5 * len(surge_days) * 3) <= 1
+
+
 def _one_edit_apart(variant: str, number: str) -> bool:
     """One digit replaced, or two adjacent digits swapped."""
     diffs = [i for i in range(11) if variant[i] != number[i]]
@@ -312,6 +337,7 @@ def test_every_reason_of_the_catalogue_gets_a_paced_row() -> None:
         "typo-farm many customers",
         "typo-farm own visits",
         "after hours",
+        "surge days",
     } <= set(names)
 
 

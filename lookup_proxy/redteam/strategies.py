@@ -276,6 +276,29 @@ class ShiftBurst(Strategy):
         ]
 
 
+class Surge(Strategy):
+    """Every probe of ``every`` working days on the first of them, spread over its span, and
+    none between. Rules that compare a week or a month see one bad day, rules that count an
+    hour see a busy one, and flags that need several days to lock get one or two: one day's
+    probing must be bounded on that day."""
+
+    def __init__(self) -> None:
+        super().__init__("surge days", {"every": (5, 10, 30)})
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        every = int(knobs["every"])
+        probes: list[Probe] = []
+        for insider in stage.insiders:
+            for index, (_, span) in enumerate(stage.days(insider)):
+                if index % every:
+                    continue
+                count = int((index + every) * intensity + 1e-9) - int(index * intensity + 1e-9)
+                for at in spread(span.first, span.last, count, stage.rng):
+                    number = stage.random_number()
+                    probes.append(Probe(at, insider.employee, number, LENIENT_REASON))
+        return probes
+
+
 class BlockScan(Strategy):
     """Numbers of one 010-XXXX block in shuffled order; a new block daily or kept all week."""
 
@@ -376,6 +399,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
         Group(shared=False),
         Rotation(everyday),
         ShiftBurst(),
+        Surge(),
         BlockScan(),
         SequentialScan((1, reach + 1) if reach else (1,)),
     ]
