@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import Refusal
+from lookup_proxy.guard import redis_store as redis_store_module
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.primitives import StoreUnavailable, tick_expiry, window_expiry
@@ -261,6 +262,32 @@ async def test_a_store_written_in_seconds_is_converted_once_at_start(fresh_redis
     assert await again.execute([("count", "lp:{e:a}:w", T - 60)]) == [3]
     assert await client.zscore("lp:{e:a}:w", "m1") == (T - 30.5) * 1000
     await again.close()
+    await client.aclose()
+
+
+async def test_a_long_conversion_refuses_lookups_meanwhile_and_loses_nothing(
+    fresh_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain's store holds millions of keys: its conversion outlasts what a lookup may wait,
+    so lookups are refused (503) while it goes on, not held; then every count is there."""
+    client = AsyncRedis.from_url(fresh_redis, decode_responses=True)
+    await client.set("lp:epoch", "old")
+    keys = [f"lp:{{e:E{n:05d}}}:w" for n in range(20_000)]
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.zadd(key, {"m": T - 5.5})
+            pipe.expire(key, 600)
+        await pipe.execute()
+    monkeypatch.setattr(redis_store_module, "CONVERSION_KEYS", 1)  # a call per key: slow
+    store = RedisStore.from_url(fresh_redis, cluster=False, timeout=0.5)
+    store._deadline = 0.05  # a lookup waits 0.4 s for a recovery
+    with pytest.raises(StoreUnavailable, match="still being recovered"):
+        await store.execute([("count", keys[0], T - 60)])
+    assert store._recovery is not None and not store._recovery.done()
+    await asyncio.wait_for(asyncio.shield(store._recovery), 60)
+    assert await store.execute([("count", key, T - 60) for key in keys[::997]]) == [1] * 21
+    assert await client.zscore(keys[-1], "m") == (T - 5.5) * 1000
+    await store.close()
     await client.aclose()
 
 

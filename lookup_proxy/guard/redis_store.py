@@ -355,7 +355,18 @@ class RedisStore:
                 return
             task = self._recover_soon()
         try:
-            await asyncio.shield(task)
+            # A batch waits as long as a recovery's own steps may take (two of deadline x 4);
+            # a longer one (a store being converted: SCORES_CONVERSION) goes on meanwhile,
+            # and lookups are refused until it is done.
+            async with asyncio.timeout(self._deadline * 8):
+                await asyncio.shield(task)
+        except TimeoutError as exc:
+            if task.done():  # the recovery itself timed out
+                raise _unavailable(exc) from exc
+            raise StoreUnavailable(
+                "Redis is still being recovered (a store written in seconds is being "
+                "converted); lookups are refused until it is done"
+            ) from exc
         except Exception as exc:
             raise _unavailable(exc) from exc
 
