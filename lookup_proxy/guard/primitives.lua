@@ -27,9 +27,9 @@ local ceil = math.ceil
 local floor = math.floor
 
 -- A window key expires `window` after the end of its newest member's slot (window / 8, at most
--- an hour: window_expiry in primitives.py; here in milliseconds), set by each proxy process's first add of a slot (or
--- an add to an empty window), so other adds leave the TTL as it is: no PEXPIRE, which was a
--- fifth of a lookup's commands.
+-- an hour: window_expiry in primitives.py; here in milliseconds), set by each proxy process's
+-- first add of a slot (or an add to an empty window), so other adds leave the TTL as it is: no
+-- PEXPIRE, which was a fifth of a lookup's commands.
 local function slot_of(window)
   local slot = window / 8
   if slot > 3600000 then slot = 3600000 end

@@ -8,8 +8,8 @@ never runs inside a store, so there is exactly one copy of it.
 All state is a *window*: members with a time score, trimmed to the window as members are added
 and capped to a size, so memory stays bounded however hard someone hammers. Times are kept to
 the millisecond (the Redis store keeps whole milliseconds, ``script_calls.millis``; the memory
-store whatever it is given): the policy never tells apart times closer than that. Plus plain values
-(locks) with an optional time to live.
+store whatever it is given): the policy never tells apart times closer than that. Plus plain
+values (locks) with an optional time to live.
 
 Primitives are tuples (``Op``), the form a batch takes to travel to a store. Rules do not build
 them: they describe their primitives to a :class:`Batch`, which collects the tuples for the live
