@@ -1046,6 +1046,33 @@ async def test_a_clerk_whose_share_of_misses_stands_out_from_the_store_is_flagge
         assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
 
 
+async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
+    store: GuardStore,
+) -> None:
+    """A clerk whose misses all came before they had looked up enough numbers to be judged is
+    judged when a miss moves the metric and at every tenth number new that day that the guard
+    learns for them (counted in the process, so the numbers seen are only noted: no count of
+    them is asked of the store), and flagged from the judgement that finds them out."""
+    recording = Recording(store)
+    desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    judged: list[int] = []
+    flags: list[tuple[str, ...]] = []
+    for index in range(21):
+        desk.clock.set(desk.clock.now() + 30)
+        recording.ops.clear()
+        decided = await desk.look(ALICE, number(index * 37, base=1030000000), found=index >= 8)
+        flags.append(decided.flags)
+        if any(op[0] in ("fields", "pick") for op in recording.ops):
+            judged.append(index + 1)
+        seen = [op for op in recording.ops if op[1].endswith(":peer-seen")]
+        assert [op[0] for op in seen] == ["score", "note"]
+    assert judged == [1, 2, 3, 4, 5, 6, 7, 8, 10, 20]
+    assert flags[:10] == [()] * 10  # the tenth lookup's judgement flags the ones after it
+    assert flags[10:] == [("peer-misses",)] * 11
+
+
 async def test_within_a_minute_a_judgement_reads_only_the_clerk_s_own_counts(
     store: GuardStore,
 ) -> None:

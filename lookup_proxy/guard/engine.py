@@ -174,6 +174,8 @@ class Guard:
         self._layouts: dict[tuple[str, frozenset[str], bool], _Layout] = {}
         """(Reason, roles, region unknown) → layout: a handful, whatever the employees."""
         self._plan_count = 0
+        self._new_numbers: dict[str, int] = {}
+        """Employee id → numbers new that day this guard learnt for them (REJUDGE_EVERY)."""
         self.lockouts = Lockouts(
             self._prefix,
             policy.lockout.duration,
@@ -600,7 +602,7 @@ class Guard:
         if peers:
             seen = self._seen_key(employee.id)
             batch.score(seen, lookup.number)
-            batch.add(seen, now, lookup.number, SEEN_WINDOW, SEEN_CAP, 0)
+            batch.note(seen, now, lookup.number, SEEN_WINDOW, SEEN_CAP)
         results = await self._execute(batch)
 
         then = self._batch()
@@ -617,7 +619,7 @@ class Guard:
             counts += [(MISSES, -1), (TYPOS, 1)]
         judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]] = []
         if counts:
-            rejudge = new and results[seen_at + 1][0] % REJUDGE_EVERY == 0
+            rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
             for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
                 tally.add_counts(then, tag, employee.id, now, counts)
                 moved = tuple(
@@ -728,6 +730,15 @@ class Guard:
                 return ((employee.id, self.escalation.name),)
         return ()
 
+    def _count_new(self, employee_id: str) -> int:
+        """One more number new that day learnt for the employee here; how many so far."""
+        counted = self._new_numbers
+        if len(counted) >= NEW_NUMBERS_KEPT:
+            counted.clear()
+        seen = counted.get(employee_id, 0) + 1
+        counted[employee_id] = seen
+        return seen
+
     def _seen_key(self, employee_id: str) -> str:
         """The numbers the employee looked up in the current peer bucket (distinct outcomes)."""
         return employee_key(self._prefix, employee_id, "peer-seen")
@@ -788,9 +799,16 @@ class Guard:
 
 
 REJUDGE_EVERY = 10
-"""Peer rules are judged when their metric moves, and also at every tenth new number of the
-day: an employee's misses may all come before they have looked up enough numbers to be judged
-(``min_outcomes``), and a rule judged only on misses would then wait for the next one."""
+"""Peer rules are judged when their metric moves, and also at every tenth number new that day
+that this guard learns for the employee: an employee's misses may all come before they have
+looked up enough numbers to be judged (``min_outcomes``), and a rule judged only on misses
+would then wait for the next one. Counted in the process (several instances each judge at
+their own tenth): the count of the store's window of numbers seen cost a ``ZCOUNT`` a
+lookup, one command in 25."""
+
+NEW_NUMBERS_KEPT = 65_536
+"""Employees whose new numbers a guard counts; past it the counts start again (a rule is then
+judged up to ten numbers later than it would have been, never not at all)."""
 
 SEEN_WINDOW = 86_400.0
 """A number counts once a day towards an employee's peer tallies, whatever their buckets."""
