@@ -35,6 +35,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.bench_audit_cost import shipped_open_all_day
+from lookup_proxy.audit.trail import stream_key
 from lookup_proxy.clock import SystemClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
@@ -75,7 +76,7 @@ def exact_rates(policy: Policy) -> Policy:
     return policy.model_copy(update={"rules": rules})
 
 
-AUDIT_LOG = "lp:{audit}:log"
+AUDIT_LOG = stream_key("lp")
 AUDIT_KEEP = 7 * 86_400.0
 
 
@@ -155,8 +156,14 @@ def before_add_members(ops: list[Op]) -> list[Op]:
     return sent
 
 
-SECONDS_AT = {ADD: (0, 2), ADD_MEMBERS: (0, 2), NOTE: (0, 2), COUNT: (0,), COUNT_IF: (0,)}
-SECONDS_AT[MEMBERS] = (0,)
+SECONDS_AT = {
+    ADD: (0, 2),
+    ADD_MEMBERS: (0, 2),
+    NOTE: (0, 2),
+    COUNT: (0,),
+    COUNT_IF: (0,),
+    MEMBERS: (0,),
+}
 """Where a primitive's arguments (after the key) hold a time or a window."""
 
 

@@ -71,7 +71,7 @@ class Stage:
         """The insider's working days with how many probes each gets: ``intensity`` a day on
         average, evenly (0.5: one every other working day; 3: three every day)."""
         for index, (day, span) in enumerate(self.days(insider)):
-            count = int((index + 1) * intensity + 1e-9) - int(index * intensity + 1e-9)
+            count = probes_over(index, index + 1, intensity)
             if count:
                 yield day, span, count
 
@@ -115,6 +115,13 @@ class Stage:
     def random_number(self) -> str:
         """A number drawn uniformly from the allocated range, as a random typist types one."""
         return number_of(random_subscriber(self.rng))
+
+
+def probes_over(first: int, end: int, intensity: float) -> int:
+    """Probes that working days ``first`` to ``end`` (exclusive) get at ``intensity`` a day,
+    rounded so that consecutive stretches add up to the whole period's (0.5: one every other
+    day)."""
+    return int(end * intensity + 1e-9) - int(first * intensity + 1e-9)
 
 
 def spread(first: float, last: float, count: int, rng: random.Random) -> list[float]:

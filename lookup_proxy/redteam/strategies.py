@@ -20,6 +20,7 @@ from lookup_proxy.redteam.probes import (
     Blocks,
     Probe,
     Stage,
+    probes_over,
     sittings,
     spread,
     walk,
@@ -292,7 +293,7 @@ class Surge(Strategy):
             for index, (_, span) in enumerate(stage.days(insider)):
                 if index % every:
                     continue
-                count = int((index + every) * intensity + 1e-9) - int(index * intensity + 1e-9)
+                count = probes_over(index, index + every, intensity)
                 for at in spread(span.first, span.last, count, stage.rng):
                     number = stage.random_number()
                     probes.append(Probe(at, insider.employee, number, LENIENT_REASON))
