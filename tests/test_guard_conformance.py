@@ -555,7 +555,14 @@ class Recording:
 
     def reads_of(self, suffix: str) -> int:
         """Members read from keys ending in ``suffix`` since the last call."""
-        reads = sum(1 for op in self.ops if op[0] == "members" and op[1].endswith(suffix))
+        return self.reads_of_each(suffix)[0]
+
+    def reads_of_each(self, *suffixes: str) -> list[int]:
+        """Members read from keys ending in each suffix since the last call."""
+        reads = [
+            sum(1 for op in self.ops if op[0] == "members" and op[1].endswith(suffix))
+            for suffix in suffixes
+        ]
         self.ops.clear()
         return reads
 
@@ -587,6 +594,62 @@ async def test_a_found_number_reads_recent_misses_only_where_the_decision_counte
     await desk.guard.learn(retype, True)
     assert recording.reads_of(":misses:miss") == 0
     assert await store.execute([("count", "lp:{e:bob}:misses:miss", T - 3600)]) == [1]
+
+
+async def test_a_found_number_reads_a_rule_s_misses_only_when_it_corrects_a_recent_one(
+    store: GuardStore,
+) -> None:
+    """A found number that is no retype of the employee's recent misses reads only those (one
+    window, whatever the rules); a retype reads each rule's own misses and forgives there. A
+    miss under a reason a rule exempts is in the employee's recent misses but not that rule's,
+    so the retype forgives it only where it counted."""
+    rules = TYPOS + TYPOS.replace('name = "misses"', 'name = "others"').replace(
+        "limit = 1", 'limit = 5\nexempt_reasons = ["NEW_SUBSCRIPTION"]'
+    )
+    recording = Recording(store)
+    desk = Desk(make_policy(rules), recording)  # type: ignore[arg-type]
+    desk.at(0)
+    await desk.look(ALICE, "01012345678", found=False)
+    desk.at(10)
+    await desk.look(ALICE, "01099990000", found=True)  # another customer, not a retype
+    reads = (":misses:recent", ":misses:miss", ":others:miss")
+    assert recording.reads_of_each(*reads) == [1, 0, 0]
+    desk.at(20)
+    await desk.look(ALICE, "01012345679", found=True)  # the retype
+    assert recording.reads_of_each(*reads) == [1, 1, 1]
+    counts = [("count", f"lp:{{e:alice}}:{rule}:miss", T - 3600) for rule in ("misses", "others")]
+    assert await store.execute(counts) == [0, 0]
+
+    desk.at(100)
+    await desk.look(ALICE, "01055556666", "NEW_SUBSCRIPTION", found=False)
+    desk.at(110)
+    await desk.look(ALICE, "01055556667", found=True)
+    assert await store.execute(counts) == [0, 0]
+    forgiven = [("count", f"lp:{{e:alice}}:{rule}:forgiven", T) for rule in ("misses", "others")]
+    assert await store.execute(forgiven) == [2, 1]
+
+
+async def test_a_group_s_misses_rule_forgives_only_the_employee_s_own_typo(
+    store: GuardStore,
+) -> None:
+    """A store's misses rule counts every clerk's misses in one log, but a found number forgives
+    only a miss of the clerk who looked it up: Bob's customer does not excuse Alice's probe one
+    digit away, whereas Bob's own typo of it is forgiven."""
+    desk = Desk(make_policy(TYPOS.replace("limit = 1", 'limit = 9\nscope = "store"')), store)
+    desk.at(0)
+    await desk.look(ALICE, "01012345678", found=False)
+    desk.at(10)
+    await desk.look(BOB, "01012345679", found=True)
+    count = [("count", "lp:{s:gangnam}:misses:miss", T - 3600)]
+    assert await store.execute(count) == [1]
+    desk.at(20)
+    await desk.look(BOB, "01012345670", found=False)
+    desk.at(30)
+    await desk.look(BOB, "01012345679", found=True)
+    assert await store.execute(count) == [1]
+    assert await store.execute([("members", "lp:{s:gangnam}:misses:miss", T - 3600)]) == [
+        ["01012345678"]
+    ]
 
 
 # -- actions and modes -----------------------------------------------------------------------
@@ -1265,14 +1328,16 @@ async def test_forgiveness_is_capped_by_a_share_of_the_employee_s_own_lookups(
         "typo_limit = 2", "typo_limit = 100\ntypo_share = 0.1\ntypo_floor = 0"
     )
     desk = Desk(make_policy(shared), store)
-    for employee, served in ((ALICE, 20), (BOB, 60)):
+    # Bob after Alice: the clock never steps back (the memory store expires on the newest time
+    # it has seen, and a recent miss lives a minute).
+    for employee, served, start in ((ALICE, 20, 0), (BOB, 60, 2000)):
         for index in range(served):
-            desk.at(index)
+            desk.at(start + index)
             await desk.look(employee, number(index * 7, base=1050000000), found=True)
         for index in range(5):
-            desk.at(1000 + index * 100)
+            desk.at(start + 1000 + index * 100)
             await desk.look(employee, number(index * 1000 + 4), found=False)
-            desk.at(1000 + index * 100 + 5)
+            desk.at(start + 1000 + index * 100 + 5)
             await desk.look(employee, number(index * 1000 + 5), found=True)
     assert await _misses(desk, ALICE) == 2
     assert await _misses(desk, BOB) == 0

@@ -44,6 +44,7 @@ from lookup_proxy.guard.rules import (
     MissesCheck,
     RateCheck,
     Subject,
+    is_typo_of,
     make_check,
 )
 from lookup_proxy.guard.shared_logs import share_logs
@@ -113,6 +114,8 @@ class _Plan:
     marks_key: str
     peer_tags: tuple[str, ...]
     """The peer group's tag of each of the layout's ``peers``."""
+    misses_key: str
+    """The employee's own recent misses (:meth:`Guard._misses_key`)."""
 
 
 PLAN_CACHE_SIZE = 8192
@@ -159,6 +162,10 @@ class Guard:
             by_tally.setdefault((peer.rule.peers, peer.rule.bucket), []).append(peer)
         self.peer_tallies = [PeerTally(self._prefix, checks) for checks in by_tally.values()]
         self._marks_span = max((peer.rule.bucket for peer in self.peer_checks), default=0.0)
+        self._typo_window = max(
+            (c.typo_window for c in self.checks if isinstance(c, MissesCheck)), default=0.0
+        )
+        """The window of the employee's recent misses (:meth:`_misses_key`)."""
         self._learns = bool(self.peer_checks) or any(
             isinstance(c, MissesCheck) for c in self.checks
         )
@@ -244,6 +251,7 @@ class Guard:
             self.lockouts.key(employee.id),
             self._marks_key(employee.id),
             tuple(tags),
+            self._misses_key(employee.id),
         )
 
     def _build_layout(self, employee: Employee, reason: str) -> _Layout:
@@ -296,6 +304,14 @@ class Guard:
             tuple(marks),
             1 + sum(p.check.width for p in rules),
         )
+
+    def _misses_key(self, employee_id: str) -> str:
+        """Every miss the employee made in the longest ``typo_window``, whichever rules count
+        it and whether or not one forgave it: a found number reads this one window, and only
+        when it corrects one of these does it read each rule's own misses (``_forgive``).
+
+        The name holds a colon, which rule names cannot, so no rule's key can be it."""
+        return employee_key(self._prefix, employee_id, "misses:recent")
 
     def _marks_key(self, employee_id: str) -> str:
         """The peer rules that fired for the employee lately: one window, one primitive per
@@ -592,12 +608,12 @@ class Guard:
         subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
         batch = self._batch()
         asked = self._may_correct(lookup, plan, now) if found else ()
-        # First, so that each asked rule's recent misses are at its index, whatever primitives
-        # learning the outcome takes (none, for a found number and a rule without a ratio).
-        for check, key in asked:
-            check.add_recent_misses(batch, key, subject)
+        if asked:  # first, at index 0, whatever primitives learning the outcome takes
+            batch.members(plan.misses_key, now - self._typo_window)
         for check, index, _ in layout.misses:
             check.add_outcome(batch, keys[index], subject, found)
+        if not found and layout.misses:
+            batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
         seen_at = batch.size()
         if peers:
             seen = self._seen_key(employee.id)
@@ -606,7 +622,7 @@ class Guard:
         results = await self._execute(batch)
 
         then = self._batch()
-        forgave = bool(asked) and await self._forgive(asked, subject, results, then)
+        forgave = bool(asked) and await self._forgive(asked, subject, results[0], then)
         # Seen today: a score within the day (a store may still hold older ones: primitives.py).
         seen_score: float | None = results[seen_at] if peers else None
         new = bool(peers) and (seen_score is None or seen_score <= now - SEEN_WINDOW)
@@ -675,35 +691,41 @@ class Guard:
 
     async def _forgive(
         self,
-        misses: tuple[tuple[MissesCheck, str], ...],
+        asked: tuple[tuple[MissesCheck, str], ...],
         subject: Subject,
-        results: list[Any],
+        recent: list[str],
         then: Batch,
     ) -> bool:
         """Describe the forgiveness of the misses this found number corrects to ``then``;
-        whether any was forgiven. The budget is read only for a number that corrects a typo
-        (a second round trip for a few lookups in a hundred, off the terminal's wait)."""
-        candidates: list[tuple[MissesCheck, str, str]] = []
-        for index, (check, key) in enumerate(misses):
-            recent: list[str] = results[index]
-            if recent:
-                miss = check.typo_candidate(recent, subject)
-                if miss is not None:
-                    candidates.append((check, key, miss))
-        if not candidates:
+        whether any was forgiven. ``recent`` are the employee's own recent misses.
+
+        Only a number that corrects one of them reads, for each rule asked, its own recent
+        misses and what a forgiveness depends on (a second round trip for a few lookups in a
+        hundred, off the terminal's wait). Reading every rule's recent misses for every found
+        number was a quarter of the lookups' ``ZRANGEBYSCORE`` commands. A rule that counts a
+        group's misses (``scope``) forgives only a miss of the employee who corrects it: a
+        retype corrects one's own typo, and colleagues farming each other's typos get nothing.
+        """
+        number = subject.number
+        own = [miss for miss in recent if is_typo_of(miss, number)]
+        if not own:
             return False
-        budget = self._batch()
-        for check, key, _ in candidates:
-            check.add_budget_reads(budget, key, subject)
-        read = await self._execute(budget)
+        reads = self._batch()
+        for check, key in asked:
+            check.add_recent_misses(reads, key, subject)
+            check.add_budget_reads(reads, key, subject)
+        read = await self._execute(reads)
         forgave = False
         start = 0
-        for check, key, miss in candidates:
-            times = check.forgiveness(read, start, subject.now)
-            start += check.typo_width
-            if times:
-                check.add_forgive(then, key, subject, miss, times)
-                forgave = True
+        for check, key in asked:
+            kept: list[str] = read[start]
+            miss = check.typo_candidate([m for m in kept if m in own], subject) if kept else None
+            if miss is not None:
+                times = check.forgiveness(read, start + 1, subject.now)
+                if times:
+                    check.add_forgive(then, key, subject, miss, times)
+                    forgave = True
+            start += 1 + check.typo_width
         return forgave
 
     async def _peer_fired(
@@ -815,6 +837,10 @@ SEEN_WINDOW = 86_400.0
 
 SEEN_CAP = 4096
 """Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""
+
+RECENT_MISSES_CAP = 4096
+"""Misses remembered per employee for the longest ``typo_window`` (a minute: a handful; a
+script typing as fast as the rate rules let it, a few dozen)."""
 
 
 def _led(plans: list[_RulePlan]) -> list[_RulePlan]:
