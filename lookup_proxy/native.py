@@ -40,6 +40,8 @@ COMPILED_MODULES = (
     "lookup_proxy.guard.peers",
     "lookup_proxy.guard.escalation",
     "lookup_proxy.guard.decision",
+    "lookup_proxy.guard.plans",
+    "lookup_proxy.guard.learning",
     "lookup_proxy.guard.engine",
     "lookup_proxy.guard.script_calls",
     "lookup_proxy.replay",

@@ -1,4 +1,4 @@
-"""The engine's plans: what one more employee costs the proxy to keep.
+"""The plan cache (guard/plans.py): what one more employee costs the proxy to keep.
 
 A busy proxy meets thousands of employees; each gets a cached plan per reason. Everything a
 plan holds that does not depend on the employee (which rules apply, where their results are)
@@ -29,8 +29,8 @@ def shipped() -> Guard:
 
 def test_employees_alike_share_one_layout_with_keys_of_their_own() -> None:
     guard = shipped()
-    alice = guard._plan(ALICE, "BILLING_INQUIRY")
-    bob = guard._plan(BOB, "BILLING_INQUIRY")
+    alice = guard.plans.plan(ALICE, "BILLING_INQUIRY")
+    bob = guard.plans.plan(BOB, "BILLING_INQUIRY")
     assert alice.layout is bob.layout
     names = [rule.check.rule.name for rule in alice.layout.rules]
     assert "region-block" in names and "chain-block" in names
@@ -44,11 +44,11 @@ def test_employees_alike_share_one_layout_with_keys_of_their_own() -> None:
 
 def test_another_reason_or_an_unknown_region_is_another_layout() -> None:
     guard = shipped()
-    billing = guard._plan(ALICE, "BILLING_INQUIRY").layout
-    walk_in = guard._plan(ALICE, "NEW_SUBSCRIPTION").layout
+    billing = guard.plans.plan(ALICE, "BILLING_INQUIRY").layout
+    walk_in = guard.plans.plan(ALICE, "NEW_SUBSCRIPTION").layout
     assert walk_in is not billing
     assert "unexplained-misses" not in [rule.check.rule.name for rule in walk_in.rules]
-    nomad = guard._plan(NOMAD, "BILLING_INQUIRY")
+    nomad = guard.plans.plan(NOMAD, "BILLING_INQUIRY")
     assert nomad.layout is not billing
     assert "region-block" not in [rule.check.rule.name for rule in nomad.layout.rules]
     assert nomad.peer_tags == () and nomad.layout.peers == ()
@@ -58,8 +58,8 @@ def test_another_reason_or_an_unknown_region_is_another_layout() -> None:
 def test_a_new_employee_s_plan_adds_three_objects_for_the_collector() -> None:
     """The plan, its keys and its peer tags; the layout and the employee are not its own."""
     guard = shipped()
-    guard._plan(ALICE, "BILLING_INQUIRY")
-    plan = guard._plan(BOB, "BILLING_INQUIRY")
+    guard.plans.plan(ALICE, "BILLING_INQUIRY")
+    plan = guard.plans.plan(BOB, "BILLING_INQUIRY")
     shared = _reachable(plan.layout) | _reachable(BOB)
     own = [o for o in _reachable(plan) - shared if gc.is_tracked(_objects[o])]
     assert len(own) <= 3, [type(_objects[o]).__name__ for o in own]

@@ -1,0 +1,256 @@
+"""Learning an allowed lookup's outcome, after the terminal has its answer.
+
+The walk's *learn* step: the backend's answer becomes misses (or found numbers) in the misses
+rules' logs, a found number that corrects one of the employee's recent misses forgives it
+within each rule's bounds (``rules.MissesCheck``), and a number new that day moves the peer
+tallies, which judge the peer rules when their metric moved. What learning locks (a peer rule
+that locks, an escalation a flag completed) goes through the guard's own lockouts, which it is
+handed as callables (as :class:`~lookup_proxy.guard.lockouts.Lockouts` is handed the store);
+it reads the same cached plans as the decision (``plans.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from lookup_proxy.clock import Clock
+from lookup_proxy.employee import Employee
+from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.lockouts import LockInfo
+from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck, PeerTally
+from lookup_proxy.guard.plans import Plan, Plans
+from lookup_proxy.guard.primitives import Batch, employee_key
+from lookup_proxy.guard.rules import Check, MissesCheck, Subject, is_typo_of
+
+
+class Learning:
+    """Learns outcomes for one guard (see the module docstring)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        clock: Clock,
+        plans: Plans,
+        checks: Sequence[Check],
+        peer_checks: Sequence[PeerCheck],
+        escalation_name: str,
+        batch: Callable[[], Batch],
+        execute: Callable[[Batch], Awaitable[list[Any]]],
+        lock: Callable[[Sequence[str], str, float, Sequence[str]], Awaitable[LockInfo]],
+        escalate: Callable[[str, Sequence[str], float], Awaitable[tuple[str, ...] | None]],
+    ) -> None:
+        self._prefix = prefix
+        self.clock = clock
+        self._plans = plans
+        self._batch = batch
+        self._execute = execute
+        self._lock = lock
+        self._escalate = escalate
+        self._escalation_name = escalation_name
+        self._peer_rules = len(peer_checks)
+        self._marks_span = max((peer.rule.bucket for peer in peer_checks), default=0.0)
+        self._typo_window = max(
+            (c.typo_window for c in checks if isinstance(c, MissesCheck)), default=0.0
+        )
+        """The window of the employee's recent misses (:meth:`Plans.misses_key`)."""
+        self._learns = bool(peer_checks) or any(isinstance(c, MissesCheck) for c in checks)
+        self._new_numbers: dict[str, int] = {}
+        """Employee id → numbers new that day this guard learnt for them (REJUDGE_EVERY)."""
+
+    async def learn(self, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
+        """Record the backend's answer for an allowed lookup: misses rules, bounded typo
+        forgiveness, and the peer tallies (a peer rule is judged when its metric moves).
+        Returns the lockouts this made (employee, rule): a peer rule that locks, or an
+        escalation its flag completed; usually none."""
+        if not self._learns:
+            return ()
+        employee = lookup.employee
+        plan = self._plans.plan(employee, lookup.reason)
+        layout, keys = plan.layout, plan.keys
+        peers = layout.peers
+        if not layout.misses and not peers:
+            return ()
+        now = self.clock.now()
+        subject = Subject(lookup.request_id, employee.id, employee.store, lookup.number, 0, now)
+        batch = self._batch()
+        asked = self._may_correct(lookup, plan, now) if found else ()
+        if asked:  # first, at index 0, whatever primitives learning the outcome takes
+            batch.members(plan.misses_key, now - self._typo_window)
+        for check, index, _ in layout.misses:
+            check.add_outcome(batch, keys[index], subject, found)
+        if not found and layout.misses:
+            batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
+        seen_at = batch.size()
+        if peers:
+            seen = self._seen_key(employee.id)
+            batch.score(seen, lookup.number)
+            batch.note(seen, now, lookup.number, SEEN_WINDOW, SEEN_CAP)
+        results = await self._execute(batch)
+
+        then = self._batch()
+        forgave = bool(asked) and await self._forgive(asked, subject, results[0], then)
+        # Seen today: a score within the day (a store may still hold older ones: primitives.py).
+        seen_score: float | None = results[seen_at] if peers else None
+        new = bool(peers) and (seen_score is None or seen_score <= now - SEEN_WINDOW)
+        counts: list[tuple[str, int]] = []
+        if new:
+            counts.append((OUTCOMES, 1))
+            if not found:
+                counts.append((MISSES, 1))
+        if forgave:
+            counts += [(MISSES, -1), (TYPOS, 1)]
+        judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]] = []
+        if counts:
+            rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
+            for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
+                tally.add_counts(then, tag, employee.id, now, counts)
+                moved = tuple(
+                    check
+                    for check in applying
+                    if rejudge or ((new and not found) if check.field == MISSES else forgave)
+                )
+                if moved:
+                    start = then.size()
+                    own_only = tally.add_own_reads(then, tag, now, moved, employee.id)
+                    width = 1 if own_only else tally.add_reads(then, tag, now, moved)
+                    judged.append((tally, tag, moved, start, width, own_only))
+        after = await self._execute(then)
+        fired = [
+            check
+            for tally, tag, checks, start, width, own_only in judged
+            for check, verdict in zip(
+                checks,
+                tally.fired(checks, employee.id, tag, now, after[start : start + width], own_only),
+                strict=True,
+            )
+            if verdict is not None
+        ]
+        if fired:
+            return await self._peer_fired(employee, fired, now)
+        return ()
+
+    def _may_correct(
+        self, lookup: Lookup, plan: Plan, now: float
+    ) -> tuple[tuple[MissesCheck, str], ...]:
+        """The misses rules whose recent misses a found number may correct: all of them,
+        but those that counted no miss in their window when this lookup was decided, if that
+        window reached back past their ``typo_window`` from now.
+
+        Misses are only learnt, and each rule counted its own before this lookup went to the
+        backend, so such a rule has none to forgive: on a simulated fortnight of honest work a
+        found lookup read 1.5 rules' recent misses of the shipped policy's four, not 3.7. (A miss
+        of the same employee learnt while this lookup was at the backend, from another terminal,
+        is then not forgiven by it: the strict side.)"""
+        keys = plan.keys
+        decided = lookup.decided
+        if decided is None or decided[0] is not plan:
+            # Decided elsewhere (another plan or guard): ask every rule.
+            return tuple([(check, keys[index]) for check, index, _ in plan.layout.misses])
+        _, then, results = decided
+        return tuple(
+            [
+                (check, keys[index])
+                for check, index, at in plan.layout.misses
+                if results[at] > 0 or check.window < check.typo_window + (now - then)
+            ]
+        )
+
+    async def _forgive(
+        self,
+        asked: tuple[tuple[MissesCheck, str], ...],
+        subject: Subject,
+        recent: list[str],
+        then: Batch,
+    ) -> bool:
+        """Describe the forgiveness of the misses this found number corrects to ``then``;
+        whether any was forgiven. ``recent`` are the employee's own recent misses.
+
+        Only a number that corrects one of them reads, for each rule asked, its own recent
+        misses and what a forgiveness depends on (a second round trip for a few lookups in a
+        hundred, off the terminal's wait). Reading every rule's recent misses for every found
+        number was a quarter of the lookups' ``ZRANGEBYSCORE`` commands. A rule that counts a
+        group's misses (``scope``) forgives only a miss of the employee who corrects it: a
+        retype corrects one's own typo, and colleagues farming each other's typos get nothing.
+        """
+        number = subject.number
+        own = [miss for miss in recent if is_typo_of(miss, number)]
+        if not own:
+            return False
+        reads = self._batch()
+        for check, key in asked:
+            check.add_recent_misses(reads, key, subject)
+            check.add_budget_reads(reads, key, subject)
+        read = await self._execute(reads)
+        forgave = False
+        start = 0
+        for check, key in asked:
+            kept: list[str] = read[start]
+            miss = check.typo_candidate([m for m in kept if m in own], subject) if kept else None
+            if miss is not None:
+                times = check.forgiveness(read, start + 1, subject.now)
+                if times:
+                    check.add_forgive(then, key, subject, miss, times)
+                    forgave = True
+            start += 1 + check.typo_width
+        return forgave
+
+    async def _peer_fired(
+        self, employee: Employee, fired: list[PeerCheck], now: float
+    ) -> tuple[tuple[str, str], ...]:
+        """Leave each fired peer rule's mark (reported by the next decisions), lock for one
+        that locks, and note the flag-days towards escalation; the lockouts made."""
+        marks = self._batch()
+        key, span, cap = self._plans.marks_key(employee.id), self._marks_span, self._peer_rules
+        for peer in fired:
+            marks.note(key, now, peer.rule.name, span, cap)
+        await self._execute(marks)
+        locking = [
+            p.rule.name for p in fired if p.rule.action == "lock" and p.rule.mode == "enforce"
+        ]
+        if locking:
+            await self._lock([employee.id], locking[0], now, ())
+            return ((employee.id, locking[0]),)
+        enforced = [p.rule.name for p in fired if p.rule.mode == "enforce"]
+        if enforced:
+            because = await self._escalate(employee.id, enforced, now)
+            if because is not None:
+                await self._lock([employee.id], self._escalation_name, now, because)
+                return ((employee.id, self._escalation_name),)
+        return ()
+
+    def _count_new(self, employee_id: str) -> int:
+        """One more number new that day learnt for the employee here; how many so far."""
+        counted = self._new_numbers
+        if len(counted) >= NEW_NUMBERS_KEPT:
+            counted.clear()
+        seen = counted.get(employee_id, 0) + 1
+        counted[employee_id] = seen
+        return seen
+
+    def _seen_key(self, employee_id: str) -> str:
+        """The numbers the employee looked up in the current peer bucket (distinct outcomes)."""
+        return employee_key(self._prefix, employee_id, "peer-seen")
+
+
+REJUDGE_EVERY = 10
+"""Peer rules are judged when their metric moves, and also at every tenth number new that day
+that this guard learns for the employee: an employee's misses may all come before they have
+looked up enough numbers to be judged (``min_outcomes``), and a rule judged only on misses
+would then wait for the next one. Counted in the process (several instances each judge at
+their own tenth): the count of the store's window of numbers seen cost a ``ZCOUNT`` a
+lookup, one command in 25."""
+
+NEW_NUMBERS_KEPT = 65_536
+"""Employees whose new numbers a guard counts; past it the counts start again (a rule is then
+judged up to ten numbers later than it would have been, never not at all)."""
+
+SEEN_WINDOW = 86_400.0
+"""A number counts once a day towards an employee's peer tallies, whatever their buckets."""
+
+SEEN_CAP = 4096
+"""Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""
+
+RECENT_MISSES_CAP = 4096
+"""Misses remembered per employee for the longest ``typo_window`` (a minute: a handful; a
+script typing as fast as the rate rules let it, a few dozen)."""
