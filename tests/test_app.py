@@ -16,6 +16,7 @@ from lookup_proxy.app import build_app
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.demo_backend import build_demo_backend
 from lookup_proxy.errors import ConfigError
+from lookup_proxy.guard.primitives import GuardStore
 from tests.harness import ENV, policy, running_proxy, serving, token
 from tests.servers import free_port
 
@@ -604,7 +605,7 @@ reasons = ["BILLING_INQUIRY"]
 
 
 async def test_answering_a_refusal_leaves_no_garbage_for_the_collector(
-    backend: str, client: aiohttp.ClientSession
+    backend: str, client: aiohttp.ClientSession, store: GuardStore
 ) -> None:
     """Refusals arrive in floods (a prober hammering past a limit or while locked out, a
     terminal with a dead token): answering one must leave nothing that only the garbage
@@ -614,7 +615,7 @@ async def test_answering_a_refusal_leaves_no_garbage_for_the_collector(
     import gc
 
     p = policy(backend, rules=CYCLE_RULES)
-    async with running_proxy(p) as (url, proxy):
+    async with running_proxy(p, store=store) as (url, proxy):
         refused = token(p, employee="E-refused")
         locked = token(p, employee="E-locked")
         billing = headers(locked, "BILLING_INQUIRY")
