@@ -20,6 +20,7 @@ from lookup_proxy.redteam.strategies import (
     Surge,
     TypoFarm,
     TypoFarmOwnVisits,
+    WaitOut,
     strategies_for,
 )
 from lookup_proxy.redteam.trial import Arena, Outcome
@@ -305,6 +306,30 @@ def test_surge_days_put_every_probe_of_a_stretch_on_its_first_working_day(
     assert abs(len(probes) - 1.5 * len(surge_days) * 3) <= 1
 
 
+def test_waiting_out_the_week_probes_one_week_of_each_period_at_that_much_more(
+    policies: dict[str, Path],
+) -> None:
+    """Probes fall only in the first calendar week of every ``period`` (weeks 0 and 2 of a
+    month, for 2), within each day's span, under the lenient reason, at ``period`` times the
+    intensity on each of those working days: the month's total stays about what the intensity
+    gives all its working days."""
+    chain = simulated(load_policy(policies["weak"]), simulated_config(3, 16, 21))
+    insider = max(chain.clerks(), key=lambda s: len(chain.workdays[s.employee]))
+    stage = Stage(chain, [insider], CustomerBook(3, 0.14), random.Random(1))
+    days = dict(stage.days(insider))
+    on_days = {day for day in days if (day // 7) % 2 == 0}
+    assert on_days and len(on_days) < len(days)
+    probes = WaitOut().plan(stage, 1.0, {"period": 2})
+    by_day: dict[int, int] = {}
+    for probe in probes:
+        assert probe.insider == insider.employee and probe.reason == "NEW_SUBSCRIPTION"
+        day = chain.day_of(probe.at)
+        assert days[day].first <= probe.at <= days[day].last
+        by_day[day] = by_day.get(day, 0) + 1
+    assert set(by_day) == on_days
+    assert set(by_day.values()) == {2}
+
+
 def _one_edit_apart(variant: str, number: str) -> bool:
     """One digit replaced, or two adjacent digits swapped."""
     diffs = [i for i in range(11) if variant[i] != number[i]]
@@ -338,6 +363,7 @@ def test_every_reason_of_the_catalogue_gets_a_paced_row() -> None:
         "typo-farm own visits",
         "after hours",
         "surge days",
+        "wait out the week",
     } <= set(names)
 
 

@@ -300,6 +300,28 @@ class Surge(Strategy):
         return probes
 
 
+class WaitOut(Strategy):
+    """Probing in one calendar week of every ``period`` and none in the others, at ``period``
+    times the intensity while it lasts: a rule whose window is a week has forgotten the last
+    stretch when the next begins, so only rules over longer windows (a fortnight, a month, the
+    escalation's fortnight of flag-days) see more than one."""
+
+    def __init__(self) -> None:
+        super().__init__("wait out the week", {"period": (2, 3)})
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        period = int(knobs["period"])
+        probes: list[Probe] = []
+        for insider in stage.insiders:
+            on = [(day, span) for day, span in stage.days(insider) if (day // 7) % period == 0]
+            for index, (_, span) in enumerate(on):
+                count = probes_over(index, index + 1, intensity * period)
+                for at in spread(span.first, span.last, count, stage.rng):
+                    number = stage.random_number()
+                    probes.append(Probe(at, insider.employee, number, LENIENT_REASON))
+        return probes
+
+
 class BlockScan(Strategy):
     """Numbers of one 010-XXXX block in shuffled order; a new block daily or kept all week."""
 
@@ -401,6 +423,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
         Rotation(everyday),
         ShiftBurst(),
         Surge(),
+        WaitOut(),
         BlockScan(),
         SequentialScan((1, reach + 1) if reach else (1,)),
     ]
