@@ -147,7 +147,7 @@ def main() -> None:
 
 def _employees_of(kinds: dict[str, tuple[int, int]]) -> int:
     """Employees with state: the count of a kind every employee who looked up anything has."""
-    for kind in ("e:peer-seen", "e:burst:ticks", "e:hourly:ticks"):
+    for kind in ("e:burst:ticks", "e:hourly:ticks"):
         if kind in kinds:
             return kinds[kind][0]
     return 0

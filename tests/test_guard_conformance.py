@@ -1114,7 +1114,7 @@ async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
 ) -> None:
     """A clerk whose misses all came before they had looked up enough numbers to be judged is
     judged when a miss moves the metric and at every tenth number new that day that the guard
-    learns for them (counted in the process, so the numbers seen are only noted: no count of
+    learns for them (counted in the process, so the numbers seen are only marked: no count of
     them is asked of the store), and flagged from the judgement that finds them out."""
     recording = Recording(store)
     desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
@@ -1129,8 +1129,8 @@ async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
         flags.append(decided.flags)
         if any(op[0] in ("fields", "pick") for op in recording.ops):
             judged.append(index + 1)
-        seen = [op for op in recording.ops if op[1].endswith(":peer-seen")]
-        assert [op[0] for op in seen] == ["score", "note"]
+        seen = [op for op in recording.ops if ":peer-seen:" in op[1]]
+        assert [op[0] for op in seen] == ["mark"]
     assert judged == [1, 2, 3, 4, 5, 6, 7, 8, 10, 20]
     assert flags[:10] == [()] * 10  # the tenth lookup's judgement flags the ones after it
     assert flags[10:] == [("peer-misses",)] * 11

@@ -7,6 +7,7 @@ seeded differential test replays a long random history against memory and Redis 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -278,6 +279,45 @@ async def test_a_tally_is_deleted_like_any_key(store: GuardStore) -> None:
     await store.execute([("incr", tally, "f", 1, 60.0)])
     assert await store.execute([("delete", tally), ("fields", tally)]) == [1, []]
     assert await store.execute([("delete", tally)]) == [0]
+
+
+async def test_mark_answers_whether_a_field_is_new_and_counts_like_a_tally(
+    store: GuardStore,
+) -> None:
+    """``mark`` answers 1 the first time a field is marked and 0 after; its fields are a
+    tally's (1 each), and the key goes with ``delete`` and expires ``ttl`` after it was made."""
+    day = "lp:{e:alice}:seen:1"
+    results = await store.execute(
+        [
+            ("mark", day, "010", 90.0, T, 100),
+            ("mark", day, "011", 90.0, T + 1, 100),
+            ("mark", day, "010", 90.0, T + 2, 100),
+            ("mark", "lp:{e:alice}:seen:2", "010", 90.0, T + 2, 100),
+            ("pick", day, ["010", "011", "012"]),
+        ]
+    )
+    assert results == [1, 1, 0, 1, [1, 1, None]]
+    assert type(results[0]) is int
+    assert await store.execute([("delete", day), ("mark", day, "010", 90.0, T + 3, 100)]) == [1, 1]
+    if isinstance(store, MemoryStore):
+        store.run([("get", "lp:{e:x}:clock", T + 200)])  # the memory store expires on its clock
+    else:
+        assert isinstance(store, RedisStore)
+        assert 85_000 < await store.client.pttl(day) <= 90_000
+        await store.client.pexpire(day, 1)
+        await asyncio.sleep(0.01)
+    assert await store.execute([("mark", day, "010", 90.0, T + 200, 100)]) == [1]
+
+
+async def test_a_marked_tally_past_its_cap_starts_over(store: GuardStore) -> None:
+    """Past ``cap`` fields every field is new again: the memory store at the cap, Redis with a
+    process's first mark of the hour (here: a new hour), so the tally stays bounded."""
+    day = "lp:{e:alice}:seen:3"
+    marks = [("mark", day, f"0{n}", 7200.0, T, 3) for n in range(3)]
+    assert await store.execute(marks) == [1, 1, 1]
+    later = T + 3600  # the next hour: Redis checks the size again
+    assert await store.execute([("mark", day, "00", 7200.0, later, 3)]) == [1]
+    assert await store.execute([("pick", day, ["00", "01", "02"])]) == [[1, None, None]]
 
 
 async def tick(store: GuardStore, now: float, key: str = KEY, width: float = 10.0,

@@ -13,7 +13,8 @@ from lookup_proxy.policy import Policy, load_policy
 from lookup_proxy.redteam import Options, red_team
 from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
 from lookup_proxy.redteam.probes import Stage
-from lookup_proxy.redteam.search import Search, edge
+from lookup_proxy.redteam.report import Row, best_never_locked, headline
+from lookup_proxy.redteam.search import Search, Trial, edge
 from lookup_proxy.redteam.strategies import (
     Combined,
     Paced,
@@ -191,8 +192,8 @@ def test_the_best_unlocked_trial_is_drawn_again_with_other_numbers(
     policies: dict[str, Path],
 ) -> None:
     """``draws`` runs the row's never-locked parameters again with other numbers (same
-    insider, same month): the other draws are reported beside the best, and the headline's
-    mean is over all of them."""
+    insider, same month): the other draws are reported beside the best, the headline's mean is
+    over all of them, and its records are the most of any never-locked draw."""
     outcome = red_team(
         load_policy(policies["weak"]),
         _options(policies["weak"], draws=3),
@@ -209,6 +210,10 @@ def test_the_best_unlocked_trial_is_drawn_again_with_other_numbers(
     assert not any(o is t.outcome for t in result.trials for o in row.redraws)
     headline = outcome.report["headline"]
     assert headline["records_mean_of_draws"] == pytest.approx(sum(records) / 3)
+    # a luckier draw is a trial too: the headline is never below what a trial found
+    assert not any(o.locked for o in row.redraws)
+    assert headline["records_per_insider"] == max(records)
+    assert headline["records_in_the_search"] == row.unlocked.outcome.best_insider
     assert "more draws" in outcome.text
     once = red_team(
         load_policy(policies["weak"]),
@@ -328,6 +333,29 @@ def test_waiting_out_the_week_probes_one_week_of_each_period_at_that_much_more(
         by_day[day] = by_day.get(day, 0) + 1
     assert set(by_day) == on_days
     assert set(by_day.values()) == {2}
+
+
+def test_the_headline_counts_a_luckier_never_locked_draw_and_not_a_locked_one() -> None:
+    """A draw of the same parameters is a trial like any other: when one got an insider more
+    records, never locked, than the search's best trial, the headline is that draw's; a
+    locked draw never counts."""
+
+    def row(name: str, searched: int, draws: list[tuple[int, bool]]) -> Row:
+        def outcome(records: int, locked: bool = False) -> Outcome:
+            return Outcome(records={"E1": records}, locked_at=1.0 if locked else None)
+
+        trial = Trial(1.0, {}, ["E1"], outcome(searched))
+        return Row(
+            Paced("BILLING_INQUIRY"), name, 1, trial, trial,
+            [outcome(records, locked) for records, locked in draws],
+            trial, "", None, None, 3,
+        )  # fmt: skip
+
+    steady = row("steady", 16, [(8, False), (12, False)])
+    lucky = row("lucky", 12, [(17, False), (5, True)])
+    unlucky = row("unlucky", 12, [(30, True), (3, False)])
+    assert [best_never_locked(r) for r in (steady, lucky, unlucky)] == [16, 17, 12]
+    assert headline([steady, lucky, unlucky]) is lucky
 
 
 def _one_edit_apart(variant: str, number: str) -> bool:

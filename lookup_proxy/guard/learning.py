@@ -11,6 +11,7 @@ it reads the same cached plans as the decision (``plans.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -83,16 +84,14 @@ class Learning:
             batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
         seen_at = batch.size()
         if peers:
-            seen = self._seen_key(employee.id)
-            batch.score(seen, lookup.number)
-            batch.note(seen, now, lookup.number, SEEN_WINDOW, SEEN_CAP)
+            day = math.floor(now / SEEN_DAY)
+            ttl = (day + 1) * SEEN_DAY - now + SEEN_KEPT
+            batch.mark(self._seen_key(employee.id, day), lookup.number, ttl, now, SEEN_CAP)
         results = await self._execute(batch)
 
         then = self._batch()
         forgave = bool(asked) and await self._forgive(asked, subject, results[0], then)
-        # Seen today: a score within the day (a store may still hold older ones: primitives.py).
-        seen_score: float | None = results[seen_at] if peers else None
-        new = bool(peers) and (seen_score is None or seen_score <= now - SEEN_WINDOW)
+        new = bool(peers) and results[seen_at] == 1  # the first time that day
         counts: list[tuple[str, int]] = []
         if new:
             counts.append((OUTCOMES, 1))
@@ -228,9 +227,10 @@ class Learning:
         counted[employee_id] = seen
         return seen
 
-    def _seen_key(self, employee_id: str) -> str:
-        """The numbers the employee looked up in the current peer bucket (distinct outcomes)."""
-        return employee_key(self._prefix, employee_id, "peer-seen")
+    def _seen_key(self, employee_id: str, day: int) -> str:
+        """The numbers the employee looked up on a day (UTC, as the peer tallies' days): each
+        counts once a day towards them. One tally per day, so "new today?" is one mark."""
+        return employee_key(self._prefix, employee_id, f"peer-seen:{day}")
 
 
 REJUDGE_EVERY = 10
@@ -245,11 +245,16 @@ NEW_NUMBERS_KEPT = 65_536
 """Employees whose new numbers a guard counts; past it the counts start again (a rule is then
 judged up to ten numbers later than it would have been, never not at all)."""
 
-SEEN_WINDOW = 86_400.0
-"""A number counts once a day towards an employee's peer tallies, whatever their buckets."""
+SEEN_DAY = 86_400.0
+"""A number counts once a day (UTC, as the peer tallies count days) towards an employee's peer
+tallies, whatever their buckets. Until 2026-12-06 the day was the last 24 hours, a window
+read (``score``) and then noted: two Redis commands a lookup where a mark is one."""
+
+SEEN_KEPT = 3600.0
+"""How long a day's numbers outlive the day (late outcomes, clocks a little apart)."""
 
 SEEN_CAP = 4096
-"""Numbers remembered per employee and peer bucket (a clerk's day is a few hundred)."""
+"""Numbers remembered per employee and day (a clerk's day is a few hundred)."""
 
 RECENT_MISSES_CAP = 4096
 """Misses remembered per employee for the longest ``typo_window`` (a minute: a handful; a

@@ -47,6 +47,7 @@ _FIELDS: Final = "fields"
 _APPEND: Final = "append"
 _TICK: Final = "tick"
 _PICK: Final = "pick"
+_MARK: Final = "mark"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -164,6 +165,8 @@ class MemoryStore:
                 results.append(self._tick(op[1], op[2], op[3], op[4]))
             elif kind == _PICK:
                 results.append(self._pick(op[1], op[2]))
+            elif kind == _MARK:
+                results.append(self._mark(op[1], op[2], op[3], op[4], op[5]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -356,6 +359,22 @@ class MemoryStore:
             self._value_expiry[key] = self._latest + ttl
         return value
 
+    def _mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> int:
+        if now > self._latest:
+            self._latest = now
+        tally = self._live_tally(key)
+        if tally is None or len(tally) >= cap:
+            self._windows.pop(key, None)
+            self._values.pop(key, None)
+            fresh = tally is None
+            tally = self._tallies[key] = {}
+            if fresh:
+                self._value_expiry[key] = self._latest + ttl
+        if field in tally:
+            return 0
+        tally[field] = 1
+        return 1
+
     def _fields(self, key: str) -> list[Any]:
         tally = self._live_tally(key)
         if tally is None:
@@ -544,6 +563,9 @@ class Immediate(Batch):
 
     def pick(self, key: str, fields: list[str]) -> None:
         self.results.append(self.store._pick(key, fields))
+
+    def mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> None:
+        self.results.append(self.store._mark(key, field, ttl, now, cap))
 
     def size(self) -> int:
         return len(self.results)

@@ -262,6 +262,20 @@ for k = 1, #KEYS do
     results[k] = value
     a = a + 4
 
+  elseif code == 'mark' then
+    -- ("mark", key, field, ttl, now, cap, fresh) -> 1 when the tally had no such field (it is
+    -- now 1), else 0: one HSETNX. With the process's first mark of the key in the hour
+    -- (fresh), a tally past cap starts over, and the TTL is set unless the key has one.
+    local field, ttl, cap, fresh = argv[a + 1], argv[a + 2], argv[a + 4], argv[a + 5]
+    a = a + 6
+    if fresh == 1 and call('HLEN', key) >= cap then
+      call('DEL', key)
+    end
+    results[k] = call('HSETNX', key, field, 1)
+    if fresh == 1 then
+      call('PEXPIRE', key, format('%d', ceil(ttl * 1000)), 'NX')
+    end
+
   elseif code == 'fields' then
     -- ("fields", key) -> {field, value, ...} with values as integers
     local flat = call('HGETALL', key)

@@ -74,6 +74,16 @@ the peer tallies' Redis commands.
     ``[field, value, field, value, ...]`` (empty when the key does not exist).
 ``("pick", key, fields)``            those fields' values (a list of field names), each an integer
     or ``None``: one employee's counts in a peer tally without reading every clerk's.
+``("mark", key, field, ttl, now, cap)`` set a field to 1 unless the tally has it: 1 when it
+    was not there, else 0. "Is this the first time in this bucket?" in one Redis command
+    (``HSETNX``), where a window's score and then a note were two: a mark is for one bucket of
+    time, its key named by the bucket, and its fields never expire on their own. The key
+    expires ``ttl`` seconds after the mark that made it (Redis: ``PEXPIRE ... NX`` with each
+    proxy process's first mark of the key in each hour, ``MARK_SLOT``; a key another process
+    deleted within the hour is then without a TTL until this process marks it in a later
+    hour). Past ``cap`` fields the tally starts over (every field new again): the memory store
+    at the cap, Redis with the process's first mark of the hour, so a tally holds at most
+    ``cap`` plus an hour's marks.
 ``("tick", key, now, width, window)`` a counter in time buckets, for rate rules at a coarse
     resolution: add one to bucket ``floor(now / width)`` and return every bucket from
     ``floor((now - window) / width)`` on as one flat list ``[bucket, count, ...]`` (integers,
@@ -116,6 +126,10 @@ FIELDS = "fields"
 APPEND = "append"
 TICK = "tick"
 PICK = "pick"
+MARK = "mark"
+
+MARK_SLOT = 3600.0
+"""How often (seconds) a process checks a marked tally's TTL and size: once per key and hour."""
 
 
 EXPIRY_SLOTS = 8
@@ -247,6 +261,9 @@ class Batch:
 
     def pick(self, key: str, fields: list[str]) -> None:
         self.ops.append((PICK, key, fields))
+
+    def mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> None:
+        self.ops.append((MARK, key, field, ttl, now, cap))
 
     def size(self) -> int:
         """Primitives described so far: where the next one's result will be."""

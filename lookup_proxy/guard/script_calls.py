@@ -25,6 +25,8 @@ from lookup_proxy.guard.primitives import (
     DELETE,
     EXPIRY_SLOT_MAX,
     EXPIRY_SLOTS,
+    MARK,
+    MARK_SLOT,
     MEMBERS,
     NOTE,
     SCORE,
@@ -113,7 +115,8 @@ def encode(
 
     One pass, each window add's two flags worked out inline (see ``redis_store.ExpirySlots``):
     fresh (the process's first add of the key in this expiry slot, by ``remembered``) and
-    stepped (its ``now`` more than STEP_BACK before the latest sent)."""
+    stepped (its ``now`` more than STEP_BACK before the latest sent); a mark's fresh flag
+    likewise, by the hour (``MARK_SLOT``)."""
     groups: dict[str, ScriptCall] = {}
     refreshed: list[tuple[str, int]] = []
     scored: list[int] = []
@@ -161,6 +164,14 @@ def encode(
         elif code == SCORE:
             argv.extend(op[2:])
             scored.append(index)
+        elif code == MARK:
+            argv.extend(op[2:])  # field, ttl, now, cap; then fresh: the TTL and size checked
+            slot = math.floor(op[4] / MARK_SLOT)
+            if remembered.get(key) == slot:
+                argv.append(0)
+            else:
+                argv.append(1)
+                refreshed.append((key, slot))
         elif code == DELETE:
             argv.extend(op[2:])
             # The key is gone after this, and a note does not notice a new key: the next add
