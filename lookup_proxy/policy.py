@@ -522,6 +522,13 @@ def _problems_from_validation(file: str, error: ValidationError) -> Iterator[Con
         yield ConfigProblem(file, _key(tuple(item["loc"])), expected, found)
 
 
+GUARD_KEY_NAMES = ("lock", "peer-flags", "peer-seen")
+"""Names of an employee's keys the guard keeps besides the rules' (the lockout, the peer
+marks, the numbers seen each day): a rule of one of these names would share a key with them
+(a distinct rule named ``lock`` would count in the lockout's key). The escalation's name is
+checked on its own (``escalation.name``)."""
+
+
 def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
     """Consistency between sections, which a per-field schema cannot see."""
     codes = set(policy.reasons)
@@ -549,6 +556,13 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
         if rule.name in seen:
             yield ConfigProblem(
                 file, f"rules[{index}].name", "a name no other rule has", repr(rule.name)
+            )
+        if rule.name in GUARD_KEY_NAMES:
+            yield ConfigProblem(
+                file,
+                f"rules[{index}].name",
+                f"a name the guard does not keep state under ({', '.join(GUARD_KEY_NAMES)})",
+                repr(rule.name),
             )
         seen.add(rule.name)
         for field_name in ("reasons", "exempt_reasons"):

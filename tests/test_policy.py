@@ -128,10 +128,19 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
             'exempt_reasons = ["NOPE"]\n',
             "rules[0].exempt_reasons",
         ),
+        (
+            '[[rules]]\nname = "lock"\nkind = "distinct"\nwindow = "1h"\nlimit = 1\n',
+            "rules[0].name",
+        ),
+        (
+            '[[rules]]\nname = "peer-flags"\nkind = "rate"\nwindow = "1h"\nlimit = 1\n',
+            "rules[0].name",
+        ),
     ],
 )
 def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
-    """Duplicate rule names and unknown reason codes in rules are refused."""
+    """Duplicate rule names, names of the guard's own keys and unknown reason codes in rules
+    are refused."""
     assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]
 
 

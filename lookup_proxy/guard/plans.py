@@ -224,9 +224,12 @@ class Plans:
     def misses_key(self, employee_id: str) -> str:
         """Every miss the employee made in the longest ``typo_window``, whichever rules count
         it and whether or not one forgave it: a found number reads this one window, and only
-        when it corrects one of these does it read each rule's own misses (``_forgive``).
+        when it corrects one of these does it read each rule's own misses
+        (``learning.Learning._forgive``).
 
-        The name holds a colon, which rule names cannot, so no rule's key can be it."""
+        No rule's key can be it: rule names hold no colon, and what a rule's keys add after
+        one is ``miss``, ``found``, ``forgiven``, ``forgivers``, ``numbers``, ``ticks`` or a
+        block's digits."""
         return employee_key(self._prefix, employee_id, "misses:recent")
 
     def marks_key(self, employee_id: str) -> str:
