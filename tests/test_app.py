@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -612,8 +613,6 @@ async def test_answering_a_refusal_leaves_no_garbage_for_the_collector(
     collector frees, or every young collection walks the flood's leftovers (a refused lookup
     left about 26 objects in reference cycles: 30-40 ms young collections at 500 refusals a
     second). Allowed lookups are the baseline: they leave none either."""
-    import gc
-
     p = policy(backend, rules=CYCLE_RULES)
     async with running_proxy(p, store=store) as (url, proxy):
         refused = token(p, employee="E-refused")
