@@ -1065,11 +1065,11 @@ limit = 2
 STAFF = [Employee(f"clerk{i}", "gangnam", "seoul", frozenset({"clerk"})) for i in range(4)]
 
 
-async def test_a_number_counts_towards_the_peer_tallies_again_a_day_after_it_was_seen(
+async def test_a_number_counts_towards_the_peer_tallies_once_a_utc_day(
     store: GuardStore,
 ) -> None:
-    """Each number counts once a day: looked up again after a day, it counts again, even when
-    the employee's numbers of the day were kept (and not trimmed) by a lookup in between."""
+    """Each number counts once a day, the UTC day the peer tallies count in: hours later the
+    same day it counts no more, minutes later but past midnight it counts again."""
     recording = Recording(store)
     desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
 
@@ -1079,10 +1079,14 @@ async def test_a_number_counts_towards_the_peer_tallies_again_a_day_after_it_was
         await desk.look(ALICE, number, found=True)
         return sum(1 for op in recording.ops if op[0] == "incr")
 
+    midnight = T - T % 86_400 + 86_400 - T  # the next UTC midnight, from T
+    assert midnight > 3 * 3600
     assert await tallied(0, "01012345678") == 1
     assert await tallied(60, "01012345678") == 0  # the same day: counted already
-    assert await tallied(23 * 3600, "01098765432") == 1
-    assert await tallied(86_400 + 120, "01012345678") == 1
+    assert await tallied(midnight - 60, "01012345678") == 0  # hours later, the same day
+    assert await tallied(midnight - 30, "01098765432") == 1
+    assert await tallied(midnight + 60, "01012345678") == 1  # two minutes on, another day
+    assert await tallied(midnight + 3600, "01012345678") == 0
 
 
 async def _workday(desk: Desk, employee: Employee, found: int, missed: int, base: int) -> None:
