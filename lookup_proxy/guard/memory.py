@@ -363,13 +363,13 @@ class MemoryStore:
         if now > self._latest:
             self._latest = now
         tally = self._live_tally(key)
-        if tally is None or len(tally) >= cap:
+        if tally is None:
             self._windows.pop(key, None)
             self._values.pop(key, None)
-            fresh = tally is None
             tally = self._tallies[key] = {}
-            if fresh:
-                self._value_expiry[key] = self._latest + ttl
+            self._value_expiry[key] = self._latest + ttl
+        elif len(tally) >= cap:
+            tally.clear()  # past the cap the tally starts over; its expiry stays
         if field in tally:
             return 0
         tally[field] = 1

@@ -174,10 +174,9 @@ class Search:
         """The best one-clerk strategies (most records never locked) together: the best two,
         the best three, ... up to ``most``.
 
-        Every size is searched, because fewer parts can each keep more of their edge: on the
-        default month of seed 1 (2026-12-05) the best two at 0.875 of their edges gave one
-        insider 16 records unlocked where the best three together found only 12 (9 once the
-        block rule counted a week) and the best four, at 0.375, 14.
+        Every size is searched, because fewer parts can each keep more of their edge, and
+        which size gets the most differs by chain and by draw (on seed 1 the best two in the
+        search's own trials, the best four in another draw: the README's red-team table).
         """
         best: list[tuple[int, Trial, Strategy]] = []
         for result in results:

@@ -15,6 +15,7 @@ from itertools import cycle
 from typing import ClassVar
 
 from lookup_proxy.policy import Policy
+from lookup_proxy.redteam.baseline import Staff
 from lookup_proxy.redteam.probes import (
     HOUR,
     Blocks,
@@ -270,10 +271,10 @@ class ShiftBurst(Strategy):
     def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         minutes = int(knobs["minutes"])
         return [
-            Probe(at, insider.employee, stage.random_number(), LENIENT_REASON)
+            probe
             for insider in stage.insiders
             for _, span, count in stage.daily(insider, intensity)
-            for at in spread(span.first, span.first + 60 * minutes, count, stage.rng)
+            for probe in _lenient(stage, insider, span.first, span.first + 60 * minutes, count)
         ]
 
 
@@ -294,9 +295,7 @@ class Surge(Strategy):
                 if index % every:
                     continue
                 count = probes_over(index, index + every, intensity)
-                for at in spread(span.first, span.last, count, stage.rng):
-                    number = stage.random_number()
-                    probes.append(Probe(at, insider.employee, number, LENIENT_REASON))
+                probes += _lenient(stage, insider, span.first, span.last, count)
         return probes
 
 
@@ -316,9 +315,7 @@ class WaitOut(Strategy):
             on = [(day, span) for day, span in stage.days(insider) if (day // 7) % period == 0]
             for index, (_, span) in enumerate(on):
                 count = probes_over(index, index + 1, intensity * period)
-                for at in spread(span.first, span.last, count, stage.rng):
-                    number = stage.random_number()
-                    probes.append(Probe(at, insider.employee, number, LENIENT_REASON))
+                probes += _lenient(stage, insider, span.first, span.last, count)
         return probes
 
 
@@ -381,6 +378,14 @@ class Combined(Strategy):
         for part, edge, part_knobs in self.parts:
             probes += part.plan(stage, edge * intensity / 8, part_knobs)
         return probes
+
+
+def _lenient(stage: Stage, insider: Staff, first: float, last: float, count: int) -> list[Probe]:
+    """``count`` random numbers spread over [first, last], under the lenient reason."""
+    return [
+        Probe(at, insider.employee, stage.random_number(), LENIENT_REASON)
+        for at in spread(first, last, count, stage.rng)
+    ]
 
 
 def everyday_reasons(policy: Policy) -> list[str]:
