@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,6 +63,30 @@ def test_a_sweep_drops_expired_keys_without_being_asked() -> None:
     for _ in range(_SWEEP_EVERY * 500 + 1001):
         store.run([("get", "lp:{e:x}:lock", T + 68)])  # past the window and its expiry slot
     assert store.size() == 0
+
+
+def test_windows_are_nothing_the_garbage_collector_walks() -> None:
+    """A serving proxy holds a window per employee, block and day: hundreds of thousands.
+
+    As objects the collector tracks, each young collection walked the new ones and each full
+    collection all of them (111 ms after 100,000 lookups of 4,000 employees); a window made
+    of dicts of strings and floats is untracked, so the store's size costs no pause.
+    """
+    store = MemoryStore()
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2_000):
+        store.run(
+            [
+                ("add", f"lp:{{e:{i}}}:hour", T + i, f"0102000{i:04d}", 3600.0, 81, 0),
+                ("add", f"lp:{{e:{i}}}:hour", T + i + 1, f"0103000{i:04d}", 3600.0, 81, 2),
+                ("remove", f"lp:{{e:{i}}}:hour", f"0102000{i:04d}"),
+                ("note", f"lp:{{e:{i}}}:blk:0102", T + i, f"0102000{i:04d}", 604_800.0, 9),
+            ]
+        )
+    assert store.size() == 4_000
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
 
 
 def test_a_tally_lives_ttl_past_the_first_change_of_its_newest_field() -> None:

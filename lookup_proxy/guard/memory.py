@@ -3,10 +3,17 @@
 A window is an insertion-ordered dict of member → score. Scores only grow within a key (the
 injected clock is monotonic for replay and a step backwards is clamped), so the oldest member is
 always first: trimming is a pop from the front, and the members after a time are a suffix.
-Each window carries its own expiry and its oldest and newest scores, so keeping the expiry
-current costs an attribute store, not a dict write, and most reads are answered by the scores
-alone. Expired keys are swept in amortised O(1): a full sweep runs once four times as many
-operations have happened as there are keys.
+Each window's expiry and its oldest and newest scores are kept beside it, so most reads are
+answered by the scores alone.
+
+Everything a window is made of is a dict of strings and floats, which the garbage collector
+does not track: a serving proxy on this store holds a window for every employee, block and
+day it has seen (hundreds of thousands), and as objects of their own (a ``_Window`` each,
+until 2026-12-06) every young collection walked the new ones and every full collection all of
+them, pauses that grew with the store (README "Garbage collection").
+
+Expired keys are swept in amortised O(1): a full sweep runs once four times as many operations
+have happened as there are keys.
 
 Replay runs fifteen to twenty primitives per event through here, so the hot paths are written
 for CPython and for mypyc (which compiles this module when a C compiler is present): replay
@@ -60,55 +67,26 @@ _HOLES_TOLERATED: Final = 32
 """Deleted members a window's dict may keep as holes before ``removed`` rebuilds it."""
 
 
-class _Window:
-    """One key's members in time order, when the key expires, its oldest and newest scores."""
-
-    __slots__ = ("entries", "expiry", "newest", "oldest", "removed")
-
-    def __init__(self) -> None:
-        self.entries: dict[str, float] = {}
-        self.expiry = _FOREVER
-        self.oldest = _FOREVER
-        """The first member's score while there are members: whether to trim, how many
-        members are recent, and the oldest score an add reports are then answered without
-        stepping into the dict (whose front is where deleted members leave their holes)."""
-        self.newest = _FOREVER
-        """At least the newest member's score (the last add's): a read since a time after it
-        is answered at once. Asking for the last minute of a week of misses is what the typo
-        check does for every found number."""
-        self.removed = 0
-        """Members deleted since ``entries`` was built."""
-
-    def front_changed(self) -> None:
-        """Read ``oldest`` again after members were deleted from the front, or re-scored."""
-        self.oldest = _FOREVER
-        for first in self.entries.values():
-            self.oldest = first
-            break
-
-    def note_removed(self, count: int) -> dict[str, float]:
-        """Count deletions, rebuilding the dict once they are many; returns the entries.
-
-        A dict keeps a deleted entry's slot as a hole until it next resizes, and a window
-        deletes from its front, so every walk from the front (to the oldest member, to trim)
-        steps over the holes: hundreds, in a busy week-long window, which made those walks a
-        tenth of a replay. Rebuilding once the deletions pass a quarter of the members keeps
-        the holes few, for an amortised copy of four members per deletion.
-        """
-        self.removed += count
-        if self.removed > _HOLES_TOLERATED and 4 * self.removed > len(self.entries):
-            self.entries = dict(self.entries)
-            self.removed = 0
-        return self.entries
-
-
 class MemoryStore:
     """Guard state in dicts; bounded by windows, caps and ``max_keys``."""
 
     kind = "memory"
 
     def __init__(self, max_keys: int = 2_000_000) -> None:
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, dict[str, float]] = {}
+        """Each window's members and their scores, oldest first."""
+        self._expiry: dict[str, float] = {}
+        """When each window expires: ``window`` after its newest member's expiry slot."""
+        self._oldest: dict[str, float] = {}
+        """The first member's score while there are members: whether to trim, how many
+        members are recent, and the oldest score an add reports are then answered without
+        stepping into the dict (whose front is where deleted members leave their holes)."""
+        self._newest: dict[str, float] = {}
+        """At least the newest member's score (the last add's): a read since a time after it
+        is answered at once. Asking for the last minute of a week of misses is what the typo
+        check does for every found number."""
+        self._removed: dict[str, int] = {}
+        """Members deleted from a window since its dict was built (see ``_note_removed``)."""
         self._values: dict[str, str] = {}
         self._tallies: dict[str, dict[Any, int]] = {}
         """Tallies by field (``incr``), and ticks by bucket (``tick``: int fields)."""
@@ -193,15 +171,17 @@ class MemoryStore:
         latest = self._latest
         if now >= latest:
             self._latest = now
-        found = self._windows.get(key)
-        if found is None:
-            found = self._windows[key] = _Window()
-        entries = found.entries
+        entries = self._windows.get(key)
+        if entries is None:
+            entries = self._windows[key] = {}
+            oldest = _FOREVER
+        else:
+            oldest = self._oldest[key]
         front_changed = not entries
         if not front_changed:
             cutoff = now - window
-            if found.oldest <= cutoff:
-                entries = found.note_removed(_trim(entries, cutoff))
+            if oldest <= cutoff:
+                entries = self._note_removed(key, entries, _trim(entries, cutoff))
                 front_changed = True
             if now < latest and entries:
                 # Only a clock that stepped back can find a newer score than now (every
@@ -212,21 +192,21 @@ class MemoryStore:
         previous = entries.get(member)
         if previous is not None:
             del entries[member]
-            if previous <= found.oldest:
+            if previous <= oldest:
                 front_changed = True
-            entries = found.note_removed(1)
+            entries = self._note_removed(key, entries, 1)
         entries[member] = now
-        found.newest = now
+        self._newest[key] = now
         count = len(entries)
         if count > cap:
             for _ in range(count - cap):
                 del entries[next(iter(entries))]
-            entries = found.note_removed(count - cap)
+            entries = self._note_removed(key, entries, count - cap)
             count = cap
             front_changed = True
         if front_changed:
-            found.front_changed()
-        found.expiry = window_expiry(now, window)
+            oldest = self._front_changed(key, entries)
+        self._expiry[key] = window_expiry(now, window)
         score: float | None = None
         if 0 < nth <= count:
             # Walk from whichever end is nearer: rate logs ask for the nth newest of nth + 1.
@@ -239,7 +219,32 @@ class MemoryStore:
                         score = candidate
                         break
                     skip -= 1
-        return [count, score, found.oldest if nth > 0 else None]
+        return [count, score, oldest if nth > 0 else None]
+
+    def _front_changed(self, key: str, entries: dict[str, float]) -> float:
+        """Read the oldest score again after members left the front, or were re-scored."""
+        oldest = _FOREVER
+        for first in entries.values():
+            oldest = first
+            break
+        self._oldest[key] = oldest
+        return oldest
+
+    def _note_removed(self, key: str, entries: dict[str, float], count: int) -> dict[str, float]:
+        """Count deletions, rebuilding the dict once they are many; returns the entries.
+
+        A dict keeps a deleted entry's slot as a hole until it next resizes, and a window
+        deletes from its front, so every walk from the front (to the oldest member, to trim)
+        steps over the holes: hundreds, in a busy week-long window, which made those walks a
+        tenth of a replay. Rebuilding once the deletions pass a quarter of the members keeps
+        the holes few, for an amortised copy of four members per deletion.
+        """
+        removed = self._removed.get(key, 0) + count
+        if removed > _HOLES_TOLERATED and 4 * removed > len(entries):
+            entries = self._windows[key] = dict(entries)
+            removed = 0
+        self._removed[key] = removed
+        return entries
 
     def _add_members(
         self, key: str, now: float, member: str, window: float, cap: int, nth: int
@@ -247,28 +252,27 @@ class MemoryStore:
         # The add trimmed the window to members after ``now - window`` (the clamp of a clock
         # that stepped back only ever scores later), so its entries are the members.
         result = self._add(key, now, member, window, cap, nth)
-        result[2] = list(self._windows[key].entries)
+        result[2] = list(self._windows[key])
         return result
 
     def _note(self, key: str, now: float, member: str, window: float, cap: int) -> None:
         self._add(key, now, member, window, cap, 0)
 
-    def _live(self, key: str) -> _Window | None:
+    def _live(self, key: str) -> dict[str, float] | None:
         """The key's window unless it has expired (then it is dropped): what reads see."""
-        found = self._windows.get(key)
-        if found is not None and found.expiry <= self._latest:
+        entries = self._windows.get(key)
+        if entries is not None and self._expiry[key] <= self._latest:
             self._drop(key)
             return None
-        return found
+        return entries
 
     def _count(self, key: str, since: float) -> int:
-        found = self._live(key)
-        if found is None:
+        entries = self._live(key)
+        if entries is None:
             return 0
-        entries = found.entries
-        if found.oldest > since:
+        if self._oldest[key] > since:
             return len(entries)  # the common case, answered without a call
-        if found.newest <= since:
+        if self._newest[key] <= since:
             return 0
         return len(entries) - _scored_until(entries, since)
 
@@ -278,33 +282,32 @@ class MemoryStore:
         return self._count(key, since)
 
     def _members(self, key: str, since: float) -> list[str]:
-        found = self._live(key)
-        if found is None:
+        entries = self._live(key)
+        if entries is None:
             return []
-        entries = found.entries
-        if found.oldest > since:
+        if self._oldest[key] > since:
             return list(entries)
-        if found.newest <= since:
+        if self._newest[key] <= since:
             return []  # the usual answer to "any misses in the last minute?"
         # Scores are in time order, so the members after ``since`` are a suffix.
         return list(islice(entries, _scored_until(entries, since), None))
 
     def _remove(self, key: str, member: str) -> int:
-        found = self._live(key)
-        if found is None:
+        entries = self._live(key)
+        if entries is None:
             return 0
-        score = found.entries.get(member)
+        score = entries.get(member)
         if score is None:
             return 0
-        del found.entries[member]
-        found.note_removed(1)
-        if score <= found.oldest:
-            found.front_changed()
+        del entries[member]
+        entries = self._note_removed(key, entries, 1)
+        if score <= self._oldest[key]:
+            self._front_changed(key, entries)
         return 1
 
     def _score(self, key: str, member: str) -> float | None:
-        found = self._live(key)
-        return None if found is None else found.entries.get(member)
+        entries = self._live(key)
+        return None if entries is None else entries.get(member)
 
     # -- values ----------------------------------------------------------------------------
 
@@ -319,7 +322,7 @@ class MemoryStore:
     def _set(self, key: str, value: str, ttl: float, now: float) -> int:
         if now > self._latest:
             self._latest = now
-        self._windows.pop(key, None)
+        self._drop_window(key)
         self._values[key] = value
         if ttl > 0:
             self._value_expiry[key] = self._latest + ttl
@@ -447,23 +450,30 @@ class MemoryStore:
     # -- housekeeping ----------------------------------------------------------------------
 
     def _drop(self, key: str) -> None:
-        self._windows.pop(key, None)
+        self._drop_window(key)
         self._values.pop(key, None)
         self._tallies.pop(key, None)
         self._logs.pop(key, None)
         self._value_expiry.pop(key, None)
 
+    def _drop_window(self, key: str) -> None:
+        if self._windows.pop(key, None) is not None:
+            del self._expiry[key]
+            del self._oldest[key]
+            del self._newest[key]
+            self._removed.pop(key, None)
+
     def _expiries(self) -> list[tuple[str, float]]:
         """Every key that expires, with when: windows always, values with a time to live."""
-        expiries = [(key, found.expiry) for key, found in self._windows.items()]
+        expiries = list(self._expiry.items())
         expiries.extend(self._value_expiry.items())
         return expiries
 
     def _sweep(self) -> None:
         self._ops_since_sweep = 0
         now = self._latest
-        for key in [key for key, found in self._windows.items() if found.expiry <= now]:
-            del self._windows[key]
+        for key in [key for key, when in self._expiry.items() if when <= now]:
+            self._drop_window(key)
         for key in [key for key, when in self._value_expiry.items() if when <= now]:
             self._drop(key)
         excess = len(self._windows) + len(self._values) + len(self._tallies) - self._max_keys
@@ -486,7 +496,7 @@ class MemoryStore:
 
     async def keys(self, pattern: str) -> list[str]:
         now = self._latest
-        live = [key for key, found in self._windows.items() if found.expiry > now]
+        live = [key for key, when in self._expiry.items() if when > now]
         live += [key for key in self._values if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key in self._tallies if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key, log in self._logs.items() if log]
