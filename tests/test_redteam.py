@@ -18,6 +18,7 @@ from lookup_proxy.redteam.search import Search, Trial, edge
 from lookup_proxy.redteam.strategies import (
     Combined,
     Paced,
+    Padded,
     Surge,
     TypoFarm,
     TypoFarmOwnVisits,
@@ -335,6 +336,39 @@ def test_waiting_out_the_week_probes_one_week_of_each_period_at_that_much_more(
     assert set(by_day.values()) == {2}
 
 
+def test_padding_adds_known_customers_to_each_working_day_beside_the_probes(
+    policies: dict[str, Path],
+) -> None:
+    """The base strategy's probes, unchanged, plus ``pad`` lookups a working day (fewer
+    while the insider has met fewer) of distinct customers met before that day, found,
+    not counted as probes, spread over the day's span, under reasons other than the lenient
+    one: more numbers for the same misses."""
+    chain = simulated(load_policy(policies["weak"]), simulated_config(3, 16, 5))
+    insider = max(chain.clerks(), key=lambda s: len(chain.workdays[s.employee]))
+    stage = Stage(chain, [insider], CustomerBook(3, 0.14), random.Random(1))
+    reasons = ["NEW_SUBSCRIPTION", "PLAN_CHANGE", "BILLING_INQUIRY"]
+    padded = Padded(Paced("NEW_SUBSCRIPTION"), reasons)
+    assert padded.name == "padded paced NEW_SUBSCRIPTION"
+    probes = padded.plan(stage, 2, {"shape": "even", "pad": 30})
+    alone = Paced("NEW_SUBSCRIPTION").plan(
+        Stage(chain, [insider], CustomerBook(3, 0.14), random.Random(1)), 2, {"shape": "even"}
+    )
+    assert [p for p in probes if p.counts] == alone
+    pads = [p for p in probes if not p.counts]
+    days = dict(stage.days(insider))
+    by_day: dict[int, list[str]] = {}
+    for pad in pads:
+        day = chain.day_of(pad.at)
+        assert days[day].first <= pad.at <= days[day].last
+        assert pad.found is True and pad.reason in ("PLAN_CHANGE", "BILLING_INQUIRY")
+        assert pad.number in stage.met_before(insider, days[day].first)
+        by_day.setdefault(day, []).append(pad.number)
+    assert len(by_day) >= 3
+    for day, numbers in by_day.items():
+        assert len(numbers) == len(set(numbers))
+        assert len(numbers) == min(30, len(stage.met_before(insider, days[day].first)))
+
+
 def test_the_headline_counts_a_luckier_never_locked_draw_and_not_a_locked_one() -> None:
     """A draw of the same parameters is a trial like any other: when one got an insider more
     records, never locked, than the search's best trial, the headline is that draw's; a
@@ -392,6 +426,8 @@ def test_every_reason_of_the_catalogue_gets_a_paced_row() -> None:
         "after hours",
         "surge days",
         "wait out the week",
+        "padded paced NEW_SUBSCRIPTION",
+        "padded typo-farm many customers",
     } <= set(names)
 
 

@@ -352,6 +352,40 @@ class SequentialScan(Strategy):
         ]
 
 
+class Padded(Strategy):
+    """Another strategy, with the insider's own numbers inflated by customers they know.
+
+    Ratios and peer shares divide misses (or forgiven typos) by the numbers an employee looked
+    up, and a relative typo budget grows with them. Lookups of customers the insider met
+    earlier disclose nothing new, but each is one more number: ``pad`` a working day of them
+    (distinct that day, cycling through everyone met before, spread over the day, under the
+    insider's other everyday reasons) make the same misses look like a smaller share.
+    """
+
+    def __init__(self, base: Strategy, reasons: Sequence[str]) -> None:
+        super().__init__(f"padded {base.name}", {**base.knobs, "pad": (100, 50, 200)})
+        self.base = base
+        self.reasons = [r for r in reasons if r != LENIENT_REASON] or list(reasons)
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        probes = self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != "pad"})
+        pad = int(knobs["pad"])
+        for insider in stage.insiders:
+            for _, span in stage.days(insider):
+                known = stage.met_before(insider, span.first)
+                if not known:
+                    continue
+                start = stage.rng.randrange(len(known))
+                moments = spread(span.first, span.last, min(pad, len(known)), stage.rng)
+                for i, at in enumerate(moments):
+                    number = known[(start + i) % len(known)]
+                    reason = stage.rng.choice(self.reasons)
+                    probes.append(
+                        Probe(at, insider.employee, number, reason, counts=False, found=True)
+                    )
+        return probes
+
+
 class Combined(Strategy):
     """Several one-clerk strategies at once, each at a share of the edge it found alone.
 
@@ -432,4 +466,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
         BlockScan(),
         SequentialScan((1, reach + 1) if reach else (1,)),
     ]
+    if LENIENT_REASON in everyday:
+        family.append(Padded(Paced(LENIENT_REASON), everyday))
+    family.append(Padded(TypoFarm(same=False), everyday))
     return family
