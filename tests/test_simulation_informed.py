@@ -174,3 +174,34 @@ def test_informed_family_needs_a_policy(tmp_path: Path) -> None:
     cfg = dataclasses.replace(CONFIG, families=("classic", "informed"))
     with pytest.raises(ValueError, match="read a policy"):
         simulate(cfg, tmp_path / "E.csv", tmp_path / "T.csv")
+
+
+def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
+    both: tuple[list[dict[str, str]], ...],
+) -> None:
+    """On each day of probing under NEW_SUBSCRIPTION, about twice the insider's honest lookups
+    again of store regulars: found, under other reasons, not malicious. A padder's day then
+    holds about three honest clerks' days of lookups."""
+    events, truth, employees, _ = both
+    padders = {e["employee"] for e in employees if e["threat"] == "informed_padded"}
+    honest = {e["employee"] for e in employees if e["role"] == "honest"}
+    assert padders
+    days: dict[tuple[str, str], int] = defaultdict(int)
+    probing: set[tuple[str, str]] = set()
+    cover = 0
+    for event, row in zip(events, truth, strict=True):
+        day = (event["employee"], event["timestamp"][:10])
+        days[day] += 1
+        if event["employee"] not in padders:
+            continue
+        if row["threat"] == "informed_padded":
+            probing.add(day)
+            assert event["reason"] == "NEW_SUBSCRIPTION"
+        elif event["found"] == "true" and event["reason"] != "NEW_SUBSCRIPTION":
+            cover += 1
+    probes = sum(1 for row in truth if row["threat"] == "informed_padded")
+    assert probing and cover > 10 * probes
+    clerk_days = sorted(n for (who, _), n in days.items() if who in honest)
+    typical = clerk_days[len(clerk_days) // 2]
+    padded_days = sorted(days[day] for day in probing)
+    assert padded_days[len(padded_days) // 2] > 1.4 * typical

@@ -56,6 +56,7 @@ INFORMED_THREATS: Final = (
     "informed_groups",
     "informed_corporate",
     "informed_rotation",
+    "informed_padded",
 )
 ALL_THREATS: Final = (*CLASSIC_THREATS, *INFORMED_THREATS)
 FAMILIES: Final = {"classic": CLASSIC_THREATS, "informed": INFORMED_THREATS}

@@ -36,6 +36,8 @@ LENIENT_REASON: Final = "NEW_SUBSCRIPTION"
 TYPO_RETYPE: Final = (6, 15)
 """Seconds between a farmed variant and the retype of the known customer."""
 SLOW_PER_DAY: Final = 3
+PAD_FACTOR: Final = 2.0
+"""Lookups of known customers a padding insider adds, per honest lookup of their own."""
 BEFORE_OPENING: Final = (7 * HOUR, 9 * HOUR)
 AFTER_CLOSING: Final = (21 * HOUR + 30 * 60, 23 * HOUR)
 
@@ -153,6 +155,30 @@ class Informed(Campaign):
             self.emit(out, time_in(segments, self.rng), number, self.next_reason(), style=0)
 
 
+class InformedPadded(Informed):
+    """NEW_SUBSCRIPTION probing, with the day padded by store regulars looked up again.
+
+    Misses are judged as shares of the numbers an employee looks up (peer rules, ratio
+    rules); a regular looked up again discloses nothing new but is one more number, so
+    ``PAD_FACTOR`` times the insider's own honest lookups make the probes' misses a share
+    that looks like chance.
+    """
+
+    def __init__(self, world: World, employee: Employee, quota: int, pad: int) -> None:
+        super().__init__(world, employee, quota)
+        self.pad = pad
+
+    def day(self, segments: Sequence[Segment], out: list[Event]) -> None:
+        super().day(segments, out)
+        cover = [r for r in EVERYDAY_REASONS if r != LENIENT_REASON]
+        for _ in range(self.pad):
+            known = self.world.regular(self.employee.store, self.rng)
+            # Cover, not probes: customers the insider serves, so the truth counts them as
+            # their own work and they disclose nothing new.
+            t = time_in(segments, self.rng)
+            out.append((t, known, self.rng.choice(cover), "", True, self.employee, ""))
+
+
 class InformedRotation(Informed):
     """Every everyday reason and every spelling in turn, each just under its own limits."""
 
@@ -232,6 +258,9 @@ def informed_campaigns(
         if threat == "informed_newsub":
             quota = budget.probes((LENIENT_REASON,), honest, clerk)
             campaign = Informed(world, employee, quota)
+        elif threat == "informed_padded":
+            quota = budget.probes((LENIENT_REASON,), honest, clerk)
+            campaign = InformedPadded(world, employee, quota, round(PAD_FACTOR * honest))
         elif threat == "informed_slow":
             quota = min(SLOW_PER_DAY, budget.probes(EVERYDAY_REASONS, honest, clerk))
             campaign = InformedRotation(world, employee, quota)
