@@ -363,7 +363,7 @@ class Padded(Strategy):
     """
 
     def __init__(self, base: Strategy, reasons: Sequence[str]) -> None:
-        super().__init__(f"padded {base.name}", {**base.knobs, "pad": (100, 50, 200)})
+        super().__init__(f"padded {base.name}", {**base.knobs, "pad": (100, 50, 200, 400)})
         self.base = base
         self.reasons = [r for r in reasons if r != LENIENT_REASON] or list(reasons)
 
