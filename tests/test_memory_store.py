@@ -46,6 +46,21 @@ async def test_keys_lists_only_live_keys_matching_the_pattern() -> None:
     assert await store.keys("lp:*") == ["lp:{e:a}:lock"]
 
 
+async def test_a_key_taken_over_by_a_tally_keeps_nothing_of_its_window() -> None:
+    """A window's key written as a tally (incr, tick, mark) is the tally alone: listed once,
+    and once the tally expires, gone, with no window expiry left behind to list."""
+    for op in (
+        ("incr", "lp:{e:a}:k", "f", 1, 30.0),
+        ("tick", "lp:{e:a}:k", T, 10.0, 30.0),
+        ("mark", "lp:{e:a}:k", "f", 30.0, T, 10),
+    ):
+        store = MemoryStore()
+        store.run([("add", "lp:{e:a}:k", T, "m", 600.0, 5, 0), op])
+        assert await store.keys("lp:*") == ["lp:{e:a}:k"], op[0]
+        store.run([("get", "lp:{e:b}:lock", T + 500)])  # the tally's time is up, not the window's
+        assert await store.keys("lp:*") == [], op[0]
+
+
 def test_deleting_an_expired_key_reports_nothing_deleted_as_redis_does() -> None:
     """Expired but not yet swept, a value or a window is already gone: delete answers 0."""
     store = MemoryStore()

@@ -179,9 +179,10 @@ def test_informed_family_needs_a_policy(tmp_path: Path) -> None:
 def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
     both: tuple[list[dict[str, str]], ...],
 ) -> None:
-    """On each day of probing under NEW_SUBSCRIPTION, about twice the insider's honest lookups
-    again of store regulars: found, under other reasons, not malicious. A padder's day then
-    holds about three honest clerks' days of lookups."""
+    """Beside the probes under NEW_SUBSCRIPTION, lookups again of the store's regulars
+    (twice what the insider's pace gives an honest day): found, under other reasons, not
+    malicious, over ten times the probes; a padder's median day holds more than 1.4 times
+    an honest clerk's (their own pace may be slow)."""
     events, truth, employees, _ = both
     padders = {e["employee"] for e in employees if e["threat"] == "informed_padded"}
     honest = {e["employee"] for e in employees if e["role"] == "honest"}

@@ -354,22 +354,26 @@ class MemoryStore:
     def _incr(self, key: str, field: str, amount: int, ttl: float) -> int:
         tally = self._live_tally(key)
         if tally is None:
-            self._windows.pop(key, None)
-            self._values.pop(key, None)
-            tally = self._tallies[key] = {}
+            tally = self._new_tally(key)
         value = tally[field] = tally.get(field, 0) + amount
         if value == amount:
             self._value_expiry[key] = self._latest + ttl
         return value
+
+    def _new_tally(self, key: str) -> dict[Any, int]:
+        """An empty tally under ``key``, in place of whatever window or value held it."""
+        self._drop_window(key)
+        self._values.pop(key, None)
+        tally: dict[Any, int] = {}
+        self._tallies[key] = tally
+        return tally
 
     def _mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> int:
         if now > self._latest:
             self._latest = now
         tally = self._live_tally(key)
         if tally is None:
-            self._windows.pop(key, None)
-            self._values.pop(key, None)
-            tally = self._tallies[key] = {}
+            tally = self._new_tally(key)
             self._value_expiry[key] = self._latest + ttl
         elif len(tally) >= cap:
             tally.clear()  # past the cap the tally starts over; its expiry stays
@@ -401,9 +405,7 @@ class MemoryStore:
             self._latest = now
         tally = self._live_tally(key)
         if tally is None:
-            self._windows.pop(key, None)
-            self._values.pop(key, None)
-            tally = self._tallies[key] = {}
+            tally = self._new_tally(key)
         bucket = math.floor(now / width)
         value = tally.get(bucket, 0) + 1
         tally[bucket] = value

@@ -173,8 +173,8 @@ class InformedPadded(Informed):
         cover = [r for r in EVERYDAY_REASONS if r != LENIENT_REASON]
         for _ in range(self.pad):
             known = self.world.regular(self.employee.store, self.rng)
-            # Cover, not probes: customers the insider serves, so the truth counts them as
-            # their own work and they disclose nothing new.
+            # Cover, not probes: the store's regulars, whom the insider may serve, so the
+            # truth counts them as their own work and they disclose nothing new.
             t = time_in(segments, self.rng)
             out.append((t, known, self.rng.choice(cover), "", True, self.employee, ""))
 
