@@ -39,6 +39,7 @@ COMPILED_MODULES = (
     "lookup_proxy.guard.lockouts",
     "lookup_proxy.guard.peers",
     "lookup_proxy.guard.escalation",
+    "lookup_proxy.guard.known_numbers",
     "lookup_proxy.guard.decision",
     "lookup_proxy.guard.plans",
     "lookup_proxy.guard.learning",

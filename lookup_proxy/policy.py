@@ -522,10 +522,10 @@ def _problems_from_validation(file: str, error: ValidationError) -> Iterator[Con
         yield ConfigProblem(file, _key(tuple(item["loc"])), expected, found)
 
 
-GUARD_KEY_NAMES = ("lock", "peer-flags", "peer-seen")
+GUARD_KEY_NAMES = ("lock", "peer-flags", "known-numbers")
 """Names of an employee's keys the guard keeps besides the rules' (the lockout, the peer
-marks, the numbers seen each day): a rule of one of these names would share a key with them
-(a distinct rule named ``lock`` would count in the lockout's key). The escalation's name is
+marks, the numbers the employee has met): a rule of one of these names would share a key with
+them (a distinct rule named ``lock`` would count in the lockout's key). The escalation's name is
 checked on its own (``escalation.name``)."""
 
 

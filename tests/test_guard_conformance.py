@@ -21,6 +21,7 @@ from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Decision, Lookup
 from lookup_proxy.guard.engine import Guard
+from lookup_proxy.guard.known_numbers import GENERATION
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import GuardStore, Op
 from lookup_proxy.guard.redis_store import RedisStore
@@ -1065,28 +1066,59 @@ limit = 2
 STAFF = [Employee(f"clerk{i}", "gangnam", "seoul", frozenset({"clerk"})) for i in range(4)]
 
 
-async def test_a_number_counts_towards_the_peer_tallies_once_a_utc_day(
+async def test_a_number_counts_towards_the_peer_tallies_once_until_the_clerk_forgets_it(
     store: GuardStore,
 ) -> None:
-    """Each number counts once a day, the UTC day the peer tallies count in: hours later the
-    same day it counts no more, minutes later but past midnight it counts again."""
+    """A number counts towards a clerk's peer tallies the first time they look it up, and not
+    again while they know it: later that day, another day, in the next generation of the
+    filter (known from the one before); a number not looked up for a whole generation is new
+    again. Knowing is each clerk's own: a colleague's first lookup of it counts."""
     recording = Recording(store)
     desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
 
-    async def tallied(at: float, number: str) -> int:
+    async def tallied(at: float, number: str, employee: Employee = ALICE) -> int:
         desk.at(at)
         recording.ops.clear()
-        await desk.look(ALICE, number, found=True)
+        await desk.look(employee, number, found=True)
         return sum(1 for op in recording.ops if op[0] == "incr")
 
-    midnight = T - T % 86_400 + 86_400 - T  # the next UTC midnight, from T
-    assert midnight > 3 * 3600
+    next_generation = (T // GENERATION + 1) * GENERATION - T
+    assert next_generation > 86_400 + 60
     assert await tallied(0, "01012345678") == 1
     assert await tallied(60, "01012345678") == 0  # the same day: counted already
-    assert await tallied(midnight - 60, "01012345678") == 0  # hours later, the same day
-    assert await tallied(midnight - 30, "01098765432") == 1
-    assert await tallied(midnight + 60, "01012345678") == 1  # two minutes on, another day
-    assert await tallied(midnight + 3600, "01012345678") == 0
+    assert await tallied(86_400, "01012345678") == 0  # another day: still known
+    assert await tallied(86_400, "01012345678", STAFF[0]) == 1  # new to a colleague
+    assert await tallied(120, "01098765432") == 1
+    assert await tallied(next_generation + 60, "01012345678") == 0  # known from the last one
+    assert await tallied(next_generation + GENERATION + 60, "01012345678") == 0
+    # Not looked up in the last generation: forgotten.
+    assert await tallied(next_generation + GENERATION + 120, "01098765432") == 1
+
+
+async def test_customers_looked_up_again_do_not_dilute_a_clerk_s_misses(
+    store: GuardStore,
+) -> None:
+    """Padding: a prober who first looks up sixty customers met the day before, again, then
+    makes twenty misses in thirty-one numbers, is flagged as they would be without them.
+    Counted among every number of the day (until 2026-12-06) the sixty brought their share of
+    misses within chance of the peers' and they were not."""
+    rule = PEER.format(min_peers=3).replace("min_spread = 0.05", "min_spread = 0.15")
+    desk = Desk(make_policy(rule.replace("min_outcomes = 10", "min_outcomes = 50")), store)
+    for offset, clerk in enumerate([*STAFF, ALICE]):  # day one: sixty customers each
+        desk.at(offset * 10_000)
+        await _workday(desk, clerk, found=60, missed=0, base=1050000000 + offset * 100_000)
+    met = [number(index * 37, base=1050000000 + 4 * 100_000) for index in range(60)]
+    desk.at(2 * 86_400)  # another UTC day, whatever the time of day at T
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    for regular in met:  # the padding: the customers of day one again
+        desk.clock.set(desk.clock.now() + 30)
+        assert (await desk.look(ALICE, regular, found=True)).allowed
+    await _workday(desk, ALICE, found=11, missed=20, base=1030000000)
+    flagged = await desk.look(ALICE, number(1, base=1040000000))
+    assert flagged.flags == ("peer-misses",)
+    for clerk in STAFF:
+        assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
 
 
 async def _workday(desk: Desk, employee: Employee, found: int, missed: int, base: int) -> None:
@@ -1117,9 +1149,9 @@ async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
     store: GuardStore,
 ) -> None:
     """A clerk whose misses all came before they had looked up enough numbers to be judged is
-    judged when a miss moves the metric and at every tenth number new that day that the guard
-    learns for them (counted in the process, so the numbers seen are only marked: no count of
-    them is asked of the store), and flagged from the judgement that finds them out."""
+    judged when a miss moves the metric and at every tenth number new to them that the guard
+    learns (counted in the process, so the numbers met are only sighted: no count of them is
+    asked of the store), and flagged from the judgement that finds them out."""
     recording = Recording(store)
     desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
     for offset, clerk in enumerate(STAFF):
@@ -1133,8 +1165,8 @@ async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
         flags.append(decided.flags)
         if any(op[0] in ("fields", "pick") for op in recording.ops):
             judged.append(index + 1)
-        seen = [op for op in recording.ops if ":peer-seen:" in op[1]]
-        assert [op[0] for op in seen] == ["mark"]
+        met = [op for op in recording.ops if ":known-numbers:" in op[1]]
+        assert [op[0] for op in met] == ["sight", "sighted_if"]
     assert judged == [1, 2, 3, 4, 5, 6, 7, 8, 10, 20]
     assert flags[:10] == [()] * 10  # the tenth lookup's judgement flags the ones after it
     assert flags[10:] == [("peer-misses",)] * 11

@@ -320,6 +320,46 @@ async def test_a_marked_tally_past_its_cap_starts_over(store: GuardStore) -> Non
     assert await store.execute([("pick", day, ["00", "01", "02"])]) == [[1, None, None]]
 
 
+async def test_sight_answers_whether_any_bit_was_clear_and_sets_them_all(
+    store: GuardStore,
+) -> None:
+    """``sight`` answers 1 when one of its bits was clear and sets them all; ``sighted_if``
+    reads another bit set only after a sight that answered 1 (``None`` otherwise), 1 when
+    every bit is set there; a missing key has every bit clear. The bits are numbered as
+    Redis numbers a string's (byte by byte, the highest bit first), so both stores hold the
+    same bytes."""
+    now, older = "lp:{e:alice}:known-numbers:2", "lp:{e:alice}:known-numbers:1"
+    results = await store.execute(
+        [
+            ("sight", now, [0, 9, 65_535], 90.0, T),  # all clear: new
+            ("sighted_if", older, [0, 9, 65_535]),  # not in the older set
+            ("sight", now, [0, 9], 90.0, T + 1),  # all set: known
+            ("sighted_if", older, [0, 9]),  # not read
+            ("sight", now, [9, 10], 90.0, T + 2),  # one of them clear: new
+            ("sight", older, [5, 6], 90.0, T + 2),
+            ("sight", now, [5, 6], 90.0, T + 3),
+            ("sighted_if", older, [5, 6]),  # new here, known there
+            ("sight", now, [7], 90.0, T + 3),
+            ("sighted_if", older, [5, 7]),  # one clear there
+        ]
+    )
+    assert results == [1, 0, 0, None, 1, 1, 1, 1, 1, 0]
+    assert all(type(result) is int for result in results if result is not None)
+    if isinstance(store, RedisStore):
+        first_bytes = await store.client.execute_command("BITFIELD", now, "GET", "u16", 0)
+        assert first_bytes == [0b1000_0111_0110_0000]
+    assert await store.execute([("delete", now), ("sight", now, [0], 90.0, T + 4)]) == [1, 1]
+    if isinstance(store, MemoryStore):
+        store.run([("get", "lp:{e:x}:clock", T + 200)])  # the memory store expires on its clock
+    else:
+        assert isinstance(store, RedisStore)
+        assert 85_000 < await store.client.pttl(now) <= 90_000
+        await store.client.pexpire(now, 1)
+        await asyncio.sleep(0.01)
+    assert await store.execute([("sight", now, [0], 90.0, T + 200)]) == [1]
+    assert await store.execute([("delete", "lp:{e:alice}:known-numbers:9")]) == [0]
+
+
 async def tick(store: GuardStore, now: float, key: str = KEY, width: float = 10.0,
                window: float = 60.0) -> dict[int, int]:  # fmt: skip
     """Tick once; the buckets answered, as bucket → count (checking they are integers)."""
@@ -408,7 +448,14 @@ def _random_batch(
         window = windows[key]
         since = now - window * rng.choice((0.01, 0.1, 0.5, 0.9, 1.0))
         roll = rng.random()
-        if key.endswith(":t"):
+        if key.endswith((":k", ":j")):
+            # Bit sets: a sight of a few of 24 bits (so they fill and overlap), and for a
+            # ``k`` the same bits asked of the employee's ``j`` when the sight was new.
+            bits = rng.sample(range(24), rng.randint(1, 4))
+            ops.append(("sight", key, bits, 1e6, now))
+            if key.endswith(":k"):
+                ops.append(("sighted_if", key[:-1] + "j", bits))
+        elif key.endswith(":t"):
             # A key keeps one width, as a rule does: four buckets a window for a, twelve for b.
             ops.append(("tick", key, now, window / (4 if "{e:a}" in key else 12), window))
         elif roll < 0.55:
@@ -442,6 +489,7 @@ async def test_redis_matches_the_memory_store_on_a_random_history(redis_store: R
         for i, window in enumerate((5.0, 30.0, 120.0))
     }
     windows |= {f"lp:{{e:{name}}}:{window:g}:t": window for name in "ab" for window in (6.0, 60.0)}
+    windows |= {f"lp:{{e:{name}}}:known:{bits}": 1e6 for name in "ab" for bits in "kj"}
     now = T
     for step in range(2000):
         now = round(now + rng.choice((0.001, 0.25, 1.0, 3.0, 7.5)), 3)
@@ -488,6 +536,9 @@ def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
         ("append", "lp:{a}:log", "entry", T, 60.0),
         ("tick", "lp:{e:a}:ticks", T, 10.0, 60.0),
         ("pick", "lp:{s:a}:t", ["f", "g"]),
+        ("mark", "lp:{e:a}:seen", "m", 60.0, T, 100),
+        ("sight", "lp:{e:a}:known", [1, 2], 60.0, T),
+        ("sighted_if", "lp:{e:a}:known-before", [1, 2]),
     ]
     batch = Batch()
     _describe(batch, ops)
@@ -501,6 +552,7 @@ def test_the_memory_store_s_immediate_batch_answers_what_run_answers() -> None:
     rng = random.Random(20261128)
     by_ops, by_calls = MemoryStore(), MemoryStore()
     windows = {f"lp:{{e:{name}}}:w{i}": w for name in "ab" for i, w in enumerate((5.0, 40.0))}
+    windows |= {f"lp:{{e:{name}}}:known:{bits}": 1e6 for name in "ab" for bits in "kj"}
     now = T
     for step in range(3000):
         now = round(now + rng.choice((0.001, 0.25, 1.0, 3.0, 7.5)), 3)

@@ -12,10 +12,12 @@ import pytest
 from lookup_proxy.policy import Policy, load_policy
 from lookup_proxy.simulation.contracts import CLASSIC_THREATS, INFORMED_THREATS
 from lookup_proxy.simulation.honest import EVERYDAY_REASONS
-from lookup_proxy.simulation.informed import Budget
+from lookup_proxy.simulation.informed import Budget, InformedPadded
 from lookup_proxy.simulation.month import simulate
 from lookup_proxy.simulation.number_space import canonical
-from lookup_proxy.simulation.roster import SimConfig
+from lookup_proxy.simulation.roster import Employee, SimConfig
+from lookup_proxy.simulation.workday import Event
+from lookup_proxy.simulation.world import World
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = load_policy(ROOT / "config" / "policy.toml")
@@ -179,7 +181,7 @@ def test_informed_family_needs_a_policy(tmp_path: Path) -> None:
 def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
     both: tuple[list[dict[str, str]], ...],
 ) -> None:
-    """Beside the probes under NEW_SUBSCRIPTION, lookups again of the store's regulars
+    """Beside the probes under NEW_SUBSCRIPTION, lookups again of customers served before
     (twice what the insider's pace gives an honest day): found, under other reasons, not
     malicious, over ten times the probes; a padder's median day holds more than 1.4 times
     an honest clerk's (their own pace may be slow)."""
@@ -206,3 +208,28 @@ def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
     typical = clerk_days[len(clerk_days) // 2]
     padded_days = sorted(days[day] for day in probing)
     assert padded_days[len(padded_days) // 2] > 1.4 * typical
+
+
+def test_a_padder_pads_only_with_customers_they_served_on_earlier_days() -> None:
+    """The padding is the insider's own customers of earlier days (found, not probes), at most
+    ``pad`` distinct a day: none on their first day, and never a number they have not served
+    (a store regular they never met would be a record disclosed, not cover)."""
+    world = World(CONFIG)
+    clerk = Employee(
+        "E1", "S01", "R1", "day", 0, 6.0, frozenset(range(12)), threat="informed_padded"
+    )
+    padder = InformedPadded(world, clerk, quota=3, pad=5)
+    segments = [(9 * 3600, 18 * 3600, True)]
+    served: set[str] = set()
+    for _day in range(4):
+        own = [world.fresh_customer(padder.rng) for _ in range(4)]
+        out: list[Event] = [
+            (9 * 3600 + i, n, "PLAN_CHANGE", "", True, clerk, "") for i, n in enumerate(own)
+        ]
+        padder.day(segments, out)
+        pads = [event[1] for event in out[len(own) :] if not event[6]]
+        probes = [event for event in out[len(own) :] if event[6]]
+        assert len(probes) == 3
+        assert len(pads) == len(set(pads)) == min(5, len(served))
+        assert set(pads) <= served
+        served |= set(own)

@@ -2,8 +2,9 @@
 
 The walk's *learn* step: the backend's answer becomes misses (or found numbers) in the misses
 rules' logs, a found number that corrects one of the employee's recent misses forgives it
-within each rule's bounds (``rules.MissesCheck``), and a number new that day moves the peer
-tallies, which judge the peer rules when their metric moved. What learning locks (a peer rule
+within each rule's bounds (``rules.MissesCheck``), and a number new to the employee
+(``known_numbers.py``) moves the peer tallies, which judge the peer rules when their metric
+moved. What learning locks (a peer rule
 that locks, an escalation a flag completed) goes through the guard's own lockouts, which it is
 handed as callables (as :class:`~lookup_proxy.guard.lockouts.Lockouts` is handed the store);
 it reads the same cached plans as the decision (``plans.py``).
@@ -11,17 +12,17 @@ it reads the same cached plans as the decision (``plans.py``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from lookup_proxy.clock import Clock
 from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
+from lookup_proxy.guard.known_numbers import KnownNumbers
 from lookup_proxy.guard.lockouts import LockInfo
 from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck, PeerTally
 from lookup_proxy.guard.plans import Plan, Plans
-from lookup_proxy.guard.primitives import Batch, employee_key
+from lookup_proxy.guard.primitives import Batch
 from lookup_proxy.guard.rules import Check, MissesCheck, Subject, is_typo_of
 
 
@@ -56,8 +57,9 @@ class Learning:
         )
         """The window of the employee's recent misses (:meth:`Plans.misses_key`)."""
         self._learns = bool(peer_checks) or any(isinstance(c, MissesCheck) for c in checks)
+        self._known = KnownNumbers(prefix)
         self._new_numbers: dict[str, int] = {}
-        """Employee id → numbers new that day this guard learnt for them (REJUDGE_EVERY)."""
+        """Employee id → numbers new to them this guard learnt (REJUDGE_EVERY)."""
 
     async def learn(self, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
         """Record the backend's answer for an allowed lookup: misses rules, bounded typo
@@ -84,14 +86,12 @@ class Learning:
             batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
         seen_at = batch.size()
         if peers:
-            day = math.floor(now / SEEN_DAY)
-            ttl = (day + 1) * SEEN_DAY - now + SEEN_KEPT
-            batch.mark(self._seen_key(employee.id, day), lookup.number, ttl, now, SEEN_CAP)
+            self._known.add_sight(batch, employee.id, lookup.number, now)
         results = await self._execute(batch)
 
         then = self._batch()
         forgave = bool(asked) and await self._forgive(asked, subject, results[0], then)
-        new = bool(peers) and results[seen_at] == 1  # the first time that day
+        new = bool(peers) and KnownNumbers.new(results, seen_at)
         counts: list[tuple[str, int]] = []
         if new:
             counts.append((OUTCOMES, 1))
@@ -219,7 +219,7 @@ class Learning:
         return ()
 
     def _count_new(self, employee_id: str) -> int:
-        """One more number new that day learnt for the employee here; how many so far."""
+        """One more number new to the employee learnt here; how many so far."""
         counted = self._new_numbers
         if len(counted) >= NEW_NUMBERS_KEPT:
             counted.clear()
@@ -227,15 +227,10 @@ class Learning:
         counted[employee_id] = seen
         return seen
 
-    def _seen_key(self, employee_id: str, day: int) -> str:
-        """The numbers the employee looked up on a day (UTC, as the peer tallies' days): each
-        counts once a day towards them. One tally per day, so "new today?" is one mark."""
-        return employee_key(self._prefix, employee_id, f"peer-seen:{day}")
-
 
 REJUDGE_EVERY = 10
-"""Peer rules are judged when their metric moves, and also at every tenth number new that day
-that this guard learns for the employee: an employee's misses may all come before they have
+"""Peer rules are judged when their metric moves, and also at every tenth number new to the
+employee that this guard learns: an employee's misses may all come before they have
 looked up enough numbers to be judged (``min_outcomes``), and a rule judged only on misses
 would then wait for the next one. Counted in the process (several instances each judge at
 their own tenth): the count of the store's window of numbers seen cost a ``ZCOUNT`` a
@@ -244,17 +239,6 @@ lookup, one command in 25."""
 NEW_NUMBERS_KEPT = 65_536
 """Employees whose new numbers a guard counts; past it the counts start again (a rule is then
 judged up to ten numbers later than it would have been, never not at all)."""
-
-SEEN_DAY = 86_400.0
-"""A number counts once a day (UTC, as the peer tallies count days) towards an employee's peer
-tallies, whatever their buckets. Until 2026-12-06 the day was the last 24 hours, a window
-read (``score``) and then noted: two Redis commands a lookup where a mark is one."""
-
-SEEN_KEPT = 3600.0
-"""How long a day's numbers outlive the day (late outcomes, clocks a little apart)."""
-
-SEEN_CAP = 4096
-"""Numbers remembered per employee and day (a clerk's day is a few hundred)."""
 
 RECENT_MISSES_CAP = 4096
 """Misses remembered per employee for the longest ``typo_window`` (a minute: a handful; a

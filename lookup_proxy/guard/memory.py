@@ -34,7 +34,14 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from typing import Any, Final
 
-from lookup_proxy.guard.primitives import Batch, Op, tick_expiry, tick_period, window_expiry
+from lookup_proxy.guard.primitives import (
+    BIT_SET_BYTES,
+    Batch,
+    Op,
+    tick_expiry,
+    tick_period,
+    window_expiry,
+)
 
 # The opcodes of primitives.py, as constants this module owns: compiled, a comparison with
 # them is a pointer test, not a lookup in another module's globals and a generic compare.
@@ -55,6 +62,8 @@ _APPEND: Final = "append"
 _TICK: Final = "tick"
 _PICK: Final = "pick"
 _MARK: Final = "mark"
+_SIGHT: Final = "sight"
+_SIGHTED_IF: Final = "sighted_if"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -93,6 +102,9 @@ class MemoryStore:
         self._logs: dict[str, list[tuple[float, str, str]]] = {}
         """Append-only logs: (time, id, entry), oldest first."""
         self._log_serial = 0
+        self._bits: dict[str, bytearray] = {}
+        """Bit sets (``sight``): bit ``o`` is ``0x80 >> (o % 8)`` of byte ``o // 8``, as
+        Redis numbers a string's bits, so the two stores hold the same bytes."""
         self._value_expiry: dict[str, float] = {}
         """Values and tallies with a time to live; a value without one is kept until deleted."""
         self._max_keys = max_keys
@@ -145,6 +157,10 @@ class MemoryStore:
                 results.append(self._pick(op[1], op[2]))
             elif kind == _MARK:
                 results.append(self._mark(op[1], op[2], op[3], op[4], op[5]))
+            elif kind == _SIGHT:
+                results.append(self._sight(op[1], op[2], op[3], op[4]))
+            elif kind == _SIGHTED_IF:
+                results.append(self._sighted_if(results[-1], op[1], op[2]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -157,7 +173,7 @@ class MemoryStore:
     def ran(self, operations: int) -> None:
         """Count operations run; sweep expired keys once they outnumber the keys enough."""
         self._ops_since_sweep += operations
-        held = len(self._windows) + len(self._values) + len(self._tallies)
+        held = len(self._windows) + len(self._values) + len(self._tallies) + len(self._bits)
         if self._ops_since_sweep > _SWEEP_EVERY * held + 1000 or held > self._max_keys:
             # The second test keeps max_keys a hard budget when nearly every operation makes a
             # new key (a scan across many blocks), which the first alone would let grow.
@@ -323,6 +339,8 @@ class MemoryStore:
         if now > self._latest:
             self._latest = now
         self._drop_window(key)
+        self._tallies.pop(key, None)
+        self._bits.pop(key, None)
         self._values[key] = value
         if ttl > 0:
             self._value_expiry[key] = self._latest + ttl
@@ -337,6 +355,7 @@ class MemoryStore:
             self._live(key) is not None
             or self._get(key, self._latest) is not None
             or self._live_tally(key) is not None
+            or self._live_bits(key) is not None
             or bool(self._logs.get(key))
         )
         self._drop(key)
@@ -364,6 +383,7 @@ class MemoryStore:
         """An empty tally under ``key``, in place of whatever window or value held it."""
         self._drop_window(key)
         self._values.pop(key, None)
+        self._bits.pop(key, None)
         tally: dict[Any, int] = {}
         self._tallies[key] = tally
         return tally
@@ -380,6 +400,43 @@ class MemoryStore:
         if field in tally:
             return 0
         tally[field] = 1
+        return 1
+
+    # -- bit sets --------------------------------------------------------------------------
+
+    def _live_bits(self, key: str) -> bytearray | None:
+        bits = self._bits.get(key)
+        if bits is not None and self._value_expiry.get(key, _FOREVER) <= self._latest:
+            self._drop(key)
+            return None
+        return bits
+
+    def _sight(self, key: str, offsets: list[int], ttl: float, now: float) -> int:
+        if now > self._latest:
+            self._latest = now
+        bits = self._live_bits(key)
+        if bits is None:
+            self._drop(key)
+            bits = self._bits[key] = bytearray(BIT_SET_BYTES)
+            self._value_expiry[key] = self._latest + ttl
+        new = 0
+        for offset in offsets:
+            byte = offset >> 3
+            mask = 0x80 >> (offset & 7)
+            if not bits[byte] & mask:
+                bits[byte] |= mask
+                new = 1
+        return new
+
+    def _sighted_if(self, previous: Any, key: str, offsets: list[int]) -> int | None:
+        if previous != 1:
+            return None
+        bits = self._live_bits(key)
+        if bits is None:
+            return 0
+        for offset in offsets:
+            if not bits[offset >> 3] & (0x80 >> (offset & 7)):
+                return 0
         return 1
 
     def _fields(self, key: str) -> list[Any]:
@@ -455,6 +512,7 @@ class MemoryStore:
         self._drop_window(key)
         self._values.pop(key, None)
         self._tallies.pop(key, None)
+        self._bits.pop(key, None)
         self._logs.pop(key, None)
         self._value_expiry.pop(key, None)
 
@@ -478,7 +536,13 @@ class MemoryStore:
             self._drop_window(key)
         for key in [key for key, when in self._value_expiry.items() if when <= now]:
             self._drop(key)
-        excess = len(self._windows) + len(self._values) + len(self._tallies) - self._max_keys
+        excess = (
+            len(self._windows)
+            + len(self._values)
+            + len(self._tallies)
+            + len(self._bits)
+            - self._max_keys
+        )
         if excess > 0:
             # Shed a tenth more than needed, so an over-budget store sorts once per
             # max_keys/10 new keys rather than on every batch.
@@ -491,7 +555,7 @@ class MemoryStore:
 
     def size(self) -> int:
         """Keys held, for tests that prove memory stays bounded."""
-        return len(self._windows) + len(self._values) + len(self._tallies)
+        return len(self._windows) + len(self._values) + len(self._tallies) + len(self._bits)
 
     async def ping(self) -> None:
         return None
@@ -501,6 +565,7 @@ class MemoryStore:
         live = [key for key, when in self._expiry.items() if when > now]
         live += [key for key in self._values if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key in self._tallies if self._value_expiry.get(key, _FOREVER) > now]
+        live += [key for key in self._bits if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key, log in self._logs.items() if log]
         return sorted(key for key in live if fnmatchcase(key, pattern))
 
@@ -578,6 +643,13 @@ class Immediate(Batch):
 
     def mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> None:
         self.results.append(self.store._mark(key, field, ttl, now, cap))
+
+    def sight(self, key: str, offsets: list[int], ttl: float, now: float) -> None:
+        self.results.append(self.store._sight(key, offsets, ttl, now))
+
+    def sighted_if(self, key: str, offsets: list[int]) -> None:
+        results = self.results
+        results.append(self.store._sighted_if(results[-1] if results else None, key, offsets))
 
     def size(self) -> int:
         return len(self.results)

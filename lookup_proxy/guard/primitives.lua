@@ -276,6 +276,51 @@ for k = 1, #KEYS do
       call('PEXPIRE', key, format('%d', ceil(ttl * 1000)), 'NX')
     end
 
+  elseif code == 'sight' then
+    -- ("sight", key, offsets, ttl, now, fresh) -> 1 when at least one of the bits was clear
+    -- (they are all set now), else 0: one BITFIELD. With the process's first sight of the key
+    -- in the hour (fresh), the TTL is set unless the key has one.
+    local offsets, ttl, fresh = argv[a + 1], argv[a + 2], argv[a + 4]
+    a = a + 5
+    local args = {}
+    for i = 1, #offsets do
+      args[#args + 1] = 'SET'
+      args[#args + 1] = 'u1'
+      args[#args + 1] = offsets[i]
+      args[#args + 1] = 1
+    end
+    local old = call('BITFIELD', key, unpack(args))
+    local new = 0
+    for i = 1, #old do
+      if old[i] == 0 then new = 1 end
+    end
+    results[k] = new
+    if fresh == 1 then
+      call('PEXPIRE', key, format('%d', ceil(ttl * 1000)), 'NX')
+    end
+
+  elseif code == 'sighted_if' then
+    -- ("sighted_if", key, offsets) -> when the previous primitive's result is 1: 1 when every
+    -- bit is set, else 0 (BITFIELD_RO); otherwise false, nothing read
+    local offsets = argv[a + 1]
+    a = a + 2
+    if results[k - 1] == 1 then
+      local args = {}
+      for i = 1, #offsets do
+        args[#args + 1] = 'GET'
+        args[#args + 1] = 'u1'
+        args[#args + 1] = offsets[i]
+      end
+      local bits = call('BITFIELD_RO', key, unpack(args))
+      local all = 1
+      for i = 1, #bits do
+        if bits[i] == 0 then all = 0 end
+      end
+      results[k] = all
+    else
+      results[k] = false
+    end
+
   elseif code == 'fields' then
     -- ("fields", key) -> {field, value, ...} with values as integers
     local flat = call('HGETALL', key)

@@ -92,7 +92,20 @@ the peer tallies' Redis commands.
     :func:`tick_expiry`: two Redis commands a tick, against four or five for an add to a
     rate log, and a key holds at most one and a half windows of buckets.
 
-Logs are the fourth: append-only records (the audit trail), so that a lookup's record is written
+Bit sets are the fifth: a Bloom filter of the numbers an employee has met
+(``known_numbers.py``), a fixed number of bits a key however many numbers it holds, and no
+number in it, only bits.
+
+``("sight", key, offsets, ttl, now)`` set the bits at ``offsets`` (a list of integers below
+    2**16): 1 when at least one of them was clear, else 0 (one ``BITFIELD``). The key expires
+    ``ttl`` seconds after the sight that made it (Redis: ``PEXPIRE ... NX`` with each proxy
+    process's first sight of the key in each hour, as for a mark).
+``("sighted_if", key, offsets)``  when the result of the primitive just before it is 1: 1 when
+    every bit at ``offsets`` is set, else 0 (``BITFIELD_RO``); otherwise ``None``, nothing read.
+    "New to this generation, and to the one before?" costs a second command only for a number
+    the first did not know.
+
+Logs are the sixth: append-only records (the audit trail), so that a lookup's record is written
 in the same round trip as its decision and no lookup is forwarded without one.
 
 ``("append", key, entry, now, keep)``  append ``entry`` (a string without a newline); drop
@@ -127,6 +140,12 @@ APPEND = "append"
 TICK = "tick"
 PICK = "pick"
 MARK = "mark"
+SIGHT = "sight"
+SIGHTED_IF = "sighted_if"
+
+BIT_SET_BITS = 2**16
+"""Bits of a bit set (``sight``): offsets are below this; 8 KiB a key."""
+BIT_SET_BYTES = BIT_SET_BITS // 8
 
 MARK_SLOT = 3600.0
 """How often (seconds) a process checks a marked tally's TTL and size: once per key and hour."""
@@ -264,6 +283,13 @@ class Batch:
 
     def mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> None:
         self.ops.append((MARK, key, field, ttl, now, cap))
+
+    def sight(self, key: str, offsets: list[int], ttl: float, now: float) -> None:
+        self.ops.append((SIGHT, key, offsets, ttl, now))
+
+    def sighted_if(self, key: str, offsets: list[int]) -> None:
+        """Read only if the previous primitive answered 1 (see the module)."""
+        self.ops.append((SIGHTED_IF, key, offsets))
 
     def size(self) -> int:
         """Primitives described so far: where the next one's result will be."""

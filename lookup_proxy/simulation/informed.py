@@ -21,7 +21,12 @@ from lookup_proxy.policy import BlockRule, Policy
 from lookup_proxy.simulation.campaigns import Campaign, CollusionBlock
 from lookup_proxy.simulation.contracts import CORPORATE_REASON
 from lookup_proxy.simulation.honest import EVERYDAY_REASONS
-from lookup_proxy.simulation.number_space import number_of, random_subscriber, typo_of
+from lookup_proxy.simulation.number_space import (
+    canonical,
+    number_of,
+    random_subscriber,
+    typo_of,
+)
 from lookup_proxy.simulation.roster import Employee, corporate_accounts
 from lookup_proxy.simulation.workday import HOUR, Event, Segment, time_in
 from lookup_proxy.simulation.world import World
@@ -156,27 +161,42 @@ class Informed(Campaign):
 
 
 class InformedPadded(Informed):
-    """NEW_SUBSCRIPTION probing, with the day padded by store regulars looked up again.
+    """NEW_SUBSCRIPTION probing, with the day padded by the insider's own customers again.
 
-    Misses are judged as shares of the numbers an employee looks up (peer rules, ratio
-    rules); a regular looked up again discloses nothing new but is one more number, so
-    ``PAD_FACTOR`` times the insider's own honest lookups make the probes' misses a share
-    that looks like chance.
+    Misses are judged as shares of numbers (peer rules, ratio rules); a customer the insider
+    served on an earlier day, looked up again, discloses nothing new but is one more number,
+    so ``PAD_FACTOR`` times the insider's own honest lookups would make the probes' misses a
+    share that looks like chance, if every number counted alike. (Until 2026-12-06 the pads
+    were any of the store's regulars, most of whom the insider had never looked up: a list of
+    customers the insider would need from somewhere, and each of them a record disclosed.)
     """
 
     def __init__(self, world: World, employee: Employee, quota: int, pad: int) -> None:
         super().__init__(world, employee, quota)
         self.pad = pad
+        self.met: list[str] = []
+        """Customers the insider served on earlier days (found, their own honest work)."""
+        self._known: set[str] = set()
 
     def day(self, segments: Sequence[Segment], out: list[Event]) -> None:
+        today = [
+            event[1]
+            for event in out
+            if event[5] is self.employee and not event[6] and event[4] and not event[3]
+        ]
         super().day(segments, out)
         cover = [r for r in EVERYDAY_REASONS if r != LENIENT_REASON]
-        for _ in range(self.pad):
-            known = self.world.regular(self.employee.store, self.rng)
-            # Cover, not probes: the store's regulars, whom the insider may serve, so the
-            # truth counts them as their own work and they disclose nothing new.
-            t = time_in(segments, self.rng)
-            out.append((t, known, self.rng.choice(cover), "", True, self.employee, ""))
+        if self.met:
+            for known in self.rng.sample(self.met, min(self.pad, len(self.met))):
+                # Cover, not probes: the insider's own customers, so the truth counts them as
+                # their own work and they disclose nothing new.
+                t = time_in(segments, self.rng)
+                out.append((t, known, self.rng.choice(cover), "", True, self.employee, ""))
+        for number in today:
+            plain = canonical(number)
+            if plain not in self._known:
+                self._known.add(plain)
+                self.met.append(plain)
 
 
 class InformedRotation(Informed):
