@@ -483,6 +483,25 @@ async def test_misses_ratio_refuses_only_when_misses_reach_the_share(store: Guar
     assert await desk.allowed(BOB, [FAR[7]]) == [False]
 
 
+async def test_a_ratio_counts_only_found_numbers_new_to_the_employee(store: GuardStore) -> None:
+    """Padding the share: four customers Bob met the day before, looked up again, count
+    nothing towards it, so his three misses are half of what is new to him and refused;
+    four customers new to Alice dilute hers. (Until 2026-12-06 both passed.)"""
+    desk = Desk(make_policy(MISS_RATIO), store)
+    for index in range(4):
+        desk.at(index)
+        await desk.look(BOB, FAR[index], found=True)
+    for employee, start in ((ALICE, 86_400), (BOB, 86_400 + 100)):
+        for index in range(4):
+            desk.at(start + index)
+            await desk.look(employee, FAR[index], found=True)
+        for index in range(3):
+            desk.at(start + 10 + index)
+            await desk.look(employee, number(index * 97, base=1099990000), found=False)
+    assert await desk.allowed(ALICE, [FAR[7]]) == [True]
+    assert await desk.allowed(BOB, [FAR[7]]) == [False]
+
+
 TYPOS = """
 [[rules]]
 name = "misses"
@@ -1355,6 +1374,15 @@ async def test_a_flag_limit_flags_misses_below_the_rule_s_limit(store: GuardStor
     assert (locked.allowed, locked.rule) == (False, "misses")
 
 
+async def _five_typos(desk: Desk, employee: Employee, start: float) -> None:
+    """Five misses, each retyped five seconds later as a found number one digit away."""
+    for index in range(5):
+        desk.at(start + index * 100)
+        await desk.look(employee, number(index * 1000 + 4), found=False)
+        desk.at(start + index * 100 + 5)
+        await desk.look(employee, number(index * 1000 + 5), found=True)
+
+
 async def test_forgiveness_is_capped_by_a_share_of_the_employee_s_own_lookups(
     store: GuardStore,
 ) -> None:
@@ -1370,10 +1398,30 @@ async def test_forgiveness_is_capped_by_a_share_of_the_employee_s_own_lookups(
         for index in range(served):
             desk.at(start + index)
             await desk.look(employee, number(index * 7, base=1050000000), found=True)
-        for index in range(5):
-            desk.at(start + 1000 + index * 100)
-            await desk.look(employee, number(index * 1000 + 4), found=False)
-            desk.at(start + 1000 + index * 100 + 5)
-            await desk.look(employee, number(index * 1000 + 5), found=True)
+        await _five_typos(desk, employee, start + 1000)
     assert await _misses(desk, ALICE) == 2
+    assert await _misses(desk, BOB) == 0
+
+
+async def test_customers_met_before_the_budget_s_window_do_not_grow_it_again(
+    store: GuardStore,
+) -> None:
+    """Padding the typo budget: sixty customers met two days before, looked up again, grow a
+    budget of 10 % of the numbers looked up in a day by nothing (they are not new to the
+    clerk), so one of five typos is forgiven; sixty customers new to a colleague forgive all
+    five. (Until 2026-12-06 every number in the window counted, and the sixty forgave all.)"""
+    shared = BOUNDED_TYPOS.replace(
+        "typo_limit = 2", "typo_limit = 100\ntypo_share = 0.1\ntypo_floor = 0"
+    )
+    desk = Desk(make_policy(shared), store)
+    met = [number(index * 7, base=1050000000) for index in range(60)]
+    for index, customer in enumerate(met):
+        desk.at(index)
+        await desk.look(ALICE, customer, found=True)
+    for employee, served, start in ((ALICE, met, 2 * 86_400), (BOB, met, 2 * 86_400 + 2000)):
+        for index, customer in enumerate(served):
+            desk.at(start + index)
+            await desk.look(employee, customer, found=True)
+        await _five_typos(desk, employee, start + 1000)
+    assert await _misses(desk, ALICE) == 4
     assert await _misses(desk, BOB) == 0

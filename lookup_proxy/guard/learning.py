@@ -3,8 +3,8 @@
 The walk's *learn* step: the backend's answer becomes misses (or found numbers) in the misses
 rules' logs, a found number that corrects one of the employee's recent misses forgives it
 within each rule's bounds (``rules.MissesCheck``), and a number new to the employee
-(``known_numbers.py``) moves the peer tallies, which judge the peer rules when their metric
-moved. What learning locks (a peer rule
+(``known_numbers.py``) grows the typo budgets and the ratios' found numbers and moves the peer
+tallies, which judge the peer rules when their metric moved. What learning locks (a peer rule
 that locks, an escalation a flag completed) goes through the guard's own lockouts, which it is
 handed as callables (as :class:`~lookup_proxy.guard.lockouts.Lockouts` is handed the store);
 it reads the same cached plans as the decision (``plans.py``).
@@ -80,20 +80,26 @@ class Learning:
         asked = self._may_correct(lookup, plan, now) if found else ()
         if asked:  # first, at index 0, whatever primitives learning the outcome takes
             batch.members(plan.misses_key, now - self._typo_window)
+        counts_new = False  # a typo budget or a ratio counting numbers new to the employee
         for check, index, _ in layout.misses:
             check.add_outcome(batch, keys[index], subject, found)
+            counts_new = counts_new or check.counts_new(found)
         if not found and layout.misses:
             batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
         seen_at = batch.size()
-        if peers:
+        knows = counts_new or bool(peers)
+        if knows:
             self._known.add_sight(batch, employee.id, lookup.number, now)
         results = await self._execute(batch)
 
         then = self._batch()
         forgave = bool(asked) and await self._forgive(asked, subject, results[0], then)
-        new = bool(peers) and KnownNumbers.new(results, seen_at)
+        new = knows and KnownNumbers.new(results, seen_at)
+        if new and counts_new:
+            for check, index, _ in layout.misses:
+                check.add_new_number(then, keys[index], subject, found)
         counts: list[tuple[str, int]] = []
-        if new:
+        if new and peers:
             counts.append((OUTCOMES, 1))
             if not found:
                 counts.append((MISSES, 1))

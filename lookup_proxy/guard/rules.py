@@ -393,14 +393,17 @@ class MissesCheck(Check):
     Repeat lookups of one number are one outcome, so a clerk retrying a walk-in is not a prober.
     Found outcomes matter only to the share: a rule without a ``ratio`` neither keeps nor
     reads them (a week of an honest clerk's found numbers is the largest window there is).
+    The share counts only found numbers new to the employee (``known_numbers.py``): customers
+    they already know, looked up again, would dilute a prober's misses (padding).
 
     Forgiveness is a leniency, and an insider who has read the policy farms it: probe a number
     one digit away from a customer they know, then look the customer up "again". So it is
     bounded: one found lookup forgives at most one miss; a found number forgives once per
     ``typo_budget`` (a retype is of a customer met for the first time, not of one the employee
     keeps returning to); and at most ``typo_limit`` misses are forgiven per ``typo_budget`` or,
-    with a ``typo_share``, ``typo_floor`` plus that share of the numbers the employee looked up
-    in it, if fewer: a clerk who makes few typos of their own cannot spend a busy clerk's budget
+    with a ``typo_share``, ``typo_floor`` plus that share of the numbers new to the employee
+    that they looked up in it, if fewer (customers they knew, looked up again, would let
+    padding grow it): a clerk who makes few typos of their own cannot spend a busy clerk's budget
     on probes.
     Two more windows per rule remember the forgiven misses and the numbers that forgave.
     """
@@ -488,17 +491,26 @@ class MissesCheck(Check):
         return Finding(misses, None, misses <= self.limit)
 
     def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
-        """Learn the backend's answer for the subject's number (a found one only for a ratio),
-        and, for a budget of forgiveness relative to the employee's lookups, the number: each
-        shared log only by the rule keeping it."""
+        """Learn a miss of the subject's number (found numbers: :meth:`add_new_number`)."""
+        if not found:
+            miss = self.outcome_keys(key)[0]
+            batch.note(miss, subject.now, subject.number, self.window, self.cap)
+
+    def counts_new(self, found: bool) -> bool:
+        """Whether :meth:`add_new_number` would count this outcome (so whether learning must
+        ask if the number is new to the employee)."""
+        return self.writes_numbers or (found and self.writes_found)
+
+    def add_new_number(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
+        """Count a number new to the employee (``known_numbers.py``) towards a budget of
+        forgiveness relative to their numbers and, found, towards a ratio's found numbers: only
+        new ones, so customers they already know, looked up again, grow neither the budget nor
+        the found share (padding). Each shared log only by the rule keeping it."""
         keys = self.outcome_keys(key)
         if self.writes_numbers:
             batch.note(keys[4], subject.now, subject.number, self.numbers_window, NUMBERS_CAP)
-        if found:
-            if self.writes_found:
-                batch.note(keys[1], subject.now, subject.number, self.found_window, self.cap)
-            return
-        batch.note(keys[0], subject.now, subject.number, self.window, self.cap)
+        if found and self.writes_found:
+            batch.note(keys[1], subject.now, subject.number, self.found_window, self.cap)
 
     def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask for the misses a found number could be the corrected typo of."""
