@@ -1,7 +1,8 @@
-"""The numbers an employee has met: what counts as *new* to them, for the peer rules.
+"""The numbers an employee has met: what counts as *new* to them, for every share the policy
+judges (the peer rules' shares, a misses rule's ``ratio`` and its typo budget's ``typo_share``).
 
-Every peer rule compares a share: misses (or forgiven typos) among the numbers an employee
-looked up. Counted among all numbers of the day, that share is diluted by a padder: an insider
+A peer rule compares misses (or forgiven typos) among the numbers an employee looked up.
+Counted among all numbers of the day, that share is diluted by a padder: an insider
 who has read the policy looks up customers they already know again, each one more number that
 discloses nothing, until their probes' misses are a share chance explains (README: "Why padding
 worked"). Counted among the numbers *new to the employee*, padding moves nothing: a miss is a
