@@ -281,6 +281,18 @@ async def test_a_tally_is_deleted_like_any_key(store: GuardStore) -> None:
     assert await store.execute([("delete", tally)]) == [0]
 
 
+async def _expires_in_90_seconds(store: GuardStore, key: str) -> None:
+    """Check that ``key`` lives 90 s from now (Redis), then let it expire: the memory store
+    on its clock (a primitive at T + 200), Redis by a TTL cut to a millisecond."""
+    if isinstance(store, MemoryStore):
+        store.run([("get", "lp:{e:x}:clock", T + 200)])
+    else:
+        assert isinstance(store, RedisStore)
+        assert 85_000 < await store.client.pttl(key) <= 90_000
+        await store.client.pexpire(key, 1)
+        await asyncio.sleep(0.01)
+
+
 async def test_mark_answers_whether_a_field_is_new_and_counts_like_a_tally(
     store: GuardStore,
 ) -> None:
@@ -299,13 +311,7 @@ async def test_mark_answers_whether_a_field_is_new_and_counts_like_a_tally(
     assert results == [1, 1, 0, 1, [1, 1, None]]
     assert type(results[0]) is int
     assert await store.execute([("delete", day), ("mark", day, "010", 90.0, T + 3, 100)]) == [1, 1]
-    if isinstance(store, MemoryStore):
-        store.run([("get", "lp:{e:x}:clock", T + 200)])  # the memory store expires on its clock
-    else:
-        assert isinstance(store, RedisStore)
-        assert 85_000 < await store.client.pttl(day) <= 90_000
-        await store.client.pexpire(day, 1)
-        await asyncio.sleep(0.01)
+    await _expires_in_90_seconds(store, day)
     assert await store.execute([("mark", day, "010", 90.0, T + 200, 100)]) == [1]
 
 
@@ -349,13 +355,7 @@ async def test_sight_answers_whether_any_bit_was_clear_and_sets_them_all(
         first_bytes = await store.client.execute_command("BITFIELD", now, "GET", "u16", 0)
         assert first_bytes == [0b1000_0111_0110_0000]
     assert await store.execute([("delete", now), ("sight", now, [0], 90.0, T + 4)]) == [1, 1]
-    if isinstance(store, MemoryStore):
-        store.run([("get", "lp:{e:x}:clock", T + 200)])  # the memory store expires on its clock
-    else:
-        assert isinstance(store, RedisStore)
-        assert 85_000 < await store.client.pttl(now) <= 90_000
-        await store.client.pexpire(now, 1)
-        await asyncio.sleep(0.01)
+    await _expires_in_90_seconds(store, now)
     assert await store.execute([("sight", now, [0], 90.0, T + 200)]) == [1]
     assert await store.execute([("delete", "lp:{e:alice}:known-numbers:9")]) == [0]
 

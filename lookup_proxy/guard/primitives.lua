@@ -44,6 +44,27 @@ local function expiry(score, now, window, slot)
   return format('%d', ceil((floor(score / slot) + 1) * slot - now + window))
 end
 
+-- BITFIELD arguments for one u1 operation at each offset of a bit set (sight, sighted_if):
+-- GET, or SET to 1 (which answers the bit's old value).
+local function bit_ops(op, offsets)
+  local args = {}
+  for i = 1, #offsets do
+    args[#args + 1] = op
+    args[#args + 1] = 'u1'
+    args[#args + 1] = offsets[i]
+    if op == 'SET' then args[#args + 1] = 1 end
+  end
+  return args
+end
+
+-- Whether a BITFIELD reply holds a clear bit.
+local function any_clear(bits)
+  for i = 1, #bits do
+    if bits[i] == 0 then return true end
+  end
+  return false
+end
+
 -- Scores as strings, memoised for the call: a lookup's primitives share their now and its
 -- windows repeat. Integers: '%d' is an integer conversion, '%.17g' was a float one.
 local scores = {}
@@ -282,19 +303,7 @@ for k = 1, #KEYS do
     -- in the hour (fresh), the TTL is set unless the key has one.
     local offsets, ttl, fresh = argv[a + 1], argv[a + 2], argv[a + 4]
     a = a + 5
-    local args = {}
-    for i = 1, #offsets do
-      args[#args + 1] = 'SET'
-      args[#args + 1] = 'u1'
-      args[#args + 1] = offsets[i]
-      args[#args + 1] = 1
-    end
-    local old = call('BITFIELD', key, unpack(args))
-    local new = 0
-    for i = 1, #old do
-      if old[i] == 0 then new = 1 end
-    end
-    results[k] = new
+    results[k] = any_clear(call('BITFIELD', key, unpack(bit_ops('SET', offsets)))) and 1 or 0
     if fresh == 1 then
       call('PEXPIRE', key, format('%d', ceil(ttl * 1000)), 'NX')
     end
@@ -305,18 +314,7 @@ for k = 1, #KEYS do
     local offsets = argv[a + 1]
     a = a + 2
     if results[k - 1] == 1 then
-      local args = {}
-      for i = 1, #offsets do
-        args[#args + 1] = 'GET'
-        args[#args + 1] = 'u1'
-        args[#args + 1] = offsets[i]
-      end
-      local bits = call('BITFIELD_RO', key, unpack(args))
-      local all = 1
-      for i = 1, #bits do
-        if bits[i] == 0 then all = 0 end
-      end
-      results[k] = all
+      results[k] = any_clear(call('BITFIELD_RO', key, unpack(bit_ops('GET', offsets)))) and 0 or 1
     else
       results[k] = false
     end

@@ -174,9 +174,10 @@ class InformedPadded(Informed):
     def __init__(self, world: World, employee: Employee, quota: int, pad: int) -> None:
         super().__init__(world, employee, quota)
         self.pad = pad
-        self.met: list[str] = []
-        """Customers the insider served on earlier days (found, their own honest work)."""
-        self._known: set[str] = set()
+        self.met: dict[str, None] = {}
+        """Customers the insider served on earlier days (found, their own honest work), in
+        the order first served: a dict, so one structure answers both "met?" and "in what
+        order" (``rng.sample`` needs the order to be reproducible)."""
 
     def day(self, segments: Sequence[Segment], out: list[Event]) -> None:
         today = [
@@ -187,16 +188,12 @@ class InformedPadded(Informed):
         super().day(segments, out)
         cover = [r for r in EVERYDAY_REASONS if r != LENIENT_REASON]
         if self.met:
-            for known in self.rng.sample(self.met, min(self.pad, len(self.met))):
+            for known in self.rng.sample(list(self.met), min(self.pad, len(self.met))):
                 # Cover, not probes: the insider's own customers, so the truth counts them as
                 # their own work and they disclose nothing new.
                 t = time_in(segments, self.rng)
                 out.append((t, known, self.rng.choice(cover), "", True, self.employee, ""))
-        for number in today:
-            plain = canonical(number)
-            if plain not in self._known:
-                self._known.add(plain)
-                self.met.append(plain)
+        self.met.update(dict.fromkeys(canonical(number) for number in today))
 
 
 class InformedRotation(Informed):
