@@ -282,6 +282,15 @@ class MissesRule(_Rule):
     typo_budget: Duration = 86_400.0
     """How long a forgiveness is remembered: the cap's window, and how long a found number that
     forgave a miss cannot forgive another (a retype is of a customer met for the first time)."""
+    typo_returning_limit: int | None = Field(None, ge=0)
+    """Misses forgiven per ``typo_budget`` by a *returning* customer's number: one the employee
+    had met before the visit (first looked up more than ``typo_visit`` before the retype, or
+    not in the log of numbers new to them at all). The customer at the counter is mostly met
+    for the first time that visit; a farmer who has read the policy retypes customers they
+    know from earlier days. Unset: no such cap. Needs ``typo_share``, whose log of the numbers
+    new to the employee dates when a customer was first met."""
+    typo_visit: Duration = 1800.0
+    """How long after a customer was first met a retype of them is still of that visit."""
 
 
 class HoursRule(_Rule):
@@ -593,6 +602,14 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)
+            )
+        if rule.kind == "misses" and rule.typo_returning_limit is not None and not rule.typo_share:
+            yield ConfigProblem(
+                file,
+                f"rules[{index}].typo_returning_limit",
+                "unset, or a typo_share above 0 (its log of the numbers new to the employee "
+                "dates when a customer was first met)",
+                repr(rule.typo_returning_limit),
             )
     evidence_of = policy.witnesses()
     for index, rule in enumerate(policy.rules):

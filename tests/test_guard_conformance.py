@@ -1425,3 +1425,83 @@ async def test_customers_met_before_the_budget_s_window_do_not_grow_it_again(
         await _five_typos(desk, employee, start + 1000)
     assert await _misses(desk, ALICE) == 4
     assert await _misses(desk, BOB) == 0
+
+
+RETURNING_TYPOS = BOUNDED_TYPOS.replace(
+    "typo_limit = 2",
+    "typo_limit = 100\ntypo_share = 0.5\ntypo_floor = 20\ntypo_returning_limit = 2",
+).replace('typo_budget = "1d"', 'typo_budget = "7d"\nexempt_reasons = ["NEW_SUBSCRIPTION"]')
+"""Forgiveness bounded only by the returning customers' budget (two a week): a floor of 20 and
+half of the numbers new to the clerk are more than the tests below spend."""
+
+
+async def _retype(desk: Desk, at: float, customer: str, reason: str = "BILLING_INQUIRY") -> None:
+    """A miss one digit away from ``customer``, then the customer, five seconds later."""
+    desk.at(at)
+    await desk.look(ALICE, customer[:-1] + str((int(customer[-1]) + 1) % 10), reason, found=False)
+    desk.at(at + 5)
+    await desk.look(ALICE, customer, reason, found=True)
+
+
+async def test_customers_met_on_earlier_days_forgive_at_most_the_returning_limit(
+    store: GuardStore,
+) -> None:
+    """Farming forgiveness with many customers one knows: five met two days before, each
+    retyped once after a probe one digit away. Two are forgiven (``typo_returning_limit``), the
+    other three probes count, though the typo budget and ``typo_repeat`` allow all five."""
+    desk = Desk(make_policy(RETURNING_TYPOS), store)
+    customers = [number(index * 1000, base=1050000000) for index in range(5)]
+    for index, customer in enumerate(customers):
+        desk.at(index)
+        await desk.look(ALICE, customer, found=True)
+    for index, customer in enumerate(customers):
+        await _retype(desk, 2 * 86_400 + index * 100, customer)
+    assert await _misses(desk, ALICE) == 3
+
+
+async def test_customers_met_in_the_visit_forgive_past_the_returning_limit(
+    store: GuardStore,
+) -> None:
+    """The honest retypes: five customers met for the first time, each mistyped and retyped
+    at once or looked up and then mistyped again 29 minutes into the visit, are all forgiven
+    with no returning customers' budget at all; a customer first met 31 minutes before is
+    returning, and is not."""
+    desk = Desk(
+        make_policy(RETURNING_TYPOS.replace("returning_limit = 2", "returning_limit = 0")), store
+    )
+    first_met = [number(index * 1000, base=1050000000) for index in range(3)]
+    for index, customer in enumerate(first_met):
+        desk.at(index * 10)
+        await desk.look(ALICE, customer, found=True)
+    for index, customer in enumerate(first_met[:2]):
+        await _retype(desk, 29 * 60 + index * 10, customer)
+    for index in range(3):
+        await _retype(desk, 3000 + index * 100, number(index * 1000, base=1060000000))
+    assert await _misses(desk, ALICE) == 0
+    await _retype(desk, 20 + 31 * 60, first_met[2])
+    assert await _misses(desk, ALICE) == 1
+
+
+async def test_a_customer_met_only_under_an_uncounted_reason_is_returning(
+    store: GuardStore,
+) -> None:
+    """The strict side: a customer first looked up under a reason the rule does not count
+    (NEW_SUBSCRIPTION here) is not in its log of new numbers, so a retype of them under
+    BILLING_INQUIRY a minute later spends the returning customers' budget (none here). (A
+    second rule, with a ratio, counts every reason: it makes the guard note the numbers the
+    employee meets under NEW_SUBSCRIPTION too, as the shipped policy's ``slow-probe`` does.)"""
+    every_reason = """
+[[rules]]
+name = "ratio"
+kind = "misses"
+window = "1d"
+limit = 100
+ratio = 0.9
+"""
+    rules = RETURNING_TYPOS.replace("returning_limit = 2", "returning_limit = 0") + every_reason
+    desk = Desk(make_policy(rules), store)
+    customer = number(7000, base=1050000000)
+    desk.at(0)
+    await desk.look(ALICE, customer, "NEW_SUBSCRIPTION", found=True)
+    await _retype(desk, 60, customer)
+    assert await _misses(desk, ALICE) == 1

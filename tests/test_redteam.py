@@ -24,6 +24,7 @@ from lookup_proxy.redteam.strategies import (
     TypoFarmOwnVisits,
     WaitOut,
     strategies_for,
+    typo_visit,
 )
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
@@ -261,6 +262,35 @@ def test_typo_farming_pairs_a_variant_with_a_quick_retype(baseline: Baseline) ->
     assert len({r.number for r in retypes}) > 1
     same = TypoFarm(same=True).plan(stage, 5, {"retype_after": 8, "reason": "BILLING_INQUIRY"})
     assert len({p.number for p in same if not p.counts}) == 1
+
+
+def test_typo_farming_this_visit_retypes_a_customer_met_for_the_first_time_minutes_before(
+    baseline: Baseline,
+) -> None:
+    """Against a policy bounding returning customers' retypes, the farmer retypes only
+    customers first met (that month) within the visit, under that visit's reason; the shipped
+    policy's ``typo_visit`` is what the strategy reads, and it adds the knob."""
+    policy: Policy = load_policy(SHIPPED)
+    visit = typo_visit(policy)
+    assert visit == 1800
+    farm = next(s for s in strategies_for(policy) if s.name == "typo-farm many customers")
+    assert farm.knobs["customer"] == ("any met", "this visit")
+    insider = baseline.clerks()[0]
+    stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+    knobs = {"retype_after": 8, "reason": "BILLING_INQUIRY", "customer": "this visit"}
+    probes = sorted(farm.plan(stage, 5, knobs), key=lambda p: p.at)
+    honest = baseline.met[insider.employee]
+    first = {}
+    for at, number, reason in honest:
+        first.setdefault(number, (at, reason))
+    variants = [p for p in probes if p.counts]
+    assert variants and len(variants) == len([p for p in probes if not p.counts])
+    for variant in variants:
+        retype = next(p for p in probes if not p.counts and p.at > variant.at)
+        met_at, reason = first[retype.number]
+        assert 0 < variant.at - met_at <= 0.9 * visit
+        assert variant.reason == retype.reason == reason
+        assert _one_edit_apart(variant.number, retype.number)
 
 
 def test_typo_farming_own_visits_puts_a_variant_before_a_customer_at_the_counter(

@@ -93,8 +93,8 @@ class Learning:
         results = await self._execute(batch)
 
         then = self._batch()
-        forgave = bool(asked) and await self._forgive(asked, subject, results[0], then)
         new = knows and KnownNumbers.new(results, seen_at)
+        forgave = bool(asked) and await self._forgive(asked, subject, results[0], new, then)
         if new and counts_new:
             for check, index, _ in layout.misses:
                 check.add_new_number(then, keys[index], subject, found)
@@ -166,10 +166,12 @@ class Learning:
         asked: tuple[tuple[MissesCheck, str], ...],
         subject: Subject,
         recent: list[str],
+        new: bool,
         then: Batch,
     ) -> bool:
         """Describe the forgiveness of the misses this found number corrects to ``then``;
-        whether any was forgiven. ``recent`` are the employee's own recent misses.
+        whether any was forgiven. ``recent`` are the employee's own recent misses; ``new``,
+        whether the number is new to the employee (else it may be a returning customer's).
 
         Only a number that corrects one of them reads, for each rule asked, its own recent
         misses and what a forgiveness depends on (a second round trip for a few lookups in a
@@ -193,9 +195,10 @@ class Learning:
             kept: list[str] = read[start]
             miss = check.typo_candidate([m for m in kept if m in own], subject) if kept else None
             if miss is not None:
-                times = check.forgiveness(read, start + 1, subject.now)
+                returning = check.returning(read, start + 1, subject.now, new)
+                times = check.forgiveness(read, start + 1, subject.now, returning)
                 if times:
-                    check.add_forgive(then, key, subject, miss, times)
+                    check.add_forgive(then, key, subject, miss, times, returning)
                     forgave = True
             start += 1 + check.typo_width
         return forgave

@@ -228,8 +228,8 @@ class Plans:
         (``learning.Learning._forgive``).
 
         No rule's key can be it: rule names hold no colon, and what a rule's keys add after
-        one is ``miss``, ``found``, ``forgiven``, ``forgivers``, ``numbers``, ``ticks`` or a
-        block's digits."""
+        one is ``miss``, ``found``, ``forgiven``, ``forgivers``, ``numbers``, ``returning``,
+        ``ticks`` or a block's digits."""
         return employee_key(self._prefix, employee_id, "misses:recent")
 
     def marks_key(self, employee_id: str) -> str:

@@ -404,8 +404,13 @@ class MissesCheck(Check):
     with a ``typo_share``, ``typo_floor`` plus that share of the numbers new to the employee
     that they looked up in it, if fewer (customers they knew, looked up again, would let
     padding grow it): a clerk who makes few typos of their own cannot spend a busy clerk's budget
-    on probes.
-    Two more windows per rule remember the forgiven misses and the numbers that forgave.
+    on probes. With a ``typo_returning_limit``, a retype must also look like one: at most that
+    many misses per ``typo_budget`` are forgiven by *returning* customers, met before the visit
+    (the one the number was first looked up in, dated by the log of numbers new to the
+    employee), where a farmer finds the customers whose numbers they know; the honest clerk
+    mistypes mostly customers met for the first time at the counter.
+    Two more windows per rule remember the forgiven misses and the numbers that forgave (a third
+    the forgivenesses by returning customers).
     """
 
     cap = 4096
@@ -419,7 +424,15 @@ class MissesCheck(Check):
         self.typo_repeat = rule.typo_repeat
         self.typo_share = rule.typo_share
         self.typo_floor = rule.typo_floor
-        self.typo_width = 1 + rule.typo_repeat + (1 if rule.typo_share > 0 else 0)
+        self.typo_returning_limit = rule.typo_returning_limit
+        self.typo_visit = rule.typo_visit
+        self.bounds_returning = rule.typo_returning_limit is not None and rule.typo_share > 0
+        self.typo_width = (
+            1
+            + rule.typo_repeat
+            + (1 if rule.typo_share > 0 else 0)
+            + (2 if self.bounds_returning else 0)
+        )
         """Primitives ``add_budget_reads`` contributes."""
         self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
@@ -437,7 +450,7 @@ class MissesCheck(Check):
         self.numbers_name = rule.name
         self.numbers_window = rule.typo_budget
         self.writes_numbers = rule.typo_share > 0
-        self._outcome_keys: dict[str, tuple[str, str, str, str, str]] = {}
+        self._outcome_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
 
     def share_found(self, keeper: MissesCheck) -> None:
         """Count found numbers in ``keeper``'s log (written by ``keeper`` alone)."""
@@ -451,10 +464,10 @@ class MissesCheck(Check):
         self.numbers_window = keeper.typo_budget
         self.writes_numbers = self is keeper
 
-    def outcome_keys(self, key: str) -> tuple[str, str, str, str, str]:
-        """The ``:miss``, ``:found``, ``:forgiven``, ``:forgivers`` and ``:numbers`` windows
-        for the rule's key (``:found`` and ``:numbers`` under the name of the rule keeping the
-        shared log).
+    def outcome_keys(self, key: str) -> tuple[str, str, str, str, str, str]:
+        """The ``:miss``, ``:found``, ``:forgiven``, ``:forgivers``, ``:numbers`` and
+        ``:returning`` windows for the rule's key (``:found`` and ``:numbers`` under the name of
+        the rule keeping the shared log).
 
         Built once per key and remembered (a bounded cache): every lookup reads them and learns
         into one, and handing the store the same string objects spares hashing them again.
@@ -470,12 +483,13 @@ class MissesCheck(Check):
                 key + ":forgiven",
                 key + ":forgivers",
                 scope + self.numbers_name + ":numbers",
+                key + ":returning",
             )
         return keys
 
     def add_ops(self, batch: Batch, key: str, subject: Subject) -> None:
         since = subject.now - self.window
-        miss, found, _, _, _ = self.outcome_keys(key)
+        miss, found = self.outcome_keys(key)[:2]
         batch.count(miss, since)
         if self.counts_found:
             # The share matters only past a limit: the found numbers are counted only then.
@@ -497,9 +511,10 @@ class MissesCheck(Check):
             batch.note(miss, subject.now, subject.number, self.window, self.cap)
 
     def counts_new(self, found: bool) -> bool:
-        """Whether :meth:`add_new_number` would count this outcome (so whether learning must
-        ask if the number is new to the employee)."""
-        return self.writes_numbers or (found and self.writes_found)
+        """Whether :meth:`add_new_number` would count this outcome, or a forgiveness by it
+        would ask whether it is a returning customer's (so whether learning must ask if the
+        number is new to the employee)."""
+        return self.writes_numbers or (found and (self.writes_found or self.bounds_returning))
 
     def add_new_number(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
         """Count a number new to the employee (``known_numbers.py``) towards a budget of
@@ -527,18 +542,34 @@ class MissesCheck(Check):
     def add_budget_reads(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask what a forgiveness still depends on (``typo_width`` primitives): how many were
         forgiven lately, and how often this number forgave one. Asked only when the found
-        number is a typo's correction, a few lookups in a hundred."""
-        _, _, forgiven, forgivers, numbers = self.outcome_keys(key)
+        number is a typo's correction, a few lookups in a hundred. With a returning limit, also
+        when the number was first met (its time in the log of new numbers) and how many
+        returning customers forgave lately."""
+        _, _, forgiven, forgivers, numbers, returning = self.outcome_keys(key)
         since = subject.now - self.typo_budget
         batch.count(forgiven, since)
         for time in range(1, self.typo_repeat + 1):
             batch.score(forgivers, f"{subject.number}#{time}")
         if self.typo_share > 0:
             batch.count(numbers, since)
+        if self.bounds_returning:
+            batch.score(numbers, subject.number)
+            batch.count(returning, since)
 
-    def forgiveness(self, results: list[Any], start: int, now: float) -> int:
+    def returning(self, results: list[Any], start: int, now: float, new: bool) -> bool:
+        """Whether the found number is a returning customer's, met before this visit: not new
+        to the employee (``known_numbers.py``), and first met longer than ``typo_visit`` ago,
+        or not in the log of their new numbers at all (met before its window, or only under
+        reasons the rule does not count: the strict side)."""
+        if new or not self.bounds_returning:
+            return False
+        first_met = results[start + 1 + self.typo_repeat + 1]
+        return first_met is None or first_met < now - self.typo_visit
+
+    def forgiveness(self, results: list[Any], start: int, now: float, returning: bool) -> int:
         """How many times the number will have forgiven, with this one (0: no forgiveness,
-        because the number forgave ``typo_repeat`` times lately or the budget is spent).
+        because the number forgave ``typo_repeat`` times lately, the budget is spent, or, for
+        a ``returning`` customer, the budget of returning customers is).
 
         A forgiveness older than ``typo_budget`` is free again, whether or not an add has
         trimmed it from the window yet: a ``score`` read does not look at the time."""
@@ -548,6 +579,8 @@ class MissesCheck(Check):
             budget = min(budget, self.typo_floor + self.typo_share * numbers)
         if results[start] >= budget:
             return 0
+        if returning and results[start + self.typo_width - 1] >= (self.typo_returning_limit or 0):
+            return 0
         since = now - self.typo_budget
         for offset in range(self.typo_repeat):
             forgave = results[start + 1 + offset]
@@ -555,16 +588,20 @@ class MissesCheck(Check):
                 return offset + 1
         return 0
 
-    def add_forgive(self, batch: Batch, key: str, subject: Subject, miss: str, times: int) -> None:
-        """Forgive ``miss`` (three primitives): it leaves the misses, and both it and the
-        number that forgave it (its ``times``-th forgiveness) are remembered for
-        ``typo_budget``."""
-        misses, _, forgiven, forgivers, _ = self.outcome_keys(key)
+    def add_forgive(
+        self, batch: Batch, key: str, subject: Subject, miss: str, times: int, returning: bool
+    ) -> None:
+        """Forgive ``miss`` (three primitives, four by a ``returning`` customer): it leaves the
+        misses, and both it and the number that forgave it (its ``times``-th forgiveness) are
+        remembered for ``typo_budget``, and so is a returning customer's forgiveness."""
+        misses, _, forgiven, forgivers, _, returned = self.outcome_keys(key)
         batch.remove(misses, miss)
         cap = self.typo_limit + 1
         batch.note(forgiven, subject.now, miss, self.typo_budget, cap)
         member = f"{subject.number}#{times}"
         batch.note(forgivers, subject.now, member, self.typo_budget, cap * self.typo_repeat)
+        if returning:
+            batch.note(returned, subject.now, miss, self.typo_budget, cap)
 
 
 def is_typo_of(miss: str, found: str) -> bool:

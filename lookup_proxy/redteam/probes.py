@@ -96,6 +96,17 @@ class Stage:
             seen[number] = None
         return list(seen)
 
+    def first_met(self, insider: Staff, since: float, when: float) -> list[tuple[str, str]]:
+        """Customers the insider first found by an honest lookup of the month in [``since``,
+        ``when``), oldest first, each with that lookup's reason: the customers of a visit still
+        going on, new to the insider."""
+        firsts: dict[str, tuple[float, str]] = {}
+        for at, number, reason in self.baseline.met.get(insider.employee, []):
+            if at >= when:
+                break
+            firsts.setdefault(number, (at, reason))
+        return [(number, reason) for number, (at, reason) in firsts.items() if at >= since]
+
     def first_visits(self, insider: Staff) -> dict[int, list[tuple[float, str, str]]]:
         """Per working day, the insider's honest lookups of a customer not looked up earlier
         that day (when, canonical number, reason): the counter visits a variant can precede."""

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from itertools import cycle
 from typing import ClassVar
 
-from lookup_proxy.policy import Policy
+from lookup_proxy.policy import MissesRule, Policy
 from lookup_proxy.redteam.baseline import Staff
 from lookup_proxy.redteam.probes import (
     HOUR,
@@ -86,32 +86,47 @@ class TypoFarm(Strategy):
 
     The variant is the probe; the retype, seconds later, makes the miss look like a typo the
     policy forgives. ``same`` keeps retyping one customer; ``many`` cycles through every
-    customer the insider has met (a fresh-looking retype each time).
+    customer the insider has met (a fresh-looking retype each time). Given the policy's
+    ``visit`` (``typo_visit`` of a rule bounding returning customers' retypes), ``many`` also
+    tries ``customer=this visit``: the newest customer met for the first time within the last
+    visit's span (nine tenths of it), retyped under that visit's reason, which such a rule
+    forgives as a real retype.
     """
 
-    def __init__(self, same: bool) -> None:
+    def __init__(self, same: bool, visit: float | None = None) -> None:
         kind = "same customer" if same else "many customers"
-        super().__init__(
-            f"typo-farm {kind}", {"retype_after": (8, 40), "reason": ("BILLING_INQUIRY",)}
-        )
+        knobs: dict[str, tuple[Knob, ...]] = {
+            "retype_after": (8, 40),
+            "reason": ("BILLING_INQUIRY",),
+        }
+        if visit is not None and not same:
+            knobs["customer"] = ("any met", "this visit")
+        super().__init__(f"typo-farm {kind}", knobs)
         self.same = same
+        self.visit = visit or 0.0
 
     def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         retype_after = int(knobs["retype_after"])
         reason = str(knobs["reason"])
+        this_visit = knobs.get("customer") == "this visit"
         probes: list[Probe] = []
         turn = 0
         for insider, _, at in stage.moments(intensity):
-            known = stage.met_before(insider, at)
-            if not known:
-                continue
-            customer = known[0] if self.same else known[-1 - turn % len(known)]
-            turn += 1
-            variant = typo_of(customer, stage.rng)
+            if this_visit:
+                visiting = stage.first_met(insider, at - 0.9 * self.visit, at)
+                if not visiting:
+                    continue
+                customer, under = visiting[-1]
+            else:
+                known = stage.met_before(insider, at)
+                if not known:
+                    continue
+                customer, under = known[0] if self.same else known[-1 - turn % len(known)], reason
+                turn += 1
             me = insider.employee
-            probes.append(Probe(at, me, variant, reason))
+            probes.append(Probe(at, me, typo_of(customer, stage.rng), under))
             retyped = at + retype_after * stage.rng.uniform(0.8, 1.2)
-            probes.append(Probe(retyped, me, customer, reason, counts=False, found=True))
+            probes.append(Probe(retyped, me, customer, under, counts=False, found=True))
         return probes
 
 
@@ -447,12 +462,24 @@ def scan_reach(policy: Policy) -> int:
     )
 
 
+def typo_visit(policy: Policy) -> float | None:
+    """The longest ``typo_visit`` of the rules that bound returning customers' retypes (None
+    when none does): a retype of a customer first met within it is forgiven as a real one."""
+    visits = [
+        r.typo_visit
+        for r in policy.rules
+        if isinstance(r, MissesRule) and r.typo_returning_limit is not None
+    ]
+    return max(visits, default=None)
+
+
 def strategies_for(policy: Policy) -> list[Strategy]:
     """The whole family, shaped by what the policy file tells an insider."""
     everyday = everyday_reasons(policy)
     reach = scan_reach(policy)
     family: list[Strategy] = [Paced(reason) for reason in everyday]
-    family += [TypoFarm(same=True), TypoFarm(same=False), TypoFarmOwnVisits()]
+    family += [TypoFarm(same=True), TypoFarm(same=False, visit=typo_visit(policy))]
+    family += [TypoFarmOwnVisits()]
     family += [CorporateExempt(reason) for reason in corporate_reasons(policy)]
     family += [
         Slow(everyday),
