@@ -268,13 +268,15 @@ def test_typo_farming_this_visit_retypes_a_customer_met_for_the_first_time_minut
     baseline: Baseline,
 ) -> None:
     """Against a policy bounding returning customers' retypes, the farmer retypes only
-    customers first met (that month) within the visit, under that visit's reason; the shipped
-    policy's ``typo_visit`` is what the strategy reads, and it adds the knob."""
+    customers first met (that month) within the visit under the reason it farms; the shipped
+    policy's ``typo_visit`` is what the strategy reads, and it adds the knob. Both farms try
+    a cover reason and the one whose misses are expected."""
     policy: Policy = load_policy(SHIPPED)
     visit = typo_visit(policy)
     assert visit == 1800
     farm = next(s for s in strategies_for(policy) if s.name == "typo-farm many customers")
     assert farm.knobs["customer"] == ("any met", "this visit")
+    assert farm.knobs["reason"] == ("BILLING_INQUIRY", "NEW_SUBSCRIPTION")
     insider = baseline.clerks()[0]
     stage = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
     knobs = {"retype_after": 8, "reason": "BILLING_INQUIRY", "customer": "this visit"}
@@ -289,7 +291,7 @@ def test_typo_farming_this_visit_retypes_a_customer_met_for_the_first_time_minut
         retype = next(p for p in probes if not p.counts and p.at > variant.at)
         met_at, reason = first[retype.number]
         assert 0 < variant.at - met_at <= 0.9 * visit
-        assert variant.reason == retype.reason == reason
+        assert variant.reason == retype.reason == reason == "BILLING_INQUIRY"
         assert _one_edit_apart(variant.number, retype.number)
 
 

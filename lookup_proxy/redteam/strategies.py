@@ -86,18 +86,19 @@ class TypoFarm(Strategy):
 
     The variant is the probe; the retype, seconds later, makes the miss look like a typo the
     policy forgives. ``same`` keeps retyping one customer; ``many`` cycles through every
-    customer the insider has met (a fresh-looking retype each time). Given the policy's
-    ``visit`` (``typo_visit`` of a rule bounding returning customers' retypes), ``many`` also
-    tries ``customer=this visit``: the newest customer met for the first time within the last
-    visit's span (nine tenths of it), retyped under that visit's reason, which such a rule
-    forgives as a real retype.
+    customer the insider has met (a fresh-looking retype each time). Both under a cover
+    reason or the one whose misses are expected (``reason``). Given the policy's ``visit``
+    (``typo_visit`` of a rule bounding returning customers' retypes), ``many`` also tries
+    ``customer=this visit``: the newest customer met for the first time within the last
+    visit's span (nine tenths of it) under that ``reason``, which such a rule forgives as a
+    real retype.
     """
 
     def __init__(self, same: bool, visit: float | None = None) -> None:
         kind = "same customer" if same else "many customers"
         knobs: dict[str, tuple[Knob, ...]] = {
             "retype_after": (8, 40),
-            "reason": ("BILLING_INQUIRY",),
+            "reason": ("BILLING_INQUIRY", LENIENT_REASON),
         }
         if visit is not None and not same:
             knobs["customer"] = ("any met", "this visit")
@@ -114,19 +115,20 @@ class TypoFarm(Strategy):
         for insider, _, at in stage.moments(intensity):
             if this_visit:
                 visiting = stage.first_met(insider, at - 0.9 * self.visit, at)
-                if not visiting:
+                known = [number for number, first in visiting if first == reason]
+                if not known:
                     continue
-                customer, under = visiting[-1]
+                customer = known[-1]
             else:
                 known = stage.met_before(insider, at)
                 if not known:
                     continue
-                customer, under = known[0] if self.same else known[-1 - turn % len(known)], reason
+                customer = known[0] if self.same else known[-1 - turn % len(known)]
                 turn += 1
             me = insider.employee
-            probes.append(Probe(at, me, typo_of(customer, stage.rng), under))
+            probes.append(Probe(at, me, typo_of(customer, stage.rng), reason))
             retyped = at + retype_after * stage.rng.uniform(0.8, 1.2)
-            probes.append(Probe(retyped, me, customer, under, counts=False, found=True))
+            probes.append(Probe(retyped, me, customer, reason, counts=False, found=True))
         return probes
 
 
