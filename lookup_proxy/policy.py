@@ -287,8 +287,8 @@ class MissesRule(_Rule):
     had met before the visit (first looked up more than ``typo_visit`` before the retype, or
     not in the log of numbers new to them at all). The customer at the counter is mostly met
     for the first time that visit; a farmer who has read the policy retypes customers they
-    know from earlier days. Unset: no such cap. Needs ``typo_share``, whose log of the numbers
-    new to the employee dates when a customer was first met."""
+    know from earlier days. Unset: no such cap. Set, the rule keeps a log of the numbers new
+    to the employee (as ``typo_share`` does), which dates when a customer was first met."""
     typo_visit: Duration = 1800.0
     """How long after a customer was first met a retype of them is still of that visit."""
 
@@ -602,14 +602,6 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)
-            )
-        if rule.kind == "misses" and rule.typo_returning_limit is not None and not rule.typo_share:
-            yield ConfigProblem(
-                file,
-                f"rules[{index}].typo_returning_limit",
-                "unset, or a typo_share above 0 (its log of the numbers new to the employee "
-                "dates when a customer was first met)",
-                repr(rule.typo_returning_limit),
             )
     evidence_of = policy.witnesses()
     for index, rule in enumerate(policy.rules):

@@ -1443,13 +1443,18 @@ async def _retype(desk: Desk, at: float, customer: str, reason: str = "BILLING_I
     await desk.look(ALICE, customer, reason, found=True)
 
 
+@pytest.mark.parametrize(
+    "share", ["typo_share = 0.5", "typo_share = 0.0", "typo_share = 0.0\nratio = 0.99"]
+)
 async def test_customers_met_on_earlier_days_forgive_at_most_the_returning_limit(
-    store: GuardStore,
+    store: GuardStore, share: str
 ) -> None:
     """Farming forgiveness with many customers one knows: five met two days before, each
     retyped once after a probe one digit away. Two are forgiven (``typo_returning_limit``), the
-    other three probes count, though the typo budget and ``typo_repeat`` allow all five."""
-    desk = Desk(make_policy(RETURNING_TYPOS), store)
+    other three probes count, though the typo budget and ``typo_repeat`` allow all five; with
+    or without a ``typo_share`` (the returning budget keeps the log of new numbers itself, or
+    with a ``ratio`` reads the log of found new numbers)."""
+    desk = Desk(make_policy(RETURNING_TYPOS.replace("typo_share = 0.5", share)), store)
     customers = [number(index * 1000, base=1050000000) for index in range(5)]
     for index, customer in enumerate(customers):
         desk.at(index)

@@ -164,23 +164,6 @@ def test_a_rate_rule_s_resolution_leaves_two_to_a_thousand_buckets(
         assert got == f"{parse_duration(resolution):g}s"
 
 
-@pytest.mark.parametrize(("share", "ok"), [("0.1", True), ("0.0", False)])
-def test_a_returning_customers_budget_needs_a_typo_share(share: str, ok: bool) -> None:
-    """``typo_returning_limit`` dates a customer's first meeting from the log ``typo_share``
-    keeps; without one it is refused, naming the key and what it needs."""
-    rules = (
-        '[[rules]]\nname = "m"\nkind = "misses"\nwindow = "7d"\nlimit = 5\n'
-        f"typo_share = {share}\ntypo_returning_limit = 3\n"
-    )
-    text = policy_text("http://127.0.0.1:1", rules=rules)
-    if ok:
-        assert parse_policy(text).rules[0].typo_returning_limit == 3
-    else:
-        [(_, key, expected, got)] = problems(text)
-        assert (key, got) == ("rules[0].typo_returning_limit", "3")
-        assert "typo_share above 0" in expected
-
-
 def test_route_without_its_number_placeholder_is_an_error() -> None:
     """A path route must contain the placeholder the number is read from."""
     text = policy_text("http://127.0.0.1:1", routes='[[routes]]\npath = "/customers"\n')

@@ -426,7 +426,12 @@ class MissesCheck(Check):
         self.typo_floor = rule.typo_floor
         self.typo_returning_limit = rule.typo_returning_limit
         self.typo_visit = rule.typo_visit
-        self.bounds_returning = rule.typo_returning_limit is not None and rule.typo_share > 0
+        self.bounds_returning = rule.typo_returning_limit is not None
+        self.keeps_numbers = rule.typo_share > 0 or (self.bounds_returning and rule.ratio == 0)
+        """Whether the rule keeps a log of the numbers new to the employee: what a
+        ``typo_share`` counts, and what dates a returning customer's first meeting, unless the
+        rule has a ``ratio``, whose log of found numbers new to the employee dates it as well
+        (a retype is of a found number) at no cost."""
         self.typo_width = (
             1
             + rule.typo_repeat
@@ -449,7 +454,7 @@ class MissesCheck(Check):
         self.writes_found = self.counts_found
         self.numbers_name = rule.name
         self.numbers_window = rule.typo_budget
-        self.writes_numbers = rule.typo_share > 0
+        self.writes_numbers = self.keeps_numbers
         self._outcome_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
 
     def share_found(self, keeper: MissesCheck) -> None:
@@ -545,7 +550,7 @@ class MissesCheck(Check):
         number is a typo's correction, a few lookups in a hundred. With a returning limit, also
         when the number was first met (its time in the log of new numbers) and how many
         returning customers forgave lately."""
-        _, _, forgiven, forgivers, numbers, returning = self.outcome_keys(key)
+        _, found, forgiven, forgivers, numbers, returning = self.outcome_keys(key)
         since = subject.now - self.typo_budget
         batch.count(forgiven, since)
         for time in range(1, self.typo_repeat + 1):
@@ -553,17 +558,17 @@ class MissesCheck(Check):
         if self.typo_share > 0:
             batch.count(numbers, since)
         if self.bounds_returning:
-            batch.score(numbers, subject.number)
+            batch.score(found if self.counts_found else numbers, subject.number)
             batch.count(returning, since)
 
     def returning(self, results: list[Any], start: int, now: float, new: bool) -> bool:
         """Whether the found number is a returning customer's, met before this visit: not new
         to the employee (``known_numbers.py``), and first met longer than ``typo_visit`` ago,
-        or not in the log of their new numbers at all (met before its window, or only under
+        or not in the log of their new (found) numbers at all (met before its window, or only under
         reasons the rule does not count: the strict side)."""
         if new or not self.bounds_returning:
             return False
-        first_met = results[start + 1 + self.typo_repeat + 1]
+        first_met = results[start + 1 + self.typo_repeat + (1 if self.typo_share > 0 else 0)]
         return first_met is None or first_met < now - self.typo_visit
 
     def forgiveness(self, results: list[Any], start: int, now: float, returning: bool) -> int:

@@ -64,7 +64,7 @@ def share_logs(checks: Sequence[Check]) -> None:
     for keeper, group in _groups([c for c in misses if c.counts_found], lambda c: c.window):
         for check in group:
             check.share_found(keeper)
-    for keeper, group in _groups([c for c in misses if c.typo_share > 0], lambda c: c.typo_budget):
+    for keeper, group in _groups([c for c in misses if c.keeps_numbers], lambda c: c.typo_budget):
         for check in group:
             check.share_numbers(keeper)
 
