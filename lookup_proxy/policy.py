@@ -287,8 +287,9 @@ class MissesRule(_Rule):
     had met before the visit (first looked up more than ``typo_visit`` before the retype, or
     not in the log of numbers new to them at all). The customer at the counter is mostly met
     for the first time that visit; a farmer who has read the policy retypes customers they
-    know from earlier days. Unset: no such cap. Set, the rule keeps a log of the numbers new
-    to the employee (as ``typo_share`` does), which dates when a customer was first met."""
+    know from earlier days. Unset: no such cap. A first meeting is dated by the rule's log of
+    found numbers new to the employee (with a ``ratio``), else by the log of its new numbers
+    that ``typo_share`` counts (kept for this alone without one)."""
     typo_visit: Duration = 1800.0
     """How long after a customer was first met a retype of them is still of that visit."""
 

@@ -406,9 +406,10 @@ class MissesCheck(Check):
     padding grow it): a clerk who makes few typos of their own cannot spend a busy clerk's budget
     on probes. With a ``typo_returning_limit``, a retype must also look like one: at most that
     many misses per ``typo_budget`` are forgiven by *returning* customers, met before the visit
-    (the one the number was first looked up in, dated by the log of numbers new to the
-    employee), where a farmer finds the customers whose numbers they know; the honest clerk
-    mistypes mostly customers met for the first time at the counter.
+    (the first meeting dated by a log of numbers new to the employee: found ones with a
+    ``ratio``, else those a ``typo_share`` counts), where a farmer finds the customers whose
+    numbers they know; the honest clerk mistypes mostly customers met for the first time at
+    the counter.
     Two more windows per rule remember the forgiven misses and the numbers that forgave (a third
     the forgivenesses by returning customers).
     """
@@ -564,8 +565,8 @@ class MissesCheck(Check):
     def returning(self, results: list[Any], start: int, now: float, new: bool) -> bool:
         """Whether the found number is a returning customer's, met before this visit: not new
         to the employee (``known_numbers.py``), and first met longer than ``typo_visit`` ago,
-        or not in the log of their new (found) numbers at all (met before its window, or only under
-        reasons the rule does not count: the strict side)."""
+        or not in the log of their new (found) numbers at all (met before its window, or only
+        under reasons the rule does not count: the strict side)."""
         if new or not self.bounds_returning:
             return False
         first_met = results[start + 1 + self.typo_repeat + (1 if self.typo_share > 0 else 0)]
