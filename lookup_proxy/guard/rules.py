@@ -425,7 +425,7 @@ class MissesCheck(Check):
         self.typo_repeat = rule.typo_repeat
         self.typo_share = rule.typo_share
         self.typo_floor = rule.typo_floor
-        self.typo_returning_limit = rule.typo_returning_limit
+        self.returning_limit = rule.typo_returning_limit or 0
         self.typo_visit = rule.typo_visit
         self.bounds_returning = rule.typo_returning_limit is not None
         self.keeps_numbers = rule.typo_share > 0 or (self.bounds_returning and rule.ratio == 0)
@@ -433,12 +433,12 @@ class MissesCheck(Check):
         ``typo_share`` counts, and what dates a returning customer's first meeting, unless the
         rule has a ``ratio``, whose log of found numbers new to the employee dates it as well
         (a retype is of a found number) at no cost."""
-        self.typo_width = (
-            1
-            + rule.typo_repeat
-            + (1 if rule.typo_share > 0 else 0)
-            + (2 if self.bounds_returning else 0)
-        )
+        self._numbers_at = 1 + rule.typo_repeat
+        """Where ``add_budget_reads``' answers hold the numbers' count (with a ``typo_share``),
+        after the forgiven count and the forgivers' scores; next the returning customer's first
+        meeting, then the returning customers' count (with a returning budget)."""
+        self._first_met_at = self._numbers_at + (1 if rule.typo_share > 0 else 0)
+        self.typo_width = self._first_met_at + (2 if self.bounds_returning else 0)
         """Primitives ``add_budget_reads`` contributes."""
         self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
@@ -569,7 +569,7 @@ class MissesCheck(Check):
         under reasons the rule does not count: the strict side)."""
         if new or not self.bounds_returning:
             return False
-        first_met = results[start + 1 + self.typo_repeat + (1 if self.typo_share > 0 else 0)]
+        first_met = results[start + self._first_met_at]
         return first_met is None or first_met < now - self.typo_visit
 
     def forgiveness(self, results: list[Any], start: int, now: float, returning: bool) -> int:
@@ -581,11 +581,11 @@ class MissesCheck(Check):
         trimmed it from the window yet: a ``score`` read does not look at the time."""
         budget = float(self.typo_limit)
         if self.typo_share > 0:
-            numbers = results[start + 1 + self.typo_repeat]
+            numbers = results[start + self._numbers_at]
             budget = min(budget, self.typo_floor + self.typo_share * numbers)
         if results[start] >= budget:
             return 0
-        if returning and results[start + self.typo_width - 1] >= (self.typo_returning_limit or 0):
+        if returning and results[start + self._first_met_at + 1] >= self.returning_limit:
             return 0
         since = now - self.typo_budget
         for offset in range(self.typo_repeat):
