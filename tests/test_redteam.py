@@ -19,6 +19,7 @@ from lookup_proxy.redteam.strategies import (
     Combined,
     Paced,
     Padded,
+    Strategy,
     Surge,
     TypoFarm,
     TypoFarmOwnVisits,
@@ -478,7 +479,9 @@ def test_command_prints_the_table_and_writes_json(
     assert "| paced BILLING_INQUIRY |" in printed
     assert "| after hours |" in printed
     assert "Headline:" in printed
+    assert "The honest month alone (no probes): 0 of 16 employees locked" in printed
     report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["honest_locked"] == []
     assert {"policy", "days", "density", "seed", "trials", "headline", "strategies"} <= set(report)
     row = report["strategies"][0]
     assert {
@@ -560,3 +563,50 @@ def test_the_best_strategies_are_also_tried_together(
     each = [len(part.plan(stage, edge, knobs)) for part, edge, knobs in triple.parts]
     assert len(together) == sum(each) > 0
     assert len(triple.plan(stage, 4, {})) < len(together)
+
+
+def test_the_honest_month_is_judged_first_and_no_insider_is_one_it_locks(
+    tmp_path: Path, baseline: Baseline
+) -> None:
+    """A policy that locks busy honest clerks (more lookups in a day than the median clerk's
+    busiest day) looks strong against probes only because its insiders are locked anyway: the
+    report names whom the honest month alone locks, worked out here from the rows themselves,
+    and no insider, alone or in a group (one a store: fewer where few stores are left), is
+    chosen among them."""
+    busiest: dict[str, int] = {}
+    times: dict[str, list[float]] = {}
+    for when, row in baseline.rows:
+        times.setdefault(row[1], []).append(when)
+    for employee, moments in times.items():
+        busiest[employee] = max(sum(1 for m in moments if t - 86_400 < m <= t) for t in moments)
+    limit = sorted(busiest.values())[len(busiest) // 2]
+    rules = f"""
+[[rules]]
+name = "daily-lock"
+kind = "rate"
+window = "1d"
+limit = {limit}
+action = "lock"
+"""
+    path = _policy_file(tmp_path, rules)
+    expected = sorted(e for e, most in busiest.items() if most > limit)
+    assert 0 < len(expected) < len(baseline.clerks())
+    outcome = red_team(
+        load_policy(path), _options(path, steps=1, draws=1), [Paced("BILLING_INQUIRY")]
+    )
+    assert outcome.report["honest_locked"] == expected
+    assert f"locked: {', '.join(expected)}; no insider is chosen among them" in outcome.text
+    search = Search(
+        Arena(load_policy(path), baseline, tmp_path), CustomerBook(3, 0.14), 3, 1, 0.0,
+        frozenset(expected),
+    )  # fmt: skip
+    for seed in range(12):
+        search.seed = seed
+        (one,) = search.insiders(Paced("BILLING_INQUIRY"), {})
+        group = search.insiders(strategies_by_name()["group sharing a block"], {"k": 3})
+        assert one.employee not in expected
+        assert group and not {s.employee for s in group} & set(expected)
+
+
+def strategies_by_name() -> dict[str, Strategy]:
+    return {s.name: s for s in strategies_for(load_policy(SHIPPED))}

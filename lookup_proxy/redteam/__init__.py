@@ -80,7 +80,12 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
     results: list[StrategyResult] = []
     with tempfile.TemporaryDirectory(prefix="lookup-proxy-red-team-") as scratch:
         arena = Arena(policy, baseline, Path(scratch))
-        search = Search(arena, book, options.seed, options.steps, options.precision)
+        honest = arena.honest()
+        locked = sorted(e for e, s in honest.employees.items() if s.locked_at)
+        flagged = sorted(e for e, s in honest.employees.items() if s.flags and not s.locked_at)
+        search = Search(
+            arena, book, options.seed, options.steps, options.precision, frozenset(locked)
+        )
         for strategy in family:
             results.append(search.run(strategy))
         for combined in search.combine(results):
@@ -99,6 +104,8 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
         "density": options.density,
         "seed": options.seed,
         "trials": arena.trials,
+        "honest_locked": locked,
+        "honest_flagged": flagged,
         "seconds": round(time.perf_counter() - started, 1),
     }
     return RedTeam(rows, results, as_json(baseline, rows, results, meta), render(rows, meta))

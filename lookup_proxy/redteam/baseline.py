@@ -178,7 +178,9 @@ def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
     return baseline
 
 
-def spread_out(baseline: Baseline, count: int, rng: random.Random) -> list[Staff]:
-    """Up to ``count`` clerks of the baseline in different stores and, while any are left,
-    different regions (``lookup_proxy.simulation.roster.spread_out``)."""
-    return spread_over(baseline.clerks(), count, rng)
+def spread_out(
+    baseline: Baseline, count: int, rng: random.Random, spared: frozenset[str] = frozenset()
+) -> list[Staff]:
+    """Up to ``count`` clerks of the baseline but ``spared`` ones in different stores and,
+    while any are left, different regions (``lookup_proxy.simulation.roster.spread_out``)."""
+    return spread_over([c for c in baseline.clerks() if c.employee not in spared], count, rng)

@@ -121,6 +121,19 @@ def headline(rows: list[Row]) -> Row | None:
     return max(candidates, key=best_never_locked)
 
 
+def _honest_line(meta: dict[str, Any]) -> str:
+    """What the policy does to the honest month alone: a low headline means little if the
+    policy gets it by locking honest staff, whom no insider is chosen among."""
+    locked, flagged = meta["honest_locked"], meta["honest_flagged"]
+    text = (
+        f"The honest month alone (no probes): {len(locked)} of {meta['employees']} employees "
+        f"locked, {len(flagged)} more flagged"
+    )
+    if locked:
+        text += f" (locked: {', '.join(locked)}; no insider is chosen among them)"
+    return text + "."
+
+
 def render(rows: list[Row], meta: dict[str, Any]) -> str:
     """The markdown-ish table printed on stdout, then the headline."""
     lines = [
@@ -128,6 +141,7 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         f"{meta['stores']} stores / {meta['regions']} regions, {meta['baseline_events']:,} honest "
         f"lookups, customer density {meta['density']:g}, seed {meta['seed']}; "
         f"{meta['trials']} trials in {meta['seconds']:.0f} s",
+        _honest_line(meta),
         "",
         "| strategy | insiders | never locked: probes per working day, knobs | "
         "records, never locked | same, other draws | records, locked later or not | "

@@ -117,8 +117,13 @@ class Search:
         seed: int,
         steps: int,
         precision: float = 0.0,
+        locked_anyway: frozenset[str] = frozenset(),
     ) -> None:
         self.arena = arena
+        self.locked_anyway = locked_anyway
+        """Employees the policy locks for their honest work alone (``Arena.honest``): no
+        insider is chosen among them, whose every trial would be locked whatever they
+        probed, which says nothing about probing."""
         self.baseline = arena.baseline
         self.book = book
         self.seed = seed
@@ -130,13 +135,22 @@ class Search:
         """The insiders a strategy runs with: a seeded clerk, rep or spread-out group."""
         rng = random.Random(f"{self.seed}/insiders/{strategy.role}")
         if strategy.role == "corporate":
-            reps = self.baseline.corporate()
-            return [rng.choice(reps)] if reps else []
+            return self._one(self.baseline.corporate(), rng)
         count = strategy.insiders(knobs)
         if count == 1:
-            clerks = self.baseline.clerks()
-            return [rng.choice(clerks)] if clerks else []
-        return spread_out(self.baseline, count, rng)
+            return self._one(self.baseline.clerks(), rng)
+        return spread_out(self.baseline, count, rng, self.locked_anyway)
+
+    def _one(self, staff: list[Staff], rng: random.Random) -> list[Staff]:
+        """One of ``staff`` chosen by ``rng``, drawn again while the choice is locked anyway
+        (the same choice as without the check whenever the first is not)."""
+        candidates = [s for s in staff if s.employee not in self.locked_anyway]
+        if not candidates:
+            return []
+        while True:
+            choice = rng.choice(staff)
+            if choice.employee not in self.locked_anyway:
+                return [choice]
 
     def run(self, strategy: Strategy) -> StrategyResult:
         """Search one strategy's knobs and intensity; every trial is kept."""

@@ -128,6 +128,16 @@ class Arena:
                 break
         return outcome
 
+    def honest(self) -> Summary:
+        """The honest month alone, no probes, replayed whole: whom the policy locks or flags
+        for honest work. A policy that locks honest staff can look strong against probes
+        (its insiders are locked whatever they do), so the report says so first."""
+        with self._events.open("w", encoding="utf-8", newline="") as sink:
+            sink.write(self._header)
+            for _, text in self._honest:
+                sink.write(text + "\n")
+        return Replayer(self.policy, self.roles).run(self._events, self._decisions)
+
     @staticmethod
     def _lock(summary: Summary, employee: str) -> tuple[float, str] | None:
         """When and by which rule the employee was locked, if they were: the replay summary
