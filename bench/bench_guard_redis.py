@@ -85,7 +85,13 @@ async def cpu(client: Redis) -> float:
 
 
 async def measure(
-    port: int, lookups: int, found_share: float, coalesce: bool, seed: int, people: int = 4000
+    port: int,
+    lookups: int,
+    found_share: float,
+    coalesce: bool,
+    seed: int,
+    people: int = 4000,
+    reason: str = "BILLING_INQUIRY",
 ) -> dict[str, Any]:
     """One round on an emptied Redis: per-lookup figures, with or without coalescing."""
     policy = shipped_open_all_day()
@@ -107,9 +113,7 @@ async def measure(
     async def worker(k: int, count: int) -> None:
         for i in range(count):
             employee = employees[rng.randrange(len(employees))]
-            lookup = Lookup(
-                f"r{k}-{i}", employee, "BILLING_INQUIRY", f"010{rng.randrange(10**8):08d}"
-            )
+            lookup = Lookup(f"r{k}-{i}", employee, reason, f"010{rng.randrange(10**8):08d}")
             PHASE.set("decide")
             decision = await guard.decide(lookup)
             if decision.allowed:
@@ -154,16 +158,18 @@ class AloneStore:
         return await self.store._execute_now(ops)
 
 
-async def run(port: int, lookups: int, found_share: float, rounds: int, people: int) -> None:
+async def run(
+    port: int, lookups: int, found_share: float, rounds: int, people: int, reason: str
+) -> None:
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for round_ in range(rounds):
         for coalesce in (False, True):
             results[coalesce].append(
-                await measure(port, lookups, found_share, coalesce, round_, people)
+                await measure(port, lookups, found_share, coalesce, round_, people, reason)
             )
     print(
         f"{lookups} lookups a round of {people} employees, {rounds} rounds interleaved, "
-        f"concurrency {CONCURRENCY}"
+        f"concurrency {CONCURRENCY}, reason {reason}"
     )
     print(
         "| batches | lookups/s | proxy CPU/lookup | batches/lookup (decide, learn) "
@@ -195,13 +201,21 @@ def main() -> None:
     parser.add_argument("--employees", type=int, default=4000)
     parser.add_argument("--found", type=float, default=0.9)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--reason",
+        default="BILLING_INQUIRY",
+        help="every lookup's reason (NEW_SUBSCRIPTION: the walk-in reason of the shipped "
+        "unexplained-misses rules)",
+    )
     args = parser.parse_args()
     from tests.servers import start_redis
 
     with tempfile.TemporaryDirectory() as work:
         server = start_redis(Path(work))
         try:
-            asyncio.run(run(server.port, args.lookups, args.found, args.rounds, args.employees))
+            asyncio.run(
+                run(server.port, args.lookups, args.found, args.rounds, args.employees, args.reason)
+            )
         finally:
             server.stop()
 

@@ -292,6 +292,13 @@ class MissesRule(_Rule):
     that ``typo_share`` counts (kept for this alone without one)."""
     typo_visit: Duration = 1800.0
     """How long after a customer was first met a retype of them is still of that visit."""
+    walk_in_reasons: tuple[ReasonCode, ...] = ()
+    """Reasons whose misses are walk-ins, not probes (someone who is not a customer yet, at
+    the counter): the rule leaves them uncounted, as ``exempt_reasons`` would, unless a found
+    number corrects one as a typo. A miss retyped seconds later to a customer one digit away is
+    no walk-in: the rule forgives it within its typo budgets, and counts it past them. (Exempt,
+    such misses were forgiven only by rules of every reason with day budgets: typo farming
+    under the exempt reason.) Otherwise the rule counts these reasons' lookups like any other."""
 
 
 class HoursRule(_Rule):
@@ -575,8 +582,8 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                 repr(rule.name),
             )
         seen.add(rule.name)
-        for field_name in ("reasons", "exempt_reasons"):
-            for code in getattr(rule, field_name) or ():
+        for field_name in ("reasons", "exempt_reasons", "walk_in_reasons"):
+            for code in getattr(rule, field_name, None) or ():
                 if code not in codes:
                     yield ConfigProblem(
                         file,
@@ -600,6 +607,17 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                 f"buckets, at most a thousand",
                 f"{resolution:g}s",
             )
+        for code in getattr(rule, "walk_in_reasons", ()):
+            if code in rule.exempt_reasons or (
+                rule.reasons is not None and code not in rule.reasons
+            ):
+                yield ConfigProblem(
+                    file,
+                    f"rules[{index}].walk_in_reasons",
+                    "reasons the rule counts (not in exempt_reasons, and in reasons if set): a "
+                    "walk-in reason is counted but for its uncorrected misses",
+                    repr(code),
+                )
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)

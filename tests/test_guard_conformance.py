@@ -1510,3 +1510,89 @@ ratio = 0.9
     await desk.look(ALICE, customer, "NEW_SUBSCRIPTION", found=True)
     await _retype(desk, 60, customer)
     assert await _misses(desk, ALICE) == 1
+
+
+# -- walk-in reasons -------------------------------------------------------------------------
+
+WALK_INS = BOUNDED_TYPOS.replace(
+    'typo_budget = "1d"', 'typo_budget = "1d"\nwalk_in_reasons = ["NEW_SUBSCRIPTION"]'
+)
+"""A rule counting every reason's misses but NEW_SUBSCRIPTION's walk-ins; two typos a day."""
+
+EVERY_REASON = """
+[[rules]]
+name = "every-reason"
+kind = "misses"
+window = "7d"
+limit = 100
+typo_window = "1m"
+typo_limit = 100
+typo_budget = "1d"
+"""
+"""A rule that counts NEW_SUBSCRIPTION's misses too (as the shipped ``slow-probe`` does): with
+it, the walk-in rule is asked about a found number only when this one counted misses."""
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["alone", "beside an every-reason rule"])
+async def test_walk_ins_count_nowhere_but_a_corrected_one_spends_the_typo_budget(
+    store: GuardStore, watched: bool
+) -> None:
+    """Three NEW_SUBSCRIPTION misses nobody corrects are walk-ins: not counted. Four more, each
+    retyped five seconds later to a customer one digit away: no walk-ins, so typos, of which
+    the rule forgives two (``typo_limit``) and counts the other two, as it would under any other
+    reason; a NEW_SUBSCRIPTION lookup is then judged by the rule like any other."""
+    policy = WALK_INS.replace("limit = 100\n", "limit = 1\n", 1)
+    desk = Desk(make_policy(policy + (EVERY_REASON if watched else "")), store)
+    for index in range(3):
+        desk.at(index * 100)
+        await desk.look(ALICE, number(index * 1000 + 500), "NEW_SUBSCRIPTION", found=False)
+    assert await _misses(desk, ALICE) == 0
+    for index in range(4):
+        await _retype_as(
+            desk, ALICE, 1000 + index * 100, number(index * 1000 + 5), "NEW_SUBSCRIPTION"
+        )
+    assert await _misses(desk, ALICE) == 2
+    desk.at(2000)
+    refused = await desk.look(ALICE, number(9999), "NEW_SUBSCRIPTION")
+    assert (refused.allowed, refused.rule) == (False, "misses")
+
+
+async def test_a_walk_in_s_miss_corrected_under_another_reason_is_a_typo(
+    store: GuardStore,
+) -> None:
+    """The miss under NEW_SUBSCRIPTION, the retype under BILLING_INQUIRY: still one miss the
+    found number corrects, forgiven while the budget lasts and counted after it."""
+    desk = Desk(make_policy(WALK_INS), store)
+    for index in range(3):
+        customer = number(index * 1000 + 5)
+        desk.at(index * 100)
+        await desk.look(ALICE, number(index * 1000 + 4), "NEW_SUBSCRIPTION", found=False)
+        desk.at(index * 100 + 5)
+        await desk.look(ALICE, customer, "BILLING_INQUIRY", found=True)
+    assert await _misses(desk, ALICE) == 1
+
+
+async def test_a_walk_in_s_miss_is_judged_once_however_often_it_is_corrected(
+    store: GuardStore,
+) -> None:
+    """Counted when the budget is spent, a corrected walk-in stays one miss when the customer
+    is looked up again; forgiven, it is not counted by a later look-up of the customer."""
+    desk = Desk(make_policy(WALK_INS.replace("typo_limit = 2", "typo_limit = 1")), store)
+    for index in range(2):
+        customer = number(index * 1000 + 5)
+        desk.at(index * 100)
+        await desk.look(ALICE, number(index * 1000 + 4), "NEW_SUBSCRIPTION", found=False)
+        for again in (5, 10, 15):
+            desk.at(index * 100 + again)
+            await desk.look(ALICE, customer, "NEW_SUBSCRIPTION", found=True)
+    assert await _misses(desk, ALICE) == 1
+
+
+async def _retype_as(desk: Desk, employee: Employee, at: float, customer: str, reason: str) -> None:
+    """A miss one digit below ``customer``, then the customer five seconds later."""
+    desk.at(at)
+    await desk.look(
+        employee, customer[:-1] + str((int(customer[-1]) - 1) % 10), reason, found=False
+    )
+    desk.at(at + 5)
+    await desk.look(employee, customer, reason, found=True)

@@ -10,13 +10,14 @@ Decisions through plans are covered by the conformance suite (tests/test_guard_c
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any
 
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
-from lookup_proxy.policy import load_policy
+from lookup_proxy.policy import load_policy, parse_policy
 
 ALICE = Employee("alice", "gangnam", "seoul", frozenset({"clerk"}))
 BOB = Employee("bob", "haeundae", "busan", frozenset({"clerk"}))
@@ -45,14 +46,39 @@ def test_employees_alike_share_one_layout_with_keys_of_their_own() -> None:
 def test_another_reason_or_an_unknown_region_is_another_layout() -> None:
     guard = shipped()
     billing = guard.plans.plan(ALICE, "BILLING_INQUIRY").layout
-    walk_in = guard.plans.plan(ALICE, "NEW_SUBSCRIPTION").layout
-    assert walk_in is not billing
-    assert "unexplained-misses" not in [rule.check.rule.name for rule in walk_in.rules]
+    corporate = guard.plans.plan(ALICE, "CORPORATE_ACCOUNT").layout
+    assert corporate is not billing
+    assert "sequential-scan" not in [rule.check.rule.name for rule in corporate.rules]
     nomad = guard.plans.plan(NOMAD, "BILLING_INQUIRY")
     assert nomad.layout is not billing
     assert "region-block" not in [rule.check.rule.name for rule in nomad.layout.rules]
     assert nomad.peer_tags == () and nomad.layout.peers == ()
     assert len(nomad.keys) == len(nomad.layout.rules)
+
+
+def test_a_walk_in_rule_is_asked_alone_only_where_no_other_rule_counts_the_reason_s_misses() -> (
+    None
+):
+    """The shipped unexplained-misses rules count NEW_SUBSCRIPTION's lookups but for its
+    walk-ins; random-typing and slow-probe count those misses, so learning asks the walk-in
+    rules with them (``Learning._may_correct``). Without such rules, a walk-in rule is asked
+    about every found number."""
+    guard = shipped()
+    walk_in = guard.plans.plan(ALICE, "NEW_SUBSCRIPTION").layout
+    names = [check.rule.name for check, _, _ in walk_in.misses]
+    assert {"unexplained-misses", "unexplained-misses-month", "slow-probe"} <= set(names)
+    assert walk_in.unwatched_walk_ins == ()
+    text = Path("config/policy.toml").read_text(encoding="utf-8")
+    alone = text.replace(
+        'name = "random-typing"', 'name = "random-typing"\nreasons = ["PLAN_CHANGE"]'
+    )
+    alone = alone.replace('name = "slow-probe"', 'name = "slow-probe"\nreasons = ["PLAN_CHANGE"]')
+    guard = Guard(parse_policy(alone), MemoryStore(), ManualClock(0))
+    layout = guard.plans.plan(ALICE, "BILLING_INQUIRY").layout
+    assert sorted(c.rule.name for c in layout.unwatched_walk_ins) == [
+        "unexplained-misses",
+        "unexplained-misses-month",
+    ]
 
 
 def test_a_new_employee_s_plan_adds_three_objects_for_the_collector() -> None:

@@ -129,6 +129,16 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
             "rules[0].exempt_reasons",
         ),
         (
+            '[[rules]]\nname = "m"\nkind = "misses"\nwindow = "1h"\nlimit = 1\n'
+            'walk_in_reasons = ["NOPE"]\n',
+            "rules[0].walk_in_reasons",
+        ),
+        (
+            '[[rules]]\nname = "m"\nkind = "misses"\nwindow = "1h"\nlimit = 1\n'
+            'exempt_reasons = ["PLAN_CHANGE"]\nwalk_in_reasons = ["PLAN_CHANGE"]\n',
+            "rules[0].walk_in_reasons",
+        ),
+        (
             '[[rules]]\nname = "lock"\nkind = "distinct"\nwindow = "1h"\nlimit = 1\n',
             "rules[0].name",
         ),
@@ -139,8 +149,8 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
     ],
 )
 def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
-    """Duplicate rule names, names of the guard's own keys and unknown reason codes in rules
-    are refused."""
+    """Duplicate rule names, names of the guard's own keys, unknown reason codes in rules and a
+    walk-in reason the rule does not count are refused."""
     assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lookup_proxy.cli import main
-from lookup_proxy.policy import Policy, load_policy
+from lookup_proxy.policy import Policy, load_policy, parse_policy
 from lookup_proxy.redteam import Options, red_team
 from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
 from lookup_proxy.redteam.probes import Stage
@@ -269,10 +269,20 @@ def test_typo_farming_this_visit_retypes_a_customer_met_for_the_first_time_minut
     baseline: Baseline,
 ) -> None:
     """Against a policy bounding returning customers' retypes, the farmer retypes only
-    customers first met (that month) within the visit under the reason it farms; the shipped
-    policy's ``typo_visit`` is what the strategy reads, and it adds the knob. Both farms try
-    a cover reason and the one whose misses are expected."""
-    policy: Policy = load_policy(SHIPPED)
+    customers first met (that month) within the visit under the reason it farms; the policy's
+    ``typo_visit`` is what the strategy reads, and it adds the knob, which the shipped policy
+    (no such bound) does not get. Both farms try a cover reason and the one whose misses are
+    expected."""
+    shipped = load_policy(SHIPPED)
+    assert typo_visit(shipped) is None
+    plain = next(s for s in strategies_for(shipped) if s.name == "typo-farm many customers")
+    assert "customer" not in plain.knobs
+    text = SHIPPED.read_text(encoding="utf-8")
+    bounded = text.replace(
+        'typo_budget = "7d"\n', 'typo_budget = "7d"\ntypo_returning_limit = 7\n', 1
+    )
+    assert bounded != text
+    policy: Policy = parse_policy(bounded)
     visit = typo_visit(policy)
     assert visit == 1800
     farm = next(s for s in strategies_for(policy) if s.name == "typo-farm many customers")

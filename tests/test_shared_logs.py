@@ -272,3 +272,24 @@ def test_rules_learning_from_different_lookups_keep_their_own_logs() -> None:
         check = by_name[name]
         assert isinstance(check, MissesCheck)
         assert (check.found_name, check.writes_found) == (name, True)
+
+
+def test_a_walk_in_reason_is_a_different_log_of_numbers() -> None:
+    """Two typo budgets alike but for a walk-in reason (neither exempts a reason) keep their
+    own logs of numbers: the logs' keys differ with the rules' walk-in reasons (each rule's
+    own log, and the shared ones, are grouped by them)."""
+    policy = make_policy(
+        SHARING.replace(
+            'typo_budget = "28d"\naction = "flag"\nexempt_reasons = ["NEW_SUBSCRIPTION"]',
+            'typo_budget = "28d"\naction = "flag"\nwalk_in_reasons = ["NEW_SUBSCRIPTION"]',
+        ).replace(
+            'typo_budget = "7d"\naction = "flag"\nexempt_reasons = ["NEW_SUBSCRIPTION"]',
+            'typo_budget = "7d"\naction = "flag"',
+        )
+    )
+    guard = Guard(policy, MemoryStore(), ManualClock(0))
+    by_name = {check.rule.name: check for check in guard.checks}
+    for name in ("weekly-misses", "monthly-misses"):
+        check = by_name[name]
+        assert isinstance(check, MissesCheck)
+        assert (check.numbers_name, check.writes_numbers) == (name, True)

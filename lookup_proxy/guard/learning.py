@@ -82,7 +82,7 @@ class Learning:
             batch.members(plan.misses_key, now - self._typo_window)
         counts_new = False  # a typo budget or a ratio counting numbers new to the employee
         for check, index, _ in layout.misses:
-            check.add_outcome(batch, keys[index], subject, found)
+            check.add_outcome(batch, keys[index], subject, found, lookup.reason)
             counts_new = counts_new or check.counts_new(found)
         if not found and layout.misses:
             batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
@@ -146,20 +146,34 @@ class Learning:
         backend, so such a rule has none to forgive: on a simulated fortnight of honest work a
         found lookup read 1.5 rules' recent misses of the shipped policy's four, not 3.7. (A miss
         of the same employee learnt while this lookup was at the backend, from another terminal,
-        is then not forgiven by it: the strict side.)"""
+        is then not forgiven by it: the strict side.) A rule's walk-ins' misses are not in its
+        count: it is asked whenever another rule is (one that counts those misses had some, or
+        is asked for its window), or always if none counts them."""
         keys = plan.keys
+        layout = plan.layout
         decided = lookup.decided
         if decided is None or decided[0] is not plan:
             # Decided elsewhere (another plan or guard): ask every rule.
-            return tuple([(check, keys[index]) for check, index, _ in plan.layout.misses])
+            return tuple([(check, keys[index]) for check, index, _ in layout.misses])
         _, then, results = decided
-        return tuple(
-            [
+        elapsed = now - then
+        asked = [
+            (check, keys[index])
+            for check, index, at in layout.misses
+            if results[at] > 0 or check.window < check.typo_window + elapsed
+        ]
+        if not asked:
+            return tuple(
+                [(c, keys[i]) for c, i, _ in layout.misses if c in layout.unwatched_walk_ins]
+            )
+        if len(asked) < len(layout.misses):
+            chosen = {id(check) for check, _ in asked}
+            asked = [
                 (check, keys[index])
-                for check, index, at in plan.layout.misses
-                if results[at] > 0 or check.window < check.typo_window + (now - then)
+                for check, index, at in layout.misses
+                if id(check) in chosen or check.walk_in_reasons
             ]
-        )
+        return tuple(asked)
 
     async def _forgive(
         self,
@@ -194,13 +208,22 @@ class Learning:
         for check, key in asked:
             kept: list[str] = read[start]
             miss = check.typo_candidate([m for m in kept if m in own], subject) if kept else None
+            adopted = False
+            if miss is None and check.walk_in_reasons:
+                walk_ins: list[str] = read[start + 1]
+                if walk_ins:
+                    miss = check.typo_candidate([m for m in walk_ins if m in own], subject)
+                    adopted = miss is not None
+            budget = start + check.recent_width
             if miss is not None:
-                returning = check.returning(read, start + 1, subject.now, new)
-                times = check.forgiveness(read, start + 1, subject.now, returning)
+                returning = check.returning(read, budget, subject.now, new)
+                times = check.forgiveness(read, budget, subject.now, returning)
                 if times:
-                    check.add_forgive(then, key, subject, miss, times, returning)
+                    check.add_forgive(then, key, subject, miss, times, returning, adopted)
                     forgave = True
-            start += 1 + check.typo_width
+                elif adopted:
+                    check.add_adopt(then, key, subject, miss)
+            start = budget + check.typo_width
         return forgave
 
     async def _peer_fired(

@@ -54,6 +54,10 @@ class Layout:
     """``locking_groups`` placed in that batch."""
     misses: tuple[tuple[MissesCheck, int, int], ...]
     """The misses rules, each with its key's index and where its count of misses is."""
+    unwatched_walk_ins: tuple[MissesCheck, ...]
+    """The misses rules with walk-in reasons that no other misses rule here counts the misses
+    of: learning asks them about every found number (``learning.Learning._may_correct``); the
+    others only when a rule that counts those misses had some."""
     rates: tuple[tuple[RateCheck, int], ...]
     """The enforced rate rules, which report RateLimit headers, and where their results are."""
     rate_policy: str
@@ -208,12 +212,22 @@ class Plans:
                 continue
             peers.append((tally, applying))
             marks.extend(applying)
+        misses = [p.check for p in rules if isinstance(p.check, MissesCheck)]
         return Layout(
             tuple(rules),
             locking_groups,
             tuple(shared),
             shared_locking,
             tuple((p.check, p.index, p.start) for p in rules if isinstance(p.check, MissesCheck)),
+            tuple(
+                check
+                for check in misses
+                if check.walk_in_reasons
+                and not any(
+                    _counts_misses_of(other, check.walk_in_reasons, employee.roles)
+                    for other in misses
+                )
+            ),
             tuple(rates),
             rate_policy,
             tuple(peers),
@@ -229,7 +243,7 @@ class Plans:
 
         No rule's key can be it: rule names hold no colon, and what a rule's keys add after
         one is ``miss``, ``found``, ``forgiven``, ``forgivers``, ``numbers``, ``returning``,
-        ``ticks`` or a block's digits."""
+        ``walkin``, ``ticks`` or a block's digits."""
         return employee_key(self._prefix, employee_id, "misses:recent")
 
     def marks_key(self, employee_id: str) -> str:
@@ -251,6 +265,14 @@ def _led(plans: list[RulePlan]) -> list[RulePlan]:
             p = RulePlan(p.check, p.index, starts[id(leader)], p.group)
         led.append(p)
     return led
+
+
+def _counts_misses_of(check: MissesCheck, reasons: frozenset[str], roles: frozenset[str]) -> bool:
+    """Whether the check counts every miss of the employee's under these reasons as a miss."""
+    return all(
+        _applies(check.rule, reason, roles) and reason not in check.walk_in_reasons
+        for reason in reasons
+    )
 
 
 def _applies(rule: Any, reason: str, roles: frozenset[str]) -> bool:

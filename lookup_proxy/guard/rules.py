@@ -412,6 +412,12 @@ class MissesCheck(Check):
     the counter.
     Two more windows per rule remember the forgiven misses and the numbers that forgave (a third
     the forgivenesses by returning customers).
+
+    Misses under a ``walk_in_reasons`` reason go to a window of their own, kept for
+    ``typo_window`` and never counted: a walk-in who is not a customer yet. A found number that
+    corrects one adopts it (:meth:`add_adopt`): forgiven within the same budgets as any typo,
+    counted as a miss past them. Exempting the reason instead left its corrected misses to the
+    rules of every reason, whose budgets are a day's: a farm of typos under the exempt reason.
     """
 
     cap = 4096
@@ -428,6 +434,7 @@ class MissesCheck(Check):
         self.returning_limit = rule.typo_returning_limit or 0
         self.typo_visit = rule.typo_visit
         self.bounds_returning = rule.typo_returning_limit is not None
+        self.walk_in_reasons = frozenset(rule.walk_in_reasons)
         self.keeps_numbers = rule.typo_share > 0 or (self.bounds_returning and rule.ratio == 0)
         """Whether the rule keeps a log of the numbers new to the employee: what a
         ``typo_share`` counts, and what dates a returning customer's first meeting, unless the
@@ -440,6 +447,8 @@ class MissesCheck(Check):
         self._first_met_at = self._numbers_at + (1 if rule.typo_share > 0 else 0)
         self.typo_width = self._first_met_at + (2 if self.bounds_returning else 0)
         """Primitives ``add_budget_reads`` contributes."""
+        self.recent_width = 2 if rule.walk_in_reasons else 1
+        """Primitives ``add_recent_misses`` contributes."""
         self.flag_limit = rule.flag_limit
         self.counts_found = rule.ratio > 0
         self.found_over = (
@@ -456,7 +465,7 @@ class MissesCheck(Check):
         self.numbers_name = rule.name
         self.numbers_window = rule.typo_budget
         self.writes_numbers = self.keeps_numbers
-        self._outcome_keys: dict[str, tuple[str, str, str, str, str, str]] = {}
+        self._outcome_keys: dict[str, tuple[str, str, str, str, str, str, str]] = {}
 
     def share_found(self, keeper: MissesCheck) -> None:
         """Count found numbers in ``keeper``'s log (written by ``keeper`` alone)."""
@@ -470,10 +479,10 @@ class MissesCheck(Check):
         self.numbers_window = keeper.typo_budget
         self.writes_numbers = self is keeper
 
-    def outcome_keys(self, key: str) -> tuple[str, str, str, str, str, str]:
-        """The ``:miss``, ``:found``, ``:forgiven``, ``:forgivers``, ``:numbers`` and
-        ``:returning`` windows for the rule's key (``:found`` and ``:numbers`` under the name of
-        the rule keeping the shared log).
+    def outcome_keys(self, key: str) -> tuple[str, str, str, str, str, str, str]:
+        """The ``:miss``, ``:found``, ``:forgiven``, ``:forgivers``, ``:numbers``,
+        ``:returning`` and ``:walkin`` windows for the rule's key (``:found`` and ``:numbers``
+        under the name of the rule keeping the shared log).
 
         Built once per key and remembered (a bounded cache): every lookup reads them and learns
         into one, and handing the store the same string objects spares hashing them again.
@@ -490,6 +499,7 @@ class MissesCheck(Check):
                 key + ":forgivers",
                 scope + self.numbers_name + ":numbers",
                 key + ":returning",
+                key + ":walkin",
             )
         return keys
 
@@ -510,11 +520,17 @@ class MissesCheck(Check):
             return None
         return Finding(misses, None, misses <= self.limit)
 
-    def add_outcome(self, batch: Batch, key: str, subject: Subject, found: bool) -> None:
-        """Learn a miss of the subject's number (found numbers: :meth:`add_new_number`)."""
+    def add_outcome(
+        self, batch: Batch, key: str, subject: Subject, found: bool, reason: str
+    ) -> None:
+        """Learn a miss of the subject's number (found numbers: :meth:`add_new_number`); under
+        a walk-in reason, only as a miss a retype may yet correct."""
         if not found:
-            miss = self.outcome_keys(key)[0]
-            batch.note(miss, subject.now, subject.number, self.window, self.cap)
+            keys = self.outcome_keys(key)
+            if reason in self.walk_in_reasons:
+                batch.note(keys[6], subject.now, subject.number, self.typo_window, self.cap)
+            else:
+                batch.note(keys[0], subject.now, subject.number, self.window, self.cap)
 
     def counts_new(self, found: bool) -> bool:
         """Whether :meth:`add_new_number` would count this outcome, or a forgiveness by it
@@ -526,7 +542,9 @@ class MissesCheck(Check):
         """Count a number new to the employee (``known_numbers.py``) towards a budget of
         forgiveness relative to their numbers and, found, towards a ratio's found numbers: only
         new ones, so customers they already know, looked up again, grow neither the budget nor
-        the found share (padding). Each shared log only by the rule keeping it."""
+        the found share (padding). Each shared log only by the rule keeping it. A walk-in's
+        number is one the clerk typed too (what the budget is relative to), as is a cover
+        reason's miss."""
         keys = self.outcome_keys(key)
         if self.writes_numbers:
             batch.note(keys[4], subject.now, subject.number, self.numbers_window, NUMBERS_CAP)
@@ -534,8 +552,13 @@ class MissesCheck(Check):
             batch.note(keys[1], subject.now, subject.number, self.found_window, self.cap)
 
     def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
-        """Ask for the misses a found number could be the corrected typo of."""
-        batch.members(self.outcome_keys(key)[0], subject.now - self.typo_window)
+        """Ask for the misses a found number could be the corrected typo of (with walk-in
+        reasons, next the walk-ins' misses it could correct: :attr:`reads_width`)."""
+        keys = self.outcome_keys(key)
+        since = subject.now - self.typo_window
+        batch.members(keys[0], since)
+        if self.walk_in_reasons:
+            batch.members(keys[6], since)
 
     def typo_candidate(self, recent: list[str], subject: Subject) -> str | None:
         """The newest of the recent misses that the found number is a typo of."""
@@ -551,7 +574,7 @@ class MissesCheck(Check):
         number is a typo's correction, a few lookups in a hundred. With a returning limit, also
         when the number was first met (its time in the log of new numbers) and how many
         returning customers forgave lately."""
-        _, found, forgiven, forgivers, numbers, returning = self.outcome_keys(key)
+        _, found, forgiven, forgivers, numbers, returning, _ = self.outcome_keys(key)
         since = subject.now - self.typo_budget
         batch.count(forgiven, since)
         for time in range(1, self.typo_repeat + 1):
@@ -595,19 +618,34 @@ class MissesCheck(Check):
         return 0
 
     def add_forgive(
-        self, batch: Batch, key: str, subject: Subject, miss: str, times: int, returning: bool
+        self,
+        batch: Batch,
+        key: str,
+        subject: Subject,
+        miss: str,
+        times: int,
+        returning: bool,
+        adopted: bool = False,
     ) -> None:
         """Forgive ``miss`` (three primitives, four by a ``returning`` customer): it leaves the
-        misses, and both it and the number that forgave it (its ``times``-th forgiveness) are
-        remembered for ``typo_budget``, and so is a returning customer's forgiveness."""
-        misses, _, forgiven, forgivers, _, returned = self.outcome_keys(key)
-        batch.remove(misses, miss)
+        misses (a walk-in's miss the number corrects, ``adopted``: the walk-ins' misses), and
+        both it and the number that forgave it (its ``times``-th forgiveness) are remembered
+        for ``typo_budget``, and so is a returning customer's forgiveness."""
+        misses, _, forgiven, forgivers, _, returned, walk_ins = self.outcome_keys(key)
+        batch.remove(walk_ins if adopted else misses, miss)
         cap = self.typo_limit + 1
         batch.note(forgiven, subject.now, miss, self.typo_budget, cap)
         member = f"{subject.number}#{times}"
         batch.note(forgivers, subject.now, member, self.typo_budget, cap * self.typo_repeat)
         if returning:
             batch.note(returned, subject.now, miss, self.typo_budget, cap)
+
+    def add_adopt(self, batch: Batch, key: str, subject: Subject, miss: str) -> None:
+        """Count a walk-in reason's ``miss`` that a found number corrected but the typo budgets
+        would not forgive: no walk-in, and no forgiven typo either, so an unexplained miss."""
+        keys = self.outcome_keys(key)
+        batch.remove(keys[6], miss)
+        batch.note(keys[0], subject.now, miss, self.window, self.cap)
 
 
 def is_typo_of(miss: str, found: str) -> bool:

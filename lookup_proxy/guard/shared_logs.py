@@ -5,7 +5,7 @@ several rules keeping the same log under their own names: a distinct rule and a 
 both remember the numbers of the last hour, two ratio rules both remember found numbers (for an
 hour and for a week), two typo budgets both remember the numbers looked up (for a week and for
 four weeks). A log is shared when what it holds cannot differ between the rules: the same
-members, learnt for the same lookups (scope, reasons, exempt reasons and roles alike).
+members, learnt for the same lookups (scope, reasons, exempt and walk-in reasons and roles alike).
 
 - A sequential rule reads the numbers of a distinct rule with the same window, which then keeps
   as many numbers as the sequential rule would have (its cap, if larger).
@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from lookup_proxy.guard.rules import BlockCheck, Check, DistinctCheck, MissesCheck, SequentialCheck
 
-Signature = tuple[str, frozenset[str] | None, frozenset[str], frozenset[str]]
+Signature = tuple[str, frozenset[str] | None, frozenset[str], frozenset[str], frozenset[str]]
 
 C = TypeVar("C", bound=Check)
 
@@ -42,7 +42,13 @@ def learnt_alike(check: Check) -> Signature:
     """What decides which lookups a rule learns from: two rules alike see the same lookups."""
     rule = check.rule
     reasons = None if rule.reasons is None else frozenset(rule.reasons)
-    return (rule.scope, reasons, frozenset(rule.exempt_reasons), frozenset(rule.exempt_roles))
+    return (
+        rule.scope,
+        reasons,
+        frozenset(rule.exempt_reasons),
+        frozenset(rule.exempt_roles),
+        frozenset(getattr(rule, "walk_in_reasons", ())),
+    )
 
 
 def share_logs(checks: Sequence[Check]) -> None:

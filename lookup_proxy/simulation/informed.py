@@ -82,7 +82,9 @@ class Budget:
                 continue
             if set(getattr(rule, "exempt_roles", ())) & roles:
                 continue
-            seen = sum(_applies(rule, r) for r in reasons)
+            # A walk-in reason's misses count only once corrected as typos: not a probe's.
+            walk_ins = getattr(rule, "walk_in_reasons", ())
+            seen = sum(_applies(rule, r) and r not in walk_ins for r in reasons)
             if not seen or rule.kind not in ("misses", "rate", "distinct"):
                 continue
             share = seen / len(reasons)
