@@ -553,7 +553,7 @@ class MissesCheck(Check):
 
     def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask for the misses a found number could be the corrected typo of (with walk-in
-        reasons, next the walk-ins' misses it could correct: :attr:`reads_width`)."""
+        reasons, next the walk-ins' misses it could correct: :attr:`recent_width`)."""
         keys = self.outcome_keys(key)
         since = subject.now - self.typo_window
         batch.members(keys[0], since)
