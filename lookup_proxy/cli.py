@@ -139,6 +139,7 @@ def cmd_red_team(args: argparse.Namespace) -> int:
         density=args.density,
         seed=args.seed,
         employees=args.employees,
+        regulars=args.regulars,
         steps=args.steps,
         draws=args.draws,
         only=tuple(args.only),
@@ -428,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument("--roster", default=None, help="employee,roles CSV for --events")
     red.add_argument("--days", type=int, default=30, help="simulated period (without --events)")
     red.add_argument("--employees", type=int, default=40, help="simulated chain size")
+    red.add_argument(
+        "--regulars",
+        type=int,
+        default=400,
+        help="each simulated store's regular customers (fewer: clerks meet them more often)",
+    )
     red.add_argument(
         "--density", type=float, default=0.14, help="share of numbers that are customers"
     )

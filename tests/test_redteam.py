@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lookup_proxy.cli import main
+from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy, load_policy, parse_policy
 from lookup_proxy.redteam import Options, red_team
 from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
@@ -490,6 +491,7 @@ def test_command_prints_the_table_and_writes_json(
     assert "| after hours |" in printed
     assert "Headline:" in printed
     assert "The honest month alone (no probes): 0 of 16 employees locked" in printed
+    assert "honest lookups (400 regulars a store)" in printed
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["honest_locked"] == []
     assert {"policy", "days", "density", "seed", "trials", "headline", "strategies"} <= set(report)
@@ -620,3 +622,32 @@ action = "lock"
 
 def strategies_by_name() -> dict[str, Strategy]:
     return {s.name: s for s in strategies_for(load_policy(SHIPPED))}
+
+
+def test_fewer_regulars_a_store_means_more_customers_a_clerk_already_knows(
+    policies: dict[str, Path],
+) -> None:
+    """``--regulars`` sizes each simulated store's pool of returning customers: with fewer,
+    a clerk's lookups are more often of a number they looked up on an earlier day (what every
+    share of numbers new to them feels), and the report says how many."""
+    policy = load_policy(policies["weak"])
+
+    def known_share(regulars: int) -> float:
+        chain = simulated(policy, simulated_config(3, 16, 3, regulars))
+        first_day: dict[tuple[str, str], int] = {}
+        again = total = 0
+        for when, row in chain.rows:
+            day = chain.day_of(when)
+            met = first_day.setdefault((row[1], normalise_number(row[4], policy.numbers)), day)
+            total += 1
+            again += met < day
+        return again / total
+
+    assert known_share(50) > 2 * known_share(5000)
+    report = red_team(
+        policy,
+        _options(policies["weak"], regulars=50, steps=1, draws=1),
+        [Paced("BILLING_INQUIRY")],
+    )
+    assert report.report["regulars"] == 50
+    assert "(50 regulars a store)" in report.text

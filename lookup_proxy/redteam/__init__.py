@@ -38,6 +38,10 @@ class Options:
     density: float = 0.14
     seed: int = 1
     employees: int = 40
+    regulars: int = 400
+    """Each simulated store's pool of regular customers: the fewer, the more of a clerk's
+    lookups are customers they already know (tenure), which every share of numbers new to
+    them feels."""
     steps: int = 5
     """Trials for a strategy's default knobs, at most (other combinations: half as many)."""
     draws: int = 3
@@ -62,7 +66,10 @@ class RedTeam:
 def _baseline(policy: Policy, options: Options) -> Baseline:
     if options.events is not None:
         return from_events(policy, options.events, options.roster)
-    return simulated(policy, simulated_config(options.seed, options.employees, options.days))
+    return simulated(
+        policy,
+        simulated_config(options.seed, options.employees, options.days, options.regulars),
+    )
 
 
 def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None = None) -> RedTeam:
@@ -71,6 +78,8 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
         raise ValueError(f"--density must be between 0 and 1, got {options.density}")
     if options.days < 1 or options.employees < 8 or options.steps < 1 or options.draws < 1:
         raise ValueError("--days, --steps and --draws must be positive and --employees at least 8")
+    if options.regulars < 1:
+        raise ValueError(f"--regulars must be at least 1, got {options.regulars}")
     started = time.perf_counter()
     baseline = _baseline(policy, options)
     family = strategies if strategies is not None else strategies_for(policy)
@@ -101,6 +110,7 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
         "regions": len({s.region for s in baseline.staff.values()}),
         "baseline_events": len(baseline.rows),
         "baseline": str(options.events) if options.events else "simulated",
+        "regulars": None if options.events else options.regulars,
         "density": options.density,
         "seed": options.seed,
         "trials": arena.trials,

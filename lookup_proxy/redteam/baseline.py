@@ -148,8 +148,9 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
     return baseline
 
 
-def simulated_config(seed: int, employees: int, days: int) -> SimConfig:
-    """A small chain with real peers: stores of 4-8 staff in regions of 2-3 stores, no attackers."""
+def simulated_config(seed: int, employees: int, days: int, regulars: int = 400) -> SimConfig:
+    """A small chain with real peers: stores of 4-8 staff in regions of 2-3 stores, no attackers,
+    ``regulars`` customers a store who come back (``bench/simulate.py``'s months have 2,500)."""
     return SimConfig(
         seed=seed,
         employees=employees,
@@ -158,7 +159,7 @@ def simulated_config(seed: int, employees: int, days: int) -> SimConfig:
         collusion_groups=0,
         corporate_reps=max(2, employees // 20),
         corporate_accounts=4,
-        store_customers=400,
+        store_customers=regulars,
         stores_per_region=(2, 2),  # regions of 2-3 stores: even a small chain has several
     )
 

@@ -121,6 +121,11 @@ def headline(rows: list[Row]) -> Row | None:
     return max(candidates, key=best_never_locked)
 
 
+def _regulars(meta: dict[str, Any]) -> str:
+    regulars = meta.get("regulars")
+    return "" if regulars is None else f" ({regulars:,} regulars a store)"
+
+
 def _honest_line(meta: dict[str, Any]) -> str:
     """What the policy does to the honest month alone: a low headline means little if the
     policy gets it by locking honest staff, whom no insider is chosen among."""
@@ -139,7 +144,7 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
     lines = [
         f"Red-team of {meta['policy']}: {meta['days']} days, {meta['employees']} employees in "
         f"{meta['stores']} stores / {meta['regions']} regions, {meta['baseline_events']:,} honest "
-        f"lookups, customer density {meta['density']:g}, seed {meta['seed']}; "
+        f"lookups{_regulars(meta)}, customer density {meta['density']:g}, seed {meta['seed']}; "
         f"{meta['trials']} trials in {meta['seconds']:.0f} s",
         _honest_line(meta),
         "",
