@@ -157,23 +157,18 @@ class Learning:
             return tuple([(check, keys[index]) for check, index, _ in layout.misses])
         _, then, results = decided
         elapsed = now - then
-        asked = [
-            (check, keys[index])
-            for check, index, at in layout.misses
-            if results[at] > 0 or check.window < check.typo_window + elapsed
+        counted = [
+            results[at] > 0 or check.window < check.typo_window + elapsed
+            for check, _, at in layout.misses
         ]
-        if not asked:
-            return tuple(
-                [(c, keys[i]) for c, i, _ in layout.misses if c in layout.unwatched_walk_ins]
-            )
-        if len(asked) < len(layout.misses):
-            chosen = {id(check) for check, _ in asked}
-            asked = [
+        some = any(counted)
+        return tuple(
+            [
                 (check, keys[index])
-                for check, index, at in layout.misses
-                if id(check) in chosen or check.walk_in_reasons
+                for (check, index, _), own in zip(layout.misses, counted, strict=True)
+                if own or (check.walk_in_reasons and (some or check in layout.unwatched_walk_ins))
             ]
-        return tuple(asked)
+        )
 
     async def _forgive(
         self,
