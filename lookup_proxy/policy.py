@@ -326,6 +326,13 @@ class PeerRule(_Rule):
     """How many deviations (chance, widened by the peers' 1.4826 x MAD) the excess must pass."""
     min_spread: float = Field(0.02, ge=0.0, le=1.0)
     """How far above the peers' median share the employee's share must also be."""
+    min_count: int = Field(0, ge=0)
+    """A fixed floor: the metric must also be above this count (``window`` test only)."""
+    min_share: float = Field(0.0, ge=0.0, le=1.0)
+    """A fixed floor: the employee's share must also reach this (``window`` test only). A
+    rule with a floor is a fixed threshold the peers can lift where every clerk of the group
+    is above it (a region whose stores serve few regulars, so more of each clerk's new
+    numbers are walk-ins), never lower; with too few peers the floors alone decide."""
     test: Literal["window", "cusum"] = "window"
     """``window``: the window's counts added up against the peers' (``spread``, ``limit``,
     ``min_spread``); ``cusum``: Page's sequential test, day by day, for a rise of ``rate`` a
@@ -618,6 +625,15 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                     "walk-in reason is counted but for its uncorrected misses",
                     repr(code),
                 )
+        if rule.kind == "peer" and rule.test == "cusum":
+            for floor in ("min_count", "min_share"):
+                if getattr(rule, floor):
+                    yield ConfigProblem(
+                        file,
+                        f"rules[{index}].{floor}",
+                        "0 with test = 'cusum' (the floors bound the window's counts)",
+                        repr(getattr(rule, floor)),
+                    )
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)

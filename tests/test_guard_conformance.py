@@ -1261,6 +1261,28 @@ async def test_a_peer_rule_judges_no_one_without_enough_peers(store: GuardStore)
     assert (await desk.look(ALICE, number(1, base=1040000000))).flags == ()
 
 
+async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_it(
+    store: GuardStore,
+) -> None:
+    """A peer rule with fixed floors (``min_count``, ``min_share``) flags a clerk past them
+    when there are too few peers to compare with; where every peer misses as often, the same
+    clerk is one of them and is not flagged."""
+    floored = PEER.format(min_peers=3).replace(
+        "limit = 2", 'limit = 0\nmin_count = 5\nmin_share = 0.2\naction = "flag"'
+    )
+    alone = Desk(make_policy(floored), store)
+    await _workday(alone, ALICE, found=12, missed=6, base=1030000000)
+    assert (await alone.look(ALICE, number(1, base=1040000000))).flags == ("peer-misses",)
+
+    crowd = Desk(make_policy(floored.replace('"peer-misses"', '"crowd-misses"')), store)
+    staff = [Employee(f"walkin{i}", "mapo", "seoul", frozenset({"clerk"})) for i in range(4)]
+    for offset, clerk in enumerate(staff):
+        await _workday(crowd, clerk, found=12, missed=6, base=1050000000 + offset * 100_000)
+    bob = Employee("bob-mapo", "mapo", "seoul", frozenset({"clerk"}))
+    await _workday(crowd, bob, found=12, missed=6, base=1060000000)
+    assert (await crowd.look(bob, number(1, base=1070000000))).flags == ()
+
+
 # -- escalation ------------------------------------------------------------------------------
 
 
@@ -1494,7 +1516,7 @@ async def test_a_customer_met_only_under_an_uncounted_reason_is_returning(
     (NEW_SUBSCRIPTION here) is not in its log of new numbers, so a retype of them under
     BILLING_INQUIRY a minute later spends the returning customers' budget (none here). (A
     second rule, with a ratio, counts every reason: it makes the guard note the numbers the
-    employee meets under NEW_SUBSCRIPTION too, as the shipped policy's ``slow-probe`` does.)"""
+    employee meets under NEW_SUBSCRIPTION too, as the shipped policy's ``random-typing`` does.)"""
     every_reason = """
 [[rules]]
 name = "ratio"
@@ -1529,7 +1551,7 @@ typo_window = "1m"
 typo_limit = 100
 typo_budget = "1d"
 """
-"""A rule that counts NEW_SUBSCRIPTION's misses too (as the shipped ``slow-probe`` does): with
+"""A rule that counts NEW_SUBSCRIPTION's misses too (as the shipped ``random-typing`` does): with
 it, the walk-in rule is asked about a found number only when this one counted misses."""
 
 

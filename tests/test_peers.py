@@ -95,6 +95,31 @@ def test_the_typos_metric_reads_forgiven_typos() -> None:
     assert check.judge("me", [tally_of({**PEERS, "me": (200, 60, 8)})]) is None
 
 
+def test_fixed_floors_hold_beside_the_peers() -> None:
+    """A rule with floors fires only past them, however far above the peers: 50 misses of
+    200 numbers (25 %, far above the peers' 10 %) are below a floor of 60 misses, and below a
+    floor of 30 % as a share; past both it fires as a plain peer rule does."""
+    counts = tally_of({**PEERS, "me": (200, 50, 8)})
+    assert PeerCheck(rule(min_count=60)).judge("me", [counts]) is None
+    assert PeerCheck(rule(min_share=0.3)).judge("me", [counts]) is None
+    plain = PeerCheck(rule()).judge("me", [counts])
+    assert plain is not None
+    assert PeerCheck(rule(min_count=40, min_share=0.2)).judge("me", [counts]) == plain
+
+
+def test_peers_above_a_floor_lift_it_and_too_few_peers_leave_the_floor_alone() -> None:
+    """Where every clerk of the group is above a fixed share (stores of few regulars: most new
+    numbers are walk-ins), one like them is not flagged for being above it; with too few peers
+    to compare with, the floors decide alone (a floor is never taken away)."""
+    floored = PeerCheck(rule(min_count=20, min_share=0.15))
+    walk_ins = {"p1": (200, 40, 0), "p2": (180, 38, 0), "p3": (220, 42, 0), "p4": (150, 31, 0)}
+    assert floored.judge("me", [tally_of({**walk_ins, "me": (200, 44, 0)})]) is None
+    alone = {"p1": (200, 40, 0), "me": (200, 44, 0)}
+    assert floored.judge("me", [tally_of(alone)]) == 44 - 20
+    assert PeerCheck(rule()).judge("me", [tally_of(alone)]) is None
+    assert PeerCheck(rule(min_count=50, min_share=0.15)).judge("me", [tally_of(alone)]) is None
+
+
 def test_rules_over_the_same_peers_share_one_tally_read_for_the_longest_window() -> None:
     """Reads cover the longest window's buckets, oldest first, under the group's hash tag;
     once a window's closed buckets are added up, a judgement reads only the current one."""

@@ -60,19 +60,18 @@ def test_a_walk_in_rule_is_asked_alone_only_where_no_other_rule_counts_the_reaso
     None
 ):
     """The shipped unexplained-misses rules count NEW_SUBSCRIPTION's lookups but for its
-    walk-ins; random-typing and slow-probe count those misses, so learning asks the walk-in
+    walk-ins; random-typing counts those misses, so learning asks the walk-in
     rules with them (``Learning._may_correct``). Without such rules, a walk-in rule is asked
     about every found number."""
     guard = shipped()
     walk_in = guard.plans.plan(ALICE, "NEW_SUBSCRIPTION").layout
     names = [check.rule.name for check, _, _ in walk_in.misses]
-    assert {"unexplained-misses", "unexplained-misses-month", "slow-probe"} <= set(names)
+    assert {"unexplained-misses", "unexplained-misses-month", "random-typing"} <= set(names)
     assert walk_in.unwatched_walk_ins == ()
     text = Path("config/policy.toml").read_text(encoding="utf-8")
     alone = text.replace(
         'name = "random-typing"', 'name = "random-typing"\nreasons = ["PLAN_CHANGE"]'
     )
-    alone = alone.replace('name = "slow-probe"', 'name = "slow-probe"\nreasons = ["PLAN_CHANGE"]')
     guard = Guard(parse_policy(alone), MemoryStore(), ManualClock(0))
     layout = guard.plans.plan(ALICE, "BILLING_INQUIRY").layout
     assert sorted(c.rule.name for c in layout.unwatched_walk_ins) == [

@@ -139,6 +139,11 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
             "rules[0].walk_in_reasons",
         ),
         (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "7d"\ntest = "cusum"\n'
+            "min_share = 0.15\n",
+            "rules[0].min_share",
+        ),
+        (
             '[[rules]]\nname = "lock"\nkind = "distinct"\nwindow = "1h"\nlimit = 1\n',
             "rules[0].name",
         ),
@@ -149,8 +154,9 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
     ],
 )
 def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
-    """Duplicate rule names, names of the guard's own keys, unknown reason codes in rules and a
-    walk-in reason the rule does not count are refused."""
+    """Duplicate rule names, names of the guard's own keys, unknown reason codes in rules, a
+    walk-in reason the rule does not count and fixed floors on a sequential peer test are
+    refused."""
     assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]
 
 

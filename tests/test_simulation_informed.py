@@ -171,6 +171,33 @@ action = "lock"
     assert Budget(one, 1 / 7).probes(EVERYDAY_REASONS, 40, clerk) > tight_quota
 
 
+def test_a_peer_rule_s_fixed_floor_is_a_limit_the_insider_reads() -> None:
+    """What a peer rule adds to its fixed floor the insider cannot count; the floor itself
+    (``min_count`` misses a window) they keep under as under a misses rule's limit."""
+    peer = """
+[[rules]]
+name = "slow-probe"
+kind = "peer"
+metric = "{metric}"
+peers = "region"
+window = "7d"
+min_count = {floor}
+min_share = 0.15
+action = "flag"
+"""
+    clerk = frozenset({"clerk"})
+    newsub = ("NEW_SUBSCRIPTION",)
+    floored = Budget(_with_rules(peer.format(metric="misses", floor=35)), 1 / 7)
+    misses = _with_rules(
+        '[[rules]]\nname = "m"\nkind = "misses"\nwindow = "7d"\nlimit = 35\naction = "flag"\n'
+    )
+    assert floored.probes(newsub, 40, clerk) == Budget(misses, 1 / 7).probes(newsub, 40, clerk)
+    unfloored = Budget(_with_rules(peer.format(metric="misses", floor=0)), 1 / 7)
+    assert unfloored.probes(newsub, 40, clerk) > floored.probes(newsub, 40, clerk)
+    typos = Budget(_with_rules(peer.format(metric="typos", floor=35)), 1 / 7)
+    assert typos.probes(newsub, 40, clerk) == unfloored.probes(newsub, 40, clerk)
+
+
 def test_informed_family_needs_a_policy(tmp_path: Path) -> None:
     """Without a policy to read there is no informed insider: a clear error, not a guess."""
     cfg = dataclasses.replace(CONFIG, families=("classic", "informed"))

@@ -9,7 +9,9 @@ moves a median nothing; a launch day that lifts everyone lifts it with them) and
 excess is beyond ``spread`` deviations of chance (binomial for the employee's own number of
 lookups) widened by how much the peers really differ (the 1.4826 MAD of their shares, less
 what chance alone gives peers with their numbers of lookups), beyond ``limit`` misses, and
-beyond ``min_spread`` as a share; with a minimum peer group and a minimum of lookups.
+beyond ``min_spread`` as a share; with a minimum peer group and a minimum of lookups. A rule
+may also carry fixed floors (``min_count``, ``min_share``): then it is a fixed threshold that
+the peers can only lift, and where there are too few peers the floors alone decide.
 
 State is one small tally per peer group and bucket (a day): fields ``<employee>|o`` (distinct
 numbers with an outcome), ``|m`` (misses not forgiven) and ``|t`` (misses forgiven as typos).
@@ -55,6 +57,7 @@ class PeerCheck:
         self.field = TYPOS if rule.metric == "typos" else MISSES
         self.buckets = max(1, math.ceil(rule.window / rule.bucket))
         self.cusum = rule.test == "cusum"
+        self.floored = rule.min_count > 0 or rule.min_share > 0
 
     def judge_days(self, employee: str, days: Sequence[dict[str, list[int]]]) -> int | None:
         """Page's test (CUSUM) over the window's buckets, oldest first, the last one open.
@@ -134,7 +137,7 @@ class PeerCheck:
             if who != employee and counts[2] >= floor and who not in closed:
                 peers.append((counts[index] / counts[2], counts[2]))
         if len(peers) < self.rule.min_peers:
-            return None
+            return self._floors_alone(own)
         shares = [share for share, _ in peers]
         median = max(_median(shares), 1.0 / floor)
         spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
@@ -158,8 +161,22 @@ class PeerCheck:
             excess > self.rule.limit
             and excess > self.rule.spread * deviation
             and metric / outcomes > median + self.rule.min_spread
+            and self._past_floors(metric, outcomes)
         ):
             return math.floor(excess)
+        return None
+
+    def _past_floors(self, metric: int, outcomes: int) -> bool:
+        return metric > self.rule.min_count and metric >= self.rule.min_share * outcomes
+
+    def _floors_alone(self, own: list[int]) -> int | None:
+        # Too few peers to compare with: a rule with fixed floors still holds them (the peers
+        # only ever lift a fixed threshold, they never take it away); one without, says nothing.
+        if not self.floored:
+            return None
+        metric = own[0 if self.field == MISSES else 1]
+        if self._past_floors(metric, own[2]):
+            return metric - self.rule.min_count
         return None
 
     def baseline(
@@ -205,7 +222,7 @@ class PeerCheck:
         mine = baseline.share_of.get(employee)
         shares = baseline.shares
         if len(shares) - (mine is not None) < self.rule.min_peers:
-            return None
+            return self._floors_alone(own)
         median = max(_median_without(shares, mine), 1.0 / floor)
         return self._verdict(own, median, baseline.spread, baseline.noise)
 

@@ -2,8 +2,9 @@
 
 The classic campaigns enumerate as if no guard existed; these read the policy file the month is
 replayed against (a policy is no secret) and size each day's probing to what its counting rules
-allow: ``Budget`` turns the misses, rate, distinct and block rules that apply to a reason into
-probes per working day, at ``MARGIN`` of the limit and after the insider's own honest work. What
+allow: ``Budget`` turns the misses, rate, distinct and block rules (and peer rules' fixed floors)
+that apply to a reason into probes per working day, at ``MARGIN`` of the limit and after the
+insider's own honest work. What
 they cannot count under — opening hours, comparison with peers, escalation of repeated flags —
 is what is left to catch them. Their parameters are fixed (no search: that is
 ``lookup-proxy red-team``), so a scored month says how the policy fares against the obvious
@@ -85,11 +86,14 @@ class Budget:
             # A walk-in reason's misses count only once corrected as typos: not a probe's.
             walk_ins = getattr(rule, "walk_in_reasons", ())
             seen = sum(_applies(rule, r) and r not in walk_ins for r in reasons)
-            if not seen or rule.kind not in ("misses", "rate", "distinct"):
+            # A peer rule's fixed floor is a count the insider can read (what the peers add
+            # to it they cannot).
+            floor = getattr(rule, "min_count", 0) if getattr(rule, "metric", "") == "misses" else 0
+            if not seen or (rule.kind not in ("misses", "rate", "distinct") and not floor):
                 continue
             share = seen / len(reasons)
-            per_day = self.per_day(rule.limit, rule.window)
-            if rule.kind == "misses":
+            per_day = self.per_day(floor or rule.limit, rule.window)
+            if rule.kind in ("misses", "peer"):
                 allowed = min(allowed, per_day / share / (1 - self.density))
             else:
                 allowed = min(allowed, max(0.0, per_day - honest) / share)
