@@ -1274,7 +1274,7 @@ async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_
     await _workday(alone, ALICE, found=12, missed=6, base=1030000000)
     assert (await alone.look(ALICE, number(1, base=1040000000))).flags == ("peer-misses",)
 
-    crowd = Desk(make_policy(floored.replace('"peer-misses"', '"crowd-misses"')), store)
+    crowd = Desk(make_policy(floored), store)
     staff = [Employee(f"walkin{i}", "mapo", "seoul", frozenset({"clerk"})) for i in range(4)]
     for offset, clerk in enumerate(staff):
         await _workday(crowd, clerk, found=12, missed=6, base=1050000000 + offset * 100_000)
