@@ -526,11 +526,11 @@ class MissesCheck(Check):
         """Learn a miss of the subject's number (found numbers: :meth:`add_new_number`); under
         a walk-in reason, only as a miss a retype may yet correct."""
         if not found:
-            keys = self.outcome_keys(key)
+            misses, *_, walk_ins = self.outcome_keys(key)
             if reason in self.walk_in_reasons:
-                batch.note(keys[6], subject.now, subject.number, self.typo_window, self.cap)
+                batch.note(walk_ins, subject.now, subject.number, self.typo_window, self.cap)
             else:
-                batch.note(keys[0], subject.now, subject.number, self.window, self.cap)
+                batch.note(misses, subject.now, subject.number, self.window, self.cap)
 
     def counts_new(self, found: bool) -> bool:
         """Whether :meth:`add_new_number` would count this outcome, or a forgiveness by it
@@ -554,11 +554,11 @@ class MissesCheck(Check):
     def add_recent_misses(self, batch: Batch, key: str, subject: Subject) -> None:
         """Ask for the misses a found number could be the corrected typo of (with walk-in
         reasons, next the walk-ins' misses it could correct: :attr:`recent_width`)."""
-        keys = self.outcome_keys(key)
+        misses, *_, walk_ins = self.outcome_keys(key)
         since = subject.now - self.typo_window
-        batch.members(keys[0], since)
+        batch.members(misses, since)
         if self.walk_in_reasons:
-            batch.members(keys[6], since)
+            batch.members(walk_ins, since)
 
     def typo_candidate(self, recent: list[str], subject: Subject) -> str | None:
         """The newest of the recent misses that the found number is a typo of."""
@@ -643,9 +643,9 @@ class MissesCheck(Check):
     def add_adopt(self, batch: Batch, key: str, subject: Subject, miss: str) -> None:
         """Count a walk-in reason's ``miss`` that a found number corrected but the typo budgets
         would not forgive: no walk-in, and no forgiven typo either, so an unexplained miss."""
-        keys = self.outcome_keys(key)
-        batch.remove(keys[6], miss)
-        batch.note(keys[0], subject.now, miss, self.window, self.cap)
+        misses, *_, walk_ins = self.outcome_keys(key)
+        batch.remove(walk_ins, miss)
+        batch.note(misses, subject.now, miss, self.window, self.cap)
 
 
 def is_typo_of(miss: str, found: str) -> bool:

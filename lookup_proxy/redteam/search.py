@@ -144,8 +144,7 @@ class Search:
     def _one(self, staff: list[Staff], rng: random.Random) -> list[Staff]:
         """One of ``staff`` chosen by ``rng``, drawn again while the choice is locked anyway
         (the same choice as without the check whenever the first is not)."""
-        candidates = [s for s in staff if s.employee not in self.locked_anyway]
-        if not candidates:
+        if all(s.employee in self.locked_anyway for s in staff):
             return []
         while True:
             choice = rng.choice(staff)
