@@ -312,9 +312,11 @@ class PeerRule(_Rule):
     """An employee's share of misses compared with their peers' over the window."""
 
     kind: Literal["peer"]
-    metric: Literal["misses", "typos"] = "misses"
+    metric: Literal["misses", "typos", "all-misses"] = "misses"
     """``misses``: numbers not found (typos forgiven left out); ``typos``: misses forgiven as
-    typos, which an insider farming typo forgiveness piles up."""
+    typos, which an insider farming typo forgiveness piles up; ``all-misses``: both, every
+    number not found, forgiven or not: an insider who spends the typo budget and the misses'
+    headroom at once stays under each rule of one, not under their sum."""
     limit: int = Field(0, ge=0)
     """Excess misses over what the peers' median share predicts that are tolerated."""
     peers: Literal["store", "region", "chain"] = "store"

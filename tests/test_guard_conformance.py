@@ -1283,6 +1283,42 @@ async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_
     assert (await crowd.look(bob, number(1, base=1070000000))).flags == ()
 
 
+async def test_an_all_misses_peer_rule_sees_misses_and_forgiven_typos_together(
+    store: GuardStore,
+) -> None:
+    """Four clerks with one miss in twenty; a fifth with four misses and four typos retyped
+    within the minute (forgiven), in twenty-three numbers, is inside chance for the misses
+    rule and for the typos rule, and flagged by the rule over all misses, forgiven or not:
+    an insider spending two budgets at once."""
+    forgiving = BOUNDED_TYPOS.replace("typo_limit = 2", "typo_limit = 100")
+    rules = [
+        PEER.format(min_peers=3)
+        .replace('name = "peer-misses"', f'name = "peer-{metric}"')
+        .replace('metric = "misses"', f'metric = "{metric}"')
+        for metric in ("misses", "typos", "all-misses")
+    ]
+    desk = Desk(make_policy(forgiving + "".join(rules)), store)
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    flags: set[str] = set()
+    for index in range(8):  # a customer, then a miss, every other one retyped
+        await _workday(desk, ALICE, found=1, missed=0, base=1030000000 + index * 1000)
+        desk.clock.set(desk.clock.now() + 30)
+        miss = number(index * 1000, base=1035000000)
+        flags.update((await desk.look(ALICE, miss, found=False)).flags)
+        if index % 2:
+            desk.clock.set(desk.clock.now() + 10)
+            retyped = number(index * 1000 + 1, base=1035000000)  # one digit away
+            flags.update((await desk.look(ALICE, retyped, found=True)).flags)
+    await _workday(desk, ALICE, found=3, missed=0, base=1039000000)
+    assert flags <= {"peer-all-misses"}  # neither budget alone ever stood out
+    assert await _misses(desk, ALICE) == 4  # the four retyped were forgiven
+    flagged = await desk.look(ALICE, number(1, base=1040000000))
+    assert flagged.flags == ("peer-all-misses",)
+    for clerk in STAFF:
+        assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
+
+
 # -- escalation ------------------------------------------------------------------------------
 
 

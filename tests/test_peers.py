@@ -95,6 +95,21 @@ def test_the_typos_metric_reads_forgiven_typos() -> None:
     assert check.judge("me", [tally_of({**PEERS, "me": (200, 60, 8)})]) is None
 
 
+def test_the_all_misses_metric_reads_misses_and_forgiven_typos_together() -> None:
+    """``metric = "all-misses"`` judges every number not found, forgiven or not: a clerk a
+    little above the peers in misses and a little above them in typos, inside chance for
+    each alone, stands out in their sum (an insider spending both budgets at once)."""
+    me = tally_of({**PEERS, "me": (200, 35, 17)})
+    assert PeerCheck(rule()).judge("me", [me]) is None
+    assert PeerCheck(rule(metric="typos")).judge("me", [me]) is None
+    check = PeerCheck(rule(metric="all-misses"))
+    excess = check.judge("me", [me])
+    assert excess is not None and excess >= 20
+    # How the sum splits between misses and typos moves nothing.
+    for split in ((200, 52, 0), (200, 0, 52)):
+        assert check.judge("me", [tally_of({**PEERS, "me": split})]) == excess
+
+
 def test_fixed_floors_hold_beside_the_peers() -> None:
     """A rule with floors fires only past them, however far above the peers: 50 misses of
     200 numbers (25 %, far above the peers' 10 %) are below a floor of 60 misses, and below a
@@ -223,7 +238,7 @@ def test_a_cusum_rule_reads_each_closed_day_once() -> None:
 def test_judging_the_open_bucket_apart_from_the_closed_ones_judges_their_sum() -> None:
     """``judge_window`` reads the closed buckets and the open one apart (no summed copy of a
     region): on random peer groups, where some clerks have only closed or only open counts,
-    it gives every verdict that judging the sum gives, for misses and for typos."""
+    it gives every verdict that judging the sum gives, for each metric."""
     rng = random.Random(20261204)
     verdicts = set()
     for trial in range(400):
@@ -240,7 +255,7 @@ def test_judging_the_open_bucket_apart_from_the_closed_ones_judges_their_sum() -
             mine = summed.setdefault(who, [0, 0, 0])
             for slot in range(3):
                 mine[slot] += counts[slot]
-        for metric in ("misses", "typos"):
+        for metric in ("misses", "typos", "all-misses"):
             check = PeerCheck(rule(metric=metric, limit=trial % 4))
             verdict = check.judge_window(employee, closed, current)
             assert verdict == check.judge_totals(employee, summed), (trial, metric)

@@ -55,9 +55,17 @@ class PeerCheck:
     def __init__(self, rule: PeerRule) -> None:
         self.rule = rule
         self.field = TYPOS if rule.metric == "typos" else MISSES
+        """The tally field whose change moves the metric: forgiving a typo moves misses and
+        typos but never their sum (``all-misses``), which moves with new misses alone."""
+        self.index = 1 if rule.metric == "typos" else 0
+        self.both = rule.metric == "all-misses"
         self.buckets = max(1, math.ceil(rule.window / rule.bucket))
         self.cusum = rule.test == "cusum"
         self.floored = rule.min_count > 0 or rule.min_share > 0
+
+    def value(self, counts: list[int]) -> int:
+        """The metric in one clerk's ``[misses, typos, outcomes]``."""
+        return counts[0] + counts[1] if self.both else counts[self.index]
 
     def judge_days(self, employee: str, days: Sequence[dict[str, list[int]]]) -> int | None:
         """Page's test (CUSUM) over the window's buckets, oldest first, the last one open.
@@ -71,7 +79,6 @@ class PeerCheck:
         its lookups so far make of the employee's usual day. Fires (the statistic, floored)
         when it passes ``threshold``.
         """
-        index = 0 if self.field == MISSES else 1
         rule = self.rule
         floor = rule.min_outcomes
         usual = _median([day[employee][2] for day in days[:-1] if day.get(employee)] or [0.0])
@@ -81,7 +88,7 @@ class PeerCheck:
             if own is None or own[2] <= 0:
                 continue
             shares = [
-                counts[index] / counts[2]
+                self.value(counts) / counts[2]
                 for who, counts in day.items()
                 if who != employee and counts[2] >= floor
             ]
@@ -91,7 +98,7 @@ class PeerCheck:
             rise = rule.rate
             if position == len(days) - 1 and usual > 0:
                 rise *= min(1.0, own[2] / usual)
-            statistic = max(0.0, statistic + own[index] * math.log1p(rise / expected) - rise)
+            statistic = max(0.0, statistic + self.value(own) * math.log1p(rise / expected) - rise)
         if statistic > rule.threshold:
             return math.floor(statistic)
         return None
@@ -112,7 +119,6 @@ class PeerCheck:
         """:meth:`judge_totals` on the window's closed buckets and its open one, added up
         per employee as they are read, without building their sum (a region's clerks, for
         every rule judged: most of what learning an outcome cost)."""
-        index = 0 if self.field == MISSES else 1
         floor = self.rule.min_outcomes
         own = closed.get(employee)
         extra = current.get(employee)
@@ -126,16 +132,16 @@ class PeerCheck:
         for who, counts in closed.items():
             if who == employee:
                 continue
-            lookups, metric = counts[2], counts[index]
+            lookups, metric = counts[2], self.value(counts)
             extra = current.get(who)
             if extra is not None:
                 lookups += extra[2]
-                metric += extra[index]
+                metric += self.value(extra)
             if lookups >= floor:
                 peers.append((metric / lookups, lookups))
         for who, counts in current.items():
             if who != employee and counts[2] >= floor and who not in closed:
-                peers.append((counts[index] / counts[2], counts[2]))
+                peers.append((self.value(counts) / counts[2], counts[2]))
         if len(peers) < self.rule.min_peers:
             return self._floors_alone(own)
         shares = [share for share, _ in peers]
@@ -150,8 +156,7 @@ class PeerCheck:
         # lookups) plus however much the peers really differ. The peers' spread (1.4826 MAD of
         # their shares) holds their own chance too, large for a peer with few lookups, so what
         # chance alone would give them (``noise``) is taken out before it widens the test.
-        index = 0 if self.field == MISSES else 1
-        metric, outcomes = own[index], own[2]
+        metric, outcomes = self.value(own), own[2]
         expected = median * outcomes
         chance = median * (1.0 - median) * outcomes
         differ = max(0.0, spread * spread - noise) * outcomes * outcomes
@@ -174,7 +179,7 @@ class PeerCheck:
         # only ever lift a fixed threshold, they never take it away); one without, says nothing.
         if not self.floored:
             return None
-        metric = own[0 if self.field == MISSES else 1]
+        metric = self.value(own)
         if self._past_floors(metric, own[2]):
             return metric - self.rule.min_count
         return None
@@ -188,7 +193,6 @@ class PeerCheck:
     ) -> Baseline:
         """The group's statistics over every member with enough lookups (the employee judged
         next included: :meth:`judge_against` takes their share out of the median)."""
-        index = 0 if self.field == MISSES else 1
         floor = self.rule.min_outcomes
         share_of: dict[str, float] = {}
         lookups_of: list[int] = []
@@ -196,11 +200,11 @@ class PeerCheck:
             for who, counts in part.items():
                 if other is None and who in closed:
                     continue
-                lookups, metric = counts[2], counts[index]
+                lookups, metric = counts[2], self.value(counts)
                 extra = None if other is None else other.get(who)
                 if extra is not None:
                     lookups += extra[2]
-                    metric += extra[index]
+                    metric += self.value(extra)
                 if lookups >= floor:
                     share_of[who] = metric / lookups
                     lookups_of.append(lookups)
