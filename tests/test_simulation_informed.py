@@ -173,7 +173,8 @@ action = "lock"
 
 def test_a_peer_rule_s_fixed_floor_is_a_limit_the_insider_reads() -> None:
     """What a peer rule adds to its fixed floor the insider cannot count; the floor itself
-    (``min_count`` misses a window) they keep under as under a misses rule's limit."""
+    (``min_count`` misses a window, or all misses) they keep under as under a misses rule's
+    limit; a floor of forgiven typos their probes do not meet."""
     peer = """
 [[rules]]
 name = "slow-probe"
@@ -192,6 +193,8 @@ action = "flag"
         '[[rules]]\nname = "m"\nkind = "misses"\nwindow = "7d"\nlimit = 35\naction = "flag"\n'
     )
     assert floored.probes(newsub, 40, clerk) == Budget(misses, 1 / 7).probes(newsub, 40, clerk)
+    every_miss = Budget(_with_rules(peer.format(metric="all-misses", floor=35)), 1 / 7)
+    assert every_miss.probes(newsub, 40, clerk) == floored.probes(newsub, 40, clerk)
     unfloored = Budget(_with_rules(peer.format(metric="misses", floor=0)), 1 / 7)
     assert unfloored.probes(newsub, 40, clerk) > floored.probes(newsub, 40, clerk)
     typos = Budget(_with_rules(peer.format(metric="typos", floor=35)), 1 / 7)

@@ -87,8 +87,10 @@ class Budget:
             walk_ins = getattr(rule, "walk_in_reasons", ())
             seen = sum(_applies(rule, r) and r not in walk_ins for r in reasons)
             # A peer rule's fixed floor is a count the insider can read (what the peers add
-            # to it they cannot).
-            floor = getattr(rule, "min_count", 0) if getattr(rule, "metric", "") == "misses" else 0
+            # to it they cannot); every probe that misses counts towards it unless the rule
+            # counts only forgiven typos.
+            metric = getattr(rule, "metric", "")
+            floor = getattr(rule, "min_count", 0) if metric in ("misses", "all-misses") else 0
             if not seen or (rule.kind not in ("misses", "rate", "distinct") and not floor):
                 continue
             share = seen / len(reasons)
