@@ -1164,20 +1164,40 @@ async def test_a_clerk_whose_share_of_misses_stands_out_from_the_store_is_flagge
         assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
 
 
+async def test_an_employee_with_few_numbers_of_their_own_is_judged_against_the_peers(
+    store: GuardStore,
+) -> None:
+    """An insider who does little honest work: eight numbers, six of them misses, under the
+    rule's min_outcomes of ten, where the store's clerks miss one in twenty. ``min_outcomes``
+    says who counts as a peer; the employee judged has no such floor (until 2026-12-06 they
+    had, and a quiet insider probed dozens of numbers a week unjudged). A quiet honest clerk
+    with one miss in eight is not flagged."""
+    desk = Desk(make_policy(PEER.format(min_peers=3)), store)
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
+    await _workday(desk, BOB, found=7, missed=1, base=1050000000)
+    await _workday(desk, ALICE, found=2, missed=6, base=1030000000)
+    flagged = await desk.look(ALICE, number(1, base=1040000000))
+    assert flagged.flags == ("peer-misses",)
+    assert (await desk.look(BOB, number(2, base=1040000000))).flags == ()
+
+
 async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
     store: GuardStore,
 ) -> None:
-    """A clerk whose misses all came before they had looked up enough numbers to be judged is
-    judged when a miss moves the metric and at every tenth number new to them that the guard
-    learns (counted in the process, so the numbers met are only sighted: no count of them is
-    asked of the store), and flagged from the judgement that finds them out."""
+    """A clerk whose misses all came before their peers had looked up enough numbers to count
+    is judged when a miss moves the metric and at every tenth number new to them that the
+    guard learns (counted in the process, so the numbers met are only sighted: no count of
+    them is asked of the store), and flagged from the judgement that finds them out."""
     recording = Recording(store)
     desk = Desk(make_policy(PEER.format(min_peers=3)), recording)  # type: ignore[arg-type]
-    for offset, clerk in enumerate(STAFF):
-        await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
     judged: list[int] = []
     flags: list[tuple[str, ...]] = []
     for index in range(21):
+        if index == 8:  # the peers' day, after the clerk's misses
+            for offset, clerk in enumerate(STAFF):
+                base = 1020000000 + offset * 100_000
+                await _workday(desk, clerk, found=19, missed=1, base=base)
         desk.clock.set(desk.clock.now() + 30)
         recording.ops.clear()
         decided = await desk.look(ALICE, number(index * 37, base=1030000000), found=index >= 8)
@@ -1279,7 +1299,10 @@ async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_
     for offset, clerk in enumerate(staff):
         await _workday(crowd, clerk, found=12, missed=6, base=1050000000 + offset * 100_000)
     bob = Employee("bob-mapo", "mapo", "seoul", frozenset({"clerk"}))
-    await _workday(crowd, bob, found=12, missed=6, base=1060000000)
+    for index in range(18):  # one miss in three, as the peers, spread through the day (six
+        # misses first would be six in six numbers: the employee is judged from the first)
+        crowd.clock.set(crowd.clock.now() + 30)
+        await crowd.look(bob, number(index * 37, base=1060000000), found=index % 3 != 2)
     assert (await crowd.look(bob, number(1, base=1070000000))).flags == ()
 
 

@@ -42,6 +42,11 @@ def tally_of(counts: dict[str, tuple[int, int, int]]) -> list[Any]:
 PEERS = {"p1": (200, 20, 8), "p2": (180, 17, 7), "p3": (220, 23, 9), "p4": (150, 14, 6)}
 
 
+def add_up_all(counts: dict[str, tuple[int, int, int]]) -> dict[str, list[int]]:
+    """employee → (outcomes, misses, typos) as a window's sums: [misses, typos, outcomes]."""
+    return {who: [m, t, o] for who, (o, m, t) in counts.items()}
+
+
 def test_an_employee_like_the_peers_is_not_judged_above_them() -> None:
     """A share of misses inside chance of the peers' median fires nothing."""
     check = PeerCheck(rule())
@@ -73,12 +78,29 @@ def test_everyone_lifted_together_lifts_no_one() -> None:
     assert check.judge("me", [tally_of({**launch, "me": (200, 44, 8)})]) is None
 
 
-def test_few_lookups_or_few_peers_are_not_judged() -> None:
-    """Under min_outcomes the employee is not judged; peers under it do not count."""
+def test_peers_under_min_outcomes_do_not_count() -> None:
+    """A peer with fewer numbers than min_outcomes is no baseline: two of three peers under
+    it leave too few peers, and nothing is judged."""
     check = PeerCheck(rule(min_outcomes=100))
-    assert check.judge("me", [tally_of({**PEERS, "me": (90, 60, 0)})]) is None
     quiet = {"p1": (200, 20, 8), "p2": (90, 9, 3), "p3": (80, 8, 3)}
     assert check.judge("me", [tally_of({**quiet, "me": (200, 60, 8)})]) is None
+
+
+def test_an_employee_under_min_outcomes_is_judged_all_the_same() -> None:
+    """An insider who does little honest work of their own: 40 misses in 45 numbers, under
+    min_outcomes, where the peers' share predicts about 4. Exempting them (as min_outcomes
+    did until 2026-12-06) let such an insider probe dozens of numbers a week unjudged. A quiet
+    honest clerk with their share of misses (2 in 20), or one more walk-in than that, is
+    not flagged: for few numbers, chance and ``limit`` decide."""
+    check = PeerCheck(rule(min_outcomes=100))
+    excess = check.judge("me", [tally_of({**PEERS, "me": (45, 40, 0)})])
+    assert excess is not None and 35 <= excess <= 36
+    assert check.judge("me", [tally_of({**PEERS, "me": (20, 2, 1)})]) is None
+    assert check.judge("me", [tally_of({**PEERS, "me": (20, 4, 1)})]) is None
+    assert check.judge("me", [tally_of({**PEERS, "me": (0, 0, 0)})]) is None
+    baseline = check.baseline(add_up_all(PEERS), {}, 0, 0.0)
+    assert check.judge_against([40, 0, 45], "me", baseline) == excess
+    assert check.judge_against([2, 1, 20], "me", baseline) is None
 
 
 def test_peers_who_differ_widen_what_counts_as_chance() -> None:

@@ -20,6 +20,7 @@ from lookup_proxy.redteam.strategies import (
     Combined,
     Paced,
     Padded,
+    Quiet,
     Strategy,
     Surge,
     TypoFarm,
@@ -411,6 +412,52 @@ def test_padding_adds_known_customers_to_each_working_day_beside_the_probes(
     for day, numbers in by_day.items():
         assert len(numbers) == len(set(numbers))
         assert len(numbers) == min(30, len(stage.met_before(insider, days[day].first)))
+
+
+def test_a_quiet_insider_probes_as_the_base_strategy_with_little_work_of_their_own(
+    baseline: Baseline, tmp_path: Path
+) -> None:
+    """``quiet``: the base strategy's probes, unchanged, by an insider whose own honest
+    lookups are kept only at ``own_work`` (a part-timer, a manager). Under a daily cap that
+    the insider's honest work alone passes, they are locked with all of it and not with none
+    of it; in a combined plan, the least work any part keeps is the insider's."""
+    insider = max(baseline.clerks(), key=lambda s: len(baseline.workdays[s.employee]))
+    busiest = max(
+        sum(
+            1
+            for when, row in baseline.rows
+            if row[1] == insider.employee and baseline.day_of(when) == day
+        )
+        for day in range(baseline.days)
+    )
+    cap = f"""
+[[rules]]
+name = "daily-cap"
+kind = "rate"
+window = "1d"
+limit = {busiest // 2}
+action = "lock"
+"""
+    policy = load_policy(_policy_file(tmp_path, cap))
+    quiet = Quiet(Paced("NEW_SUBSCRIPTION"))
+    assert quiet.name == "quiet paced NEW_SUBSCRIPTION"
+    assert quiet.knobs == {"shape": ("even", "sittings"), "own_work": (0.1, 0.0, 0.3)}
+    assert quiet.own_work({"shape": "even", "own_work": 0.3}) == 0.3
+    assert Paced("NEW_SUBSCRIPTION").own_work({"shape": "even"}) == 1.0
+
+    def stage() -> Stage:
+        return Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+
+    assert quiet.plan(stage(), 2, {"shape": "even", "own_work": 0.0}) == Paced(
+        "NEW_SUBSCRIPTION"
+    ).plan(stage(), 2, {"shape": "even"})
+    arena = Arena(policy, baseline, tmp_path)
+    assert arena.run(stage(), []).locked_by == "daily-cap"
+    assert not arena.run(stage(), [], own_work=0.0).locked
+    combined = Combined(
+        [(quiet, 2.0, {"shape": "even", "own_work": 0.1}), (Paced("PLAN_CHANGE"), 1.0, {})]
+    )
+    assert combined.own_work({}) == 0.1
 
 
 def test_the_headline_counts_a_luckier_never_locked_draw_and_not_a_locked_one() -> None:

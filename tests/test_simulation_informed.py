@@ -240,6 +240,33 @@ def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
     assert padded_days[len(padded_days) // 2] > 1.4 * typical
 
 
+def test_a_quiet_insider_probes_under_new_subscription_beside_little_work_of_their_own(
+    both: tuple[list[dict[str, str]], ...],
+) -> None:
+    """``informed_quiet``: a part-timer's or back-office clerk's pace of honest work (a tenth
+    of a clerk's), and NEW_SUBSCRIPTION probes at informed_newsub's quota beside it: on their
+    median working day, fewer honest lookups than a third of an honest clerk's median day."""
+    events, truth, employees, _ = both
+    quiet = {e["employee"] for e in employees if e["threat"] == "informed_quiet"}
+    honest = {e["employee"] for e in employees if e["role"] == "honest"}
+    assert quiet
+    own: dict[tuple[str, str], int] = defaultdict(int)
+    probes = 0
+    for event, row in zip(events, truth, strict=True):
+        if row["threat"] == "informed_quiet":
+            probes += 1
+            assert event["reason"] == "NEW_SUBSCRIPTION"
+        elif event["employee"] in quiet | honest:
+            own[(event["employee"], event["timestamp"][:10])] += 1
+    assert probes > 0
+
+    def median_day(who: set[str]) -> int:
+        days = sorted(n for (employee, _), n in own.items() if employee in who)
+        return days[len(days) // 2]
+
+    assert median_day(quiet) < median_day(honest) / 3
+
+
 def test_a_padder_pads_only_with_customers_they_served_on_earlier_days() -> None:
     """The padding is the insider's own customers of earlier days (found, not probes), at most
     ``pad`` distinct a day: none on their first day, and never a number they have not served

@@ -257,11 +257,11 @@ class Learning:
 
 REJUDGE_EVERY = 10
 """Peer rules are judged when their metric moves, and also at every tenth number new to the
-employee that this guard learns: an employee's misses may all come before they have
-looked up enough numbers to be judged (``min_outcomes``), and a rule judged only on misses
-would then wait for the next one. Counted in the process (several instances each judge at
-their own tenth): the count of the store's window of numbers seen cost a ``ZCOUNT`` a
-lookup, one command in 25."""
+employee that this guard learns: an employee's misses may all come before enough of their
+peers have looked up enough numbers to count (``min_peers``, ``min_outcomes``), or before the
+floors a rule sets, and a rule judged only on misses would then wait for the next one.
+Counted in the process (several instances each judge at their own tenth): the count of the
+store's window of numbers seen cost a ``ZCOUNT`` a lookup, one command in 25."""
 
 NEW_NUMBERS_KEPT = 65_536
 """Employees whose new numbers a guard counts; past it the counts start again (a rule is then

@@ -9,7 +9,11 @@ moves a median nothing; a launch day that lifts everyone lifts it with them) and
 excess is beyond ``spread`` deviations of chance (binomial for the employee's own number of
 lookups) widened by how much the peers really differ (the 1.4826 MAD of their shares, less
 what chance alone gives peers with their numbers of lookups), beyond ``limit`` misses, and
-beyond ``min_spread`` as a share; with a minimum peer group and a minimum of lookups. A rule
+beyond ``min_spread`` as a share; with a minimum peer group, each peer with a minimum of
+lookups (``min_outcomes``: a share of a few numbers is no baseline). The employee judged has no
+such minimum: an insider who does little honest work would live under it, probing dozens of
+numbers a week that no rule compared (2026-12-06); for few numbers the binomial chance and
+``limit`` are what keep an honest clerk's bad day from standing out. A rule
 may also carry fixed floors (``min_count``, ``min_share``): then it is a fixed threshold that
 the peers can only lift, and where there are too few peers the floors alone decide.
 
@@ -126,7 +130,7 @@ class PeerCheck:
             own = extra
         elif extra is not None:
             own = [own[0] + extra[0], own[1] + extra[1], own[2] + extra[2]]
-        if own is None or own[2] < floor:
+        if own is None or own[2] <= 0:
             return None
         peers: list[tuple[float, int]] = []
         for who, counts in closed.items():
@@ -221,7 +225,7 @@ class PeerCheck:
         employee's own counts as they are now: the median leaves the employee's share out, as
         judging the window does; the spread and chance are the group's, the employee in it."""
         floor = self.rule.min_outcomes
-        if own is None or own[2] < floor:
+        if own is None or own[2] <= 0:
             return None
         mine = baseline.share_of.get(employee)
         shares = baseline.shares

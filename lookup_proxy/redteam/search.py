@@ -232,4 +232,5 @@ class Search:
         seed = f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}"
         rng = random.Random(seed if draw == 0 else f"{seed}/draw {draw}")
         stage = Stage(self.baseline, insiders, self.book, rng)
-        return self.arena.run(stage, strategy.plan(stage, intensity, knobs))
+        plan = strategy.plan(stage, intensity, knobs)
+        return self.arena.run(stage, plan, own_work=strategy.own_work(knobs))

@@ -29,7 +29,7 @@ from lookup_proxy.redteam.probes import (
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE
 from lookup_proxy.simulation.number_space import typo_of
 
-Knob = str | int
+Knob = str | int | float
 Knobs = Mapping[str, Knob]
 
 LENIENT_REASON = "NEW_SUBSCRIPTION"
@@ -64,6 +64,12 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
         """Every probe of the period, for every insider of the stage."""
+
+    def own_work(self, knobs: Knobs) -> float:
+        """The share of the insiders' own honest lookups kept in the trial (all of them,
+        but for an insider who does little honest work: :class:`Quiet`)."""
+        del knobs
+        return 1.0
 
 
 class Paced(Strategy):
@@ -403,6 +409,27 @@ class Padded(Strategy):
         return probes
 
 
+class Quiet(Strategy):
+    """Another strategy, by an insider who does little honest work of their own.
+
+    A part-timer, a manager or a back-office clerk with a terminal looks up a handful of
+    numbers a week; a rule that judges only employees with enough numbers of their own (a peer
+    rule's ``min_outcomes`` did until 2026-12-06) never judges them, so every probe of theirs
+    is free. ``own_work`` is the share of the insider's honest lookups kept (the rest never
+    happen; their working days and hours stay, and the probes go there).
+    """
+
+    def __init__(self, base: Strategy) -> None:
+        super().__init__(f"quiet {base.name}", {**base.knobs, "own_work": (0.1, 0.0, 0.3)})
+        self.base = base
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        return self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != "own_work"})
+
+    def own_work(self, knobs: Knobs) -> float:
+        return float(knobs["own_work"])
+
+
 class Combined(Strategy):
     """Several one-clerk strategies at once, each at a share of the edge it found alone.
 
@@ -429,6 +456,10 @@ class Combined(Strategy):
         for part, edge, part_knobs in self.parts:
             probes += part.plan(stage, edge * intensity / 8, part_knobs)
         return probes
+
+    def own_work(self, knobs: Knobs) -> float:
+        """One insider does one day's work: the least any part keeps."""
+        return min(part.own_work(part_knobs) for part, _, part_knobs in self.parts)
 
 
 def _lenient(stage: Stage, insider: Staff, first: float, last: float, count: int) -> list[Probe]:
@@ -497,5 +528,6 @@ def strategies_for(policy: Policy) -> list[Strategy]:
     ]
     if LENIENT_REASON in everyday:
         family.append(Padded(Paced(LENIENT_REASON), everyday))
+        family.append(Quiet(Paced(LENIENT_REASON)))
     family.append(Padded(TypoFarm(same=False), everyday))
     return family

@@ -91,20 +91,32 @@ class Arena:
         self._decisions = workdir / "decisions.csv"
         self.trials = 0
 
-    def run(self, stage: Stage, probes: list[Probe]) -> Outcome:
+    def run(self, stage: Stage, probes: list[Probe], own_work: float = 1.0) -> Outcome:
         """Replay the baseline with ``probes`` mixed in; read what happened to the insiders.
 
         One replayer takes the month a day at a time (its store and clock carry over), so a
         trial whose every insider is locked until unlocked stops there: nothing after it can
-        change what they obtained or when they were noticed.
+        change what they obtained or when they were noticed. ``own_work`` below 1 keeps that
+        share of the insiders' own honest lookups (drawn from ``stage.rng``), the rest left
+        out: an insider who does little honest work.
         """
         self.trials += 1
         probes = sorted(probes, key=lambda p: p.at)
         insiders = {s.employee: s for s in stage.insiders}
         attack = [(round(p.at), _line(self._fields(stage, p))) for p in probes]
+        employees = self._employees
+        dropped = (
+            set()
+            if own_work >= 1.0
+            else {
+                i
+                for i, who in enumerate(employees)
+                if who in insiders and stage.rng.random() >= own_work
+            }
+        )
         # Honest rows first at an equal second: the attack never jumps the queue.
         merged = heapq.merge(
-            ((when, 0, i, text) for i, (when, text) in enumerate(self._honest)),
+            ((when, 0, i, text) for i, (when, text) in enumerate(self._honest) if i not in dropped),
             ((when, 1, i, text) for i, (when, text) in enumerate(attack)),
         )
         outcome = Outcome(probes=sum(p.counts for p in probes))

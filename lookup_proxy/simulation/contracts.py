@@ -57,7 +57,12 @@ INFORMED_THREATS: Final = (
     "informed_corporate",
     "informed_rotation",
     "informed_padded",
+    "informed_quiet",
 )
+QUIET_WORK: Final = 0.1
+"""An ``informed_quiet`` insider's pace of honest work, as a share of what their rota gives a
+clerk: a part-timer, a manager or a back-office clerk with a terminal, whose few numbers of
+their own are what a rule that judges only busy employees never looks at."""
 ALL_THREATS: Final = (*CLASSIC_THREATS, *INFORMED_THREATS)
 FAMILIES: Final = {"classic": CLASSIC_THREATS, "informed": INFORMED_THREATS}
 

@@ -283,6 +283,11 @@ def informed_campaigns(
         if threat == "informed_newsub":
             quota = budget.probes((LENIENT_REASON,), honest, clerk)
             campaign = Informed(world, employee, quota)
+        elif threat == "informed_quiet":
+            # Little honest work of their own (QUIET_WORK, set by the roster): the probes
+            # of informed_newsub, by an employee every share of theirs is over few numbers.
+            quota = budget.probes((LENIENT_REASON,), honest, clerk)
+            campaign = Informed(world, employee, quota)
         elif threat == "informed_padded":
             quota = budget.probes((LENIENT_REASON,), honest, clerk)
             campaign = InformedPadded(world, employee, quota, round(PAD_FACTOR * honest))

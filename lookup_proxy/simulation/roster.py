@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Final, Protocol, TypeVar
 
 from lookup_proxy.policy import Policy
-from lookup_proxy.simulation.contracts import CLASSIC_THREATS, INFORMED_THREATS
+from lookup_proxy.simulation.contracts import CLASSIC_THREATS, INFORMED_THREATS, QUIET_WORK
 from lookup_proxy.simulation.number_space import SUBSCRIBER_MAX, SUBSCRIBER_MIN
 
 SHIFT_WEIGHTS: Final = {"open": 0.30, "mid": 0.30, "close": 0.25, "split": 0.15}
@@ -221,7 +221,10 @@ def _assign_roles(cfg: SimConfig, roster: list[Employee]) -> None:
             for _ in range(cfg.attackers_per_class):
                 if not free:
                     raise ValueError("not enough employees for the requested attackers")
-                take(free[informed.choice(sorted(free))], threat, informed.randrange(start_limit))
+                chosen = free[informed.choice(sorted(free))]
+                take(chosen, threat, informed.randrange(start_limit))
+                if threat == "informed_quiet":
+                    chosen.rate *= QUIET_WORK
 
 
 def _id(employee: Employee) -> str:
