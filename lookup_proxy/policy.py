@@ -346,6 +346,14 @@ class PeerRule(_Rule):
     threshold: float = Field(8.0, gt=0)
     """``cusum``: the log-likelihood ratio (nats) past which the rise is taken as real."""
     action: Literal["flag", "lock"] = "flag"
+    fallback: Literal["chain"] | None = None
+    """Where an employee is compared when their group is too small to be a baseline: fewer
+    than ``min_peers`` other members with numbers in the window (a region of two small
+    stores), or no group (a token without a region): ``chain``, every clerk of the chain
+    (``window`` test only). A group with members enough, too few of them yet past
+    ``min_outcomes`` (the first days of a window), is young, not small: it is not replaced.
+    Unset: the rule says nothing where the group is small but its fixed floors, and an
+    insider whose region is small probes under those alone."""
 
 
 Rule = Annotated[
@@ -638,6 +646,21 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                         "0 with test = 'cusum' (the floors bound the window's counts)",
                         repr(getattr(rule, floor)),
                     )
+        if rule.kind == "peer" and rule.fallback is not None:
+            why = (
+                "the chain is every peer there is"
+                if rule.peers == "chain"
+                else "a day without enough peers is no evidence"
+                if rule.test == "cusum"
+                else ""
+            )
+            if why:
+                yield ConfigProblem(
+                    file,
+                    f"rules[{index}].fallback",
+                    f"unset with peers = {rule.peers!r} and test = {rule.test!r} ({why})",
+                    repr(rule.fallback),
+                )
         if rule.kind == "misses" and rule.limit < 1 and rule.ratio == 0:
             yield ConfigProblem(
                 file, f"rules[{index}].limit", "at least 1 or a ratio above 0", repr(rule.limit)

@@ -1140,11 +1140,18 @@ async def test_customers_looked_up_again_do_not_dilute_a_clerk_s_misses(
         assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
 
 
-async def _workday(desk: Desk, employee: Employee, found: int, missed: int, base: int) -> None:
-    """Lookups of distinct numbers, ``found`` of them customers, ``missed`` not."""
-    for index in range(found + missed):
+async def _workday(
+    desk: Desk, employee: Employee, found: int, missed: int, base: int, spread: bool = False
+) -> None:
+    """Lookups of distinct numbers, ``found`` of them customers, ``missed`` not: the misses
+    first, or ``spread`` evenly through the day (an employee is judged from their first
+    number: a day that starts with its misses stands out until the found ones come)."""
+    total = found + missed
+    for index in range(total):
         desk.clock.set(desk.clock.now() + 30)
-        await desk.look(employee, number(index * 37, base=base), found=index >= missed)
+        evenly = (index + 1) * missed // total > index * missed // total
+        miss = evenly if spread else index < missed
+        await desk.look(employee, number(index * 37, base=base), found=not miss)
 
 
 async def test_a_clerk_whose_share_of_misses_stands_out_from_the_store_is_flagged(
@@ -1279,6 +1286,54 @@ async def test_a_peer_rule_judges_no_one_without_enough_peers(store: GuardStore)
         await _workday(desk, clerk, found=19, missed=1, base=1020000000 + offset * 100_000)
     await _workday(desk, ALICE, found=19, missed=8, base=1030000000)
     assert (await desk.look(ALICE, number(1, base=1040000000))).flags == ()
+
+
+async def test_a_region_too_small_to_compare_with_falls_back_on_the_chain(
+    store: GuardStore,
+) -> None:
+    """``fallback = "chain"``: a clerk whose region has fewer qualifying peers than
+    ``min_peers`` (two colleagues in jeju) is compared with every clerk of the chain and
+    flagged for twelve misses in thirty-one numbers; without the fallback the rule says
+    nothing there. A region with enough peers decides for its own: in busan every clerk
+    misses twelve in thirty-one, so one more such clerk is one of them, though against
+    the chain's median they would stand out as the insider does. A clerk whose token names
+    no region has no region peers at all: compared with the chain too."""
+    region_rule = PEER.format(min_peers=3).replace('peers = "store"', 'peers = "region"')
+    with_fallback = region_rule + 'fallback = "chain"\n'
+
+    async def month(policy: Policy, chain: str) -> tuple[tuple[str, ...], ...]:
+        desk = Desk(policy, store)  # each run its own employees and regions
+
+        def clerk(name: str, region: str) -> Employee:
+            roles = frozenset({"clerk"})
+            return Employee(f"{chain}-{name}", f"{chain}-{region}", f"{chain}-{region}", roles)
+
+        for offset in range(6):  # seoul: one miss in twenty (most of the chain)
+            member = clerk(f"seoul{offset}", "seoul")
+            await _workday(desk, member, found=19, missed=1, base=1020000000 + offset * 100_000)
+        for offset in range(2):
+            member = clerk(f"jeju{offset}", "jeju")
+            await _workday(desk, member, found=19, missed=1, base=1100000000 + offset * 100_000)
+        insider, busy = clerk("insider", "jeju"), clerk("walkins", "busan")
+        nowhere = Employee(f"{chain}-nowhere", f"{chain}-kiosk", None, frozenset({"clerk"}))
+        # The two judged against the chain before busan's day (which would lift its median).
+        await _workday(desk, insider, found=19, missed=12, base=1300000000, spread=True)
+        await _workday(desk, nowhere, found=19, missed=12, base=1500000000, spread=True)
+        for offset in range(4):
+            member = clerk(f"busan{offset}", "busan")
+            base = 1200000000 + offset * 100_000
+            await _workday(desk, member, found=19, missed=12, base=base, spread=True)
+        await _workday(desk, busy, found=19, missed=12, base=1400000000, spread=True)
+        return (
+            (await desk.look(insider, number(1, base=1040000000))).flags,
+            (await desk.look(busy, number(2, base=1040000000))).flags,
+            (await desk.look(nowhere, number(3, base=1040000000))).flags,
+        )
+
+    # Without the fallback first: it keeps no chain tally, so the second run's is its own.
+    assert await month(make_policy(region_rule), "b") == ((), (), ())
+    flagged = ("peer-misses",)
+    assert await month(make_policy(with_fallback), "a") == (flagged, (), flagged)
 
 
 async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_it(

@@ -103,6 +103,23 @@ def test_an_employee_under_min_outcomes_is_judged_all_the_same() -> None:
     assert check.judge_against([2, 1, 20], "me", baseline) is None
 
 
+def test_a_group_is_short_when_small_not_when_young() -> None:
+    """``short`` (a rule with a fallback then asks the chain): fewer than ``min_peers`` other
+    members with any number in the window. Four colleagues none of whom has reached
+    min_outcomes yet (the first days of a window) make a young group, judged by nobody but
+    not replaced; two make a small one. The same from a minute's baseline."""
+    check = PeerCheck(rule(min_outcomes=100, min_peers=3))
+    young = {f"p{i}": (40, 4, 1) for i in range(4)}
+    small = {f"p{i}": (400, 40, 10) for i in range(2)}
+    for group, short in ((young, False), (small, True), (PEERS, False)):
+        verdict = check.judge("me", [tally_of({**group, "me": (45, 40, 0)})])
+        assert check.short is short
+        assert (verdict is None) is (group is not PEERS)
+        baseline = check.baseline(add_up_all({**group, "me": (45, 40, 0)}), {}, 0, 0.0)
+        check.judge_against([40, 0, 45], "me", baseline)
+        assert check.short is short
+
+
 def test_peers_who_differ_widen_what_counts_as_chance() -> None:
     """Peers spread from 5 % to 25 % misses: a 22 % clerk is one of them, not an outlier."""
     check = PeerCheck(rule())

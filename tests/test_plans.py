@@ -40,7 +40,8 @@ def test_employees_alike_share_one_layout_with_keys_of_their_own() -> None:
     assert bob.keys[at["burst"]] == "lp:{e:bob}:burst:ticks"
     assert alice.keys[at["region-block"]] == "lp:{r:seoul}:region-block"
     assert bob.keys[at["region-block"]] == "lp:{r:busan}:region-block"
-    assert alice.peer_tags == ("r:seoul",) and bob.peer_tags == ("r:busan",)
+    # The region's tally, and the chain's that the peer rules fall back on (``fallback``).
+    assert alice.peer_tags == ("r:seoul", "c") and bob.peer_tags == ("r:busan", "c")
 
 
 def test_another_reason_or_an_unknown_region_is_another_layout() -> None:
@@ -52,7 +53,12 @@ def test_another_reason_or_an_unknown_region_is_another_layout() -> None:
     nomad = guard.plans.plan(NOMAD, "BILLING_INQUIRY")
     assert nomad.layout is not billing
     assert "region-block" not in [rule.check.rule.name for rule in nomad.layout.rules]
-    assert nomad.peer_tags == () and nomad.layout.peers == ()
+    # No region: no region tally; the peer rules judge against the chain (their fallback),
+    # and each is marked once.
+    assert nomad.peer_tags == ("c",)
+    [(chain, checks)] = nomad.layout.peers
+    assert chain.peers == "chain" and all(check.fallback for check in checks)
+    assert sorted(c.rule.name for c in nomad.layout.marks) == sorted(c.rule.name for c in checks)
     assert len(nomad.keys) == len(nomad.layout.rules)
 
 

@@ -144,6 +144,16 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
             "rules[0].min_share",
         ),
         (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "7d"\npeers = "chain"\n'
+            'fallback = "chain"\n',
+            "rules[0].fallback",
+        ),
+        (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "7d"\npeers = "region"\n'
+            'test = "cusum"\nfallback = "chain"\n',
+            "rules[0].fallback",
+        ),
+        (
             '[[rules]]\nname = "lock"\nkind = "distinct"\nwindow = "1h"\nlimit = 1\n',
             "rules[0].name",
         ),
@@ -155,8 +165,9 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
 )
 def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
     """Duplicate rule names, names of the guard's own keys, unknown reason codes in rules, a
-    walk-in reason the rule does not count and fixed floors on a sequential peer test are
-    refused."""
+    walk-in reason the rule does not count, fixed floors on a sequential peer test and a
+    fallback where there is nothing to fall back on (chain peers) or no window to judge
+    (a sequential test) are refused."""
     assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]
 
 

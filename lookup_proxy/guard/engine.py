@@ -81,9 +81,10 @@ class Guard:
         if shared_logs:  # off only to compare against rules keeping their own logs
             share_logs(self.checks)
         self.peer_checks = [PeerCheck(rule) for rule in policy.rules if isinstance(rule, PeerRule)]
+        fallbacks = [PeerCheck(p.rule, fallback=True) for p in self.peer_checks if p.rule.fallback]
         by_tally: dict[tuple[str, float], list[PeerCheck]] = {}
-        for peer in self.peer_checks:
-            by_tally.setdefault((peer.rule.peers, peer.rule.bucket), []).append(peer)
+        for peer in [*self.peer_checks, *fallbacks]:
+            by_tally.setdefault((peer.peers, peer.rule.bucket), []).append(peer)
         self.peer_tallies = [PeerTally(self._prefix, checks) for checks in by_tally.values()]
         self._marks_span = max((peer.rule.bucket for peer in self.peer_checks), default=0.0)
         self.escalation = Escalation(

@@ -121,16 +121,7 @@ class Learning:
                     width = 1 if own_only else tally.add_reads(then, tag, now, moved)
                     judged.append((tally, tag, moved, start, width, own_only))
         after = await self._execute(then)
-        fired = [
-            check
-            for tally, tag, checks, start, width, own_only in judged
-            for check, verdict in zip(
-                checks,
-                tally.fired(checks, employee.id, tag, now, after[start : start + width], own_only),
-                strict=True,
-            )
-            if verdict is not None
-        ]
+        fired = _fired(judged, employee.id, now, after)
         if fired:
             return await self._peer_fired(employee, fired, now)
         return ()
@@ -253,6 +244,36 @@ class Learning:
         seen = counted.get(employee_id, 0) + 1
         counted[employee_id] = seen
         return seen
+
+
+def _fired(
+    judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]],
+    employee_id: str,
+    now: float,
+    after: list[Any],
+) -> list[PeerCheck]:
+    """The peer rules that fired, one check a rule: a rule's own check, or its fallback over
+    the chain where its own peers were too few to judge (or it had none: an employee of no
+    known region)."""
+    fired: list[PeerCheck] = []
+    decided: set[str] = set()
+    fallbacks: list[PeerCheck] = []
+    for tally, tag, checks, start, width, own_only in judged:
+        answers = after[start : start + width]
+        verdicts = tally.fired(checks, employee_id, tag, now, answers, own_only)
+        for check, verdict in zip(checks, verdicts, strict=True):
+            if check.fallback:
+                if verdict is not None:
+                    fallbacks.append(check)
+                continue
+            if not check.short:
+                decided.add(check.rule.name)
+            if verdict is not None:
+                fired.append(check)
+    if fallbacks:
+        named = {check.rule.name for check in fired}
+        fired += [c for c in fallbacks if c.rule.name not in decided and c.rule.name not in named]
+    return fired
 
 
 REJUDGE_EVERY = 10

@@ -54,10 +54,24 @@ MAD_TO_SIGMA = 1.4826
 
 
 class PeerCheck:
-    """One peer rule: how it judges an employee against the tallies of its window."""
+    """One peer rule: how it judges an employee against the tallies of its window.
 
-    def __init__(self, rule: PeerRule) -> None:
+    A rule with a ``fallback`` has two checks: the rule's own over its ``peers``, and one over
+    the chain (``fallback`` true) whose verdict counts only where the first had too few peers
+    to judge (``short``): learning keeps both tallies and judges both together.
+    """
+
+    def __init__(self, rule: PeerRule, fallback: bool = False) -> None:
         self.rule = rule
+        self.fallback = fallback
+        self.peers = "chain" if fallback else rule.peers
+        """The peer group this check's tally is kept over."""
+        self.short = False
+        """Whether the last judgement found the group too small to be a baseline: fewer than
+        ``min_peers`` other members with any number in the window. A group with members enough
+        whose numbers are still short of ``min_outcomes`` (the first days of a window) is young,
+        not small, and no reason to judge against the chain. Read at once by
+        :meth:`PeerTally.fired` (judgements run one at a time, with no wait in between)."""
         self.field = TYPOS if rule.metric == "typos" else MISSES
         """The tally field whose change moves the metric: forgiving a typo moves misses and
         typos but never their sum (``all-misses``), which moves with new misses alone."""
@@ -130,6 +144,7 @@ class PeerCheck:
             own = extra
         elif extra is not None:
             own = [own[0] + extra[0], own[1] + extra[1], own[2] + extra[2]]
+        self.short = False
         if own is None or own[2] <= 0:
             return None
         peers: list[tuple[float, int]] = []
@@ -147,6 +162,8 @@ class PeerCheck:
             if who != employee and counts[2] >= floor and who not in closed:
                 peers.append((self.value(counts) / counts[2], counts[2]))
         if len(peers) < self.rule.min_peers:
+            members = len(closed.keys() | current.keys()) - 1  # the employee is one of them
+            self.short = members < self.rule.min_peers
             return self._floors_alone(own)
         shares = [share for share, _ in peers]
         median = max(_median(shares), 1.0 / floor)
@@ -218,18 +235,21 @@ class PeerCheck:
             MAD_TO_SIGMA * _median([abs(share - median) for share in shares]) if shares else 0.0
         )
         noise = _median([median * (1.0 - median) / n for n in lookups_of]) if shares else 0.0
-        return Baseline(newest, now, shares, share_of, spread, noise)
+        members = len(closed.keys() | current.keys())
+        return Baseline(newest, now, shares, share_of, spread, noise, members)
 
     def judge_against(self, own: list[int] | None, employee: str, baseline: Baseline) -> int | None:
         """:meth:`judge_window` with the group's statistics from ``baseline`` and the
         employee's own counts as they are now: the median leaves the employee's share out, as
         judging the window does; the spread and chance are the group's, the employee in it."""
         floor = self.rule.min_outcomes
+        self.short = False
         if own is None or own[2] <= 0:
             return None
         mine = baseline.share_of.get(employee)
         shares = baseline.shares
         if len(shares) - (mine is not None) < self.rule.min_peers:
+            self.short = baseline.members - 1 < self.rule.min_peers
             return self._floors_alone(own)
         median = max(_median_without(shares, mine), 1.0 / floor)
         return self._verdict(own, median, baseline.spread, baseline.noise)
@@ -244,7 +264,7 @@ reuses them reads the employee's own counts. A minute is nothing to baselines of
 class Baseline:
     """A peer group's statistics for one rule, as of ``at`` (bucket ``newest``)."""
 
-    __slots__ = ("at", "newest", "noise", "share_of", "shares", "spread")
+    __slots__ = ("at", "members", "newest", "noise", "share_of", "shares", "spread")
 
     def __init__(
         self,
@@ -254,6 +274,7 @@ class Baseline:
         share_of: dict[str, float],
         spread: float,
         noise: float,
+        members: int,
     ) -> None:
         self.newest = newest
         self.at = at
@@ -262,6 +283,9 @@ class Baseline:
         self.share_of = share_of
         self.spread = spread
         self.noise = noise
+        self.members = members
+        """Members with any number in the window, qualifying or not (whether the group is
+        small, or only young: :attr:`PeerCheck.short`)."""
 
     def serves(self, newest: int, now: float) -> bool:
         """Still the statistics of bucket ``newest`` at ``now``."""
@@ -273,7 +297,7 @@ class PeerTally:
 
     def __init__(self, prefix: str, checks: Sequence[PeerCheck]) -> None:
         first = checks[0].rule
-        self.peers = first.peers
+        self.peers = checks[0].peers
         self.bucket = first.bucket
         self.checks = tuple(checks)
         self.buckets = max(check.buckets for check in checks)
@@ -362,6 +386,7 @@ class PeerTally:
         verdicts: list[int | None] = []
         for check in checks:
             if check.cusum:
+                check.short = False  # a day short of peers is no evidence; no fallback
                 if current is None:
                     current = add_up(tallies[-1:])
                 verdicts.append(
@@ -403,6 +428,7 @@ class PeerTally:
             baseline = self._baselines.get((tag, check.rule.name))
             closed = self._closed.get(_closed_key(check, tag, newest))
             if baseline is None or baseline.newest != newest or closed is None:
+                check.short = False  # not judged this time: nothing to fall back for
                 verdicts.append(None)
                 continue
             verdicts.append(

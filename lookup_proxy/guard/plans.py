@@ -212,6 +212,7 @@ class Plans:
                 continue
             peers.append((tally, applying))
             marks.extend(applying)
+        marks = list({check.rule.name: check for check in marks}.values())  # a mark a rule
         misses = [p.check for p in rules if isinstance(p.check, MissesCheck)]
         return Layout(
             tuple(rules),
