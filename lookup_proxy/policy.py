@@ -324,8 +324,9 @@ class PeerRule(_Rule):
     min_peers: int = Field(3, ge=1)
     min_outcomes: int = Field(20, ge=1)
     """Numbers a peer must have looked up in the window to count as one (a share of a few
-    numbers is no baseline). The employee judged needs none: a floor there spared insiders who
-    do little honest work of their own (until 2026-12-06)."""
+    numbers is no baseline). The employee judged needs none once most of the group has
+    it (before that, in a window's first days, no one below it is judged): a floor there spared
+    insiders who do little honest work of their own (until 2026-12-06)."""
     spread: float = Field(4.0, gt=0)
     """How many deviations (chance, widened by the peers' 1.4826 x MAD) the excess must pass."""
     min_spread: float = Field(0.02, ge=0.0, le=1.0)

@@ -89,9 +89,10 @@ def test_peers_under_min_outcomes_do_not_count() -> None:
 def test_an_employee_under_min_outcomes_is_judged_all_the_same() -> None:
     """An insider who does little honest work of their own: 40 misses in 45 numbers, under
     min_outcomes, where the peers' share predicts about 4. Exempting them (as min_outcomes
-    did until 2026-12-06) let such an insider probe dozens of numbers a week unjudged. A quiet
-    honest clerk with their share of misses (2 in 20), or one more walk-in than that, is
-    not flagged: for few numbers, chance and ``limit`` decide."""
+    did until 2026-12-06) let such an insider probe dozens of numbers a week unjudged (the
+    peers here are past it: the window is not young). A quiet honest clerk with their share
+    of misses (2 in 20), or one more walk-in than that, is not flagged: for few numbers,
+    chance and ``limit`` decide."""
     check = PeerCheck(rule(min_outcomes=100))
     excess = check.judge("me", [tally_of({**PEERS, "me": (45, 40, 0)})])
     assert excess is not None and 35 <= excess <= 36
@@ -101,6 +102,24 @@ def test_an_employee_under_min_outcomes_is_judged_all_the_same() -> None:
     baseline = check.baseline(add_up_all(PEERS), {}, 0, 0.0)
     assert check.judge_against([40, 0, 45], "me", baseline) == excess
     assert check.judge_against([2, 1, 20], "me", baseline) is None
+
+
+def test_below_min_outcomes_no_one_is_judged_while_the_window_is_young() -> None:
+    """The employee judged needs no min_outcomes once most of the group has it; in a
+    window's first days, when most members have fewer numbers, an employee below it is not
+    judged yet (two honest clerks of an unseen month were flagged on days 3 and 4 with 50 and
+    73 numbers before this), even where a few busy peers already qualify."""
+    check = PeerCheck(rule(min_outcomes=100, min_peers=3))
+    busy = {f"b{i}": (200, 20, 8) for i in range(3)}
+    young = {**busy, **{f"y{i}": (40, 4, 1) for i in range(4)}}
+    grown = {**busy, **{f"y{i}": (150, 15, 6) for i in range(4)}}
+    me = (45, 40, 0)
+    assert check.judge("me", [tally_of({**young, "me": me})]) is None
+    assert check.judge("me", [tally_of({**grown, "me": me})]) is not None
+    assert check.judge("me", [tally_of({**young, "me": (200, 150, 0)})]) is not None
+    for group, judged in ((young, False), (grown, True)):
+        baseline = check.baseline(add_up_all({**group, "me": me}), {}, 0, 0.0)
+        assert (check.judge_against([40, 0, 45], "me", baseline) is not None) is judged
 
 
 def test_a_group_is_short_when_small_not_when_young() -> None:

@@ -11,9 +11,11 @@ lookups) widened by how much the peers really differ (the 1.4826 MAD of their sh
 what chance alone gives peers with their numbers of lookups), beyond ``limit`` misses, and
 beyond ``min_spread`` as a share; with a minimum peer group, each peer with a minimum of
 lookups (``min_outcomes``: a share of a few numbers is no baseline). The employee judged has no
-such minimum: an insider who does little honest work would live under it, probing dozens of
-numbers a week that no rule compared (2026-12-06); for few numbers the binomial chance and
-``limit`` are what keep an honest clerk's bad day from standing out. A rule
+such minimum once most of the group has it: an insider who does little honest work
+would live under it, probing dozens of numbers a week that no rule compared (2026-12-06); for
+few numbers the binomial chance and ``limit`` are what keep an honest clerk's bad day from
+standing out. While most of the group is below it too (a window's first days), no one below
+it is judged yet. A rule
 may also carry fixed floors (``min_count``, ``min_share``): then it is a fixed threshold that
 the peers can only lift, and where there are too few peers the floors alone decide.
 
@@ -148,6 +150,7 @@ class PeerCheck:
         if own is None or own[2] <= 0:
             return None
         peers: list[tuple[float, int]] = []
+        members = 0  # every other member with numbers, qualifying or not
         for who, counts in closed.items():
             if who == employee:
                 continue
@@ -156,14 +159,18 @@ class PeerCheck:
             if extra is not None:
                 lookups += extra[2]
                 metric += self.value(extra)
+            members += 1
             if lookups >= floor:
                 peers.append((metric / lookups, lookups))
         for who, counts in current.items():
-            if who != employee and counts[2] >= floor and who not in closed:
-                peers.append((self.value(counts) / counts[2], counts[2]))
+            if who != employee and who not in closed:
+                members += 1
+                if counts[2] >= floor:
+                    peers.append((self.value(counts) / counts[2], counts[2]))
+        self.short = members < self.rule.min_peers
+        if own[2] < floor and 2 * len(peers) < members:
+            return None  # a young window: most of the group is below the floor too
         if len(peers) < self.rule.min_peers:
-            members = len(closed.keys() | current.keys()) - 1  # the employee is one of them
-            self.short = members < self.rule.min_peers
             return self._floors_alone(own)
         shares = [share for share, _ in peers]
         median = max(_median(shares), 1.0 / floor)
@@ -235,7 +242,7 @@ class PeerCheck:
             MAD_TO_SIGMA * _median([abs(share - median) for share in shares]) if shares else 0.0
         )
         noise = _median([median * (1.0 - median) / n for n in lookups_of]) if shares else 0.0
-        members = len(closed.keys() | current.keys())
+        members = len(closed) + sum(1 for who in current if who not in closed)
         return Baseline(newest, now, shares, share_of, spread, noise, members)
 
     def judge_against(self, own: list[int] | None, employee: str, baseline: Baseline) -> int | None:
@@ -248,8 +255,10 @@ class PeerCheck:
             return None
         mine = baseline.share_of.get(employee)
         shares = baseline.shares
+        self.short = baseline.members - 1 < self.rule.min_peers
+        if own[2] < floor and 2 * len(shares) < baseline.members:
+            return None  # a young window (see judge_window)
         if len(shares) - (mine is not None) < self.rule.min_peers:
-            self.short = baseline.members - 1 < self.rule.min_peers
             return self._floors_alone(own)
         median = max(_median_without(shares, mine), 1.0 / floor)
         return self._verdict(own, median, baseline.spread, baseline.noise)
@@ -284,8 +293,9 @@ class Baseline:
         self.spread = spread
         self.noise = noise
         self.members = members
-        """Members with any number in the window, qualifying or not (whether the group is
-        small, or only young: :attr:`PeerCheck.short`)."""
+        """Members with any number in the window, qualifying or not: whether the group is
+        small (:attr:`PeerCheck.short`), and, with ``shares``, whether it is young (most of
+        it below ``min_outcomes``: a window's first days, when no one below it is judged)."""
 
     def serves(self, newest: int, now: float) -> bool:
         """Still the statistics of bucket ``newest`` at ``now``."""
