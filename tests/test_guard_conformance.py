@@ -1336,6 +1336,33 @@ async def test_a_region_too_small_to_compare_with_falls_back_on_the_chain(
     assert await month(make_policy(with_fallback), "a") == (flagged, (), flagged)
 
 
+async def test_the_chain_is_read_only_for_a_group_too_small_to_decide(store: GuardStore) -> None:
+    """Every new number is counted in the chain's tally too, but the chain is read (its
+    statistics are a judgement's dearest part) only where the rule's own group was too small:
+    a clerk's misses in a region of five read the region's tally alone; the same in a region
+    of one colleague read the chain's as well."""
+    recording = Recording(store)
+    rule = PEER.format(min_peers=3).replace('peers = "store"', 'peers = "region"')
+    desk = Desk(make_policy(rule + 'fallback = "chain"\n'), recording)  # type: ignore[arg-type]
+
+    def clerk(name: str, region: str) -> Employee:
+        return Employee(name, f"{region}-1", region, frozenset({"clerk"}))
+
+    for offset in range(5):
+        await _workday(desk, clerk(f"big{offset}", "big"), 19, 1, 1020000000 + offset * 100_000)
+    await _workday(desk, clerk("small0", "small"), 19, 1, 1100000000)
+
+    async def chain_reads(employee: Employee, base: int) -> int:
+        recording.ops.clear()
+        await _workday(desk, employee, found=3, missed=3, base=base, spread=True)
+        reads = [op for op in recording.ops if op[0] in ("fields", "pick")]
+        assert reads, "the misses were judged"
+        return sum(1 for op in reads if ":{c}:" in op[1])
+
+    assert await chain_reads(clerk("big-clerk", "big"), 1200000000) == 0
+    assert await chain_reads(clerk("small-clerk", "small"), 1300000000) > 0
+
+
 async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_it(
     store: GuardStore,
 ) -> None:

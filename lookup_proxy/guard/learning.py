@@ -105,7 +105,8 @@ class Learning:
                 counts.append((MISSES, 1))
         if forgave:
             counts += [(MISSES, -1), (TYPOS, 1)]
-        judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]] = []
+        judged: list[Judged] = []
+        fallbacks: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
         if counts:
             rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
             for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
@@ -115,13 +116,26 @@ class Learning:
                     for check in applying
                     if rejudge or ((new and not found) if check.field == MISSES else forgave)
                 )
-                if moved:
-                    start = then.size()
-                    own_only = tally.add_own_reads(then, tag, now, moved, employee.id)
-                    width = 1 if own_only else tally.add_reads(then, tag, now, moved)
-                    judged.append((tally, tag, moved, start, width, own_only))
+                own = tuple(check for check in moved if not check.fallback)
+                if own:
+                    judged.append(_ask(then, tally, tag, own, employee.id, now))
+                if len(own) < len(moved):
+                    fallbacks.append((tally, tag, tuple(c for c in moved if c.fallback)))
         after = await self._execute(then)
-        fired = _fired(judged, employee.id, now, after)
+        fired, decided = _fired(judged, employee.id, now, after)
+        # A rule's fallback is judged only where its own group was too small (or absent): the
+        # chain's statistics are what a judgement costs most, and most groups are not small.
+        wanted = [
+            (tally, tag, needed)
+            for tally, tag, checks in fallbacks
+            if (needed := tuple(c for c in checks if c.rule.name not in decided))
+        ]
+        if wanted:
+            ask = self._batch()
+            chain = [_ask(ask, tally, tag, needs, employee.id, now) for tally, tag, needs in wanted]
+            extra, _ = _fired(chain, employee.id, now, await self._execute(ask))
+            named = {check.rule.name for check in fired}
+            fired += [check for check in extra if check.rule.name not in named]
         if fired:
             return await self._peer_fired(employee, fired, now)
         return ()
@@ -246,34 +260,42 @@ class Learning:
         return seen
 
 
-def _fired(
-    judged: list[tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]],
+Judged = tuple[PeerTally, str, tuple[PeerCheck, ...], int, int, bool]
+"""A tally asked for judging: (tally, tag, checks, first result, results, own fields only)."""
+
+
+def _ask(
+    batch: Batch,
+    tally: PeerTally,
+    tag: str,
+    checks: tuple[PeerCheck, ...],
     employee_id: str,
     now: float,
-    after: list[Any],
-) -> list[PeerCheck]:
-    """The peer rules that fired, one check a rule: a rule's own check, or its fallback over
-    the chain where its own peers were too few to judge (or it had none: an employee of no
-    known region)."""
+) -> Judged:
+    """Ask ``batch`` for what judging ``checks`` over ``tally`` needs."""
+    start = batch.size()
+    own_only = tally.add_own_reads(batch, tag, now, checks, employee_id)
+    width = 1 if own_only else tally.add_reads(batch, tag, now, checks)
+    return (tally, tag, checks, start, width, own_only)
+
+
+def _fired(
+    judged: list[Judged], employee_id: str, now: float, after: list[Any]
+) -> tuple[list[PeerCheck], set[str]]:
+    """The checks that fired, and the rules whose group was big enough to decide (a rule
+    with a fallback is judged against the chain only where it was not: its group was too
+    small, or it had none, an employee of no known region)."""
     fired: list[PeerCheck] = []
     decided: set[str] = set()
-    fallbacks: list[PeerCheck] = []
     for tally, tag, checks, start, width, own_only in judged:
         answers = after[start : start + width]
         verdicts = tally.fired(checks, employee_id, tag, now, answers, own_only)
         for check, verdict in zip(checks, verdicts, strict=True):
-            if check.fallback:
-                if verdict is not None:
-                    fallbacks.append(check)
-                continue
             if not check.short:
                 decided.add(check.rule.name)
             if verdict is not None:
                 fired.append(check)
-    if fallbacks:
-        named = {check.rule.name for check in fired}
-        fired += [c for c in fallbacks if c.rule.name not in decided and c.rule.name not in named]
-    return fired
+    return fired, decided
 
 
 REJUDGE_EVERY = 10
