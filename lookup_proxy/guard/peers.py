@@ -59,8 +59,8 @@ class PeerCheck:
     """One peer rule: how it judges an employee against the tallies of its window.
 
     A rule with a ``fallback`` has two checks: the rule's own over its ``peers``, and one over
-    the chain (``fallback`` true) whose verdict counts only where the first had too few peers
-    to judge (``short``): learning keeps both tallies and judges both together.
+    the chain (``fallback`` true). Learning counts every number in both tallies and judges the
+    chain's only where the rule's own group was too small to decide (``short``) or absent.
     """
 
     def __init__(self, rule: PeerRule, fallback: bool = False) -> None:
@@ -72,8 +72,8 @@ class PeerCheck:
         """Whether the last judgement found the group too small to be a baseline: fewer than
         ``min_peers`` other members with any number in the window. A group with members enough
         whose numbers are still short of ``min_outcomes`` (the first days of a window) is young,
-        not small, and no reason to judge against the chain. Read at once by
-        :meth:`PeerTally.fired` (judgements run one at a time, with no wait in between)."""
+        not small, and no reason to judge against the chain. Learning reads it right after
+        :meth:`PeerTally.fired` returns (judgements run one at a time, with no wait between)."""
         self.field = TYPOS if rule.metric == "typos" else MISSES
         """The tally field whose change moves the metric: forgiving a typo moves misses and
         typos but never their sum (``all-misses``), which moves with new misses alone."""

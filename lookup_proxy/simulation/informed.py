@@ -280,12 +280,9 @@ def informed_campaigns(
         clerk = frozenset({"clerk"})
         threat = employee.threat
         campaign: Campaign
-        if threat == "informed_newsub":
-            quota = budget.probes((LENIENT_REASON,), honest, clerk)
-            campaign = Informed(world, employee, quota)
-        elif threat == "informed_quiet":
-            # Little honest work of their own (QUIET_WORK, set by the roster): the probes
-            # of informed_newsub, by an employee every share of theirs is over few numbers.
+        if threat in ("informed_newsub", "informed_quiet"):
+            # informed_quiet: the same probing by an employee with little honest work of their
+            # own (QUIET_WORK, set by the roster), every share of theirs over few numbers.
             quota = budget.probes((LENIENT_REASON,), honest, clerk)
             campaign = Informed(world, employee, quota)
         elif threat == "informed_padded":
