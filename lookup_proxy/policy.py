@@ -648,13 +648,11 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                         repr(getattr(rule, floor)),
                     )
         if rule.kind == "peer" and rule.fallback is not None:
-            why = (
-                "the chain is every peer there is"
-                if rule.peers == "chain"
-                else "a day without enough peers is no evidence"
-                if rule.test == "cusum"
-                else ""
-            )
+            why = ""
+            if rule.peers == "chain":
+                why = "the chain is every peer there is"
+            elif rule.test == "cusum":
+                why = "a day without enough peers is no evidence"
             if why:
                 yield ConfigProblem(
                     file,

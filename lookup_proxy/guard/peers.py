@@ -168,8 +168,8 @@ class PeerCheck:
                 if counts[2] >= floor:
                     peers.append((self.value(counts) / counts[2], counts[2]))
         self.short = members < self.rule.min_peers
-        if own[2] < floor and 2 * len(peers) < members:
-            return None  # a young window: most of the group is below the floor too
+        if self._young(own[2], len(peers), members):
+            return None
         if len(peers) < self.rule.min_peers:
             return self._floors_alone(own)
         shares = [share for share, _ in peers]
@@ -177,6 +177,12 @@ class PeerCheck:
         spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
         noise = _median([median * (1.0 - median) / lookups for _, lookups in peers])
         return self._verdict(own, median, spread, noise)
+
+    def _young(self, own: int, qualifying: int, members: int) -> bool:
+        """Whether an employee with ``own`` numbers goes unjudged because the window is young:
+        they are below ``min_outcomes`` while fewer than half of the group's ``members`` are
+        past it (a window's first days; later, a quiet employee is judged however few)."""
+        return own < self.rule.min_outcomes and 2 * qualifying < members
 
     def _verdict(self, own: list[int], median: float, spread: float, noise: float) -> int | None:
         # What the peers' median share predicts for this employee's numbers, and how far an
@@ -256,8 +262,8 @@ class PeerCheck:
         mine = baseline.share_of.get(employee)
         shares = baseline.shares
         self.short = baseline.members - 1 < self.rule.min_peers
-        if own[2] < floor and 2 * len(shares) < baseline.members:
-            return None  # a young window (see judge_window)
+        if self._young(own[2], len(shares), baseline.members):
+            return None
         if len(shares) - (mine is not None) < self.rule.min_peers:
             return self._floors_alone(own)
         median = max(_median_without(shares, mine), 1.0 / floor)
