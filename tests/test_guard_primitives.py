@@ -326,37 +326,43 @@ async def test_a_marked_tally_past_its_cap_starts_over(store: GuardStore) -> Non
     assert await store.execute([("pick", day, ["00", "01", "02"])]) == [[1, None, None]]
 
 
-async def test_sight_answers_whether_any_bit_was_clear_and_sets_them_all(
+async def test_sight_answers_whether_a_number_is_new_to_two_generations(
     store: GuardStore,
 ) -> None:
-    """``sight`` answers 1 when one of its bits was clear and sets them all; ``sighted_if``
-    reads another bit set only after a sight that answered 1 (``None`` otherwise), 1 when
-    every bit is set there; a missing key has every bit clear. The bits are numbered as
-    Redis numbers a string's (byte by byte, the highest bit first), so both stores hold the
-    same bytes."""
-    now, older = "lp:{e:alice}:known-numbers:2", "lp:{e:alice}:known-numbers:1"
+    """``sight`` sets its bits in its generation's half of the key and answers 1 when one of
+    them was clear there and one is clear in the other half (the generation before), else 0;
+    a missing key has every bit clear. The key's first sight of a later generation forgets the
+    half that generation reuses (two generations old), and both halves when the key skipped a
+    generation; a sight one generation behind the key's sets bits in the half of the
+    generation before without turning the key back. The bits are numbered as Redis numbers a
+    string's (byte by byte, the highest bit first), after a 32-bit header holding the key's
+    generation, so both stores hold the same bytes."""
+    key = "lp:{e:alice}:known-numbers"
     results = await store.execute(
         [
-            ("sight", now, [0, 9, 65_535], 90.0, T),  # all clear: new
-            ("sighted_if", older, [0, 9, 65_535]),  # not in the older set
-            ("sight", now, [0, 9], 90.0, T + 1),  # all set: known
-            ("sighted_if", older, [0, 9]),  # not read
-            ("sight", now, [9, 10], 90.0, T + 2),  # one of them clear: new
-            ("sight", older, [5, 6], 90.0, T + 2),
-            ("sight", now, [5, 6], 90.0, T + 3),
-            ("sighted_if", older, [5, 6]),  # new here, known there
-            ("sight", now, [7], 90.0, T + 3),
-            ("sighted_if", older, [5, 7]),  # one clear there
+            ("sight", key, [0, 9, 65_535], 4, 90.0, T),  # all clear: new
+            ("sight", key, [0, 9], 4, 90.0, T + 1),  # all set: known
+            ("sight", key, [9, 10], 4, 90.0, T + 2),  # one of them clear: new
+            ("sight", key, [5, 6], 3, 90.0, T + 2),  # behind: set in the half of 3, new to 4
+            ("sight", key, [5, 6], 4, 90.0, T + 3),  # new in 4, known in 3
+            ("sight", key, [7], 5, 90.0, T + 4),  # a turn: new to 5 and to 4
+            ("sight", key, [0, 9], 5, 90.0, T + 4),  # new to 5, known in 4
+            ("sight", key, [5, 6], 6, 90.0, T + 5),  # a turn: 4 forgotten, 5 knows only 5
+            ("sight", key, [7], 6, 90.0, T + 5),  # known in 5
+            ("sight", key, [7], 8, 90.0, T + 6),  # 7 skipped: both halves forgotten
+            ("sight", key, [7], 9, 90.0, T + 7),  # known in 8
         ]
     )
-    assert results == [1, 0, 0, None, 1, 1, 1, 1, 1, 0]
-    assert all(type(result) is int for result in results if result is not None)
+    assert results == [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0]
+    assert all(type(result) is int for result in results)
     if isinstance(store, RedisStore):
-        first_bytes = await store.client.execute_command("BITFIELD", now, "GET", "u16", 0)
-        assert first_bytes == [0b1000_0111_0110_0000]
-    assert await store.execute([("delete", now), ("sight", now, [0], 90.0, T + 4)]) == [1, 1]
-    await _expires_in_90_seconds(store, now)
-    assert await store.execute([("sight", now, [0], 90.0, T + 200)]) == [1]
+        header, first, odd = await store.client.execute_command(
+            "BITFIELD", key, "GET", "u32", 0, "GET", "u16", 32, "GET", "u8", 32 + 65_536
+        )
+        assert (header, first, odd) == (9, 0b0000_0001_0000_0000, 0b0000_0001)  # 7 in both
+    assert await store.execute([("delete", key), ("sight", key, [0], 4, 90.0, T + 8)]) == [1, 1]
+    await _expires_in_90_seconds(store, key)
+    assert await store.execute([("sight", key, [0], 4, 90.0, T + 200)]) == [1]
     assert await store.execute([("delete", "lp:{e:alice}:known-numbers:9")]) == [0]
 
 
@@ -449,12 +455,13 @@ def _random_batch(
         since = now - window * rng.choice((0.01, 0.1, 0.5, 0.9, 1.0))
         roll = rng.random()
         if key.endswith((":k", ":j")):
-            # Bit sets: a sight of a few of 24 bits (so they fill and overlap), and for a
-            # ``k`` the same bits asked of the employee's ``j`` when the sight was new.
+            # Bit sets: a sight of a few of 24 bits (so they fill and overlap) in a generation
+            # of 1,000 s, now and then one behind (a process a moment behind the turn) or, for
+            # ``k``, one that skips ahead (a key not sighted for a generation).
             bits = rng.sample(range(24), rng.randint(1, 4))
-            ops.append(("sight", key, bits, 1e6, now))
-            if key.endswith(":k"):
-                ops.append(("sighted_if", key[:-1] + "j", bits))
+            generation = 2 + int((now - T) // 1000) + (3 if key.endswith(":k") else 0)
+            generation -= rng.random() < 0.05
+            ops.append(("sight", key, bits, generation, 1e6, now))
         elif key.endswith(":t"):
             # A key keeps one width, as a rule does: four buckets a window for a, twelve for b.
             ops.append(("tick", key, now, window / (4 if "{e:a}" in key else 12), window))
@@ -537,8 +544,7 @@ def test_a_batch_describes_exactly_the_contract_s_primitives() -> None:
         ("tick", "lp:{e:a}:ticks", T, 10.0, 60.0),
         ("pick", "lp:{s:a}:t", ["f", "g"]),
         ("mark", "lp:{e:a}:seen", "m", 60.0, T, 100),
-        ("sight", "lp:{e:a}:known", [1, 2], 60.0, T),
-        ("sighted_if", "lp:{e:a}:known-before", [1, 2]),
+        ("sight", "lp:{e:a}:known", [1, 2], 7, 60.0, T),
     ]
     batch = Batch()
     _describe(batch, ops)

@@ -10,9 +10,11 @@ number nobody has a record of, so it is new to everyone, and the honest source o
 walk-in who is not a customer, is a new face too; a clerk's returning customers raise neither.
 
 "New" is judged over a horizon, not forever: a Bloom filter per employee and generation of
-:data:`GENERATION` seconds (one bit set of :data:`~lookup_proxy.guard.primitives.BIT_SET_BITS`
-bits, :data:`HASHES` bits a number), asked in this generation and the one before, so a number
-stays known for one to two generations after it was last looked up. A number the filter wrongly
+:data:`GENERATION` seconds (:data:`~lookup_proxy.guard.primitives.BIT_SET_BITS` bits,
+:data:`HASHES` bits a number), asked in this generation and the one before, so a number stays
+known for one to two generations after it was last looked up. Both generations are one key, so
+a sight is one command (``sight``); a key per generation asked a second for every number the
+first did not know (2026-12-07). A number the filter wrongly
 calls known (a false positive: below one in a thousand for the 2,000 numbers of a busy clerk's
 eight weeks, one in fifty at 8,000) counts towards neither the misses nor the numbers, which
 shifts a share nothing. The filter holds bits, not numbers: nothing in it can be read back.
@@ -36,7 +38,8 @@ HASHES: Final = 4
 generation (2,000 numbers in 65,536 bits)."""
 
 KEPT: Final = 2 * GENERATION + 86_400.0
-"""A generation's filter is read for one more generation after its own, then expires."""
+"""An employee's filter expires this long after its last turn to a new generation: by then it
+holds nothing either generation would be asked for."""
 
 
 def offsets(number: str) -> list[int]:
@@ -53,17 +56,15 @@ class KnownNumbers:
         self._prefix = prefix
 
     def add_sight(self, batch: Batch, employee_id: str, number: str, now: float) -> None:
-        """Two primitives: the number noted in this generation's filter, and (only if that one
-        did not know it) looked up in the previous generation's. :meth:`new` reads them."""
+        """One primitive: the number noted in this generation's filter, and whether it was new
+        to it and to the previous one. :meth:`new` reads it."""
         generation = math.floor(now / GENERATION)
-        bits = offsets(number)
-        batch.sight(self.key(employee_id, generation), bits, KEPT, now)
-        batch.sighted_if(self.key(employee_id, generation - 1), bits)
+        batch.sight(self.key(employee_id), offsets(number), generation, KEPT, now)
 
     @staticmethod
     def new(results: list[object], at: int) -> bool:
         """Whether the number of the sight at ``at`` in ``results`` was new to the employee."""
-        return results[at] == 1 and results[at + 1] == 0
+        return results[at] == 1
 
-    def key(self, employee_id: str, generation: int) -> str:
-        return employee_key(self._prefix, employee_id, f"known-numbers:{generation}")
+    def key(self, employee_id: str) -> str:
+        return employee_key(self._prefix, employee_id, "known-numbers")

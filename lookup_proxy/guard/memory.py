@@ -35,6 +35,8 @@ from itertools import islice
 from typing import Any, Final
 
 from lookup_proxy.guard.primitives import (
+    BIT_HEADER_BYTES,
+    BIT_SET_BITS,
     BIT_SET_BYTES,
     Batch,
     Op,
@@ -63,7 +65,6 @@ _TICK: Final = "tick"
 _PICK: Final = "pick"
 _MARK: Final = "mark"
 _SIGHT: Final = "sight"
-_SIGHTED_IF: Final = "sighted_if"
 
 _FOREVER: Final = float("inf")
 _SHORT_WALK: Final = 8
@@ -103,8 +104,9 @@ class MemoryStore:
         """Append-only logs: (time, id, entry), oldest first."""
         self._log_serial = 0
         self._bits: dict[str, bytearray] = {}
-        """Bit sets (``sight``): bit ``o`` is ``0x80 >> (o % 8)`` of byte ``o // 8``, as
-        Redis numbers a string's bits, so the two stores hold the same bytes."""
+        """Bit sets (``sight``): the header, then the halves; bit ``o`` of a half is
+        ``0x80 >> (o % 8)`` of its byte ``o // 8``, as Redis numbers a string's bits, so the
+        two stores hold the same bytes."""
         self._value_expiry: dict[str, float] = {}
         """Values and tallies with a time to live; a value without one is kept until deleted."""
         self._max_keys = max_keys
@@ -158,9 +160,7 @@ class MemoryStore:
             elif kind == _MARK:
                 results.append(self._mark(op[1], op[2], op[3], op[4], op[5]))
             elif kind == _SIGHT:
-                results.append(self._sight(op[1], op[2], op[3], op[4]))
-            elif kind == _SIGHTED_IF:
-                results.append(self._sighted_if(results[-1], op[1], op[2]))
+                results.append(self._sight(op[1], op[2], op[3], op[4], op[5]))
             else:
                 raise ValueError(f"unknown store primitive {kind!r}")
         self.ran(len(ops))
@@ -411,33 +411,39 @@ class MemoryStore:
             return None
         return bits
 
-    def _sight(self, key: str, offsets: list[int], ttl: float, now: float) -> int:
+    def _sight(self, key: str, offsets: list[int], generation: int, ttl: float, now: float) -> int:
         if now > self._latest:
             self._latest = now
         bits = self._live_bits(key)
         if bits is None:
             self._drop(key)
             bits = self._bits[key] = bytearray(BIT_SET_BYTES)
+            held = 0
+        else:
+            held = int.from_bytes(bits[:BIT_HEADER_BYTES], "big")
+        half = BIT_SET_BITS // 8
+        here = BIT_HEADER_BYTES + (generation & 1) * half
+        there = BIT_HEADER_BYTES + ((generation + 1) & 1) * half
+        if held < generation:
+            # A new key, or its first sight of this generation: what this half held is two or
+            # more generations old (and the other half too, unless it holds the one before).
+            if held:
+                bits[here : here + half] = bytes(half)
+                if held < generation - 1:
+                    bits[there : there + half] = bytes(half)
+            bits[:BIT_HEADER_BYTES] = generation.to_bytes(BIT_HEADER_BYTES, "big")
             self._value_expiry[key] = self._latest + ttl
-        new = 0
+        new_here = False
+        new_there = False
         for offset in offsets:
             byte = offset >> 3
             mask = 0x80 >> (offset & 7)
-            if not bits[byte] & mask:
-                bits[byte] |= mask
-                new = 1
-        return new
-
-    def _sighted_if(self, previous: Any, key: str, offsets: list[int]) -> int | None:
-        if previous != 1:
-            return None
-        bits = self._live_bits(key)
-        if bits is None:
-            return 0
-        for offset in offsets:
-            if not bits[offset >> 3] & (0x80 >> (offset & 7)):
-                return 0
-        return 1
+            if not bits[here + byte] & mask:
+                bits[here + byte] |= mask
+                new_here = True
+            if not bits[there + byte] & mask:
+                new_there = True
+        return 1 if new_here and new_there else 0
 
     def _fields(self, key: str) -> list[Any]:
         tally = self._live_tally(key)
@@ -644,12 +650,8 @@ class Immediate(Batch):
     def mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> None:
         self.results.append(self.store._mark(key, field, ttl, now, cap))
 
-    def sight(self, key: str, offsets: list[int], ttl: float, now: float) -> None:
-        self.results.append(self.store._sight(key, offsets, ttl, now))
-
-    def sighted_if(self, key: str, offsets: list[int]) -> None:
-        results = self.results
-        results.append(self.store._sighted_if(results[-1] if results else None, key, offsets))
+    def sight(self, key: str, offsets: list[int], generation: int, ttl: float, now: float) -> None:
+        self.results.append(self.store._sight(key, offsets, generation, ttl, now))
 
     def size(self) -> int:
         return len(self.results)

@@ -44,22 +44,26 @@ local function expiry(score, now, window, slot)
   return format('%d', ceil((floor(score / slot) + 1) * slot - now + window))
 end
 
--- BITFIELD arguments for one u1 operation at each offset of a bit set (sight, sighted_if):
--- GET, or SET to 1 (which answers the bit's old value).
-local function bit_ops(op, offsets)
-  local args = {}
+-- A bit set of two generations (sight): a 32-bit header, the generation the key was last
+-- turned to, then one half of BIT_SET_BITS bits for even generations and one for odd ones.
+local BIT_HEADER = 32
+local BIT_SET_BITS = 65536
+local HALF_ZEROS = string.rep('\0', BIT_SET_BITS / 8)
+
+-- BITFIELD arguments setting bit `base + o` to 1 for each offset o (the reply: the old bits).
+local function set_ops(args, base, offsets)
   for i = 1, #offsets do
-    args[#args + 1] = op
+    args[#args + 1] = 'SET'
     args[#args + 1] = 'u1'
-    args[#args + 1] = offsets[i]
-    if op == 'SET' then args[#args + 1] = 1 end
+    args[#args + 1] = base + offsets[i]
+    args[#args + 1] = 1
   end
   return args
 end
 
--- Whether a BITFIELD reply holds a clear bit.
-local function any_clear(bits)
-  for i = 1, #bits do
+-- Whether a BITFIELD reply holds a clear bit among its entries first..last.
+local function any_clear(bits, first, last)
+  for i = first, last do
     if bits[i] == 0 then return true end
   end
   return false
@@ -298,26 +302,44 @@ for k = 1, #KEYS do
     end
 
   elseif code == 'sight' then
-    -- ("sight", key, offsets, ttl, now, fresh) -> 1 when at least one of the bits was clear
-    -- (they are all set now), else 0: one BITFIELD. With the process's first sight of the key
-    -- in the hour (fresh), the TTL is set unless the key has one.
-    local offsets, ttl, fresh = argv[a + 1], argv[a + 2], argv[a + 4]
+    -- ("sight", key, offsets, generation, ttl, now) -> 1 when the number is new to this
+    -- generation and to the one before, else 0. One BITFIELD turns the header to this
+    -- generation (answering the one it held), sets the bits in this generation's half and
+    -- reads them in the other's. The key's first sight of a generation (or its first at all)
+    -- also clears what is older than the generation before and sets its time to live.
+    local offsets, generation, ttl = argv[a + 1], argv[a + 2], argv[a + 3]
     a = a + 5
-    results[k] = any_clear(call('BITFIELD', key, unpack(bit_ops('SET', offsets)))) and 1 or 0
-    if fresh == 1 then
-      call('PEXPIRE', key, format('%d', ceil(ttl * 1000)), 'NX')
+    local n = #offsets
+    local here = BIT_HEADER + (generation % 2) * BIT_SET_BITS
+    local there = BIT_HEADER + ((generation + 1) % 2) * BIT_SET_BITS
+    local args = set_ops({'SET', 'u32', 0, generation}, here, offsets)
+    for i = 1, n do
+      args[#args + 1] = 'GET'
+      args[#args + 1] = 'u1'
+      args[#args + 1] = there + offsets[i]
     end
-
-  elseif code == 'sighted_if' then
-    -- ("sighted_if", key, offsets) -> when the previous primitive's result is 1: 1 when every
-    -- bit is set, else 0 (BITFIELD_RO); otherwise false, nothing read
-    local offsets = argv[a + 1]
-    a = a + 2
-    if results[k - 1] == 1 then
-      results[k] = any_clear(call('BITFIELD_RO', key, unpack(bit_ops('GET', offsets)))) and 0 or 1
-    else
-      results[k] = false
+    local reply = call('BITFIELD', key, unpack(args))
+    local held = reply[1]
+    local new_here = any_clear(reply, 2, n + 1)
+    local new_there = any_clear(reply, n + 2, 2 * n + 1)
+    if held == 0 then
+      -- a new key: nothing to clear
+      call('PEXPIRE', key, format('%d', ceil(ttl * 1000)))
+    elseif held > generation then
+      -- this process is a moment behind the key's turn: its half is the generation before
+      call('BITFIELD', key, 'SET', 'u32', 0, held)
+    elseif held < generation then
+      -- this half held generation `generation - 2` or older: forgotten, then set again
+      call('SETRANGE', key, here / 8, HALF_ZEROS)
+      if held < generation - 1 then
+        call('SETRANGE', key, there / 8, HALF_ZEROS)
+        new_there = true
+      end
+      call('BITFIELD', key, unpack(set_ops({}, here, offsets)))
+      new_here = true
+      call('PEXPIRE', key, format('%d', ceil(ttl * 1000)))
     end
+    results[k] = (new_here and new_there) and 1 or 0
 
   elseif code == 'fields' then
     -- ("fields", key) -> {field, value, ...} with values as integers

@@ -96,14 +96,16 @@ Bit sets are the fifth: a Bloom filter of the numbers an employee has met
 (``known_numbers.py``), a fixed number of bits a key however many numbers it holds, and no
 number in it, only bits.
 
-``("sight", key, offsets, ttl, now)`` set the bits at ``offsets`` (a list of integers below
-    2**16): 1 when at least one of them was clear, else 0 (one ``BITFIELD``). The key expires
-    ``ttl`` seconds after the sight that made it (Redis: ``PEXPIRE ... NX`` with each proxy
-    process's first sight of the key in each hour, as for a mark).
-``("sighted_if", key, offsets)``  when the result of the primitive just before it is 1: 1 when
-    every bit at ``offsets`` is set, else 0 (``BITFIELD_RO``); otherwise ``None``, nothing read.
-    "New to this generation, and to the one before?" costs a second command only for a number
-    the first did not know.
+``("sight", key, offsets, generation, ttl, now)`` a bit set of two generations in one key:
+    set the bits at ``offsets`` (integers below :data:`BIT_SET_BITS`) in ``generation``'s half
+    and answer 1 when the number is new to it (one of its bits was clear) and to the generation
+    before (one of its bits clear in the other half), else 0. The key holds the generation it
+    was last turned to (a 32-bit header, then the even generations' half, then the odd ones'):
+    its first sight of a newer generation clears the half that generation reuses (and the other
+    too, when it is older than the generation before) and sets the key's time to live to ``ttl``
+    seconds, as its first sight at all does. One ``BITFIELD`` a sight; a turn, once per
+    employee and generation, three commands more. A sight of a generation older than the key's
+    (a process a moment behind a turn) sets its bits in the half of the generation before.
 
 Logs are the sixth: append-only records (the audit trail), so that a lookup's record is written
 in the same round trip as its decision and no lookup is forwarded without one.
@@ -141,11 +143,13 @@ TICK = "tick"
 PICK = "pick"
 MARK = "mark"
 SIGHT = "sight"
-SIGHTED_IF = "sighted_if"
 
 BIT_SET_BITS = 2**16
-"""Bits of a bit set (``sight``): offsets are below this; 8 KiB a key."""
-BIT_SET_BYTES = BIT_SET_BITS // 8
+"""Bits of one generation of a bit set (``sight``): offsets are below this; 8 KiB."""
+BIT_HEADER_BYTES = 4
+"""A bit set's header: the generation it was last turned to (32 bits, big-endian)."""
+BIT_SET_BYTES = BIT_HEADER_BYTES + 2 * (BIT_SET_BITS // 8)
+"""A whole bit set: the header and two generations' halves."""
 
 MARK_SLOT = 3600.0
 """How often (seconds) a process checks a marked tally's TTL and size: once per key and hour."""
@@ -284,12 +288,8 @@ class Batch:
     def mark(self, key: str, field: str, ttl: float, now: float, cap: int) -> None:
         self.ops.append((MARK, key, field, ttl, now, cap))
 
-    def sight(self, key: str, offsets: list[int], ttl: float, now: float) -> None:
-        self.ops.append((SIGHT, key, offsets, ttl, now))
-
-    def sighted_if(self, key: str, offsets: list[int]) -> None:
-        """Read only if the previous primitive answered 1 (see the module)."""
-        self.ops.append((SIGHTED_IF, key, offsets))
+    def sight(self, key: str, offsets: list[int], generation: int, ttl: float, now: float) -> None:
+        self.ops.append((SIGHT, key, offsets, generation, ttl, now))
 
     def size(self) -> int:
         """Primitives described so far: where the next one's result will be."""

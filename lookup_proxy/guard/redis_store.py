@@ -68,7 +68,6 @@ from lookup_proxy.guard.primitives import (
     SCORE,
     SET,
     SIGHT,
-    SIGHTED_IF,
     TICK,
     Op,
     StoreUnavailable,
@@ -93,12 +92,11 @@ ARITY = {
     TICK: 3,
     PICK: 1,
     MARK: 4,
-    SIGHT: 3,
-    SIGHTED_IF: 1,
+    SIGHT: 4,
 }
 """Arguments after the key, per opcode: the script walks its argument array by these counts
-(and two more for the window adds, ``script_calls.WINDOW_ADDS``, one more for a mark or a
-sight, which the store appends: see :class:`ExpirySlots`, ``script_calls.STEP_BACK``)."""
+(and two more for the window adds, ``script_calls.WINDOW_ADDS``, one more for a mark, which the
+store appends: see :class:`ExpirySlots`, ``script_calls.STEP_BACK``)."""
 CALL_SIZE = 128
 """Primitives in one round trip (and, standalone, one script call) of the batches of a loop turn:
 whole batches are added until they reach it (a lookup's three ask for about forty). Fewer,

@@ -30,7 +30,6 @@ from lookup_proxy.guard.primitives import (
     MEMBERS,
     NOTE,
     SCORE,
-    SIGHT,
     Op,
     hash_tag,
 )
@@ -116,8 +115,8 @@ def encode(
 
     One pass, each window add's two flags worked out inline (see ``redis_store.ExpirySlots``):
     fresh (the process's first add of the key in this expiry slot, by ``remembered``) and
-    stepped (its ``now`` more than STEP_BACK before the latest sent); a mark's or a sight's
-    fresh flag likewise, by the hour (``MARK_SLOT``)."""
+    stepped (its ``now`` more than STEP_BACK before the latest sent); a mark's fresh flag
+    likewise, by the hour (``MARK_SLOT``)."""
     groups: dict[str, ScriptCall] = {}
     refreshed: list[tuple[str, int]] = []
     scored: list[int] = []
@@ -165,11 +164,11 @@ def encode(
         elif code == SCORE:
             argv.extend(op[2:])
             scored.append(index)
-        elif code in (MARK, SIGHT):
-            # mark: field, ttl, now, cap; sight: offsets, ttl, now. Then fresh: the TTL (and
-            # a mark's size) checked once per process, key and hour.
+        elif code == MARK:
+            # field, ttl, now, cap. Then fresh: the TTL and the size checked once per
+            # process, key and hour. (A sight needs no flag: its key's header says when.)
             argv.extend(op[2:])
-            slot = math.floor(op[-2 if code == MARK else -1] / MARK_SLOT)
+            slot = math.floor(op[4] / MARK_SLOT)
             if remembered.get(key) == slot:
                 argv.append(0)
             else:
