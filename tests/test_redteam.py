@@ -21,6 +21,7 @@ from lookup_proxy.redteam.strategies import (
     Paced,
     Padded,
     Quiet,
+    Relief,
     Strategy,
     Surge,
     TypoFarm,
@@ -458,6 +459,56 @@ action = "lock"
         [(quiet, 2.0, {"shape": "even", "own_work": 0.1}), (Paced("PLAN_CHANGE"), 1.0, {})]
     )
     assert combined.own_work({}) == 0.1
+
+
+def test_a_relief_insider_works_their_days_in_turn_at_home_and_in_other_regions(
+    policies: dict[str, Path], tmp_path: Path
+) -> None:
+    """``relief``: the base strategy's probes, unchanged, by an insider whose working days
+    rotate over ``regions`` regions: home, then one store in each of the others, in turn, the
+    day's honest work and probes alike under that store and region; nobody else moves. In a
+    combined plan, the most regions any part rotates over is the insider's."""
+    baseline = simulated(load_policy(policies["weak"]), simulated_config(1, 40, 7))
+    assert len({s.region for s in baseline.staff.values()}) >= 3
+    insider = max(baseline.clerks(), key=lambda s: len(baseline.workdays[s.employee]))
+    relief = Relief(Paced("NEW_SUBSCRIPTION"))
+    assert relief.name == "relief paced NEW_SUBSCRIPTION"
+    assert relief.knobs == {"shape": ("even", "sittings"), "regions": (3, 2)}
+    assert relief.regions({"shape": "even", "regions": 2}) == 2
+    assert Paced("NEW_SUBSCRIPTION").regions({"shape": "even"}) == 1
+
+    def stage() -> Stage:
+        return Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+
+    plan = relief.plan(stage(), 2, {"shape": "even", "regions": 3})
+    assert plan == Paced("NEW_SUBSCRIPTION").plan(stage(), 2, {"shape": "even"})
+    arena = Arena(load_policy(SHIPPED), baseline, tmp_path)
+    moved = arena._relief(stage(), 3)
+    days = [day for day, _ in stage().days(insider)]
+    places = [moved.get((insider.employee, day)) for day in days]
+    assert places[0::3] == [None] * len(places[0::3])  # home
+    away = {place for place in places if place is not None}
+    assert len(away) == 2 and len({region for _, region in away}) == 2
+    assert insider.region not in {region for _, region in away}
+    for store, region in away:
+        assert any(s.store == store and s.region == region for s in baseline.staff.values())
+    assert places[1::3] == [places[1]] * len(places[1::3])
+    assert places[2::3] == [places[2]] * len(places[2::3])
+    rows = arena._moved(moved)
+    for (when, line), (_, row) in zip(rows, baseline.rows, strict=True):
+        fields = line.split(",")
+        place = moved.get((row[1], baseline.day_of(when)))
+        assert tuple(fields[2:4]) == (place or (row[2], row[3]))
+        assert fields[:2] + fields[4:] == [row[0], row[1], *row[4:]]
+    for probe in plan:
+        place = moved.get((insider.employee, baseline.day_of(probe.at)))
+        fields = arena._fields(stage(), probe, moved)
+        assert fields[2:4] == (place or (insider.store, insider.region))
+    assert arena._relief(stage(), 1) == {}
+    combined = Combined(
+        [(relief, 2.0, {"shape": "even", "regions": 3}), (Paced("PLAN_CHANGE"), 1.0, {})]
+    )
+    assert combined.regions({}) == 3
 
 
 def test_the_headline_counts_a_luckier_never_locked_draw_and_not_a_locked_one() -> None:

@@ -60,6 +60,9 @@ class Learning:
         self._known = KnownNumbers(prefix)
         self._new_numbers: dict[str, int] = {}
         """Employee id → numbers new to them this guard learnt (REJUDGE_EVERY)."""
+        self._groups: dict[str, dict[str, float]] = {}
+        """Employee id → peer group (tag) → when this guard last counted a number of theirs
+        there (:meth:`_elsewhere`)."""
 
     async def learn(self, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
         """Record the backend's answer for an allowed lookup: misses rules, bounded typo
@@ -107,6 +110,7 @@ class Learning:
             counts += [(MISSES, -1), (TYPOS, 1)]
         judged: list[Judged] = []
         fallbacks: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
+        roaming: set[str] = set()  # rules whose group this employee is not alone in
         if counts:
             rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
             for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
@@ -117,18 +121,26 @@ class Learning:
                     if rejudge or ((new and not found) if check.field == MISSES else forgave)
                 )
                 own = tuple(check for check in moved if not check.fallback)
+                elsewhere = not tally.chain and self._elsewhere(employee.id, tag, tally, now)
                 if own:
                     judged.append(_ask(then, tally, tag, own, employee.id, now))
+                    if elsewhere:
+                        roaming.update(check.rule.name for check in own)
                 if len(own) < len(moved):
                     fallbacks.append((tally, tag, tuple(c for c in moved if c.fallback)))
         after = await self._execute(then)
         fired, decided = _fired(judged, employee.id, now, after)
-        # A rule's fallback is judged only where its own group was too small (or absent): the
-        # chain's statistics are what a judgement costs most, and most groups are not small.
+        # A rule's fallback is judged only where its own group was too small (or absent), or
+        # the employee's numbers of its window are split over several groups (a relief clerk):
+        # the chain's statistics are what a judgement costs most, and most groups are neither.
         wanted = [
             (tally, tag, needed)
             for tally, tag, checks in fallbacks
-            if (needed := tuple(c for c in checks if c.rule.name not in decided))
+            if (
+                needed := tuple(
+                    c for c in checks if c.rule.name not in decided or c.rule.name in roaming
+                )
+            )
         ]
         if wanted:
             ask = self._batch()
@@ -249,6 +261,29 @@ class Learning:
                 await self._lock([employee.id], self._escalation_name, now, because)
                 return ((employee.id, self._escalation_name),)
         return ()
+
+    def _elsewhere(self, employee_id: str, tag: str, tally: PeerTally, now: float) -> bool:
+        """Note that the employee's number counted in group ``tag``; whether, within the
+        tally's longest window, this guard counted one of theirs in another group of the same
+        kind (another store, another region).
+
+        Such an employee (a relief clerk) shows each group a part of their window: the same
+        share, but a part's excess weighs less against chance and its count stays under a
+        rule's ``limit``, so probing spread over three regions went unflagged at two or
+        three times the pace probing at home did (red-team ``relief``, 2026-12-07). Judged
+        against the chain as well, with the sum the chain's tally holds, they show all of it.
+        Kept in the process: an instance knows the groups of the lookups it learnt, which
+        behind a load balancer are a share of every group's."""
+        groups = self._groups.get(employee_id)
+        if groups is None:
+            if len(self._groups) >= NEW_NUMBERS_KEPT:
+                self._groups.clear()
+            groups = self._groups[employee_id] = {}
+        groups[tag] = now
+        if len(groups) == 1:
+            return False
+        kind, since = tag[:2], now - tally.window
+        return any(t != tag and t[:2] == kind and at >= since for t, at in groups.items())
 
     def _count_new(self, employee_id: str) -> int:
         """One more number new to the employee learnt here; how many so far."""

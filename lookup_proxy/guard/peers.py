@@ -60,7 +60,9 @@ class PeerCheck:
 
     A rule with a ``fallback`` has two checks: the rule's own over its ``peers``, and one over
     the chain (``fallback`` true). Learning counts every number in both tallies and judges the
-    chain's only where the rule's own group was too small to decide (``short``) or absent.
+    chain's only where the rule's own group was too small to decide (``short``) or absent, or
+    where the employee's numbers of the window fell in several groups (a relief clerk:
+    ``learning.Learning._elsewhere``).
     """
 
     def __init__(self, rule: PeerRule, fallback: bool = False) -> None:
@@ -318,6 +320,8 @@ class PeerTally:
         self.checks = tuple(checks)
         self.buckets = max(check.buckets for check in checks)
         """Buckets read for a judgement: the longest window's."""
+        self.window = max(check.rule.window for check in checks)
+        self.chain = self.peers == "chain"
         self.ttl = max(check.rule.window for check in checks) + self.bucket
         self.prefix = prefix
         self.length = int(self.bucket)

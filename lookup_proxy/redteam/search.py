@@ -233,4 +233,6 @@ class Search:
         rng = random.Random(seed if draw == 0 else f"{seed}/draw {draw}")
         stage = Stage(self.baseline, insiders, self.book, rng)
         plan = strategy.plan(stage, intensity, knobs)
-        return self.arena.run(stage, plan, own_work=strategy.own_work(knobs))
+        return self.arena.run(
+            stage, plan, own_work=strategy.own_work(knobs), regions=strategy.regions(knobs)
+        )

@@ -71,6 +71,12 @@ class Strategy(abc.ABC):
         del knobs
         return 1.0
 
+    def regions(self, knobs: Knobs) -> int:
+        """How many regions each insider's working days rotate over, their honest work and
+        probes alike (their own only, but for a relief clerk: :class:`Relief`)."""
+        del knobs
+        return 1
+
 
 class Paced(Strategy):
     """Random numbers under one reason, spread over the working day (or in short sittings)."""
@@ -430,6 +436,28 @@ class Quiet(Strategy):
         return float(knobs["own_work"])
 
 
+class Relief(Strategy):
+    """Another strategy, by a relief clerk who works in stores of several regions.
+
+    Peer rules compare an employee with the peers of the group their token names (a region, in
+    the shipped policy): a clerk whose days rotate over ``regions`` regions shows each one a
+    part of their month, with its share of their misses: the same share, but a part's excess
+    is a part of the whole and against chance a part weighs less. Each working day goes, with
+    the day's honest work and probes, to the next of the insider's home region and
+    ``regions - 1`` others (a store drawn in each).
+    """
+
+    def __init__(self, base: Strategy) -> None:
+        super().__init__(f"relief {base.name}", {**base.knobs, "regions": (3, 2)})
+        self.base = base
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        return self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != "regions"})
+
+    def regions(self, knobs: Knobs) -> int:
+        return int(knobs["regions"])
+
+
 class Combined(Strategy):
     """Several one-clerk strategies at once, each at a share of the edge it found alone.
 
@@ -460,6 +488,10 @@ class Combined(Strategy):
     def own_work(self, knobs: Knobs) -> float:
         """One insider does one day's work: the least any part keeps."""
         return min(part.own_work(part_knobs) for part, _, part_knobs in self.parts)
+
+    def regions(self, knobs: Knobs) -> int:
+        """One insider works where they work: the most regions any part rotates over."""
+        return max(part.regions(part_knobs) for part, _, part_knobs in self.parts)
 
 
 def _lenient(stage: Stage, insider: Staff, first: float, last: float, count: int) -> list[Probe]:
@@ -529,5 +561,6 @@ def strategies_for(policy: Policy) -> list[Strategy]:
     if LENIENT_REASON in everyday:
         family.append(Padded(Paced(LENIENT_REASON), everyday))
         family.append(Quiet(Paced(LENIENT_REASON)))
+        family.append(Relief(Paced(LENIENT_REASON)))
     family.append(Padded(TypoFarm(same=False), everyday))
     return family

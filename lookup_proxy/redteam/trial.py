@@ -91,19 +91,25 @@ class Arena:
         self._decisions = workdir / "decisions.csv"
         self.trials = 0
 
-    def run(self, stage: Stage, probes: list[Probe], own_work: float = 1.0) -> Outcome:
+    def run(
+        self, stage: Stage, probes: list[Probe], own_work: float = 1.0, regions: int = 1
+    ) -> Outcome:
         """Replay the baseline with ``probes`` mixed in; read what happened to the insiders.
 
         One replayer takes the month a day at a time (its store and clock carry over), so a
         trial whose every insider is locked until unlocked stops there: nothing after it can
         change what they obtained or when they were noticed. ``own_work`` below 1 keeps that
         share of the insiders' own honest lookups (drawn from ``stage.rng``), the rest left
-        out: an insider who does little honest work.
+        out: an insider who does little honest work. ``regions`` above 1 rotates each
+        insider's working days, honest work and probes, over that many regions
+        (:meth:`_relief`): a relief clerk.
         """
         self.trials += 1
         probes = sorted(probes, key=lambda p: p.at)
         insiders = {s.employee: s for s in stage.insiders}
-        attack = [(round(p.at), _line(self._fields(stage, p))) for p in probes]
+        moved = self._relief(stage, regions)
+        attack = [(round(p.at), _line(self._fields(stage, p, moved))) for p in probes]
+        honest = self._moved(moved) if moved else self._honest
         employees = self._employees
         dropped = (
             set()
@@ -116,7 +122,7 @@ class Arena:
         )
         # Honest rows first at an equal second: the attack never jumps the queue.
         merged = heapq.merge(
-            ((when, 0, i, text) for i, (when, text) in enumerate(self._honest) if i not in dropped),
+            ((when, 0, i, text) for i, (when, text) in enumerate(honest) if i not in dropped),
             ((when, 1, i, text) for i, (when, text) in enumerate(attack)),
         )
         outcome = Outcome(probes=sum(p.counts for p in probes))
@@ -165,14 +171,53 @@ class Arena:
         """Whether a lock lasts until security staff lift it (none do during a trial)."""
         return self.policy.lockout.duration is None
 
-    @staticmethod
-    def _fields(stage: Stage, probe: Probe) -> tuple[str, ...]:
+    def _relief(self, stage: Stage, regions: int) -> dict[tuple[str, int], tuple[str, str]]:
+        """(insider, day) → (store, region) for each working day an insider spends away from
+        home: their days in turn at home and in ``regions - 1`` other regions (drawn from
+        ``stage.rng``, a store drawn in each). Empty for 1."""
+        if regions <= 1:
+            return {}
+        stores: dict[str, set[str]] = {}
+        for staff in self.baseline.staff.values():
+            stores.setdefault(staff.region, set()).add(staff.store)
+        moved: dict[tuple[str, int], tuple[str, str]] = {}
+        for insider in stage.insiders:
+            others = sorted(region for region in stores if region != insider.region)
+            away = stage.rng.sample(others, min(regions - 1, len(others)))
+            places = [None, *((stage.rng.choice(sorted(stores[r])), r) for r in away)]
+            for index, (day, _) in enumerate(stage.days(insider)):
+                place = places[index % len(places)]
+                if place is not None:
+                    moved[(insider.employee, day)] = place
+        return moved
+
+    def _moved(self, moved: dict[tuple[str, int], tuple[str, str]]) -> list[tuple[float, str]]:
+        """The honest rows with the insiders' own on their days away under that store and
+        region."""
+        rows = list(self._honest)
+        day_of = self.baseline.day_of
+        away = {employee for employee, _ in moved}
+        for index, (when, row) in enumerate(self.baseline.rows):
+            if row[1] not in away:
+                continue
+            place = moved.get((row[1], day_of(when)))
+            if place is not None:
+                rows[index] = (when, _line((row[0], row[1], *place, *row[4:])))
+        return rows
+
+    def _fields(
+        self, stage: Stage, probe: Probe, moved: dict[tuple[str, int], tuple[str, str]]
+    ) -> tuple[str, ...]:
         staff = next(s for s in stage.insiders if s.employee == probe.insider)
+        store, region = moved.get((staff.employee, self.baseline.day_of(probe.at))) or (
+            staff.store,
+            staff.region,
+        )
         return (
             _stamp(probe.at),
             staff.employee,
-            staff.store,
-            staff.region,
+            store,
+            region,
             probe.typed,
             probe.reason,
             probe.reference,
