@@ -1339,37 +1339,40 @@ async def test_a_region_too_small_to_compare_with_falls_back_on_the_chain(
 async def test_a_relief_clerk_s_numbers_split_over_regions_are_judged_together(
     store: GuardStore,
 ) -> None:
-    """A clerk who works a day in each of three regions, with five misses in twenty numbers
-    each day, is inside chance in each region (three more than the median share predicts,
-    held to one in ten by ``min_outcomes``, where three deviations are four) while the three
-    days together are not (fifteen in sixty, nine more, beyond seven): without the fallback
-    nobody judges them together; with ``fallback = "chain"`` the employee whose numbers of
-    the window fell in several regions is judged against the chain as well, with the sum the
-    chain's tally holds, and flagged. An honest relief clerk (one miss in twenty everywhere)
-    is not."""
+    """A clerk who works a day in north and a day in south, with six misses in twenty
+    numbers each day, is inside chance in each region (four more than the median share
+    predicts, held to one in ten by ``min_outcomes``, where three deviations are 4.4), while
+    the two days together are not (twelve in forty, eight more, beyond 6.8): without
+    the fallback nobody judges them together; with ``fallback = "chain"`` the employee whose
+    numbers of the window fell in several regions has their whole window judged against the
+    region where they work now, and is flagged. The chain's own verdict would not flag them:
+    west's eight clerks, whose walk-ins miss one in two, lift the chain's median past the
+    clerk's share. An honest relief clerk (one miss in twenty everywhere) is not flagged."""
     region_rule = PEER.format(min_peers=3).replace('peers = "store"', 'peers = "region"')
-    regions = ("north", "south", "west")
+    clerks = {"north": (4, 1), "south": (4, 1), "west": (8, 10)}  # clerks, misses in twenty
 
     async def relief(policy: Policy, chain: str, missed: int) -> tuple[str, ...]:
         desk = Desk(policy, store)
         desk.at(0)
-        for region in regions:
-            for offset in range(4):
-                member = Employee(f"{chain}-{region}{offset}", region, region, frozenset({"c"}))
-                base = 1020000000 + regions.index(region) * 1_000_000 + offset * 100_000
-                await _workday(desk, member, found=19, missed=1, base=base)
+        for place, (region, (count, misses)) in enumerate(clerks.items()):
+            for offset in range(count):
+                name, where = f"{chain}-{region}{offset}", f"{chain}-{region}"
+                member = Employee(name, where, where, frozenset({"c"}))
+                base = 1020000000 + place * 1_000_000 + offset * 100_000
+                await _workday(desk, member, 20 - misses, misses, base=base, spread=True)
         flags: set[str] = set()
-        for day, region in enumerate(regions):
+        for day, region in enumerate(("north", "south")):
             desk.at(86_400 * (day + 1))
-            clerk = Employee(f"{chain}-relief", f"{region}-1", region, frozenset({"c"}))
+            where = f"{chain}-{region}"
+            clerk = Employee(f"{chain}-relief", where, where, frozenset({"c"}))
             base = 1300000000 + day * 100_000
             await _workday(desk, clerk, found=20 - missed, missed=missed, base=base, spread=True)
             flags.update((await desk.look(clerk, number(day, base=1400000000))).flags)
         return tuple(sorted(flags))
 
-    assert await relief(make_policy(region_rule), "a", missed=5) == ()
+    assert await relief(make_policy(region_rule), "a", missed=6) == ()
     with_fallback = make_policy(region_rule + 'fallback = "chain"\n')
-    assert await relief(with_fallback, "b", missed=5) == ("peer-misses",)
+    assert await relief(with_fallback, "b", missed=6) == ("peer-misses",)
     assert await relief(with_fallback, "c", missed=1) == ()
 
 

@@ -505,6 +505,14 @@ def test_a_relief_insider_works_their_days_in_turn_at_home_and_in_other_regions(
         fields = arena._fields(stage(), probe, moved)
         assert fields[2:4] == (place or (insider.store, insider.region))
     assert arena._relief(stage(), 1) == {}
+    arena.honest(stage(), 3)  # the honest month with the insider as a relief clerk
+    with (tmp_path / "events.csv").open(encoding="utf-8") as replayed:
+        placed = {
+            (line.split(",")[2], line.split(",")[3])
+            for line in replayed
+            if line.split(",")[1] == insider.employee
+        }
+    assert placed == away | {(insider.store, insider.region)}
     combined = Combined(
         [(relief, 2.0, {"shape": "even", "regions": 3}), (Paced("PLAN_CHANGE"), 1.0, {})]
     )

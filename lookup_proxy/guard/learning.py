@@ -110,7 +110,9 @@ class Learning:
             counts += [(MISSES, -1), (TYPOS, 1)]
         judged: list[Judged] = []
         fallbacks: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
-        roaming: set[str] = set()  # rules whose group this employee is not alone in
+        roaming: dict[str, tuple[PeerTally, str, PeerCheck]] = {}
+        """Rule → the group where the employee works now, for one whose numbers of the rule's
+        window fell in several groups (:meth:`_elsewhere`)."""
         if counts:
             rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
             for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
@@ -125,7 +127,7 @@ class Learning:
                 if own:
                     judged.append(_ask(then, tally, tag, own, employee.id, now))
                     if elsewhere:
-                        roaming.update(check.rule.name for check in own)
+                        roaming.update((check.rule.name, (tally, tag, check)) for check in own)
                 if len(own) < len(moved):
                     fallbacks.append((tally, tag, tuple(c for c in moved if c.fallback)))
         after = await self._execute(then)
@@ -145,7 +147,10 @@ class Learning:
         if wanted:
             ask = self._batch()
             chain = [_ask(ask, tally, tag, needs, employee.id, now) for tally, tag, needs in wanted]
-            extra, _ = _fired(chain, employee.id, now, await self._execute(ask))
+            answers = await self._execute(ask)
+            extra, _ = _fired(chain, employee.id, now, answers)
+            if roaming:
+                extra += _whole_window_fired(chain, roaming, employee.id, now, answers)
             named = {check.rule.name for check in fired}
             fired += [check for check in extra if check.rule.name not in named]
         if fired:
@@ -269,9 +274,10 @@ class Learning:
 
         Such an employee (a relief clerk) shows each group a part of their window: the same
         share, but a part's excess weighs less against chance and its count stays under a
-        rule's ``limit``, so probing spread over three regions went unflagged at two or
-        three times the pace probing at home did (red-team ``relief``, 2026-12-07). Judged
-        against the chain as well, with the sum the chain's tally holds, they show all of it.
+        rule's ``limit``, so probing spread over regions went unflagged at two or three times
+        the pace probing at home did (red-team ``relief``, 2026-12-07). Their whole window,
+        the sum the chain's tally holds, is judged against the group where they work now
+        (:func:`_whole_window_fired`) and against the chain.
         Kept in the process: an instance knows the groups of the lookups it learnt, which
         behind a load balancer are a share of every group's."""
         groups = self._groups.get(employee_id)
@@ -331,6 +337,36 @@ def _fired(
             if verdict is not None:
                 fired.append(check)
     return fired, decided
+
+
+def _whole_window_fired(
+    chain: list[Judged],
+    roaming: dict[str, tuple[PeerTally, str, PeerCheck]],
+    employee_id: str,
+    now: float,
+    answers: list[Any],
+) -> list[PeerCheck]:
+    """The rules whose group, where the employee works now, finds out their whole window: the
+    numbers of every group they worked in (the sum the chain's tally holds) against the
+    group's statistics, as if they had worked there all along.
+
+    The chain's own verdict is not enough: its median and spread mix regions of unlike
+    walk-ins, and a relief clerk probing over two regions of the unseen red-team month of
+    seed 3 got 19 records judged against it, where probing at home got 12 (2026-12-07)."""
+    fired: list[PeerCheck] = []
+    for tally, tag, checks, start, width, own_only in chain:
+        reads = answers[start : start + width]
+        for check in checks:
+            here = roaming.get(check.rule.name)
+            if here is None:
+                continue
+            whole = tally.own_window(check, employee_id, tag, now, reads, own_only)
+            if whole is None:
+                continue
+            group, group_tag, group_check = here
+            if group.judge_with(group_check, employee_id, group_tag, now, whole) is not None:
+                fired.append(group_check)
+    return fired
 
 
 REJUDGE_EVERY = 10

@@ -62,7 +62,8 @@ class PeerCheck:
     the chain (``fallback`` true). Learning counts every number in both tallies and judges the
     chain's only where the rule's own group was too small to decide (``short``) or absent, or
     where the employee's numbers of the window fell in several groups (a relief clerk:
-    ``learning.Learning._elsewhere``).
+    ``learning.Learning._elsewhere``), whose sum the chain's tally holds: then that sum is
+    judged against the chain and against the group where they work now.
     """
 
     def __init__(self, rule: PeerRule, fallback: bool = False) -> None:
@@ -455,6 +456,36 @@ class PeerTally:
                 check.judge_against(_plus(closed.get(employee), mine), employee, baseline)
             )
         return verdicts
+
+    def own_window(
+        self,
+        check: PeerCheck,
+        employee: str,
+        tag: str,
+        now: float,
+        tallies: Sequence[list[Any]],
+        own_only: bool,
+    ) -> list[int] | None:
+        """The employee's [misses, typos, outcomes] over ``check``'s window, from what
+        :meth:`add_own_reads` (``own_only``) or :meth:`add_reads` asked for, once
+        :meth:`fired` has judged them (None when the closed sums it used have gone since)."""
+        if own_only:
+            closed = self._closed.get(_closed_key(check, tag, self.bucket_of(now)))
+            if closed is None:
+                return None
+            return _plus(closed.get(employee), [value or 0 for value in tallies[0]])
+        closed = self.closed(check, tag, now, tallies)
+        return _plus(closed.get(employee), own_counts(tallies[-1], employee))
+
+    def judge_with(
+        self, check: PeerCheck, employee: str, tag: str, now: float, own: list[int]
+    ) -> int | None:
+        """``check``'s verdict on counts ``own`` of the employee against the group's
+        statistics of this bucket as :meth:`fired` last computed them (None without any)."""
+        baseline = self._baselines.get((tag, check.rule.name))
+        if baseline is None or baseline.newest != self.bucket_of(now):
+            return None
+        return check.judge_against(own, employee, baseline)
 
     def days(
         self,

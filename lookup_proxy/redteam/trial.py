@@ -146,13 +146,16 @@ class Arena:
                 break
         return outcome
 
-    def honest(self) -> Summary:
+    def honest(self, stage: Stage | None = None, regions: int = 1) -> Summary:
         """The honest month alone, no probes, replayed whole: whom the policy locks or flags
         for honest work. A policy that locks honest staff can look strong against probes
-        (its insiders are locked whatever they do), so the report says so first."""
+        (its insiders are locked whatever they do), so the report says so first. With a
+        ``stage`` and ``regions`` above 1 its insiders work as relief clerks do under
+        :meth:`run` (honestly: what the policy costs such a clerk)."""
+        moved = self._relief(stage, regions) if stage is not None else {}
         with self._events.open("w", encoding="utf-8", newline="") as sink:
             sink.write(self._header)
-            for _, text in self._honest:
+            for _, text in self._moved(moved) if moved else self._honest:
                 sink.write(text + "\n")
         return Replayer(self.policy, self.roles).run(self._events, self._decisions)
 
