@@ -1376,6 +1376,35 @@ async def test_a_relief_clerk_s_numbers_split_over_regions_are_judged_together(
     assert await relief(with_fallback, "c", missed=1) == ()
 
 
+async def test_a_region_of_quiet_stores_falls_back_on_the_chain(store: GuardStore) -> None:
+    """A region with members enough but none past ``min_outcomes`` (four clerks with five
+    numbers each: quiet stores) has no peers to compare with, and no one below the floor was
+    judged there while most of it was below it; with ``fallback = "chain"`` it is short, and a
+    quiet prober there (six misses in eight numbers) is compared with the chain's busy clerks
+    and flagged. Without the fallback the rule says nothing."""
+    region_rule = PEER.format(min_peers=3).replace('peers = "store"', 'peers = "region"')
+
+    async def month(policy: Policy, chain: str) -> tuple[str, ...]:
+        desk = Desk(policy, store)
+
+        def clerk(name: str, region: str) -> Employee:
+            where = f"{chain}-{region}"
+            return Employee(f"{chain}-{name}", where, where, frozenset({"clerk"}))
+
+        for offset in range(6):
+            base = 1020000000 + offset * 100_000
+            await _workday(desk, clerk(f"busy{offset}", "busy"), found=19, missed=1, base=base)
+        for offset in range(4):
+            base = 1100000000 + offset * 100_000
+            await _workday(desk, clerk(f"quiet{offset}", "quiet"), found=5, missed=0, base=base)
+        insider = clerk("insider", "quiet")
+        await _workday(desk, insider, found=2, missed=6, base=1300000000, spread=True)
+        return (await desk.look(insider, number(1, base=1040000000))).flags
+
+    assert await month(make_policy(region_rule), "a") == ()
+    assert await month(make_policy(region_rule + 'fallback = "chain"\n'), "b") == ("peer-misses",)
+
+
 async def test_the_chain_is_read_only_for_a_group_too_small_to_decide(store: GuardStore) -> None:
     """Every new number is counted in the chain's tally too, but the chain is read (its
     statistics are a judgement's dearest part) only where the rule's own group was too small:

@@ -122,15 +122,16 @@ def test_below_min_outcomes_no_one_is_judged_while_the_window_is_young() -> None
         assert (check.judge_against([40, 0, 45], "me", baseline) is not None) is judged
 
 
-def test_a_group_is_short_when_small_not_when_young() -> None:
+def test_a_group_is_short_without_min_peers_peers_past_min_outcomes() -> None:
     """``short`` (a rule with a fallback then asks the chain): fewer than ``min_peers`` other
-    members with any number in the window. Four colleagues none of whom has reached
-    min_outcomes yet (the first days of a window) make a young group, judged by nobody but
-    not replaced; two make a small one. The same from a minute's baseline."""
+    members with ``min_outcomes`` numbers in the window. Four colleagues none of whom has
+    reached it (a region of quiet stores, or any group in a window's first days, when the
+    chain is as young and judges no one below it) are short, as two busy ones are; a group
+    with peers enough is not. The same from a minute's baseline."""
     check = PeerCheck(rule(min_outcomes=100, min_peers=3))
-    young = {f"p{i}": (40, 4, 1) for i in range(4)}
+    quiet = {f"p{i}": (40, 4, 1) for i in range(4)}
     small = {f"p{i}": (400, 40, 10) for i in range(2)}
-    for group, short in ((young, False), (small, True), (PEERS, False)):
+    for group, short in ((quiet, True), (small, True), (PEERS, False)):
         verdict = check.judge("me", [tally_of({**group, "me": (45, 40, 0)})])
         assert check.short is short
         assert (verdict is None) is (group is not PEERS)

@@ -21,6 +21,7 @@ from lookup_proxy.redteam.strategies import (
     Paced,
     Padded,
     Quiet,
+    QuietRegion,
     Relief,
     Strategy,
     Surge,
@@ -30,7 +31,7 @@ from lookup_proxy.redteam.strategies import (
     strategies_for,
     typo_visit,
 )
-from lookup_proxy.redteam.trial import Arena, Outcome
+from lookup_proxy.redteam.trial import VISIT_GAP, Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -517,6 +518,75 @@ def test_a_relief_insider_works_their_days_in_turn_at_home_and_in_other_regions(
         [(relief, 2.0, {"shape": "even", "regions": 3}), (Paced("PLAN_CHANGE"), 1.0, {})]
     )
     assert combined.regions({}) == 3
+
+
+def test_a_quiet_region_keeps_a_share_of_the_insider_s_region_s_work(
+    policies: dict[str, Path], tmp_path: Path
+) -> None:
+    """``quiet region``: the base strategy's probes, unchanged, by an insider in a region of
+    quiet stores: everyone's honest lookups there, the insider's too, kept only at
+    ``region_work``; the other regions' work untouched. In a combined plan the least any part
+    keeps is the region's."""
+    baseline = simulated(load_policy(policies["weak"]), simulated_config(1, 40, 7))
+    insider = max(baseline.clerks(), key=lambda s: len(baseline.workdays[s.employee]))
+    quiet = QuietRegion(Paced("NEW_SUBSCRIPTION"))
+    assert quiet.name == "quiet region paced NEW_SUBSCRIPTION"
+    assert quiet.knobs == {"shape": ("even", "sittings"), "region_work": (0.25, 0.1, 0.5)}
+    knobs = {"shape": "even", "region_work": 0.1}
+    assert quiet.region_work(knobs) == quiet.own_work(knobs) == 0.1
+    assert Paced("NEW_SUBSCRIPTION").region_work({"shape": "even"}) == 1.0
+
+    def stage() -> Stage:
+        return Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+
+    assert quiet.plan(stage(), 2, knobs) == Paced("NEW_SUBSCRIPTION").plan(
+        stage(), 2, {"shape": "even"}
+    )
+    arena = Arena(load_policy(SHIPPED), baseline, tmp_path)
+    last_day = max(baseline.day_of(when) for when, _ in baseline.rows)
+
+    def regions_of_the_last_day(**work: float) -> dict[str, int]:
+        arena.run(stage(), [], **work)  # type: ignore[arg-type]
+        counts: dict[str, int] = {}
+        with (tmp_path / "events.csv").open(encoding="utf-8") as replayed:
+            next(replayed)
+            for line in replayed:
+                region = line.split(",")[3]
+                counts[region] = counts.get(region, 0) + 1
+        return counts
+
+    whole = {
+        region: sum(
+            1
+            for when, row in baseline.rows
+            if row[3] == region and baseline.day_of(when) == last_day
+        )
+        for region in {s.region for s in baseline.staff.values()}
+    }
+    assert regions_of_the_last_day() == {r: n for r, n in whole.items() if n}
+    thinned = regions_of_the_last_day(own_work=0.0, region_work=0.0)
+    assert insider.region not in thinned
+    assert thinned == {r: n for r, n in whole.items() if n and r != insider.region}
+    combined = Combined([(quiet, 2.0, knobs), (Paced("PLAN_CHANGE"), 1.0, {"shape": "even"})])
+    assert combined.region_work({}) == 0.1
+    # Whole visits go, never a typo without its retype: an employee's rows less than
+    # VISIT_GAP apart are kept or left out together, and about half the visits are kept.
+    dropped = arena._thinned(stage(), {}, 1.0, 0.5)
+    last: dict[str, tuple[float, bool]] = {}
+    visits = kept = 0
+    for index, (when, row) in enumerate(baseline.rows):
+        if row[3] != insider.region:
+            assert index not in dropped
+            continue
+        gone = index in dropped
+        previous = last.get(row[1])
+        if previous is not None and when - previous[0] <= VISIT_GAP:
+            assert gone is previous[1]
+        else:
+            visits += 1
+            kept += not gone
+        last[row[1]] = (when, gone)
+    assert 0.4 < kept / visits < 0.6
 
 
 def test_the_headline_counts_a_luckier_never_locked_draw_and_not_a_locked_one() -> None:

@@ -73,10 +73,12 @@ class PeerCheck:
         """The peer group this check's tally is kept over."""
         self.short = False
         """Whether the last judgement found the group too small to be a baseline: fewer than
-        ``min_peers`` other members with any number in the window. A group with members enough
-        whose numbers are still short of ``min_outcomes`` (the first days of a window) is young,
-        not small, and no reason to judge against the chain. Learning reads it right after
-        :meth:`PeerTally.fired` returns (judgements run one at a time, with no wait between)."""
+        ``min_peers`` other members with ``min_outcomes`` numbers in the window (a small region,
+        or a region of quiet stores whose clerks never get there: both are judged against the
+        chain). In a window's first days every group is short so, and the chain too: it then
+        judges no one below ``min_outcomes`` while most of the chain is below it (``_young``).
+        Learning reads it right after :meth:`PeerTally.fired` returns (judgements run one at a
+        time, with no wait between)."""
         self.field = TYPOS if rule.metric == "typos" else MISSES
         """The tally field whose change moves the metric: forgiving a typo moves misses and
         typos but never their sum (``all-misses``), which moves with new misses alone."""
@@ -170,7 +172,7 @@ class PeerCheck:
                 members += 1
                 if counts[2] >= floor:
                     peers.append((self.value(counts) / counts[2], counts[2]))
-        self.short = members < self.rule.min_peers
+        self.short = len(peers) < self.rule.min_peers
         if self._young(own[2], len(peers), members):
             return None
         if len(peers) < self.rule.min_peers:
@@ -264,10 +266,10 @@ class PeerCheck:
             return None
         mine = baseline.share_of.get(employee)
         shares = baseline.shares
-        self.short = baseline.members - 1 < self.rule.min_peers
+        self.short = len(shares) - (mine is not None) < self.rule.min_peers
         if self._young(own[2], len(shares), baseline.members):
             return None
-        if len(shares) - (mine is not None) < self.rule.min_peers:
+        if self.short:
             return self._floors_alone(own)
         median = max(_median_without(shares, mine), 1.0 / floor)
         return self._verdict(own, median, baseline.spread, baseline.noise)
@@ -322,8 +324,9 @@ class PeerTally:
         self.buckets = max(check.buckets for check in checks)
         """Buckets read for a judgement: the longest window's."""
         self.window = max(check.rule.window for check in checks)
+        """The longest window of its rules (seconds)."""
         self.chain = self.peers == "chain"
-        self.ttl = max(check.rule.window for check in checks) + self.bucket
+        self.ttl = self.window + self.bucket
         self.prefix = prefix
         self.length = int(self.bucket)
         self._closed: dict[tuple[str, int, int], dict[str, list[int]]] = {}

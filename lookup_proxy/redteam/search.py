@@ -234,5 +234,9 @@ class Search:
         stage = Stage(self.baseline, insiders, self.book, rng)
         plan = strategy.plan(stage, intensity, knobs)
         return self.arena.run(
-            stage, plan, own_work=strategy.own_work(knobs), regions=strategy.regions(knobs)
+            stage,
+            plan,
+            own_work=strategy.own_work(knobs),
+            regions=strategy.regions(knobs),
+            region_work=strategy.region_work(knobs),
         )

@@ -77,6 +77,12 @@ class Strategy(abc.ABC):
         del knobs
         return 1
 
+    def region_work(self, knobs: Knobs) -> float:
+        """The share of the honest lookups kept of the insiders' colleagues in their region
+        (all of them, but in a region of quiet stores: :class:`QuietRegion`)."""
+        del knobs
+        return 1.0
+
 
 class Paced(Strategy):
     """Random numbers under one reason, spread over the working day (or in short sittings)."""
@@ -421,8 +427,9 @@ class Quiet(Strategy):
     A part-timer, a manager or a back-office clerk with a terminal looks up a handful of
     numbers a week; a rule that judges only employees with enough numbers of their own (a peer
     rule's ``min_outcomes`` did until 2026-12-06) never judges them, so every probe of theirs
-    is free. ``own_work`` is the share of the insider's honest lookups kept (the rest never
-    happen; their working days and hours stay, and the probes go there).
+    is free. ``own_work`` is the share of the insider's honest visits kept (the rest never
+    happen, whole visits, so a typo keeps its retype: ``trial.Arena._thinned``; their
+    working days and hours stay, and the probes go there).
     """
 
     def __init__(self, base: Strategy) -> None:
@@ -456,6 +463,33 @@ class Relief(Strategy):
 
     def regions(self, knobs: Knobs) -> int:
         return int(knobs["regions"])
+
+
+class QuietRegion(Strategy):
+    """Another strategy, by an insider in a region of quiet stores, as quiet as the rest.
+
+    A peer rule compares shares only of clerks with ``min_outcomes`` numbers in its window;
+    where most of a region's clerks never get there (rural stores, part-timers), the region
+    has members enough not to count as small, yet few peers to compare with, and no one
+    below the floor is judged while most of the group is below it. ``region_work`` is the
+    share of honest lookups kept for everyone in the insider's region, the insider included.
+    """
+
+    def __init__(self, base: Strategy) -> None:
+        knobs = {**base.knobs, "region_work": (0.25, 0.1, 0.5)}
+        super().__init__(f"quiet region {base.name}", knobs)
+        self.base = base
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        return self.base.plan(
+            stage, intensity, {k: v for k, v in knobs.items() if k != "region_work"}
+        )
+
+    def own_work(self, knobs: Knobs) -> float:
+        return float(knobs["region_work"])
+
+    def region_work(self, knobs: Knobs) -> float:
+        return float(knobs["region_work"])
 
 
 class Combined(Strategy):
@@ -492,6 +526,10 @@ class Combined(Strategy):
     def regions(self, knobs: Knobs) -> int:
         """One insider works where they work: the most regions any part rotates over."""
         return max(part.regions(part_knobs) for part, _, part_knobs in self.parts)
+
+    def region_work(self, knobs: Knobs) -> float:
+        """One region: the least work any part leaves its clerks."""
+        return min(part.region_work(part_knobs) for part, _, part_knobs in self.parts)
 
 
 def _lenient(stage: Stage, insider: Staff, first: float, last: float, count: int) -> list[Probe]:
@@ -562,5 +600,6 @@ def strategies_for(policy: Policy) -> list[Strategy]:
         family.append(Padded(Paced(LENIENT_REASON), everyday))
         family.append(Quiet(Paced(LENIENT_REASON)))
         family.append(Relief(Paced(LENIENT_REASON)))
+        family.append(QuietRegion(Paced(LENIENT_REASON)))
     family.append(Padded(TypoFarm(same=False), everyday))
     return family

@@ -13,7 +13,7 @@ import csv
 import heapq
 import io
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,10 @@ from lookup_proxy.redteam.baseline import Baseline, Staff
 from lookup_proxy.redteam.probes import Probe, Stage
 from lookup_proxy.replay import EVENT_COLUMNS, Replayer, Summary, parse_timestamp
 from lookup_proxy.simulation.contracts import KST
+
+VISIT_GAP = 120.0
+"""Seconds between two of an employee's lookups that start a new visit (:meth:`Arena._thinned`):
+a typo and its retype, a family's numbers, a visit's repeat lookups stay together."""
 
 
 @dataclass
@@ -92,7 +96,12 @@ class Arena:
         self.trials = 0
 
     def run(
-        self, stage: Stage, probes: list[Probe], own_work: float = 1.0, regions: int = 1
+        self,
+        stage: Stage,
+        probes: list[Probe],
+        own_work: float = 1.0,
+        regions: int = 1,
+        region_work: float = 1.0,
     ) -> Outcome:
         """Replay the baseline with ``probes`` mixed in; read what happened to the insiders.
 
@@ -102,7 +111,8 @@ class Arena:
         share of the insiders' own honest lookups (drawn from ``stage.rng``), the rest left
         out: an insider who does little honest work. ``regions`` above 1 rotates each
         insider's working days, honest work and probes, over that many regions
-        (:meth:`_relief`): a relief clerk.
+        (:meth:`_relief`): a relief clerk. ``region_work`` below 1 keeps that share of the
+        honest lookups of everyone else in the insiders' regions: a region of quiet stores.
         """
         self.trials += 1
         probes = sorted(probes, key=lambda p: p.at)
@@ -110,16 +120,7 @@ class Arena:
         moved = self._relief(stage, regions)
         attack = [(round(p.at), _line(self._fields(stage, p, moved))) for p in probes]
         honest = self._moved(moved) if moved else self._honest
-        employees = self._employees
-        dropped = (
-            set()
-            if own_work >= 1.0
-            else {
-                i
-                for i, who in enumerate(employees)
-                if who in insiders and stage.rng.random() >= own_work
-            }
-        )
+        dropped = self._thinned(stage, insiders, own_work, region_work)
         # Honest rows first at an equal second: the attack never jumps the queue.
         merged = heapq.merge(
             ((when, 0, i, text) for i, (when, text) in enumerate(honest) if i not in dropped),
@@ -145,6 +146,41 @@ class Arena:
             if self.locks_for_good and len(locked) == len(insiders):
                 break
         return outcome
+
+    def _thinned(
+        self, stage: Stage, insiders: Mapping[str, Staff], own_work: float, region_work: float
+    ) -> set[int]:
+        """The honest rows left out (by index) so that ``insiders`` keep ``own_work`` of their
+        visits and everyone else in their regions ``region_work`` (drawn from ``stage.rng``).
+
+        Whole visits go (an employee's lookups less than :data:`VISIT_GAP` apart), not single
+        rows: a typo without its retype would be a miss nobody explains, and a quiet clerk made
+        so would look like a clumsy one (the first version dropped rows one by one)."""
+        quiet = {s.region for s in stage.insiders} if region_work < 1.0 else set()
+        if own_work >= 1.0 and not quiet:
+            return set()
+        staff = self.baseline.staff
+        last: dict[str, tuple[float, bool]] = {}
+        dropped: set[int] = set()
+        for index, (when, row) in enumerate(self.baseline.rows):
+            who = row[1]
+            if who in insiders:
+                keep = own_work
+            elif staff[who].region in quiet:
+                keep = region_work
+            else:
+                continue
+            if keep >= 1.0:
+                continue
+            previous = last.get(who)
+            if previous is None or when - previous[0] > VISIT_GAP:
+                drop = stage.rng.random() >= keep
+            else:
+                drop = previous[1]
+            last[who] = (when, drop)
+            if drop:
+                dropped.add(index)
+        return dropped
 
     def honest(self, stage: Stage | None = None, regions: int = 1) -> Summary:
         """The honest month alone, no probes, replayed whole: whom the policy locks or flags
