@@ -78,7 +78,7 @@ class Strategy(abc.ABC):
         return 1
 
     def region_work(self, knobs: Knobs) -> float:
-        """The share of the honest lookups kept of the insiders' colleagues in their region
+        """The share of the honest visits kept of the insiders' colleagues in their region
         (all of them, but in a region of quiet stores: :class:`QuietRegion`)."""
         del knobs
         return 1.0
@@ -470,9 +470,10 @@ class QuietRegion(Strategy):
 
     A peer rule compares shares only of clerks with ``min_outcomes`` numbers in its window;
     where most of a region's clerks never get there (rural stores, part-timers), the region
-    has members enough not to count as small, yet few peers to compare with, and no one
-    below the floor is judged while most of the group is below it. ``region_work`` is the
-    share of honest lookups kept for everyone in the insider's region, the insider included.
+    had members enough not to count as small, yet few peers to compare with, and no one
+    below the floor was judged while most of the group was below it (until 2026-12-07: such
+    a group now falls back on the chain). ``region_work`` is the share of honest visits kept
+    for everyone in the insider's region, the insider included.
     """
 
     def __init__(self, base: Strategy) -> None:

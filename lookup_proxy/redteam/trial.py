@@ -108,11 +108,11 @@ class Arena:
         One replayer takes the month a day at a time (its store and clock carry over), so a
         trial whose every insider is locked until unlocked stops there: nothing after it can
         change what they obtained or when they were noticed. ``own_work`` below 1 keeps that
-        share of the insiders' own honest lookups (drawn from ``stage.rng``), the rest left
-        out: an insider who does little honest work. ``regions`` above 1 rotates each
-        insider's working days, honest work and probes, over that many regions
-        (:meth:`_relief`): a relief clerk. ``region_work`` below 1 keeps that share of the
-        honest lookups of everyone else in the insiders' regions: a region of quiet stores.
+        share of the insiders' own honest visits (:meth:`_thinned`), the rest left out: an
+        insider who does little honest work. ``regions`` above 1 rotates each insider's
+        working days, honest work and probes, over that many regions (:meth:`_relief`): a
+        relief clerk. ``region_work`` below 1 keeps that share of the honest visits of
+        everyone else in the insiders' regions: a region of quiet stores.
         """
         self.trials += 1
         probes = sorted(probes, key=lambda p: p.at)
