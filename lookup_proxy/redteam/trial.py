@@ -182,17 +182,23 @@ class Arena:
                 dropped.add(index)
         return dropped
 
-    def honest(self, stage: Stage | None = None, regions: int = 1) -> Summary:
+    def honest(
+        self, stage: Stage | None = None, regions: int = 1, region_work: float = 1.0
+    ) -> Summary:
         """The honest month alone, no probes, replayed whole: whom the policy locks or flags
         for honest work. A policy that locks honest staff can look strong against probes
         (its insiders are locked whatever they do), so the report says so first. With a
-        ``stage`` and ``regions`` above 1 its insiders work as relief clerks do under
-        :meth:`run` (honestly: what the policy costs such a clerk)."""
+        ``stage``, its insiders work as relief clerks do under :meth:`run` (``regions`` above
+        1), or everyone in their regions, them included, keeps ``region_work`` of their
+        visits (quiet stores): honestly, what the policy costs such clerks."""
         moved = self._relief(stage, regions) if stage is not None else {}
+        dropped = self._thinned(stage, {}, 1.0, region_work) if stage is not None else set()
         with self._events.open("w", encoding="utf-8", newline="") as sink:
             sink.write(self._header)
-            for _, text in self._moved(moved) if moved else self._honest:
-                sink.write(text + "\n")
+            rows = self._moved(moved) if moved else self._honest
+            for index, (_, text) in enumerate(rows):
+                if index not in dropped:
+                    sink.write(text + "\n")
         return Replayer(self.policy, self.roles).run(self._events, self._decisions)
 
     @staticmethod
