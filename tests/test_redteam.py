@@ -524,7 +524,7 @@ def test_a_quiet_region_keeps_a_share_of_the_insider_s_region_s_work(
     policies: dict[str, Path], tmp_path: Path
 ) -> None:
     """``quiet region``: the base strategy's probes, unchanged, by an insider in a region of
-    quiet stores: everyone's honest lookups there, the insider's too, kept only at
+    quiet stores: everyone's honest visits there, the insider's too, kept only at
     ``region_work``; the other regions' work untouched. In a combined plan the least any part
     keeps is the region's."""
     baseline = simulated(load_policy(policies["weak"]), simulated_config(1, 40, 7))

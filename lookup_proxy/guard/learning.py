@@ -110,9 +110,9 @@ class Learning:
             counts += [(MISSES, -1), (TYPOS, 1)]
         judged: list[Judged] = []
         fallbacks: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
+        # Rule → the group where the employee works now, for one whose numbers of the rule's
+        # window fell in several groups (_elsewhere).
         roaming: dict[str, tuple[PeerTally, str, PeerCheck]] = {}
-        """Rule → the group where the employee works now, for one whose numbers of the rule's
-        window fell in several groups (:meth:`_elsewhere`)."""
         if counts:
             rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
             for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):

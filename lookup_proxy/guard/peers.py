@@ -175,7 +175,7 @@ class PeerCheck:
         self.short = len(peers) < self.rule.min_peers
         if self._young(own[2], len(peers), members):
             return None
-        if len(peers) < self.rule.min_peers:
+        if self.short:
             return self._floors_alone(own)
         shares = [share for share, _ in peers]
         median = max(_median(shares), 1.0 / floor)
@@ -304,9 +304,9 @@ class Baseline:
         self.spread = spread
         self.noise = noise
         self.members = members
-        """Members with any number in the window, qualifying or not: whether the group is
-        small (:attr:`PeerCheck.short`), and, with ``shares``, whether it is young (most of
-        it below ``min_outcomes``: a window's first days, when no one below it is judged)."""
+        """Members with any number in the window, qualifying or not: with ``shares``, whether
+        the group is young (most of it below ``min_outcomes``: a window's first days, or a
+        region of quiet stores, where no one below it is judged; :meth:`PeerCheck._young`)."""
 
     def serves(self, newest: int, now: float) -> bool:
         """Still the statistics of bucket ``newest`` at ``now``."""

@@ -387,7 +387,20 @@ class SequentialScan(Strategy):
         ]
 
 
-class Padded(Strategy):
+class Wrapped(Strategy):
+    """Another strategy's probes, unchanged, by an insider placed otherwise: one knob of the
+    wrapper's own (``knob``), which the base strategy never sees, says how."""
+
+    def __init__(self, base: Strategy, prefix: str, knob: str, values: Sequence[Knob]) -> None:
+        super().__init__(f"{prefix} {base.name}", {**base.knobs, knob: tuple(values)})
+        self.base = base
+        self.knob = knob
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        return self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != self.knob})
+
+
+class Padded(Wrapped):
     """Another strategy, with the insider's own numbers inflated by customers they know.
 
     Ratios and peer shares divide misses (or forgiven typos) by the numbers an employee looked
@@ -398,12 +411,11 @@ class Padded(Strategy):
     """
 
     def __init__(self, base: Strategy, reasons: Sequence[str]) -> None:
-        super().__init__(f"padded {base.name}", {**base.knobs, "pad": (100, 50, 200, 400)})
-        self.base = base
+        super().__init__(base, "padded", "pad", (100, 50, 200, 400))
         self.reasons = [r for r in reasons if r != LENIENT_REASON] or list(reasons)
 
     def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
-        probes = self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != "pad"})
+        probes = super().plan(stage, intensity, knobs)
         pad = int(knobs["pad"])
         for insider in stage.insiders:
             for _, span in stage.days(insider):
@@ -421,7 +433,7 @@ class Padded(Strategy):
         return probes
 
 
-class Quiet(Strategy):
+class Quiet(Wrapped):
     """Another strategy, by an insider who does little honest work of their own.
 
     A part-timer, a manager or a back-office clerk with a terminal looks up a handful of
@@ -433,17 +445,13 @@ class Quiet(Strategy):
     """
 
     def __init__(self, base: Strategy) -> None:
-        super().__init__(f"quiet {base.name}", {**base.knobs, "own_work": (0.1, 0.0, 0.3)})
-        self.base = base
-
-    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
-        return self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != "own_work"})
+        super().__init__(base, "quiet", "own_work", (0.1, 0.0, 0.3))
 
     def own_work(self, knobs: Knobs) -> float:
         return float(knobs["own_work"])
 
 
-class Relief(Strategy):
+class Relief(Wrapped):
     """Another strategy, by a relief clerk who works in stores of several regions.
 
     Peer rules compare an employee with the peers of the group their token names (a region, in
@@ -455,17 +463,13 @@ class Relief(Strategy):
     """
 
     def __init__(self, base: Strategy) -> None:
-        super().__init__(f"relief {base.name}", {**base.knobs, "regions": (3, 2)})
-        self.base = base
-
-    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
-        return self.base.plan(stage, intensity, {k: v for k, v in knobs.items() if k != "regions"})
+        super().__init__(base, "relief", "regions", (3, 2))
 
     def regions(self, knobs: Knobs) -> int:
         return int(knobs["regions"])
 
 
-class QuietRegion(Strategy):
+class QuietRegion(Wrapped):
     """Another strategy, by an insider in a region of quiet stores, as quiet as the rest.
 
     A peer rule compares shares only of clerks with ``min_outcomes`` numbers in its window;
@@ -477,14 +481,7 @@ class QuietRegion(Strategy):
     """
 
     def __init__(self, base: Strategy) -> None:
-        knobs = {**base.knobs, "region_work": (0.25, 0.1, 0.5)}
-        super().__init__(f"quiet region {base.name}", knobs)
-        self.base = base
-
-    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
-        return self.base.plan(
-            stage, intensity, {k: v for k, v in knobs.items() if k != "region_work"}
-        )
+        super().__init__(base, "quiet region", "region_work", (0.25, 0.1, 0.5))
 
     def own_work(self, knobs: Knobs) -> float:
         return float(knobs["region_work"])
