@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -12,12 +13,20 @@ from lookup_proxy.cli import main
 from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy, load_policy, parse_policy
 from lookup_proxy.redteam import Options, red_team
-from lookup_proxy.redteam.baseline import Baseline, simulated, simulated_config, spread_out
+from lookup_proxy.redteam.baseline import (
+    Baseline,
+    Business,
+    simulated,
+    simulated_config,
+    spread_out,
+)
 from lookup_proxy.redteam.probes import Stage
 from lookup_proxy.redteam.report import Row, best_never_locked, headline
 from lookup_proxy.redteam.search import Search, Trial, edge
 from lookup_proxy.redteam.strategies import (
+    BusinessWalk,
     Combined,
+    CorporateExempt,
     Paced,
     Padded,
     Quiet,
@@ -28,6 +37,7 @@ from lookup_proxy.redteam.strategies import (
     TypoFarm,
     TypoFarmOwnVisits,
     WaitOut,
+    business_lines,
     strategies_for,
     typo_visit,
 )
@@ -333,6 +343,57 @@ def test_typo_farming_own_visits_puts_a_variant_before_a_customer_at_the_counter
         assert not any(n == number and baseline.day_of(a) == day and a < at for a, n, _ in honest)
         followed.append(at)
     assert len(set(followed)) == len(followed)
+
+
+def test_business_lines_go_round_the_businesses_in_passes_a_stride_apart() -> None:
+    """Every line once; one of each business in turn; a business's in passes ``stride`` apart."""
+    first, second = Business(1000, 1009, "CORP-000001"), Business(5000, 5002, "CORP-000002")
+    lines = list(business_lines([first, second], 4))
+    assert lines == [1000, 5000, 1004, 5001, 1008, 5002, 1001, 1005, 1009, 1002, 1006, 1003, 1007]
+    assert list(business_lines([first], 1)) == list(first.lines())
+
+
+def test_walking_business_lines_finds_a_record_at_every_step(
+    policies: dict[str, Path], baseline: Baseline
+) -> None:
+    """A clerk's walk stays on the businesses' lines, no two steps in a row close, and every
+    step is a record: the customer book knows a business's lines, as the backend does."""
+    assert baseline.businesses
+    insider = baseline.clerks()[0]
+    book = CustomerBook(3, 0.14, baseline.business_ranges())
+    stage = Stage(baseline, [insider], book, random.Random(1))
+    probes = BusinessWalk(20).plan(stage, 6, {"stride": 21, "reason": "BILLING_INQUIRY"})
+    assert len(probes) >= 6
+    lines = [int(p.number[3:]) for p in sorted(probes, key=lambda p: p.at)]
+    assert all(any(b.first <= line <= b.last for b in baseline.businesses) for line in lines)
+    assert all(abs(a - b) > 20 for a, b in itertools.pairwise(lines))
+    assert len(set(lines)) == len(lines)
+    assert all(stage.found(p) and p.reason == "BILLING_INQUIRY" for p in probes)
+    # Against a policy of rate limits alone, every probe it lets through is a record.
+    result = red_team(load_policy(policies["weak"]), _options(policies["weak"]), [BusinessWalk(0)])
+    allowed = [t.outcome for t in result.results[0].trials if not t.outcome.denied]
+    assert allowed and all(o.best_insider == o.probes > 0 for o in allowed)
+
+
+def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_reference(
+    baseline: Baseline,
+) -> None:
+    """``other businesses``: lines of businesses whose reference the rep never used, each a
+    record, typed with the rep's own reference."""
+    rep = next(s for s in baseline.corporate() if baseline.references.get(s.employee))
+    own = baseline.references[rep.employee]
+    foreign = [b for b in baseline.businesses if b.reference not in own]
+    assert foreign and len(foreign) < len(baseline.businesses)
+    stage = Stage(
+        baseline, [rep], CustomerBook(3, 0.14, baseline.business_ranges()), random.Random(2)
+    )
+    probes = CorporateExempt("CORPORATE_ACCOUNT").plan(stage, 8, {"pattern": "other businesses"})
+    assert probes
+    for probe in probes:
+        line = int(probe.number[3:])
+        assert any(b.first <= line <= b.last for b in foreign)
+        assert probe.reference in own and probe.reason == "CORPORATE_ACCOUNT"
+        assert stage.found(probe)
 
 
 def test_surge_days_put_every_probe_of_a_stretch_on_its_first_working_day(
@@ -711,7 +772,14 @@ def test_an_events_baseline_reads_as_the_simulated_one(
     assert (read.start, read.days) == (baseline.start, baseline.days)
     assert read.workdays == baseline.workdays
     assert read.met == baseline.met
+    assert read.references == baseline.references
     assert read.corporate() and all("corporate-sales" in s.roles for s in read.corporate())
+    # The businesses it shows are the spans its corporate work found, inside the real ones.
+    real = {b.reference: b for b in baseline.businesses}
+    assert read.businesses
+    for business in read.businesses:
+        assert real[business.reference].first <= business.first <= business.last
+        assert business.last <= real[business.reference].last
 
 
 def test_an_unreadable_events_baseline_exits_2_naming_the_line(

@@ -85,7 +85,7 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
     family = strategies if strategies is not None else strategies_for(policy)
     if options.only:
         family = [s for s in family if s.name.startswith(options.only)]
-    book = CustomerBook(options.seed, options.density)
+    book = CustomerBook(options.seed, options.density, baseline.business_ranges())
     results: list[StrategyResult] = []
     with tempfile.TemporaryDirectory(prefix="lookup-proxy-red-team-") as scratch:
         arena = Arena(policy, baseline, Path(scratch))

@@ -21,7 +21,7 @@ from lookup_proxy.policy import Policy
 from lookup_proxy.replay import EVENT_COLUMNS, BadRow, ReplayFailed, load_roster, parse_timestamp
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE, KST
 from lookup_proxy.simulation.month import event_row, month_days, roles_of
-from lookup_proxy.simulation.roster import SimConfig, build_roster
+from lookup_proxy.simulation.roster import SimConfig, build_roster, corporate_accounts
 from lookup_proxy.simulation.roster import spread_out as spread_over
 from lookup_proxy.simulation.world import World
 
@@ -36,6 +36,20 @@ class Staff:
     store: str
     region: str
     roles: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Business:
+    """A business customer's consecutive lines, ``first`` to ``last`` (subscriber parts), and
+    the reference its rep works them under: every line a customer, as the backend answers."""
+
+    first: int
+    last: int
+    reference: str
+
+    def lines(self) -> range:
+        """Every line's subscriber part, in order."""
+        return range(self.first, self.last + 1)
 
 
 @dataclass
@@ -62,6 +76,17 @@ class Baseline:
     met: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
     """Per employee: (when, canonical number, reason) of each customer found by their honest
     lookups."""
+    businesses: list[Business] = field(default_factory=list)
+    """The business customers of the period, whose lines are runs of consecutive customers: a
+    walk along them finds a record at every step, where a random number finds one in seven.
+    An insider who has watched a corporate rep's screen, or holds a business's number, knows
+    where they are (the worst case: all of them)."""
+    references: dict[str, set[str]] = field(default_factory=dict)
+    """Per employee: the references they worked under honestly (their own businesses)."""
+
+    def business_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Every business's lines as (first, last): the customer book's corporate ranges."""
+        return tuple((b.first, b.last) for b in self.businesses)
 
     def midnight(self, day: int) -> float:
         """Epoch seconds of 00:00 KST on a day of the period."""
@@ -96,6 +121,7 @@ class Baseline:
         """Derive working days and met customers from the rows (numbers read as replay does)."""
         self.workdays.clear()
         self.met.clear()
+        self.references.clear()
         for when, row in self.rows:
             employee = row[1]
             day = self.day_of(when)
@@ -105,12 +131,34 @@ class Baseline:
                 days[day] = Workday(when, when)
             else:
                 span.last = when
+            if row[6]:
+                self.references.setdefault(employee, set()).add(row[6])
             if row[7].strip().lower() == "true":
                 try:
                     number = normalise_number(row[4], policy.numbers)
                 except Refusal:
                     continue  # the live proxy would have refused it: nobody met a customer
                 self.met.setdefault(employee, []).append((when, number, row[5]))
+
+
+def seen_businesses(baseline: Baseline, policy: Policy) -> list[Business]:
+    """The businesses an EVENTS.csv shows: per reference, the span of the lines found under it
+    (the lines between a run's first and last taken to be customers too, as a business's
+    consecutive lines are)."""
+    spans: dict[str, tuple[int, int]] = {}
+    for _, row in baseline.rows:
+        if not row[6] or row[7].strip().lower() != "true":
+            continue
+        try:
+            number = normalise_number(row[4], policy.numbers)
+        except Refusal:
+            continue
+        if len(number) != 11 or not number.startswith("010"):
+            continue  # the customer book's space is 010 numbers
+        line = int(number[3:])
+        low, high = spans.get(row[6], (line, line))
+        spans[row[6]] = (min(low, line), max(high, line))
+    return [Business(low, high, ref) for ref, (low, high) in sorted(spans.items())]
 
 
 def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
@@ -145,6 +193,7 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
     last = datetime.fromtimestamp(rows[-1][0], KST).date()
     baseline = Baseline(rows, staff, first, (last - first).days + 1)
     baseline.learn_days(policy)
+    baseline.businesses = seen_businesses(baseline, policy)
     return baseline
 
 
@@ -176,6 +225,9 @@ def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
     staff = {e.id: Staff(e.id, e.store, e.region, frozenset(roles_of(e))) for e in roster}
     baseline = Baseline(rows, staff, cfg.start, cfg.days)
     baseline.learn_days(policy)
+    baseline.businesses = [
+        Business(a.first, a.first + a.size - 1, a.reference) for a in corporate_accounts(cfg)
+    ]
     return baseline
 
 

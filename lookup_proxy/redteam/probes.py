@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from lookup_proxy.redteam.baseline import Baseline, Staff, Workday
+from lookup_proxy.redteam.baseline import Baseline, Business, Staff, Workday
 from lookup_proxy.simulation.customer_book import CustomerBook
 from lookup_proxy.simulation.number_space import (
     SUBSCRIBER_MAX,
@@ -118,6 +118,11 @@ class Stage:
                 seen.add((day, number))
                 visits.setdefault(day, []).append((at, number, reason))
         return visits
+
+    def foreign_businesses(self, insider: Staff) -> list[Business]:
+        """The business customers whose reference ``insider`` never worked under."""
+        own = self.baseline.references.get(insider.employee, set())
+        return [b for b in self.baseline.businesses if b.reference not in own]
 
     def found(self, probe: Probe) -> bool:
         """The backend's answer to a probe."""

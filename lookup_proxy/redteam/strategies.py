@@ -10,12 +10,12 @@ the attack hides where the policy would have to find it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import cycle
 from typing import ClassVar
 
 from lookup_proxy.policy import MissesRule, Policy
-from lookup_proxy.redteam.baseline import Staff
+from lookup_proxy.redteam.baseline import Business, Staff
 from lookup_proxy.redteam.probes import (
     HOUR,
     Blocks,
@@ -27,7 +27,7 @@ from lookup_proxy.redteam.probes import (
     walk,
 )
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE
-from lookup_proxy.simulation.number_space import typo_of
+from lookup_proxy.simulation.number_space import number_of, typo_of
 
 Knob = str | int | float
 Knobs = Mapping[str, Knob]
@@ -179,24 +179,34 @@ class TypoFarmOwnVisits(Strategy):
 class CorporateExempt(Strategy):
     """A corporate-sales insider under the corporate reason, with a real-looking reference.
 
-    ``random`` probes any number; ``runs`` walks consecutive lines as a rep does for a
-    business customer, the shape the scan rules exempt.
+    ``random`` probes any number; ``runs`` walks consecutive lines from a random start, as a
+    rep does for a business customer, the shape the scan rules exempt; ``other businesses``
+    walks the lines of the chain's business customers the rep does not serve (every line a
+    record), under the rep's own reference, which nothing ties to the lines it is typed with.
     """
 
     role = "corporate"
 
     def __init__(self, reason: str) -> None:
-        super().__init__(f"exempt {reason} (corporate rep)", {"pattern": ("random", "runs")})
+        patterns = ("random", "runs", "other businesses")
+        super().__init__(f"exempt {reason} (corporate rep)", {"pattern": patterns})
         self.reason = reason
 
     def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
-        runs = knobs["pattern"] == "runs"
+        pattern = knobs["pattern"]
         probes: list[Probe] = []
         numbers = walk(stage.rng, 1)
         references = {s.employee: self._reference(stage, s.employee) for s in stage.insiders}
+        lines = {s.employee: business_lines(stage.foreign_businesses(s), 1) for s in stage.insiders}
         for insider, _, at in stage.moments(intensity):
             reference = references[insider.employee]
-            number = next(numbers) if runs else stage.random_number()
+            if pattern == "other businesses":
+                line = next(lines[insider.employee], None)
+                if line is None:
+                    continue  # every line walked: nothing more to find
+                number = number_of(line)
+            else:
+                number = next(numbers) if pattern == "runs" else stage.random_number()
             probes.append(Probe(at, insider.employee, number, self.reason, reference))
         return probes
 
@@ -206,6 +216,52 @@ class CorporateExempt(Strategy):
             if row[1] == employee and row[5] == self.reason and row[6]:
                 return row[6]
         return f"CORP-{stage.rng.randrange(1_000_000):06d}"
+
+
+class BusinessWalk(Strategy):
+    """A clerk walking the lines of the chain's business customers under a cover reason.
+
+    A business owns consecutive lines, so where a random number finds a record one time in
+    seven, a step along a business's lines finds one every time and misses nothing: no rule
+    on misses sees it. The walk goes round the businesses in turn (each number block's count
+    grows as slowly as it can) and through each in passes ``stride`` apart (just past the
+    policy's largest sequential ``distance``, or 1), so no two lookups in a row are close.
+    """
+
+    def __init__(self, reach: int) -> None:
+        strides = (reach + 1, 1) if reach else (1,)
+        super().__init__(
+            "walk business lines",
+            {"stride": strides, "reason": ("BILLING_INQUIRY", LENIENT_REASON)},
+        )
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        stride, reason = int(knobs["stride"]), str(knobs["reason"])
+        lines = {
+            s.employee: business_lines(stage.baseline.businesses, stride) for s in stage.insiders
+        }
+        probes: list[Probe] = []
+        for insider, _, at in stage.moments(intensity):
+            line = next(lines[insider.employee], None)
+            if line is not None:
+                probes.append(Probe(at, insider.employee, number_of(line), reason))
+        return probes
+
+
+def business_lines(businesses: Sequence[Business], stride: int) -> Iterator[int]:
+    """Every line of ``businesses`` once (subscriber parts): one of each business in turn,
+    each business's in passes ``stride`` apart (0, s, 2s, ..., then 1, 1 + s, ...)."""
+    walks = [
+        iter([line for start in range(stride) for line in b.lines()[start::stride]])
+        for b in businesses
+    ]
+    while walks:
+        for lines in list(walks):
+            line = next(lines, None)
+            if line is None:
+                walks.remove(lines)
+            else:
+                yield line
 
 
 class Slow(Strategy):
@@ -582,6 +638,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
     family += [TypoFarm(same=True), TypoFarm(same=False, visit=typo_visit(policy))]
     family += [TypoFarmOwnVisits()]
     family += [CorporateExempt(reason) for reason in corporate_reasons(policy)]
+    family += [BusinessWalk(reach)]
     family += [
         Slow(everyday),
         AfterHours(),
