@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lookup_proxy import __version__
+from lookup_proxy.accounts import WITHHELD
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.admin.policy import add_policy_routes
 from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
@@ -226,16 +227,24 @@ class Proxy:
             upstream_started = time.perf_counter()
             fields = generation.fields.get(justification.reason)
             entry.fields = None if fields is None else fields.name
-            forwarded = await generation.upstream.forward(  # forward
-                request,
-                target,
-                employee,
-                justification,
-                request_id,
-                forwarded_for,
-                {"X-Request-Id": request_id, **decision.headers},
-                fields,
-            )
+            try:
+                forwarded = await generation.upstream.forward(  # forward
+                    request,
+                    target,
+                    employee,
+                    justification,
+                    request_id,
+                    forwarded_for,
+                    {"X-Request-Id": request_id, **decision.headers},
+                    fields,
+                    generation.accounts.get(justification.reason),
+                )
+            except Refusal as refusal:
+                if refusal.cause in WITHHELD:
+                    # Withheld, but the clerk now knows the number is somebody's: a miss for
+                    # the rules, as every probe's is (lookup_proxy/accounts.py).
+                    self._learn(guard, lookup, found=False)  # learn
+                raise
             self.metrics.upstream_timed(label).observe(time.perf_counter() - upstream_started)
             entry.status = entry.upstream_status = forwarded.status
             if 200 <= forwarded.status < 300:

@@ -11,11 +11,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import random
-from typing import Literal, TypedDict
+from dataclasses import dataclass
+from typing import Literal, NotRequired, TypedDict
 
-__all__ = ["CustomerBase", "CustomerRecord"]
+__all__ = ["Account", "Business", "CustomerBase", "CustomerRecord"]
 
 Benefit = Literal["gift_voucher", "fee_discount"]
+
+
+class Account(TypedDict):
+    """The business customer a line belongs to: the reference its rep looks it up under."""
+
+    reference: str
+    name: str
 
 
 class CustomerRecord(TypedDict):
@@ -30,6 +38,33 @@ class CustomerRecord(TypedDict):
     benefit: Benefit
     device: str
     customer_since: str
+    account: NotRequired[Account]
+    """Only on a business customer's lines."""
+
+
+@dataclass(frozen=True)
+class Business:
+    """A business customer: ``size`` consecutive lines from ``first`` (canonical numbers)."""
+
+    first: str
+    size: int
+    reference: str
+    name: str
+
+    def line(self, index: int) -> str:
+        """The canonical number of the business's ``index``-th line."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"{self.reference} has {self.size} lines, not {index + 1}")
+        return str(int(self.first) + index).zfill(len(self.first))
+
+    def holds(self, canonical: str) -> bool:
+        """Whether ``canonical`` is one of the business's lines."""
+        if len(canonical) != len(self.first) or not canonical.isdigit():
+            return False
+        return 0 <= int(canonical) - int(self.first) < self.size
+
+
+_BUSINESS_NAMES = ("한빛물산", "동해건설", "새봄식품", "태성물류", "미래정밀", "청운상사")
 
 
 # Weighted roughly like the real distribution, so demo screens look plausible.
@@ -125,6 +160,23 @@ class CustomerBase:
         self._membership = hashlib.blake2b(key=key, digest_size=8, person=b"member")
         self._details = hashlib.blake2b(key=key, digest_size=16, person=b"record")
         self._threshold = round(share * 2**64)
+        rng = random.Random(f"{seed}/businesses")
+        self.businesses = tuple(
+            Business(
+                f"010{rng.randrange(30_000_000, 99_000_000):08d}",
+                rng.randint(20, 200),
+                f"CORP-{rng.randrange(1_000_000):06d}",
+                name,
+            )
+            for name in _BUSINESS_NAMES
+        )
+        """Business customers, each owning a run of consecutive lines (all customers), whose
+        records name the account's reference (``account``); a handful, far from the numbers
+        the demo scans from (010-2000-0000 up)."""
+
+    def business_of(self, canonical: str) -> Business | None:
+        """The business whose line ``canonical`` is, if any."""
+        return next((b for b in self.businesses if b.holds(canonical)), None)
 
     def is_customer(self, canonical: str) -> bool:
         """Whether the number (in canonical form) belongs to a customer; stable across runs."""
@@ -134,7 +186,8 @@ class CustomerBase:
 
     def record(self, canonical: str) -> CustomerRecord | None:
         """The customer's record, or None when nobody holds the number."""
-        if not self.is_customer(canonical):
+        business = self.business_of(canonical)
+        if business is None and not self.is_customer(canonical):
             return None
         digest = self._details.copy()
         digest.update(canonical.encode("ascii"))
@@ -147,7 +200,7 @@ class CustomerBase:
         fee = list_price if benefit == "gift_voucher" else round(list_price * (1 - _FEE_DISCOUNT))
         start = _CONTRACTS_FROM + dt.timedelta(days=rng.randrange(_CONTRACT_SPAN_DAYS))
         since = _EPOCH + dt.timedelta(days=rng.randrange((start - _EPOCH).days + 1))
-        return {
+        record: CustomerRecord = {
             "number": canonical,
             "name": name,
             "plan": plan,
@@ -158,6 +211,9 @@ class CustomerBase:
             "device": rng.choice(_DEVICES),
             "customer_since": since.isoformat(),
         }
+        if business is not None:
+            record["account"] = {"reference": business.reference, "name": business.name}
+        return record
 
     def find_customers(self, count: int, start: str = "01020000000") -> list[str]:
         """The first ``count`` customer numbers at or after ``start``, in ascending order.

@@ -23,6 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from lookup_proxy.accounts import AccountCheck
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import (
     Refusal,
@@ -33,7 +34,7 @@ from lookup_proxy.errors import (
 )
 from lookup_proxy.http_edge import request_timeout
 from lookup_proxy.justify import Justification
-from lookup_proxy.minimise import FieldSet, Unfilterable, is_json, unfilterable
+from lookup_proxy.minimise import FieldSet, Unfilterable, is_json, parse_answer, unfilterable
 from lookup_proxy.policy import Upstream
 from lookup_proxy.problems import problem_response
 from lookup_proxy.proxy_headers import HOP_BY_HOP, NEVER_FORWARDED
@@ -184,11 +185,14 @@ class UpstreamClient:
         forwarded_for: str,
         response_headers: Mapping[str, str],
         fields: FieldSet | None = None,
+        accounts: AccountCheck | None = None,
     ) -> Forwarded:
         """Send the lookup to ``target`` (path and query, already checked) and send the
         backend's answer back to the terminal (whole when small, else streamed); with
         ``fields``, the answer is read whole and only the fields named reach the terminal
-        (lookup_proxy/minimise.py)."""
+        (lookup_proxy/minimise.py); with ``accounts``, a found answer is read whole and a record
+        of a business line the lookup may not see is a 403 Refusal raised in its place
+        (lookup_proxy/accounts.py)."""
         headers = allowed_terminal_headers(request.headers, self._forwardable)
         headers.append(("X-Request-Id", request_id))
         headers.append(("X-Employee-Id", employee.id))
@@ -219,8 +223,10 @@ class UpstreamClient:
                     "if it keeps failing, call the help desk.",
                     upstream.status,
                 )
-            if fields is not None:
-                trimmed = await _minimised(upstream, fields, self.config, request_id)
+            if fields is not None or (accounts is not None and 200 <= upstream.status < 300):
+                trimmed = await _checked(
+                    upstream, fields, accounts, justification.reference, self.config, request_id
+                )
                 response = trimmed
                 trimmed.headers.update(response_headers)
                 await trimmed.prepare(request)
@@ -350,10 +356,17 @@ REPRESENTATION_HEADERS = frozenset(
 """Headers about the backend's whole answer, false once it is trimmed."""
 
 
-async def _minimised(
-    upstream: Answer, fields: FieldSet, config: Upstream, request_id: str
+async def _checked(
+    upstream: Answer,
+    fields: FieldSet | None,
+    accounts: AccountCheck | None,
+    reference: str | None,
+    config: Upstream,
+    request_id: str,
 ) -> web.Response:
-    """The backend's answer with only ``fields`` left in it, or a 502 Refusal."""
+    """The backend's answer, read whole: a found one's business account checked (a 403
+    Refusal for a record the lookup may not see), then with only ``fields`` left in it (the
+    body as it came without them); a 502 Refusal when it cannot be checked or trimmed."""
     limit = config.max_filtered_body
     problem: str | None = None
     if upstream.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
@@ -377,24 +390,33 @@ async def _minimised(
             problem = "larger than upstream.max_filtered_body"
         elif body and not is_json(upstream.content_type, upstream.charset):
             problem = "not declared JSON (Content-Type)"
-    if problem is None and body:
+    checked = accounts is not None and 200 <= upstream.status < 300
+    answer: object = None
+    if problem is None and body and (checked or fields is not None):
         try:
-            body = fields.filter_body(body)
+            answer = parse_answer(body)
+            if fields is not None:
+                body = fields.dump(fields.apply(answer))
         except Unfilterable as exc:
             problem = str(exc)
     if problem is not None:
         # Never the body: it is the customer data the reason may not see.
         log.warning(
-            "upstream answer refused: cannot be trimmed to the reason's fields",
+            "upstream answer refused: cannot be checked or trimmed for the reason",
             extra={
                 "request_id": request_id,
                 "upstream_status": upstream.status,
-                "fields": fields.name,
+                "fields": None if fields is None else fields.name,
+                "accounts": None if accounts is None else accounts.path,
                 "problem": problem,
                 "content_type": upstream.headers.get("Content-Type"),
             },
         )
         raise unfilterable(upstream.status)
+    if checked and accounts is not None:
+        withheld = accounts.refusal(answer, reference, upstream.status)
+        if withheld is not None:
+            raise withheld
     response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
     response.headers.update(end_to_end(upstream.headers, REPRESENTATION_HEADERS))
     return response

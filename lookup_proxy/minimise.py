@@ -173,17 +173,25 @@ class FieldSet:
 
     def filter_body(self, body: bytes) -> bytes:
         """UTF-8 JSON in, the kept parts as compact UTF-8 JSON out; Unfilterable otherwise."""
-        try:
-            value = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise Unfilterable(f"the answer is not UTF-8 JSON ({type(exc).__name__})") from None
-        kept = self.apply(value)
+        return self.dump(self.apply(parse_answer(body)))
+
+    @staticmethod
+    def dump(kept: object) -> bytes:
+        """What :meth:`apply` kept, as compact UTF-8 JSON."""
         try:
             return json.dumps(
                 kept, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode("utf-8")
         except (ValueError, RecursionError) as exc:  # pragma: no cover - parsed JSON re-dumps
             raise Unfilterable(f"the answer could not be written back ({exc})") from None
+
+
+def parse_answer(body: bytes) -> object:
+    """An answer's bytes as parsed JSON; Unfilterable when they are not UTF-8 JSON."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise Unfilterable(f"the answer is not UTF-8 JSON ({type(exc).__name__})") from None
 
 
 def _no_constants(name: str) -> object:

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from lookup_proxy.accounts import Access, check_account_path
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError, ConfigProblem
 from lookup_proxy.minimise import check_path
@@ -178,6 +179,10 @@ class Reason(_Section):
     fields: tuple[FieldPath, ...] | None = None
     """The fields of the backend's JSON answer a lookup for this reason may see (everything
     else is removed); unset, the answer passes untouched (lookup_proxy/minimise.py)."""
+    accounts: Access | None = None
+    """With ``[accounts]``: which business customers' lines a lookup for this reason sees:
+    those of the account its reference names (``own``), ``none`` (unset) or ``any``
+    (lookup_proxy/accounts.py)."""
 
     @field_validator("reference_pattern")
     @classmethod
@@ -189,12 +194,28 @@ class Reason(_Section):
                 raise ValueError(f"a valid regular expression ({exc})") from None
         return value
 
+    @field_validator("accounts")
+    @classmethod
+    def _own_needs_a_reference(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "own" and info.data.get("reference_pattern") is None:
+            raise ValueError(
+                "'none' or 'any' for a reason without a reference_pattern ('own' compares the "
+                "record's account with the lookup's reference)"
+            )
+        return value
+
     @field_validator("limits")
     @classmethod
     def _windows(cls, value: dict[str, int]) -> dict[str, int]:
         for window in value:
             parse_duration(window)
         return value
+
+
+class Accounts(_Section):
+    field: Annotated[str, AfterValidator(check_account_path)]
+    """Where the backend's found record names the business account it is a line of (a dotted
+    path to one value, e.g. ``account.reference``); absent or empty: not a business line."""
 
 
 class Store(_Section):
@@ -492,6 +513,7 @@ class Policy(_Section):
     numbers: Numbers = Numbers()
     auth: Auth
     reasons: dict[ReasonCode, Reason] = Field(min_length=1)
+    accounts: Accounts | None = None
     store: Store = Store()
     rules: tuple[Rule, ...] = ()
     lockout: Lockout = Lockout()
@@ -499,6 +521,10 @@ class Policy(_Section):
     escalation: Escalation = Escalation()
     transparency: Transparency = Transparency()
     audit: Audit = Audit()
+
+    def account_access(self) -> dict[str, Access]:
+        """Reason code → which business lines it sees (``none`` unless the reason says)."""
+        return {code: r.accounts or "none" for code, r in self.reasons.items()}
 
     def witnesses(self) -> dict[str, str]:
         """Each rule's witness for escalation: its ``evidence``, or its own name."""
@@ -569,6 +595,15 @@ checked on its own (``escalation.name``)."""
 def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
     """Consistency between sections, which a per-field schema cannot see."""
     codes = set(policy.reasons)
+    if policy.accounts is None:
+        for code, reason in policy.reasons.items():
+            if reason.accounts is not None:
+                yield ConfigProblem(
+                    file,
+                    f"reasons.{code}.accounts",
+                    "an [accounts] section naming where records name their account (field)",
+                    repr(reason.accounts),
+                )
     for index, route in enumerate(policy.routes):
         placeholder = "{" + route.number_param + "}"
         if route.number_from == "path" and placeholder not in route.path:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
+from lookup_proxy.accounts import AccountCheck, account_checks
 from lookup_proxy.clock import Clock
 from lookup_proxy.errors import ConfigError, ConfigProblem
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
@@ -82,6 +83,8 @@ class Generation:
     not_found: frozenset[int]
     fields: Mapping[str, FieldSet]
     """Reason code → its field allow-list, for the reasons that have one."""
+    accounts: Mapping[str, AccountCheck]
+    """Reason code → the check of its found records' business account ([accounts])."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,9 @@ def build_generation(
         trusted=TrustedProxies(policy.server.trusted_proxies),
         not_found=frozenset(policy.upstream.not_found_statuses),
         fields=field_sets({code: r.fields for code, r in policy.reasons.items()}),
+        accounts=account_checks(
+            None if policy.accounts is None else policy.accounts.field, policy.account_access()
+        ),
     )
 
 

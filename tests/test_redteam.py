@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from lookup_proxy.redteam.baseline import (
     simulated_config,
     spread_out,
 )
-from lookup_proxy.redteam.probes import Stage
+from lookup_proxy.redteam.probes import Probe, Stage
 from lookup_proxy.redteam.report import Row, best_never_locked, headline
 from lookup_proxy.redteam.search import Search, Trial, edge
 from lookup_proxy.redteam.strategies import (
@@ -43,6 +45,7 @@ from lookup_proxy.redteam.strategies import (
 )
 from lookup_proxy.redteam.trial import VISIT_GAP, Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
+from lookup_proxy.simulation.number_space import number_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "policy.toml"
@@ -133,7 +136,7 @@ def test_edge_finds_the_largest_unlocked_intensity_exactly() -> None:
 
 
 def test_edge_stops_at_the_ceiling_and_within_the_step_budget() -> None:
-    """Nothing locks: the ceiling is the edge; a small budget stops the search early."""
+    """Nothing locks: the ceiling is the edge; a small budget stops the search once it locks."""
     assert edge(lambda n: Outcome(), 8, 100, 30) == (100, None)
     calls: list[int] = []
 
@@ -143,6 +146,11 @@ def test_edge_stops_at_the_ceiling_and_within_the_step_budget() -> None:
 
     assert edge(run, 8, 400, 4) == (32, 64)
     assert calls == [8, 16, 32, 64]
+    # Doubling goes past the budget while nothing locks: an unlocked edge is never cut short.
+    calls.clear()
+    assert edge(run, 1, 400, 2) == (32, 64)
+    assert calls == [1, 2, 4, 8, 16, 32, 64]
+    assert edge(lambda n: Outcome(), 1, 100, 1) == (100, None)
 
 
 def test_edge_tries_sparser_probing_when_one_a_day_is_locked() -> None:
@@ -354,7 +362,7 @@ def test_business_lines_go_round_the_businesses_in_passes_a_stride_apart() -> No
 
 
 def test_walking_business_lines_finds_a_record_at_every_step(
-    policies: dict[str, Path], baseline: Baseline
+    policies: dict[str, Path], baseline: Baseline, tmp_path: Path
 ) -> None:
     """A clerk's walk stays on the businesses' lines, no two steps in a row close, and every
     step is a record: the customer book knows a business's lines, as the backend does."""
@@ -369,10 +377,19 @@ def test_walking_business_lines_finds_a_record_at_every_step(
     assert all(abs(a - b) > 20 for a, b in itertools.pairwise(lines))
     assert len(set(lines)) == len(lines)
     assert all(stage.found(p) and p.reason == "BILLING_INQUIRY" for p in probes)
-    # Against a policy of rate limits alone, every probe it lets through is a record.
-    result = red_team(load_policy(policies["weak"]), _options(policies["weak"]), [BusinessWalk(0)])
-    allowed = [t.outcome for t in result.results[0].trials if not t.outcome.denied]
-    assert allowed and all(o.best_insider == o.probes > 0 for o in allowed)
+    # Against rate limits alone, every probe let through is a record; where the policy's
+    # [accounts] shows business lines to their accounts' reps only (the shipped head), none is.
+    shipped_head = policies["weak"].read_text(encoding="utf-8")
+    unchecked = tmp_path / "unchecked.toml"
+    without = re.sub(r"(?m)^\[accounts\]\n(?:(?!\[).*\n)*", "", shipped_head)
+    unchecked.write_text(re.sub(r"(?m)^accounts = .*\n", "", without), "utf-8")
+    assert load_policy(policies["weak"]).accounts is not None
+    assert load_policy(unchecked).accounts is None
+    for path, gets_all in ((unchecked, True), (policies["weak"], False)):
+        result = red_team(load_policy(path), _options(path), [BusinessWalk(0)])
+        allowed = [t.outcome for t in result.results[0].trials if not t.outcome.denied]
+        assert allowed and all(o.probes > 0 for o in allowed)
+        assert all(o.best_insider == (o.probes if gets_all else 0) for o in allowed)
 
 
 def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_reference(
@@ -394,6 +411,17 @@ def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_refe
         assert any(b.first <= line <= b.last for b in foreign)
         assert probe.reference in own and probe.reason == "CORPORATE_ACCOUNT"
         assert stage.found(probe)
+    # Where the policy has [accounts] (the rep's reason sees its own account's lines, every
+    # other reason none), none of them is a record; a line of the rep's own business, under
+    # its reference, still is, and a clerk's walk of business lines gets nothing.
+    access = {"CORPORATE_ACCOUNT": "own", "BILLING_INQUIRY": "none"}
+    checked = Stage(stage.baseline, [rep], stage.book, random.Random(2), access)
+    assert not any(checked.found(probe) for probe in probes)
+    mine = next(b for b in baseline.businesses if b.reference in own)
+    line = Probe(0.0, rep.employee, number_of(mine.first), "CORPORATE_ACCOUNT", mine.reference)
+    assert checked.found(line)
+    assert not checked.found(replace(line, reference=probes[0].reference + "0"))
+    assert not checked.found(replace(line, reason="BILLING_INQUIRY", reference=""))
 
 
 def test_surge_days_put_every_probe_of_a_stretch_on_its_first_working_day(

@@ -84,6 +84,10 @@ class Baseline:
     references: dict[str, set[str]] = field(default_factory=dict)
     """Per employee: the references they worked under honestly (their own businesses)."""
 
+    def business_of(self, line: int) -> Business | None:
+        """The business whose line ``line`` (a subscriber part) is, if any."""
+        return next((b for b in self.businesses if b.first <= line <= b.last), None)
+
     def business_ranges(self) -> tuple[tuple[int, int], ...]:
         """Every business's lines as (first, last): the customer book's corporate ranges."""
         return tuple((b.first, b.last) for b in self.businesses)

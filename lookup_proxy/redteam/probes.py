@@ -10,9 +10,11 @@ are answered from.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
+from lookup_proxy.accounts import Access
+from lookup_proxy.policy import Policy
 from lookup_proxy.redteam.baseline import Baseline, Business, Staff, Workday
 from lookup_proxy.simulation.customer_book import CustomerBook
 from lookup_proxy.simulation.number_space import (
@@ -60,6 +62,10 @@ class Stage:
     insiders: list[Staff]
     book: CustomerBook
     rng: random.Random
+    accounts: Mapping[str, Access] = field(default_factory=dict)
+    """Which business lines a lookup under each reason may see, where the policy has
+    ``[accounts]`` (empty: every record is shown): a withheld one is learned as a miss and
+    discloses nothing (:func:`account_access`)."""
 
     def days(self, insider: Staff) -> Iterator[tuple[int, Workday]]:
         """The insider's working days in order, with each day's span of honest work."""
@@ -125,12 +131,29 @@ class Stage:
         return [b for b in self.baseline.businesses if b.reference not in own]
 
     def found(self, probe: Probe) -> bool:
-        """The backend's answer to a probe."""
-        return self.book.found(probe.number) if probe.found is None else probe.found
+        """Whether the probe gets a record: the backend's answer, unless the record is a
+        business line the probe's reason may not see (``accounts``)."""
+        if probe.found is not None:
+            return probe.found
+        if not self.book.found(probe.number):
+            return False
+        access = self.accounts.get(probe.reason, "any")
+        if access == "any":
+            return True
+        business = self.baseline.business_of(int(probe.number[3:]))
+        if access == "own":
+            return business is not None and business.reference == probe.reference
+        return business is None
 
     def random_number(self) -> str:
         """A number drawn uniformly from the allocated range, as a random typist types one."""
         return number_of(random_subscriber(self.rng))
+
+
+def account_access(policy: Policy) -> dict[str, Access]:
+    """Which business lines each reason sees, where the policy has ``[accounts]`` (else none
+    is checked: an empty map)."""
+    return policy.account_access() if policy.accounts is not None else {}
 
 
 def probes_over(first: int, end: int, intensity: float) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from lookup_proxy.redteam.baseline import Staff, spread_out
-from lookup_proxy.redteam.probes import Stage
+from lookup_proxy.redteam.probes import Stage, account_access
 from lookup_proxy.redteam.strategies import Combined, Knob, Knobs, Strategy
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
@@ -75,12 +75,15 @@ def edge(
     Doubling from ``start`` brackets the edge; integer bisection closes it until the bracket is
     one apart, or within ``precision`` of the edge (0.1: a tenth). When even one probe a day is
     locked, halving tries sparser probing (a probe every other working day, every fourth...)
-    down to ``floor``. At most ``steps`` trials; (0, n) when nothing tried was unlocked.
+    down to ``floor``. At most ``steps`` trials, but doubling goes on past them while nothing
+    locks, to the first lock or the ceiling (a few trials more: an edge cut short by the budget
+    understated a strategy nothing binds, a rep walking other businesses' lines, 2026-12-07);
+    (0, n) when nothing tried was unlocked.
     """
     ok: float = 0
     locked: float | None = None
     n = max(1, min(start, ceiling))
-    while steps > 0:
+    while True:
         steps -= 1
         if run(n).locked:
             locked = n
@@ -130,6 +133,8 @@ class Search:
         self.steps = steps
         """Trials for the default knobs; other combinations start near the edge, with half."""
         self.precision = precision
+        self.accounts = account_access(arena.policy)
+        """Which business lines each reason sees: what a probe of one gets."""
 
     def insiders(self, strategy: Strategy, knobs: Knobs) -> list[Staff]:
         """The insiders a strategy runs with: a seeded clerk, rep or spread-out group."""
@@ -231,7 +236,7 @@ class Search:
         (and, past the first, by the draw)."""
         seed = f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}"
         rng = random.Random(seed if draw == 0 else f"{seed}/draw {draw}")
-        stage = Stage(self.baseline, insiders, self.book, rng)
+        stage = Stage(self.baseline, insiders, self.book, rng, self.accounts)
         plan = strategy.plan(stage, intensity, knobs)
         return self.arena.run(
             stage,
