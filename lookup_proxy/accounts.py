@@ -17,6 +17,11 @@ record names the account its line belongs to (``[accounts] field``):
 - ``any``: the reason sees business lines as any other record (a reason kept for serving a
   business line's holder at the counter, with a tight per-reason limit of its own).
 
+A reference is no secret (it is on the contract and on a colleague's screen), so ``own`` alone
+would pass another business's lines under that business's own reference: which references an
+employee may use at all is the token's to say (``[auth.claims] accounts``, checked at justify:
+:mod:`lookup_proxy.justify`).
+
 A withheld record is learned as a miss: the refusal still tells the clerk that the number is
 somebody's, so it is counted as every probe's miss is, and the misses rules bound it. Only
 answers the backend calls found are checked (a 404 shows no record). An answer that cannot be

@@ -86,6 +86,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     policy = _policy(args.config)
     roles = [r for part in args.roles for r in part.split(",") if r]
+    accounts = [a for part in args.accounts for a in part.split(",") if a]
     token = mint_token(
         policy.auth,
         os.environ,
@@ -95,6 +96,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         roles=roles,
         ttl=parse_duration(args.ttl),
         clock=SystemClock(),
+        accounts=accounts,
     )
     print(token)
     return 0
@@ -112,12 +114,15 @@ def cmd_demo_backend(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
-    from lookup_proxy.replay import Replayer, load_roster
+    from lookup_proxy.replay import Replayer, load_accounts, load_roster
 
     policy = _policy(args.config)
     roles = load_roster(Path(args.roster)) if args.roster else None
+    accounts = load_accounts(Path(args.roster)) if args.roster else None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    summary = Replayer(policy, roles).run(Path(args.events), Path(args.out), progress=progress)
+    summary = Replayer(policy, roles, accounts).run(
+        Path(args.events), Path(args.out), progress=progress
+    )
     print(summary.render())
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
@@ -365,6 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--store", required=True)
     token.add_argument("--region", default=None)
     token.add_argument("--roles", action="append", default=[], help="comma-separated roles")
+    token.add_argument(
+        "--accounts",
+        action="append",
+        default=[],
+        help="comma-separated business accounts (references) the employee works",
+    )
     token.add_argument("--ttl", default="8h", help="lifetime, e.g. 8h")
     token.set_defaults(func=cmd_token)
 
@@ -401,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--events", required=True, help="EVENTS.csv, sorted by time")
     replay.add_argument("--out", required=True, help="DECISIONS.csv to write")
     replay.add_argument(
-        "--roster", default=None, help="employee,roles CSV (roles ;-separated) from HR"
+        "--roster",
+        default=None,
+        help="employee,roles[,accounts] CSV (;-separated) from HR",
     )
     replay.add_argument("--summary-json", default=None, help="also write the summary as JSON")
     replay.add_argument(
@@ -426,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     red.add_argument(
         "--events", default=None, help="honest EVENTS.csv to hide in (default: simulated)"
     )
-    red.add_argument("--roster", default=None, help="employee,roles CSV for --events")
+    red.add_argument("--roster", default=None, help="employee,roles[,accounts] CSV for --events")
     red.add_argument("--days", type=int, default=30, help="simulated period (without --events)")
     red.add_argument("--employees", type=int, default=40, help="simulated chain size")
     red.add_argument(

@@ -13,3 +13,6 @@ class Employee:
     store: str
     region: str | None
     roles: frozenset[str]
+    accounts: frozenset[str] = frozenset()
+    """The business accounts (references) the token says they work (``[auth.claims]
+    accounts``): a corporate rep may look up a business's lines under these alone."""

@@ -81,6 +81,7 @@ _NO_EMPLOYEE = f"Your sign-in does not say who you are. {_CALL_HELP}"
 _NO_STORE = f"Your sign-in does not say which store you work at. {_CALL_HELP}"
 _BAD_REGION = f"Your sign-in has an unreadable region. {_CALL_HELP}"
 _BAD_ROLES = f"Your sign-in has an unreadable list of roles. {_CALL_HELP}"
+_BAD_ACCOUNTS = f"Your sign-in has an unreadable list of business accounts. {_CALL_HELP}"
 _BAD_TIMES = f"Your sign-in has unreadable validity times. {_CALL_HELP}"
 
 
@@ -389,6 +390,9 @@ class TokenVerifier:
             store=_required_text(claims.get(names.store), _NO_STORE),
             region=_region(claims.get(names.region)),
             roles=_roles(claims.get(names.roles)),
+            accounts=(
+                frozenset() if names.accounts is None else _accounts(claims.get(names.accounts))
+            ),
         )
         floors = [iat - leeway]
         if nbf is not None:
@@ -455,6 +459,15 @@ def _region(value: object) -> str | None:
 
 def _roles(value: object) -> frozenset[str]:
     """Roles as a JSON list or an OAuth-style space-separated string; absent means none."""
+    return _names(value, _BAD_ROLES)
+
+
+def _accounts(value: object) -> frozenset[str]:
+    """Business accounts (references) as the roles are given; absent means none."""
+    return _names(value, _BAD_ACCOUNTS)
+
+
+def _names(value: object, bad: str) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
@@ -462,11 +475,11 @@ def _roles(value: object) -> frozenset[str]:
     elif isinstance(value, list):
         items = value
     else:
-        raise _claims(_BAD_ROLES)
-    roles: set[str] = set()
+        raise _claims(bad)
+    names: set[str] = set()
     for item in items:
         if not isinstance(item, str) or len(item) > _MAX_CLAIM_LENGTH or not item.isprintable():
-            raise _claims(_BAD_ROLES)
+            raise _claims(bad)
         if item.strip():
-            roles.add(item.strip())
-    return frozenset(roles)
+            names.add(item.strip())
+    return frozenset(names)

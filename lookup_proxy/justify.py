@@ -27,8 +27,11 @@ class Justification:
 class ReasonCatalogue:
     """Checks a lookup's reason and reference against the policy."""
 
-    def __init__(self, reasons: dict[str, Reason]) -> None:
+    def __init__(self, reasons: dict[str, Reason], assigned: bool = False) -> None:
         self._reasons = reasons
+        self._assigned = assigned
+        """Whether tokens name the accounts each employee works (``[auth.claims] accounts``):
+        then a reason with ``accounts = "own"`` takes only those references."""
         self._patterns = {
             code: re.compile(reason.reference_pattern)
             for code, reason in reasons.items()
@@ -74,6 +77,14 @@ class ReasonCatalogue:
                 raise bad_request(
                     f"The reference for {code} must be {hint}. Check it and try again.",
                     "bad-reference",
+                )
+            if self._assigned and entry.accounts == "own" and ref not in employee.accounts:
+                # A reference is no secret (it is on the contract and on a colleague's
+                # screen): the account's own reps may use it, nobody else.
+                raise not_permitted(
+                    f"The account {ref} is not one of yours, so you may not look up its lines. "
+                    "Ask the account's representative, or your manager to assign it to you.",
+                    "account-not-assigned",
                 )
         elif ref is not None and len(ref) > _MAX_REFERENCE:
             raise bad_request(

@@ -139,6 +139,9 @@ class Claims(_Section):
     store: str = "store"
     region: str = "region"
     roles: str = "roles"
+    accounts: str | None = None
+    """The claim listing the business accounts (references) the employee works: a reason with
+    ``accounts = "own"`` then takes only those references. Unset: any reference that fits."""
 
 
 Algorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]

@@ -161,7 +161,7 @@ def build_generation(
         hash=policy_hash(policy),
         keys=key_digest(policy, base_dir),
         verifier=verifier,
-        catalogue=ReasonCatalogue(policy.reasons),
+        catalogue=ReasonCatalogue(policy.reasons, policy.auth.claims.accounts is not None),
         guard=guard,
         upstream=upstream,
         trusted=TrustedProxies(policy.server.trusted_proxies),

@@ -352,31 +352,39 @@ def _count_lines(path: Path) -> int:
 class Replayer:
     """Runs events through justify → target → guard → learn on an event-time clock."""
 
-    def __init__(self, policy: Policy, roles: dict[str, frozenset[str]] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        roles: dict[str, frozenset[str]] | None = None,
+        accounts: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self.policy = policy
         self.roles = roles or {}
         """Employee id → roles, from the roster; live, roles come from the token."""
+        self.accounts = accounts or {}
+        """Employee id → business accounts, from the roster; live, from the token."""
         self.clock = ManualClock(0.0)
         # No key budget: the live memory store sheds the keys closest to expiry when over
         # memory_max_keys, but a backtest that forgot counters would flatter the policy, and a
         # chain that size runs on Redis, which keeps them all.
         self.store = MemoryStore(max_keys=UNBOUNDED_KEYS)
         self.guard = Guard(policy, self.store, self.clock)
-        self.catalogue = ReasonCatalogue(policy.reasons)
+        self.catalogue = ReasonCatalogue(policy.reasons, policy.auth.claims.accounts is not None)
         self._employees: dict[str, Employee] = {}
         self._times = _EventTimes()
         self._numbers = policy.numbers
         """Read once: a policy attribute is a dictionary lookup on every event."""
         # justify, remembered: a month of events repeats a few reasons and references, and the
         # answer depends only on these inputs. Refusals are not remembered.
-        self._reasons: dict[tuple[frozenset[str], str, str], str] = {}
+        self._reasons: dict[tuple[frozenset[str], frozenset[str], str, str], str] = {}
 
     def _employee(self, employee_id: str, store: str, region: str) -> Employee:
         """The employee a row names, one object per id while their store and region hold."""
         employee = self._employees.get(employee_id)
         if employee is None or employee.store != store or employee.region != (region or None):
             roles = self.roles.get(employee_id, frozenset())
-            employee = Employee(employee_id, store, region or None, roles)
+            accounts = self.accounts.get(employee_id, frozenset())
+            employee = Employee(employee_id, store, region or None, roles, accounts)
             self._employees[employee_id] = employee
         return employee
 
@@ -511,7 +519,7 @@ class Replayer:
 
     def _reason(self, employee: Employee, code: str, reference: str) -> str:
         """The justified reason code (justify), or the Refusal the live proxy would answer."""
-        key = (employee.roles, code, reference)
+        key = (employee.roles, employee.accounts, code, reference)
         reason = self._reasons.get(key)
         if reason is None:
             reason = self.catalogue.justify(employee, code, reference).reason
@@ -559,22 +567,37 @@ def load_roster(path: Path) -> dict[str, frozenset[str]]:
     """``employee,roles`` (roles separated by ``;`` or spaces) → roles per employee.
 
     Tokens carry roles live; a backtest needs them from the HR directory instead, or
-    role-limited reasons would be refused to everyone.
+    role-limited reasons would be refused to everyone. A third column, ``accounts``, is read
+    by :func:`load_accounts`.
     """
-    roles: dict[str, frozenset[str]] = {}
+    return _roster_column(path, 1)
+
+
+def load_accounts(path: Path) -> dict[str, frozenset[str]]:
+    """``employee,roles,accounts`` → the business accounts (references) per employee, as a
+    token's ``[auth.claims] accounts`` would name them (none without the column)."""
+    return _roster_column(path, 2)
+
+
+def _roster_column(path: Path, column: int) -> dict[str, frozenset[str]]:
+    values: dict[str, frozenset[str]] = {}
     bad: list[BadRow] = []
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != ["employee", "roles"]:
+        header = [h.strip() for h in next(reader, None) or []]
+        if header not in (["employee", "roles"], ["employee", "roles", "accounts"]):
             raise ReplayFailed(
-                str(path), [BadRow(1, f"header must be employee,roles; found {header}")], 1
+                str(path),
+                [BadRow(1, f"header must be employee,roles[,accounts]; found {header}")],
+                1,
             )
+        width = len(header)
         for line, row in enumerate(reader, start=2):
-            if len(row) != 2 or not row[0].strip():
-                bad.append(BadRow(line, f"expected employee,roles; found {row}"))
+            if len(row) != width or not row[0].strip():
+                bad.append(BadRow(line, f"expected {','.join(header)}; found {row}"))
                 continue
-            roles[row[0].strip()] = frozenset(row[1].replace(";", " ").split())
+            text = row[column] if column < width else ""
+            values[row[0].strip()] = frozenset(text.replace(";", " ").split())
     if bad:
         raise ReplayFailed(str(path), bad[:MAX_LISTED_ERRORS], len(bad))
-    return roles
+    return values

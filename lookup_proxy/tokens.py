@@ -30,6 +30,7 @@ def mint_token(
     roles: Sequence[str],
     ttl: float,
     clock: Clock,
+    accounts: Sequence[str] = (),
 ) -> str:
     """A token the :class:`~lookup_proxy.identify.TokenVerifier` for ``auth`` accepts.
 
@@ -75,6 +76,10 @@ def mint_token(
     }
     if region is not None:
         claims[names.region] = region
+    if names.accounts is not None:
+        claims[names.accounts] = list(accounts)
+    elif accounts:
+        raise ValueError("business accounts need an [auth.claims] accounts claim to go in")
     if auth.issuer is not None:
         claims["iss"] = auth.issuer
     if auth.audience is not None:

@@ -124,6 +124,7 @@ def token(
     roles: Sequence[str] = (),
     ttl: float = 3600.0,
     clock: Clock | None = None,
+    accounts: Sequence[str] = (),
 ) -> str:
     return mint_token(
         p.auth,
@@ -134,6 +135,7 @@ def token(
         roles=roles,
         ttl=ttl,
         clock=clock or SystemClock(),
+        accounts=accounts,
     )
 
 

@@ -39,17 +39,21 @@ action = "lock"
 """
 
 
-def accounts_text(upstream: str, rules: str = "") -> str:
+def accounts_text(upstream: str, rules: str = "", claim: bool = False) -> str:
     """The harness policy with ``[accounts]``: corporate reps see their own account's lines,
-    the fraud team any business's, every other reason none."""
-    text = policy_text(upstream, rules=rules, extra='[accounts]\nfield = "account.reference"\n')
+    the fraud team any business's, every other reason none; with ``claim``, tokens name the
+    accounts each employee works."""
+    extra = '[accounts]\nfield = "account.reference"\n'
+    if claim:
+        extra += '\n[auth.claims]\naccounts = "accounts"\n'
+    text = policy_text(upstream, rules=rules, extra=extra)
     assert CORPORATE in text and FRAUD in text
     text = text.replace(CORPORATE, CORPORATE + 'accounts = "own"\n')
     return text.replace(FRAUD, FRAUD + 'accounts = "any"\n')
 
 
-def accounts_policy(upstream: str, rules: str = "") -> Policy:
-    return parse_policy(accounts_text(upstream, rules), "accounts.toml")
+def accounts_policy(upstream: str, rules: str = "", claim: bool = False) -> Policy:
+    return parse_policy(accounts_text(upstream, rules, claim), "accounts.toml")
 
 
 def ask(
@@ -66,6 +70,12 @@ def ask(
 
 def rep(p: Policy, reference: str) -> dict[str, str]:
     return ask(p, "CORPORATE_ACCOUNT", reference, ("corporate-sales",))
+
+
+async def seen(client: aiohttp.ClientSession, backend: str) -> list[dict[str, Any]]:
+    async with client.get(backend + "/_demo/requests") as response:
+        result: list[dict[str, Any]] = await response.json()
+        return result
 
 
 async def outcomes(proxy: Proxy) -> list[dict[str, Any]]:
@@ -203,6 +213,30 @@ async def test_a_record_the_lookup_may_not_see_is_withheld(
     assert all(rec.exc_info is None for rec in caplog.records)
     assert (outcome["outcome"], outcome["status"], outcome["cause"]) == ("refused", 403, cause)
     assert f'lookup_proxy_refusals_total{{cause="{cause}",status="403"}} 1.0' in metrics
+
+
+async def test_with_the_accounts_claim_a_rep_uses_only_their_own_accounts_references(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """A reference is no secret: under another business's own reference its lines would pass
+    ``own``. With ``[auth.claims] accounts`` the reference must be one the token names: 403
+    account-not-assigned before anything is forwarded; the rep's own account works."""
+    p = accounts_policy(backend, claim=True)
+    mine = token(p, employee="E7", roles=["corporate-sales"], accounts=[OURS.reference])
+    sent = {"Authorization": f"Bearer {mine}", "X-Lookup-Reason": "CORPORATE_ACCOUNT"}
+    async with running_proxy(p) as (url, _):
+        own = {**sent, "X-Lookup-Reference": OURS.reference}
+        async with client.get(f"{url}/customers/{OURS.line(2)}", headers=own) as r:
+            assert r.status == 200
+        theirs = {**sent, "X-Lookup-Reference": THEIRS.reference}
+        async with client.get(f"{url}/customers/{THEIRS.line(2)}", headers=theirs) as r:
+            assert r.status == 403
+            body = await r.json(content_type=None)
+    assert body["type"] == "urn:lookup-proxy:problem:account-not-assigned"
+    assert THEIRS.reference in body["detail"]
+    forwarded = [entry["path"] for entry in await seen(client, backend)]
+    assert f"/customers/{OURS.line(2)}" in forwarded
+    assert f"/customers/{THEIRS.line(2)}" not in forwarded
 
 
 async def test_withheld_records_count_as_misses(

@@ -378,14 +378,24 @@ def test_cli_refuses_more_attackers_than_staff(
 
 
 def test_roster_gives_roles_without_revealing_the_truth(run: Run) -> None:
-    """EVENTS.roster.csv lists every employee's roles; only corporate reps may sell to business."""
+    """EVENTS.roster.csv lists every employee's roles; only corporate reps may sell to business,
+    and only reps work business accounts (the references their honest rows use)."""
     header, roster = _read(run.events_path.with_suffix(".roster.csv"))
-    assert header == ["employee", "roles"]
+    assert header == ["employee", "roles", "accounts"]
     roles = {row["employee"]: set(row["roles"].split(";")) for row in roster}
+    accounts = {row["employee"]: set(filter(None, row["accounts"].split(";"))) for row in roster}
     assert set(roles) == {row["employee"] for row in run.employees}
     for employee in run.employees:
         expected = {"clerk", "corporate-sales"} if employee["role"] == "corporate" else {"clerk"}
         assert roles[employee["employee"]] == expected
+        assert bool(accounts[employee["employee"]]) == (employee["role"] == "corporate")
+    with run.events_path.open(newline="", encoding="utf-8") as handle:
+        used = {
+            (row["employee"], row["reference"])
+            for row in csv.DictReader(handle)
+            if row["reference"] and row["employee"] in accounts and accounts[row["employee"]]
+        }
+    assert used and all(reference in accounts[who] for who, reference in used)
 
 
 def test_cli_plants_both_families_reading_the_policy(

@@ -150,6 +150,31 @@ def test_roles_may_be_a_space_separated_string_and_region_may_be_absent() -> Non
     assert employee.roles == frozenset({"clerk", "store-manager"})
 
 
+def test_business_accounts_come_from_their_claim_when_the_policy_names_one() -> None:
+    """``[auth.claims] accounts``: a list or a space-separated string; absent means none; a
+    token's accounts are ignored when the policy names no claim; a bad one is refused."""
+    clock = ManualClock()
+    auth = Auth(
+        algorithms=("HS256",), issuer=ISSUER, audience=AUDIENCE, claims=Claims(accounts="accts")
+    )
+    listed = _hs(_claims(clock, accts=["CORP-000001", "CORP-000002"]))
+    assert _verifier(clock, auth).verify(f"Bearer {listed}").accounts == {
+        "CORP-000001",
+        "CORP-000002",
+    }
+    spaced = _hs(_claims(clock, accts="CORP-000003  CORP-000004"))
+    assert _verifier(clock, auth).verify(f"Bearer {spaced}").accounts == {
+        "CORP-000003",
+        "CORP-000004",
+    }
+    assert _verifier(clock, auth).verify(f"Bearer {_hs(_claims(clock))}").accounts == frozenset()
+    assert _verifier(clock).verify(f"Bearer {listed}").accounts == frozenset()
+    with pytest.raises(Refusal) as caught:
+        _verifier(clock, auth).verify(f"Bearer {_hs(_claims(clock, accts={'a': 1}))}")
+    assert (caught.value.status, caught.value.cause) == (401, "token-claims")
+    assert "business accounts" in caught.value.detail
+
+
 def test_token_without_roles_has_no_roles() -> None:
     """A token without a roles claim grants no roles rather than being refused."""
     clock = ManualClock()

@@ -19,6 +19,27 @@ def refusal(reason: str | None, reference: str | None = None, who: Employee = CL
     return caught.value
 
 
+def test_an_own_account_reason_takes_only_the_references_the_token_names() -> None:
+    """With ``[auth.claims] accounts``, a reason with ``accounts = "own"`` refuses a reference
+    the employee's token does not name (403 account-not-assigned); without the claim, or for
+    another reason, any reference that fits passes."""
+    reasons = policy(
+        "http://127.0.0.1:1", extra='[accounts]\nfield = "account.reference"\n'
+    ).reasons
+    reasons["CORPORATE_ACCOUNT"] = reasons["CORPORATE_ACCOUNT"].model_copy(
+        update={"accounts": "own"}
+    )
+    rep = Employee("E2", "S1", "R1", frozenset({"clerk"}), frozenset({"CORP-000001"}))
+    assigned = ReasonCatalogue(reasons, assigned=True)
+    assert assigned.justify(rep, "CORPORATE_ACCOUNT", "CORP-000001").reference == "CORP-000001"
+    with pytest.raises(Refusal) as caught:
+        assigned.justify(rep, "CORPORATE_ACCOUNT", "CORP-000002")
+    assert (caught.value.status, caught.value.cause) == (403, "account-not-assigned")
+    assert "CORP-000002" in caught.value.detail
+    assert ReasonCatalogue(reasons).justify(rep, "CORPORATE_ACCOUNT", "CORP-000002").reason
+    assert assigned.justify(rep, "PLAN_CHANGE", None).reason == "PLAN_CHANGE"
+
+
 def test_a_catalogue_code_is_accepted_with_surrounding_spaces_trimmed() -> None:
     """Terminals that pad the header still get their reason recognised."""
     justification = CATALOGUE.justify(CLERK, "  PLAN_CHANGE ", None)

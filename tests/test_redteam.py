@@ -424,6 +424,34 @@ def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_refe
     assert not checked.found(replace(line, reason="BILLING_INQUIRY", reference=""))
 
 
+def test_a_rep_walking_other_businesses_gets_nothing_where_tokens_name_their_accounts(
+    policies: dict[str, Path], tmp_path: Path
+) -> None:
+    """Under the shipped head ([accounts], CORPORATE_ACCOUNT ``own``, the accounts claim) every
+    walk of other businesses' lines gets nothing; without the claim, a walk under each
+    business's own reference gets a record at every step."""
+    rep = [CorporateExempt("CORPORATE_ACCOUNT")]
+    shipped = policies["weak"]
+    assert load_policy(shipped).auth.claims.accounts is not None
+    result = red_team(load_policy(shipped), _options(shipped), rep)
+    walks = [
+        t
+        for t in result.results[0].trials
+        if str(t.knobs["pattern"]).endswith(("es", "businesses"))
+    ]
+    assert {t.knobs["pattern"] for t in walks} == {"other businesses", "their references"}
+    assert all(t.outcome.best_insider == 0 for t in walks)
+    unclaimed = tmp_path / "unclaimed.toml"
+    text = shipped.read_text("utf-8")
+    unclaimed.write_text(re.sub(r'(?m)^accounts = "accounts"\n', "", text), "utf-8")
+    assert load_policy(unclaimed).auth.claims.accounts is None
+    result = red_team(load_policy(unclaimed), _options(unclaimed), rep)
+    theirs = [
+        t.outcome for t in result.results[0].trials if t.knobs["pattern"] == "their references"
+    ]
+    assert theirs and all(o.best_insider > 0 for o in theirs)
+
+
 def test_surge_days_put_every_probe_of_a_stretch_on_its_first_working_day(
     policies: dict[str, Path],
 ) -> None:

@@ -38,6 +38,7 @@ from lookup_proxy.replay import (
     ReplayFailed,
     _EventTimes,
     _records,
+    load_accounts,
     load_roster,
     parse_timestamp,
 )
@@ -788,3 +789,43 @@ def test_a_malformed_roster_fails_naming_the_line(tmp_path: Path) -> None:
     with pytest.raises(ReplayFailed) as caught:
         load_roster(roster)
     assert [row.line for row in caught.value.rows] == [3]
+    roster.write_text("employee,accounts\nE1,CORP-000001\n")
+    with pytest.raises(ReplayFailed, match=r"employee,roles\[,accounts\]"):
+        load_accounts(roster)
+
+
+def test_the_roster_s_accounts_are_the_tokens_accounts(tmp_path: Path) -> None:
+    """With ``[auth.claims] accounts``, a rep's corporate lookups take only the references
+    the roster's accounts column gives them, as tokens carrying the claim would."""
+    rules = tmp_path / "policy.toml"
+    head = HEAD.replace(
+        'reference_pattern = "CORP-[0-9]{6}"',
+        'reference_pattern = "CORP-[0-9]{6}"\naccounts = "own"',
+    )
+    rules.write_text(
+        head + '\n[accounts]\nfield = "account.reference"\n\n[auth.claims]\naccounts = "accounts"\n'
+    )
+    rows = [
+        event(0, "E1", number(0), reason="CORPORATE_ACCOUNT", reference="CORP-000001"),
+        event(5, "E1", number(1), reason="CORPORATE_ACCOUNT", reference="CORP-000002"),
+        event(9, "E2", number(2), reason="CORPORATE_ACCOUNT", reference="CORP-000001"),
+    ]
+    events = write_events(tmp_path / "events.csv", rows)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("employee,roles,accounts\nE1,clerk,CORP-000001;CORP-000003\nE2,clerk,\n")
+    assert load_accounts(roster) == {"E1": {"CORP-000001", "CORP-000003"}, "E2": frozenset()}
+    assert load_roster(roster) == {"E1": {"clerk"}, "E2": {"clerk"}}
+    out = tmp_path / "decisions.csv"
+    done = run_cli(
+        "replay",
+        *("--config", str(rules), "--events", str(events), "--out", str(out)),
+        *("--roster", str(roster), "--no-progress"),
+    )
+    assert done.returncode == 0, done.stderr
+    with out.open(newline="", encoding="utf-8") as handle:
+        decided = list(csv.reader(handle))
+    assert [row[8:10] for row in decided[1:]] == [
+        ["allow", ""],
+        ["deny", "account-not-assigned"],
+        ["deny", "account-not-assigned"],
+    ]

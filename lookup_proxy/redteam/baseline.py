@@ -18,7 +18,14 @@ from pathlib import Path
 from lookup_proxy.errors import Refusal
 from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy
-from lookup_proxy.replay import EVENT_COLUMNS, BadRow, ReplayFailed, load_roster, parse_timestamp
+from lookup_proxy.replay import (
+    EVENT_COLUMNS,
+    BadRow,
+    ReplayFailed,
+    load_accounts,
+    load_roster,
+    parse_timestamp,
+)
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE, KST
 from lookup_proxy.simulation.month import event_row, month_days, roles_of
 from lookup_proxy.simulation.roster import SimConfig, build_roster, corporate_accounts
@@ -83,6 +90,9 @@ class Baseline:
     where they are (the worst case: all of them)."""
     references: dict[str, set[str]] = field(default_factory=dict)
     """Per employee: the references they worked under honestly (their own businesses)."""
+    assignments: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Per employee: the business accounts their tokens name (``[auth.claims] accounts``):
+    a simulated rep's accounts, or the roster's ``accounts`` column."""
 
     def business_of(self, line: int) -> Business | None:
         """The business whose line ``line`` (a subscriber part) is, if any."""
@@ -170,6 +180,7 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
     rows: list[tuple[float, tuple[str, ...]]] = []
     staff: dict[str, Staff] = {}
     roles = load_roster(roster) if roster is not None else {}
+    assignments = load_accounts(roster) if roster is not None else {}
     with events.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -198,6 +209,7 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
     baseline = Baseline(rows, staff, first, (last - first).days + 1)
     baseline.learn_days(policy)
     baseline.businesses = seen_businesses(baseline, policy)
+    baseline.assignments = assignments
     return baseline
 
 
@@ -232,6 +244,7 @@ def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
     baseline.businesses = [
         Business(a.first, a.first + a.size - 1, a.reference) for a in corporate_accounts(cfg)
     ]
+    baseline.assignments = {e.id: frozenset(a.reference for a in e.accounts) for e in roster}
     return baseline
 
 

@@ -182,13 +182,16 @@ class CorporateExempt(Strategy):
     ``random`` probes any number; ``runs`` walks consecutive lines from a random start, as a
     rep does for a business customer, the shape the scan rules exempt; ``other businesses``
     walks the lines of the chain's business customers the rep does not serve (every line a
-    record), under the rep's own reference, which nothing ties to the lines it is typed with.
+    record), under the rep's own reference, which a policy without ``[accounts]`` ties to
+    nothing; ``their references`` walks them under each business's own reference (a
+    reference is no secret: it is on the contract and on a colleague's screen), which
+    ``[accounts]`` alone cannot tell from that business's own rep.
     """
 
     role = "corporate"
 
     def __init__(self, reason: str) -> None:
-        patterns = ("random", "runs", "other businesses")
+        patterns = ("random", "runs", "other businesses", "their references")
         super().__init__(f"exempt {reason} (corporate rep)", {"pattern": patterns})
         self.reason = reason
 
@@ -200,11 +203,14 @@ class CorporateExempt(Strategy):
         lines = {s.employee: business_lines(stage.foreign_businesses(s), 1) for s in stage.insiders}
         for insider, _, at in stage.moments(intensity):
             reference = references[insider.employee]
-            if pattern == "other businesses":
+            if pattern in ("other businesses", "their references"):
                 line = next(lines[insider.employee], None)
                 if line is None:
                     continue  # every line walked: nothing more to find
                 number = number_of(line)
+                business = stage.baseline.business_of(line)
+                if pattern == "their references" and business is not None:
+                    reference = business.reference
             else:
                 number = next(numbers) if pattern == "runs" else stage.random_number()
             probes.append(Probe(at, insider.employee, number, self.reason, reference))

@@ -131,7 +131,7 @@ class Arena:
         outcome.records_before_flag = dict.fromkeys(insiders, 0)
         seen: dict[str, set[str]] = {e: set() for e in insiders}
         locked: set[str] = set()
-        replayer = Replayer(self.policy, self.roles)
+        replayer = Replayer(self.policy, self.roles, self.baseline.assignments)
         for _, rows in itertools.groupby(merged, key=lambda r: self.baseline.day_of(r[0])):
             kinds = self._write_day(rows, insiders)
             summary = replayer.run(self._events, self._decisions)
@@ -199,7 +199,9 @@ class Arena:
             for index, (_, text) in enumerate(rows):
                 if index not in dropped:
                     sink.write(text + "\n")
-        return Replayer(self.policy, self.roles).run(self._events, self._decisions)
+        return Replayer(self.policy, self.roles, self.baseline.assignments).run(
+            self._events, self._decisions
+        )
 
     @staticmethod
     def _lock(summary: Summary, employee: str) -> tuple[float, str] | None:

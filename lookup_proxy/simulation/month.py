@@ -109,12 +109,15 @@ def roles_of(employee: Employee) -> tuple[str, ...]:
 
 
 def write_roster(roster: Sequence[Employee], path: Path) -> None:
-    """Write the employee,roles file replay takes as ``--roster`` (roles only, no truth)."""
+    """Write the employee,roles,accounts file replay takes as ``--roster`` (roles, and the
+    business accounts a corporate rep works, as an HR directory and the tokens give them; no
+    truth)."""
     with path.open("w", newline="", encoding="utf-8") as roster_file:
         writer = csv.writer(roster_file, lineterminator="\n")
-        writer.writerow(("employee", "roles"))
+        writer.writerow(("employee", "roles", "accounts"))
         for employee in roster:
-            writer.writerow((employee.id, ";".join(roles_of(employee))))
+            accounts = ";".join(account.reference for account in employee.accounts)
+            writer.writerow((employee.id, ";".join(roles_of(employee)), accounts))
 
 
 def simulate(cfg: SimConfig, events_path: Path, truth_path: Path) -> Summary:
