@@ -224,14 +224,13 @@ class UpstreamClient:
                     upstream.status,
                 )
             if fields is not None or (accounts is not None and 200 <= upstream.status < 300):
-                trimmed = await _checked(
+                checked = await _checked(
                     upstream, fields, accounts, justification.reference, self.config, request_id
                 )
-                response = trimmed
-                trimmed.headers.update(response_headers)
-                await trimmed.prepare(request)
-                await trimmed.write_eof()
-                return Forwarded(upstream.status, trimmed)
+                # Unprepared, as a whole answer is: aiohttp then writes status line, headers
+                # and body at once (preparing here first cost a write more per lookup).
+                checked.headers.update(response_headers)
+                return Forwarded(upstream.status, checked)
             length = upstream.content_length
             if length is not None and length <= WHOLE_ANSWER_MAX:
                 return await _whole(upstream, response_headers, request_id)
