@@ -18,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lookup_proxy import __version__
-from lookup_proxy.accounts import WITHHELD
+from lookup_proxy.accounts import LEARNED_AS_FOUND
 from lookup_proxy.admin import add_admin_routes
 from lookup_proxy.admin.policy import add_policy_routes
 from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable
@@ -240,10 +240,9 @@ class Proxy:
                     generation.accounts.get(justification.reason),
                 )
             except Refusal as refusal:
-                if refusal.cause in WITHHELD:
-                    # Withheld, but the clerk now knows the number is somebody's: a miss for
-                    # the rules, as every probe's is (lookup_proxy/accounts.py).
-                    self._learn(guard, lookup, found=False)  # learn
+                withheld = LEARNED_AS_FOUND.get(refusal.cause)
+                if withheld is not None:  # a record withheld for its account: still an outcome
+                    self._learn(guard, lookup, found=withheld)  # learn (lookup_proxy/accounts.py)
                 raise
             self.metrics.upstream_timed(label).observe(time.perf_counter() - upstream_started)
             entry.status = entry.upstream_status = forwarded.status

@@ -239,27 +239,33 @@ async def test_with_the_accounts_claim_a_rep_uses_only_their_own_accounts_refere
     assert f"/customers/{THEIRS.line(2)}" not in forwarded
 
 
-async def test_withheld_records_count_as_misses(
+async def test_a_reference_s_mismatches_count_as_misses_and_business_lines_do_not(
     backend: str, client: aiohttp.ClientSession
 ) -> None:
-    """Each refusal still tells the clerk the number is somebody's, so the guard learns it as
-    a miss: three in a day trip a misses lock, as three probes that found nobody would."""
+    """A mismatch still tells a rep that the number is somebody's, so the guard learns it as
+    a miss: three in a day trip a misses lock, as three probes that found nobody would. A
+    business line withheld from a clerk is learned as found, as it was (the holder stands at
+    the counter): four in a row lock nobody."""
     p = accounts_policy(backend, MISSES_LOCK)
     async with running_proxy(p) as (url, proxy):
         statuses, body = [], {}
         for index in range(4):
-            sent = ask(p, "BILLING_INQUIRY")
-            async with client.get(f"{url}/customers/{THEIRS.line(index)}", headers=sent) as r:
+            number = THEIRS.line(index)
+            async with client.get(f"{url}/customers/{number}", headers=rep(p, OURS.reference)) as r:
                 statuses.append(r.status)
                 body = await r.json(content_type=None)
             await proxy.guard_idle()
-        async with client.get(
-            f"{url}/customers/{CONSUMER}", headers=ask(p, "BILLING_INQUIRY")
-        ) as r:
-            after = r.status, (await r.json(content_type=None))["type"]
-    assert statuses == [403, 403, 403, 403]
-    assert body["type"].endswith(":locked-out") and body["rule"] == "misses-lock"
-    assert after == (403, "urn:lookup-proxy:problem:locked-out")
+        assert statuses == [403, 403, 403, 403]
+        assert body["type"].endswith(":locked-out") and body["rule"] == "misses-lock"
+        clerk = {**ask(p, "BILLING_INQUIRY"), "Authorization": f"Bearer {token(p, employee='E9')}"}
+        causes = []
+        for index in range(4):
+            async with client.get(f"{url}/customers/{OURS.line(index)}", headers=clerk) as r:
+                causes.append((r.status, (await r.json(content_type=None))["type"]))
+            await proxy.guard_idle()
+        async with client.get(f"{url}/customers/{CONSUMER}", headers=clerk) as r:
+            assert r.status == 200
+    assert causes == [(403, "urn:lookup-proxy:problem:business-line")] * 4
 
 
 async def test_a_not_found_answer_passes_as_it_came(

@@ -376,7 +376,7 @@ def test_walking_business_lines_finds_a_record_at_every_step(
     assert all(any(b.first <= line <= b.last for b in baseline.businesses) for line in lines)
     assert all(abs(a - b) > 20 for a, b in itertools.pairwise(lines))
     assert len(set(lines)) == len(lines)
-    assert all(stage.found(p) and p.reason == "BILLING_INQUIRY" for p in probes)
+    assert all(stage.discloses(p) and p.reason == "BILLING_INQUIRY" for p in probes)
     # Against rate limits alone, every probe let through is a record; where the policy's
     # [accounts] shows business lines to their accounts' reps only (the shipped head), none is.
     shipped_head = policies["weak"].read_text(encoding="utf-8")
@@ -410,18 +410,22 @@ def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_refe
         line = int(probe.number[3:])
         assert any(b.first <= line <= b.last for b in foreign)
         assert probe.reference in own and probe.reason == "CORPORATE_ACCOUNT"
-        assert stage.found(probe)
+        assert stage.found(probe) and stage.discloses(probe)
     # Where the policy has [accounts] (the rep's reason sees its own account's lines, every
     # other reason none), none of them is a record; a line of the rep's own business, under
     # its reference, still is, and a clerk's walk of business lines gets nothing.
     access = {"CORPORATE_ACCOUNT": "own", "BILLING_INQUIRY": "none"}
     checked = Stage(stage.baseline, [rep], stage.book, random.Random(2), access)
-    assert not any(checked.found(probe) for probe in probes)
+    # A mismatch discloses nothing and is learned as a miss (found: what the guard learns).
+    assert not any(checked.found(p) or checked.discloses(p) for p in probes)
     mine = next(b for b in baseline.businesses if b.reference in own)
     line = Probe(0.0, rep.employee, number_of(mine.first), "CORPORATE_ACCOUNT", mine.reference)
-    assert checked.found(line)
-    assert not checked.found(replace(line, reference=probes[0].reference + "0"))
-    assert not checked.found(replace(line, reason="BILLING_INQUIRY", reference=""))
+    assert checked.found(line) and checked.discloses(line)
+    wrong = replace(line, reference=probes[0].reference + "0")
+    assert not checked.found(wrong) and not checked.discloses(wrong)
+    # A business line under a reason that sees none: withheld, but learned as found.
+    clerk = replace(line, reason="BILLING_INQUIRY", reference="")
+    assert checked.found(clerk) and not checked.discloses(clerk)
 
 
 def test_a_rep_walking_other_businesses_gets_nothing_where_tokens_name_their_accounts(

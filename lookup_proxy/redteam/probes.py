@@ -131,19 +131,32 @@ class Stage:
         return [b for b in self.baseline.businesses if b.reference not in own]
 
     def found(self, probe: Probe) -> bool:
-        """Whether the probe gets a record: the backend's answer, unless the record is a
-        business line the probe's reason may not see (``accounts``)."""
+        """What the guard learns of the probe, as the live proxy teaches it: the backend's
+        answer, but a miss for a record withheld because it is not a line of the probe's
+        reference's account (``accounts``; lookup_proxy/accounts.py)."""
         if probe.found is not None:
             return probe.found
         if not self.book.found(probe.number):
             return False
+        if self.accounts.get(probe.reason, "any") == "own":
+            return self._reference_s(probe)
+        return True
+
+    def discloses(self, probe: Probe) -> bool:
+        """Whether the probe gets a record: found, and not withheld as a business line its
+        reason may not see (``accounts``)."""
+        if probe.found is not None:
+            return probe.found
+        if not self.found(probe):
+            return False
         access = self.accounts.get(probe.reason, "any")
-        if access == "any":
-            return True
+        if access == "none":
+            return self.baseline.business_of(int(probe.number[3:])) is None
+        return True
+
+    def _reference_s(self, probe: Probe) -> bool:
         business = self.baseline.business_of(int(probe.number[3:]))
-        if access == "own":
-            return business is not None and business.reference == probe.reference
-        return business is None
+        return business is not None and business.reference == probe.reference
 
     def random_number(self) -> str:
         """A number drawn uniformly from the allocated range, as a random typist types one."""

@@ -315,7 +315,11 @@ class Arena:
                 if kind < 0 or denied:
                     continue
                 probe = probes[kind]
-                if probe.counts and stage.found(probe) and probe.number not in seen[probe.insider]:
+                if (
+                    probe.counts
+                    and stage.discloses(probe)
+                    and probe.number not in seen[probe.insider]
+                ):
                     seen[probe.insider].add(probe.number)
                     outcome.records[probe.insider] += 1
                     if outcome.first_flag is None:
