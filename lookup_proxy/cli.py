@@ -119,6 +119,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     policy = _policy(args.config)
     roles = load_roster(Path(args.roster)) if args.roster else None
     accounts = load_accounts(Path(args.roster)) if args.roster else None
+    _warn_unassigned("replay", policy, accounts)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     summary = Replayer(policy, roles, accounts).run(
         Path(args.events), Path(args.out), progress=progress
@@ -127,6 +128,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_json(), indent=2) + "\n")
     return 0
+
+
+def _warn_unassigned(
+    command: str, policy: Policy, accounts: dict[str, frozenset[str]] | None
+) -> None:
+    """Say so when a backtest will refuse every lookup of an own-account reason for want of
+    the accounts each employee works (a roster without the column)."""
+    from lookup_proxy.replay import unassigned_reasons
+
+    unassigned = unassigned_reasons(policy, accounts)
+    if unassigned:
+        print(
+            f"{command}: warning: the policy takes references for {', '.join(unassigned)} only "
+            f"from the accounts each employee works ([auth.claims] {policy.auth.claims.accounts})"
+            ", and the roster names none (give it an accounts column: employee,roles,accounts),"
+            " so every such lookup is refused here as account-not-assigned",
+            file=sys.stderr,
+        )
 
 
 def cmd_red_team(args: argparse.Namespace) -> int:
@@ -149,7 +168,14 @@ def cmd_red_team(args: argparse.Namespace) -> int:
         draws=args.draws,
         only=tuple(args.only),
     )
-    outcome = red_team(_policy(args.config), options)
+    policy = _policy(args.config)
+    if args.events:
+        from lookup_proxy.replay import load_accounts
+
+        _warn_unassigned(
+            "red-team", policy, load_accounts(Path(args.roster)) if args.roster else None
+        )
+    outcome = red_team(policy, options)
     print(outcome.text)
     if args.json:
         Path(args.json).write_text(json.dumps(outcome.report, indent=2) + "\n")

@@ -573,6 +573,15 @@ def load_roster(path: Path) -> dict[str, frozenset[str]]:
     return _roster_column(path, 1)
 
 
+def unassigned_reasons(policy: Policy, accounts: dict[str, frozenset[str]] | None) -> list[str]:
+    """The reasons a backtest will refuse to everyone for want of accounts: those with
+    ``accounts = "own"`` when the policy takes references from the accounts claim and the
+    roster names no employee's accounts (none at all: an ``employee,roles`` roster, or none)."""
+    if policy.auth.claims.accounts is None or any(accounts.values() if accounts else ()):
+        return []
+    return sorted(code for code, r in policy.reasons.items() if r.accounts == "own")
+
+
 def load_accounts(path: Path) -> dict[str, frozenset[str]]:
     """``employee,roles,accounts`` → the business accounts (references) per employee, as a
     token's ``[auth.claims] accounts`` would name them (none without the column)."""

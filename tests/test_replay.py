@@ -829,3 +829,16 @@ def test_the_roster_s_accounts_are_the_tokens_accounts(tmp_path: Path) -> None:
         ["deny", "account-not-assigned"],
         ["deny", "account-not-assigned"],
     ]
+    assert "warning" not in done.stderr
+    # A roster without the column: every such lookup is refused, and the command says why.
+    roster.write_text("employee,roles\nE1,clerk\nE2,clerk\n")
+    done = run_cli(
+        "replay",
+        *("--config", str(rules), "--events", str(events), "--out", str(out)),
+        *("--roster", str(roster), "--no-progress"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "warning: the policy takes references for CORPORATE_ACCOUNT only" in done.stderr
+    assert "employee,roles,accounts" in done.stderr
+    with out.open(newline="", encoding="utf-8") as handle:
+        assert {row[9] for row in list(csv.reader(handle))[1:]} == {"account-not-assigned"}
