@@ -526,7 +526,10 @@ class Policy(_Section):
     audit: Audit = Audit()
 
     def account_access(self) -> dict[str, Access]:
-        """Reason code → which business lines it sees (``none`` unless the reason says)."""
+        """Reason code → which business lines it sees (``none`` unless the reason says);
+        empty without ``[accounts]``, which checks nothing."""
+        if self.accounts is None:
+            return {}
         return {code: r.accounts or "none" for code, r in self.reasons.items()}
 
     def witnesses(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ import gc
 import io
 import json
 import random
+import subprocess
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -770,7 +771,15 @@ def test_a_roster_gives_employees_their_roles(tmp_path: Path) -> None:
     events = write_events(tmp_path / "events.csv", rows)
     roster = tmp_path / "roster.csv"
     roster.write_text("employee,roles\nE1,clerk;corporate-sales\nE2,clerk\n")
-    out = tmp_path / "decisions.csv"
+    _, decided = _replay_with_roster(rules, events, roster, tmp_path / "decisions.csv")
+    assert [row[8:10] for row in decided[1:]] == [["allow", ""], ["deny", "reason-not-permitted"]]
+
+
+def _replay_with_roster(
+    rules: Path, events: Path, roster: Path, out: Path
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+    """``lookup-proxy replay`` with a roster, as security staff run it: the finished command
+    (exit 0 asserted) and DECISIONS.csv's rows, header first."""
     done = run_cli(
         "replay",
         *("--config", str(rules), "--events", str(events), "--out", str(out)),
@@ -778,8 +787,7 @@ def test_a_roster_gives_employees_their_roles(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     with out.open(newline="", encoding="utf-8") as handle:
-        decided = list(csv.reader(handle))
-    assert [row[8:10] for row in decided[1:]] == [["allow", ""], ["deny", "reason-not-permitted"]]
+        return done, list(csv.reader(handle))
 
 
 def test_a_malformed_roster_fails_naming_the_line(tmp_path: Path) -> None:
@@ -815,15 +823,7 @@ def test_the_roster_s_accounts_are_the_tokens_accounts(tmp_path: Path) -> None:
     roster.write_text("employee,roles,accounts\nE1,clerk,CORP-000001;CORP-000003\nE2,clerk,\n")
     assert load_accounts(roster) == {"E1": {"CORP-000001", "CORP-000003"}, "E2": frozenset()}
     assert load_roster(roster) == {"E1": {"clerk"}, "E2": {"clerk"}}
-    out = tmp_path / "decisions.csv"
-    done = run_cli(
-        "replay",
-        *("--config", str(rules), "--events", str(events), "--out", str(out)),
-        *("--roster", str(roster), "--no-progress"),
-    )
-    assert done.returncode == 0, done.stderr
-    with out.open(newline="", encoding="utf-8") as handle:
-        decided = list(csv.reader(handle))
+    done, decided = _replay_with_roster(rules, events, roster, tmp_path / "decisions.csv")
     assert [row[8:10] for row in decided[1:]] == [
         ["allow", ""],
         ["deny", "account-not-assigned"],
@@ -832,13 +832,7 @@ def test_the_roster_s_accounts_are_the_tokens_accounts(tmp_path: Path) -> None:
     assert "warning" not in done.stderr
     # A roster without the column: every such lookup is refused, and the command says why.
     roster.write_text("employee,roles\nE1,clerk\nE2,clerk\n")
-    done = run_cli(
-        "replay",
-        *("--config", str(rules), "--events", str(events), "--out", str(out)),
-        *("--roster", str(roster), "--no-progress"),
-    )
-    assert done.returncode == 0, done.stderr
+    done, decided = _replay_with_roster(rules, events, roster, tmp_path / "decisions.csv")
     assert "warning: the policy takes references for CORPORATE_ACCOUNT only" in done.stderr
     assert "employee,roles,accounts" in done.stderr
-    with out.open(newline="", encoding="utf-8") as handle:
-        assert {row[9] for row in list(csv.reader(handle))[1:]} == {"account-not-assigned"}
+    assert {row[9] for row in decided[1:]} == {"account-not-assigned"}

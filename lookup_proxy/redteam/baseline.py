@@ -28,7 +28,12 @@ from lookup_proxy.replay import (
 )
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE, KST
 from lookup_proxy.simulation.month import event_row, month_days, roles_of
-from lookup_proxy.simulation.roster import SimConfig, build_roster, corporate_accounts
+from lookup_proxy.simulation.roster import (
+    CorporateAccount,
+    SimConfig,
+    build_roster,
+    corporate_accounts,
+)
 from lookup_proxy.simulation.roster import spread_out as spread_over
 from lookup_proxy.simulation.world import World
 
@@ -43,20 +48,6 @@ class Staff:
     store: str
     region: str
     roles: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Business:
-    """A business customer's consecutive lines, ``first`` to ``last`` (subscriber parts), and
-    the reference its rep works them under: every line a customer, as the backend answers."""
-
-    first: int
-    last: int
-    reference: str
-
-    def lines(self) -> range:
-        """Every line's subscriber part, in order."""
-        return range(self.first, self.last + 1)
 
 
 @dataclass
@@ -83,7 +74,7 @@ class Baseline:
     met: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
     """Per employee: (when, canonical number, reason) of each customer found by their honest
     lookups."""
-    businesses: list[Business] = field(default_factory=list)
+    businesses: list[CorporateAccount] = field(default_factory=list)
     """The business customers of the period, whose lines are runs of consecutive customers: a
     walk along them finds a record at every step, where a random number finds one in seven.
     An insider who has watched a corporate rep's screen, or holds a business's number, knows
@@ -94,13 +85,13 @@ class Baseline:
     """Per employee: the business accounts their tokens name (``[auth.claims] accounts``):
     a simulated rep's accounts, or the roster's ``accounts`` column."""
 
-    def business_of(self, line: int) -> Business | None:
+    def business_of(self, line: int) -> CorporateAccount | None:
         """The business whose line ``line`` (a subscriber part) is, if any."""
-        return next((b for b in self.businesses if b.first <= line <= b.last), None)
+        return next((b for b in self.businesses if line in b.lines()), None)
 
     def business_ranges(self) -> tuple[tuple[int, int], ...]:
         """Every business's lines as (first, last): the customer book's corporate ranges."""
-        return tuple((b.first, b.last) for b in self.businesses)
+        return tuple((b.first, b.first + b.size - 1) for b in self.businesses)
 
     def midnight(self, day: int) -> float:
         """Epoch seconds of 00:00 KST on a day of the period."""
@@ -155,7 +146,7 @@ class Baseline:
                 self.met.setdefault(employee, []).append((when, number, row[5]))
 
 
-def seen_businesses(baseline: Baseline, policy: Policy) -> list[Business]:
+def seen_businesses(baseline: Baseline, policy: Policy) -> list[CorporateAccount]:
     """The businesses an EVENTS.csv shows: per reference, the span of the lines found under it
     (the lines between a run's first and last taken to be customers too, as a business's
     consecutive lines are)."""
@@ -172,7 +163,9 @@ def seen_businesses(baseline: Baseline, policy: Policy) -> list[Business]:
         line = int(number[3:])
         low, high = spans.get(row[6], (line, line))
         spans[row[6]] = (min(low, line), max(high, line))
-    return [Business(low, high, ref) for ref, (low, high) in sorted(spans.items())]
+    return [
+        CorporateAccount(low, high - low + 1, ref) for ref, (low, high) in sorted(spans.items())
+    ]
 
 
 def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
@@ -241,9 +234,7 @@ def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
     staff = {e.id: Staff(e.id, e.store, e.region, frozenset(roles_of(e))) for e in roster}
     baseline = Baseline(rows, staff, cfg.start, cfg.days)
     baseline.learn_days(policy)
-    baseline.businesses = [
-        Business(a.first, a.first + a.size - 1, a.reference) for a in corporate_accounts(cfg)
-    ]
+    baseline.businesses = corporate_accounts(cfg)
     baseline.assignments = {e.id: frozenset(a.reference for a in e.accounts) for e in roster}
     return baseline
 

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from lookup_proxy.accounts import Access
-from lookup_proxy.policy import Policy
-from lookup_proxy.redteam.baseline import Baseline, Business, Staff, Workday
+from lookup_proxy.redteam.baseline import Baseline, Staff, Workday
 from lookup_proxy.simulation.customer_book import CustomerBook
 from lookup_proxy.simulation.number_space import (
     SUBSCRIBER_MAX,
@@ -24,6 +23,7 @@ from lookup_proxy.simulation.number_space import (
     number_of,
     random_subscriber,
 )
+from lookup_proxy.simulation.roster import CorporateAccount
 
 HOUR = 3600
 MIN_GAP = 4.0
@@ -65,7 +65,7 @@ class Stage:
     accounts: Mapping[str, Access] = field(default_factory=dict)
     """Which business lines a lookup under each reason may see, where the policy has
     ``[accounts]`` (empty: every record is shown): a withheld one is learned as a miss and
-    discloses nothing (:func:`account_access`)."""
+    discloses nothing (``Policy.account_access``)."""
 
     def days(self, insider: Staff) -> Iterator[tuple[int, Workday]]:
         """The insider's working days in order, with each day's span of honest work."""
@@ -125,7 +125,7 @@ class Stage:
                 visits.setdefault(day, []).append((at, number, reason))
         return visits
 
-    def foreign_businesses(self, insider: Staff) -> list[Business]:
+    def foreign_businesses(self, insider: Staff) -> list[CorporateAccount]:
         """The business customers whose reference ``insider`` never worked under."""
         own = self.baseline.references.get(insider.employee, set())
         return [b for b in self.baseline.businesses if b.reference not in own]
@@ -139,7 +139,7 @@ class Stage:
         if not self.book.found(probe.number):
             return False
         if self.accounts.get(probe.reason, "any") == "own":
-            return self._reference_s(probe)
+            return self._of_reference(probe)
         return True
 
     def discloses(self, probe: Probe) -> bool:
@@ -154,19 +154,14 @@ class Stage:
             return self.baseline.business_of(int(probe.number[3:])) is None
         return True
 
-    def _reference_s(self, probe: Probe) -> bool:
+    def _of_reference(self, probe: Probe) -> bool:
+        """Whether the probe's number is a line of the business its reference names."""
         business = self.baseline.business_of(int(probe.number[3:]))
         return business is not None and business.reference == probe.reference
 
     def random_number(self) -> str:
         """A number drawn uniformly from the allocated range, as a random typist types one."""
         return number_of(random_subscriber(self.rng))
-
-
-def account_access(policy: Policy) -> dict[str, Access]:
-    """Which business lines each reason sees, where the policy has ``[accounts]`` (else none
-    is checked: an empty map)."""
-    return policy.account_access() if policy.accounts is not None else {}
 
 
 def probes_over(first: int, end: int, intensity: float) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from lookup_proxy.redteam.baseline import Staff, spread_out
-from lookup_proxy.redteam.probes import Stage, account_access
+from lookup_proxy.redteam.probes import Stage
 from lookup_proxy.redteam.strategies import Combined, Knob, Knobs, Strategy
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
@@ -133,7 +133,7 @@ class Search:
         self.steps = steps
         """Trials for the default knobs; other combinations start near the edge, with half."""
         self.precision = precision
-        self.accounts = account_access(arena.policy)
+        self.accounts = arena.policy.account_access()
         """Which business lines each reason sees: what a probe of one gets."""
 
     def insiders(self, strategy: Strategy, knobs: Knobs) -> list[Staff]:

@@ -15,7 +15,7 @@ from itertools import cycle
 from typing import ClassVar
 
 from lookup_proxy.policy import MissesRule, Policy
-from lookup_proxy.redteam.baseline import Business, Staff
+from lookup_proxy.redteam.baseline import Staff
 from lookup_proxy.redteam.probes import (
     HOUR,
     Blocks,
@@ -28,6 +28,7 @@ from lookup_proxy.redteam.probes import (
 )
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE
 from lookup_proxy.simulation.number_space import number_of, typo_of
+from lookup_proxy.simulation.roster import CorporateAccount
 
 Knob = str | int | float
 Knobs = Mapping[str, Knob]
@@ -254,7 +255,7 @@ class BusinessWalk(Strategy):
         return probes
 
 
-def business_lines(businesses: Sequence[Business], stride: int) -> Iterator[int]:
+def business_lines(businesses: Sequence[CorporateAccount], stride: int) -> Iterator[int]:
     """Every line of ``businesses`` once (subscriber parts): one of each business in turn,
     each business's in passes ``stride`` apart (0, s, 2s, ..., then 1, 1 + s, ...)."""
     walks = [

@@ -82,6 +82,10 @@ class CorporateAccount:
     size: int
     reference: str
 
+    def lines(self) -> range:
+        """Every line's subscriber part, in order."""
+        return range(self.first, self.first + self.size)
+
 
 def _work_schedule(rng: random.Random, start: date, days: int) -> frozenset[int]:
     """Give an employee one or two days off per calendar week, mostly on weekdays.
