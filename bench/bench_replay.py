@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lookup_proxy.replay import DECISION_COLUMNS
+from lookup_proxy.replay import DECIDED_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,8 +64,7 @@ def copy_rows(events: Path, out: Path) -> int:
     ):
         reader = csv.reader(source)
         writer = csv.writer(sink, lineterminator="\n")
-        next(reader)
-        writer.writerow(DECISION_COLUMNS)
+        writer.writerow((*next(reader), *DECIDED_COLUMNS))
         for row in reader:
             writer.writerow((*row, "", "", ""))
             rows += 1

@@ -35,13 +35,15 @@ from sim_model import (
     ALL_THREATS,
     DECISION_COLUMNS,
     EMPLOYEE_HEADER,
-    EVENT_HEADER,
     FAMILIES,
     KST,
+    REQUIRED_EVENT_COLUMNS,
     TRUTH_HEADER,
     employees_path_for,
     family_of,
 )
+
+from lookup_proxy.accounts import LEARNED_AS_FOUND
 
 __all__ = ["InputError", "Targets", "main", "render", "score"]
 
@@ -54,6 +56,10 @@ GROUP_LABELS: Final = {
     "attacker_honest": "attackers' own work",
 }
 LOCKED: Final = "locked"
+WITHHELD: Final = frozenset(LEARNED_AS_FOUND)
+"""Refusals of a record withheld for its business account ([accounts]): an access rule, not
+a suspicion. They count as denied lookups; for honest staff they are no flag (nothing is
+raised for review), for an attacker they are a refusal seen ("flagged or refused")."""
 
 
 @dataclass(frozen=True)
@@ -267,7 +273,7 @@ class _Decisions(_Table):
     """One decisions file read in step with the truth."""
 
     def __init__(self, name: str, path: Path) -> None:
-        super().__init__(path, (*EVENT_HEADER, *DECISION_COLUMNS))
+        super().__init__(path, (*REQUIRED_EVENT_COLUMNS, *DECISION_COLUMNS))
         self.name = name
 
     def aligned(self, row: int, employee: str) -> list[str]:
@@ -334,12 +340,14 @@ def score(
                 col = source.col
                 denied = decision_row[col["decision"]] == "deny"
                 rule = decision_row[col["rule"]]
-                flagged = denied or bool(decision_row[col["flags"]].strip())
+                flags = bool(decision_row[col["flags"]].strip())
+                flagged = denied or flags
                 if threat:
                     if found and not denied:
                         result.attackers[employee].disclosed += 1
                 else:
-                    _tally_group(result.groups[group], employee, denied, flagged, rule)
+                    suspected = flags or (denied and rule not in WITHHELD)
+                    _tally_group(result.groups[group], employee, denied, suspected, rule)
                 if actor == "attacker":
                     _tally_attacker(result.attackers[employee], person, day, denied, flagged, rule)
         for source in files:

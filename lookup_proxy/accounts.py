@@ -85,7 +85,13 @@ class AccountCheck:
         self, answer: object, reference: str | None, upstream_status: int
     ) -> Refusal | None:
         """The 403 in place of a record this lookup may not see, or None when it may."""
-        account = self.account(answer)
+        return self.refusal_for(self.account(answer), reference, upstream_status)
+
+    def refusal_for(
+        self, account: str | None, reference: str | None, upstream_status: int
+    ) -> Refusal | None:
+        """:meth:`refusal` for a found record that names ``account`` (None: none): the live
+        proxy reads it from the answer, replay from EVENTS.csv's ``account`` column."""
         extra = {"upstream_status": upstream_status}
         if self.access == "own":
             if reference is not None and account == reference:

@@ -120,6 +120,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     roles = load_roster(Path(args.roster)) if args.roster else None
     accounts = load_accounts(Path(args.roster)) if args.roster else None
     _warn_unassigned("replay", policy, accounts)
+    _warn_unchecked("replay", policy, Path(args.events))
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     summary = Replayer(policy, roles, accounts).run(
         Path(args.events), Path(args.out), progress=progress
@@ -144,6 +145,34 @@ def _warn_unassigned(
             f"from the accounts each employee works ([auth.claims] {policy.auth.claims.accounts})"
             ", and the roster names none (give it an accounts column: employee,roles,accounts),"
             " so every such lookup is refused here as account-not-assigned",
+            file=sys.stderr,
+        )
+
+
+def _warn_unchecked(
+    command: str,
+    policy: Policy,
+    events: Path,
+    instead: str = "every found record is shown here",
+) -> None:
+    """Say so when the policy withholds business lines ([accounts]) and EVENTS.csv does not
+    say which found records are such lines (no ``account`` column): the backtest then shows
+    them all, honest clerks' refusals and an insider's walk alike."""
+    from lookup_proxy.replay import ACCOUNT_COLUMN
+
+    if not policy.account_checks():
+        return
+    try:
+        with events.open(encoding="utf-8") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return  # the run itself reports what is wrong with the file
+    if ACCOUNT_COLUMN not in [name.strip() for name in header.split(",")]:
+        print(
+            f"{command}: warning: the policy withholds business customers' lines ([accounts]) "
+            f"but {events} has no {ACCOUNT_COLUMN} column naming the account of each found "
+            f"record, so {instead} (add the column: the value the backend's record has at "
+            "[accounts] field, empty for a consumer's line)",
             file=sys.stderr,
         )
 
@@ -174,6 +203,12 @@ def cmd_red_team(args: argparse.Namespace) -> int:
 
         _warn_unassigned(
             "red-team", policy, load_accounts(Path(args.roster)) if args.roster else None
+        )
+        _warn_unchecked(
+            "red-team",
+            policy,
+            Path(args.events),
+            "business lines are taken to be the spans of lines found under each reference",
         )
     outcome = red_team(policy, options)
     print(outcome.text)

@@ -27,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from lookup_proxy.accounts import Access, check_account_path
+from lookup_proxy.accounts import Access, AccountCheck, account_checks, check_account_path
 from lookup_proxy.durations import parse_duration
 from lookup_proxy.errors import ConfigError, ConfigProblem
 from lookup_proxy.minimise import check_path
@@ -531,6 +531,12 @@ class Policy(_Section):
         if self.accounts is None:
             return {}
         return {code: r.accounts or "none" for code, r in self.reasons.items()}
+
+    def account_checks(self) -> dict[str, AccountCheck]:
+        """Reason code → the check of its found records, for every reason that does not see
+        any account's lines: the live proxy's (``reload``) and replay's, from one place."""
+        field = None if self.accounts is None else self.accounts.field
+        return account_checks(field, self.account_access())
 
     def witnesses(self) -> dict[str, str]:
         """Each rule's witness for escalation: its ``evidence``, or its own name."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
-from lookup_proxy.accounts import AccountCheck, account_checks
+from lookup_proxy.accounts import AccountCheck
 from lookup_proxy.clock import Clock
 from lookup_proxy.errors import ConfigError, ConfigProblem
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
@@ -167,9 +167,7 @@ def build_generation(
         trusted=TrustedProxies(policy.server.trusted_proxies),
         not_found=frozenset(policy.upstream.not_found_statuses),
         fields=field_sets({code: r.fields for code, r in policy.reasons.items()}),
-        accounts=account_checks(
-            None if policy.accounts is None else policy.accounts.field, policy.account_access()
-        ),
+        accounts=policy.account_checks(),
     )
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from lookup_proxy.accounts import LEARNED_AS_FOUND
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.errors import LookupProxyError, Refusal
@@ -44,7 +45,17 @@ EVENT_COLUMNS = (
     "reference",
     "found",
 )
+ACCOUNT_COLUMN = "account"
+"""An optional ninth column: the business account a found record names (what the live proxy
+reads at the policy's ``[accounts] field``; empty for a consumer's line, a miss, or a backend
+that names none). With it, replay withholds what the live proxy would (403 ``business-line``
+or ``reference-mismatch``, lookup_proxy/accounts.py); without it every found record is shown,
+as before ``[accounts]``."""
+ACCOUNT_EVENT_COLUMNS = (*EVENT_COLUMNS, ACCOUNT_COLUMN)
 DECISION_COLUMNS = (*EVENT_COLUMNS, "decision", "rule", "flags")
+"""DECISIONS.csv's columns for EVENTS.csv without ``account``; with it, ``account`` comes
+before ``decision`` (the input's columns, then the decision's)."""
+DECIDED_COLUMNS = ("decision", "rule", "flags")
 MAX_LISTED_ERRORS = 50
 UNBOUNDED_KEYS = sys.maxsize
 """The replay store's key budget: none (see ``Replayer.__init__``)."""
@@ -118,6 +129,13 @@ class Summary:
     lockouts_by_rule: Counter[str] = field(default_factory=Counter)
     refused_before_guard: Counter[str] = field(default_factory=Counter)
     refused_lines: dict[str, list[int]] = field(default_factory=dict)
+    withheld: Counter[str] = field(default_factory=Counter)
+    """Found records withheld for their business account, by cause (``[accounts]``)."""
+    accounts_checked: bool | None = None
+    """None: the policy checks no accounts; True: EVENTS.csv named them and replay checked
+    them as the live proxy does; False: the policy checks them but EVENTS.csv has no
+    ``account`` column, so every found record was shown (a backtest that flatters honest
+    staff's friction and informed reps' gains alike)."""
     employees: dict[str, EmployeeSummary] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -138,6 +156,8 @@ class Summary:
                 cause: {"count": count, "lines": self.refused_lines[cause]}
                 for cause, count in self.refused_before_guard.items()
             },
+            "withheld": dict(self.withheld),
+            "accounts_checked": self.accounts_checked,
             "employees_locked": {
                 e: {"at": s.locked_at, "rule": s.locked_by, "denied": s.denied}
                 for e, s in sorted(locked.items())
@@ -178,6 +198,19 @@ class Summary:
             for cause, count in self.refused_before_guard.most_common():
                 shown = ", ".join(str(n) for n in self.refused_lines[cause][:10])
                 lines.append(f"    {cause}: {count:,} (lines {shown}{' …' if count > 10 else ''})")
+        if self.withheld:
+            lines.append("")
+            lines.append(
+                "  Withheld after the answer (a business account's line; 403, [accounts]):"
+            )
+            for cause, count in self.withheld.most_common():
+                lines.append(f"    {cause}: {count:,}")
+        if self.accounts_checked is False:
+            lines.append("")
+            lines.append(
+                "  The policy checks business accounts ([accounts]) but EVENTS.csv has no "
+                "account column: every found record was shown."
+            )
         locked = sorted((s.locked_at or "", e, s) for e, s in self.employees.items() if s.locked_at)
         lines.append("")
         lines.append(f"  Employees locked: {len(locked)}")
@@ -377,6 +410,10 @@ class Replayer:
         # justify, remembered: a month of events repeats a few reasons and references, and the
         # answer depends only on these inputs. Refusals are not remembered.
         self._reasons: dict[tuple[frozenset[str], frozenset[str], str, str], str] = {}
+        self._checks = policy.account_checks()
+        """Reason code → its check of found records' accounts (none without ``[accounts]``)."""
+        self._columns = len(EVENT_COLUMNS)
+        """Columns of the file being replayed: 9 with ``account``."""
 
     def _employee(self, employee_id: str, store: str, region: str) -> Employee:
         """The employee a row names, one object per id while their store and region hold."""
@@ -410,14 +447,17 @@ class Replayer:
             records = _records(source)
             first = next(records, None)
             header = None if first is None else first[1]
-            if header is None or [h.strip() for h in header] != list(EVENT_COLUMNS):
+            names = None if header is None else [h.strip() for h in header]
+            if names != list(EVENT_COLUMNS) and names != list(ACCOUNT_EVENT_COLUMNS):
                 partial.unlink(missing_ok=True)
+                expected = f"{','.join(EVENT_COLUMNS)}[,{ACCOUNT_COLUMN}]"
                 raise ReplayFailed(
-                    str(events),
-                    [BadRow(1, f"header must be {','.join(EVENT_COLUMNS)}; found {header}")],
-                    1,
+                    str(events), [BadRow(1, f"header must be {expected}; found {header}")], 1
                 )
-            csv.writer(sink, lineterminator="\n").writerow(DECISION_COLUMNS)
+            self._columns = len(names)
+            if self._checks:
+                summary.accounts_checked = self._columns == len(ACCOUNT_EVENT_COLUMNS)
+            csv.writer(sink, lineterminator="\n").writerow((*names, *DECIDED_COLUMNS))
             bad_total = run_now(self._replay(records, sink.write, summary, bad, bar))
             if bar is not None:
                 bar.close(summary.events + bad_total)
@@ -468,8 +508,8 @@ class Replayer:
     def _check_row(
         self, row: list[str], previous: float, previous_line: int
     ) -> tuple[str | None, float]:
-        if len(row) != len(EVENT_COLUMNS):
-            return f"expected {len(EVENT_COLUMNS)} columns, found {len(row)}", previous
+        if len(row) != self._columns:
+            return f"expected {self._columns} columns, found {len(row)}", previous
         try:
             when = self._times.parse(row[0])
         except ValueError as exc:
@@ -508,14 +548,40 @@ class Replayer:
         if decision.hits or decision.locked or not decision.allowed:
             self._tally(row, decision, summary)
         if decision.allowed:
-            summary.allowed += 1
             found = row[7] == "true" or row[7].strip().lower() == "true"
+            withheld = self._withheld(row, reason) if found else None
+            if withheld is not None:
+                found = LEARNED_AS_FOUND[withheld]
             learnt = await self.guard.learn(lookup, found)
             if learnt:
                 self._tally_locks(row, learnt, summary)
+            if withheld is not None:
+                summary.denied += 1
+                summary.withheld[withheld] += 1
+                self._employee_summary(row, summary).denied += 1
+                return "deny", withheld, ";".join(decision.flags)
+            summary.allowed += 1
             return "allow", "", ";".join(decision.flags)
         summary.denied += 1
         return "deny", decision.rule or "", ";".join(decision.flags)
+
+    def _withheld(self, row: list[str], reason: str) -> str | None:
+        """The cause the live proxy would withhold this found record for (its account, the
+        ``account`` column), or None when it would show it or the file does not say."""
+        if self._columns == len(EVENT_COLUMNS):
+            return None
+        check = self._checks.get(reason)
+        if check is None:
+            return None
+        refusal = check.refusal_for(row[8].strip() or None, row[6].strip() or None, 200)
+        return None if refusal is None else refusal.cause
+
+    @staticmethod
+    def _employee_summary(row: list[str], summary: Summary) -> EmployeeSummary:
+        me = summary.employees.get(row[1])
+        if me is None:
+            me = summary.employees[row[1]] = EmployeeSummary()
+        return me
 
     def _reason(self, employee: Employee, code: str, reference: str) -> str:
         """The justified reason code (justify), or the Refusal the live proxy would answer."""
@@ -534,10 +600,7 @@ class Replayer:
         flags = decision.flags
         for flag in flags:
             summary.flags_by_rule[flag] += 1
-        employees = summary.employees
-        me = employees.get(row[1])
-        if me is None:
-            me = employees[row[1]] = EmployeeSummary()
+        me = self._employee_summary(row, summary)
         if flags:
             me.flags.update(flags)
             if me.first_flag_at is None:

@@ -106,6 +106,14 @@ def test_own_shows_only_the_reference_s_lines_and_none_shows_no_business_line() 
     assert refused is not None and (refused.status, refused.cause) == (403, "business-line")
     assert none.refusal({"name": "a consumer"}, None, 200) is None
     assert none.refusal({"account": {"reference": ""}}, None, 200) is None
+    # Replay decides from EVENTS.csv's account column with the same rules (refusal_for).
+    assert own.refusal_for("CORP-000001", "CORP-000001", 200) is None
+    for account in ("CORP-000002", None):
+        refused = own.refusal_for(account, "CORP-000001", 200)
+        assert refused is not None and refused.cause == "reference-mismatch"
+    refused = none.refusal_for("CORP-000001", None, 200)
+    assert refused is not None and refused.cause == "business-line"
+    assert none.refusal_for(None, None, 200) is None
     checks = account_checks("account.reference", {"A": "own", "B": "none", "C": "any"})
     assert sorted(checks) == ["A", "B"]
     assert account_checks(None, {"A": "own"}) == {}

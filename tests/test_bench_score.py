@@ -174,6 +174,24 @@ def test_locked_honest_employee_fails_the_verdict(tmp_path: Path) -> None:
     assert _checks(report, "p")[2] is False
 
 
+def test_a_record_withheld_for_its_account_is_an_honest_denial_not_a_flag(
+    tmp_path: Path,
+) -> None:
+    """A business line withheld from an honest clerk ([accounts]: ``business-line``) is a
+    denied lookup but raises nothing for review, so it is no flag; an attacker's withheld probe
+    is a refusal they see, which counts as noticed ("flagged or refused")."""
+    rows = list(ROWS)
+    rows[7] = (*rows[7][:3], "true", "deny", "business-line", "")
+    rows[-1] = (*rows[-1][:4], "deny", "business-line", "")
+    truth = _truth(tmp_path, rows)
+    report = score.summarise(score.score(truth, [("p", _decisions(tmp_path / "d.csv", rows))]))
+    honest = report["staff"]["p"]["honest"]
+    assert honest["denied"] == 1 and honest["denied_by_rule"] == {"business-line": 1}
+    assert honest["flagged_employees"] == []
+    slow = _attacker(report, "E00004")["results"]["p"]
+    assert (slow["days_to_flag"], slow["days_to_deny"], slow["disclosed"]) == (8, 8, 0)
+
+
 def test_epoch_timestamps_are_read_as_korean_days(tmp_path: Path) -> None:
     """Replay accepts epoch seconds, so the scorer reads them as KST calendar days."""
     # 2026-10-09T15:30:00Z is 2026-10-10 00:30 in Korea: eight days after E00004's start.

@@ -283,6 +283,23 @@ def test_corporate_lines_are_customers_whatever_the_hash() -> None:
     assert not all(book.hashed(n) for n in lines)
 
 
+def test_found_business_lines_name_their_account_and_nothing_else_does(run: Run) -> None:
+    """EVENTS.csv's ``account`` is the reference of the business whose line a found record is
+    (what the backend's record names at ``[accounts] field``), empty for every other row: a
+    rep's runs name their reference, and no miss or consumer's line names one."""
+    accounts = simulate.corporate_accounts(CONFIG)
+    named = 0
+    for event in run.events:
+        line = int(canonical(event["number"])[3:])
+        business = next((a for a in accounts if line in a.lines()), None)
+        expected = business.reference if business and event["found"] == "true" else ""
+        assert event["account"] == expected, event
+        named += bool(expected)
+        if event["reason"] == "CORPORATE_ACCOUNT" and event["found"] == "true" and expected:
+            assert event["account"] == event["reference"]
+    assert named > 0
+
+
 def test_typos_are_retyped_within_seconds(run: Run) -> None:
     """Clerks mistype a digit or swap two, miss, and retype the found number seconds later."""
     last: dict[str, tuple[datetime, str, str]] = {}

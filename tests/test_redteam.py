@@ -377,7 +377,8 @@ def test_walking_business_lines_finds_a_record_at_every_step(
     assert all(any(line in b.lines() for b in baseline.businesses) for line in lines)
     assert all(abs(a - b) > 20 for a, b in itertools.pairwise(lines))
     assert len(set(lines)) == len(lines)
-    assert all(stage.discloses(p) and p.reason == "BILLING_INQUIRY" for p in probes)
+    assert all(stage.found(p) and p.reason == "BILLING_INQUIRY" for p in probes)
+    assert all(stage.account(p) in {b.reference for b in baseline.businesses} for p in probes)
     # Against rate limits alone, every probe let through is a record; where the policy's
     # [accounts] shows business lines to their accounts' reps only (the shipped head), none is.
     shipped_head = policies["weak"].read_text(encoding="utf-8")
@@ -386,11 +387,16 @@ def test_walking_business_lines_finds_a_record_at_every_step(
     unchecked.write_text(re.sub(r"(?m)^accounts = .*\n", "", without), "utf-8")
     assert load_policy(policies["weak"]).accounts is not None
     assert load_policy(unchecked).accounts is None
-    for path, gets_all in ((unchecked, True), (policies["weak"], False)):
-        result = red_team(load_policy(path), _options(path), [BusinessWalk(0)])
-        allowed = [t.outcome for t in result.results[0].trials if not t.outcome.denied]
-        assert allowed and all(o.probes > 0 for o in allowed)
-        assert all(o.best_insider == (o.probes if gets_all else 0) for o in allowed)
+    result = red_team(load_policy(unchecked), _options(unchecked), [BusinessWalk(0)])
+    allowed = [t.outcome for t in result.results[0].trials if not t.outcome.denied]
+    assert allowed and all(o.probes > 0 and o.best_insider == o.probes for o in allowed)
+    # Checked, every step is withheld: a 403 the insider sees (replay denies it, the account
+    # column naming the business), counted from the first probe, and never a record.
+    result = red_team(load_policy(policies["weak"]), _options(policies["weak"]), [BusinessWalk(0)])
+    trials = [t.outcome for t in result.results[0].trials]
+    assert trials and all(o.best_insider == 0 for o in trials)
+    assert all(o.denied_by.get("business-line", 0) > 0 for o in trials)
+    assert all(o.first_flag == o.first_probe for o in trials)
 
 
 def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_reference(
@@ -411,22 +417,20 @@ def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_refe
         line = int(probe.number[3:])
         assert any(line in b.lines() for b in foreign)
         assert probe.reference in own and probe.reason == "CORPORATE_ACCOUNT"
-        assert stage.found(probe) and stage.discloses(probe)
-    # Where the policy has [accounts] (the rep's reason sees its own account's lines, every
-    # other reason none), none of them is a record; a line of the rep's own business, under
-    # its reference, still is, and a clerk's walk of business lines gets nothing.
-    access = {"CORPORATE_ACCOUNT": "own", "BILLING_INQUIRY": "none"}
-    checked = Stage(stage.baseline, [rep], stage.book, random.Random(2), access)
-    # A mismatch discloses nothing and is learned as a miss (found: what the guard learns).
-    assert not any(checked.found(p) or checked.discloses(p) for p in probes)
+        assert stage.found(probe)
+        # The backend's record names the business whose line it is (EVENTS.csv's account),
+        # never the rep's own: replay withholds it where the policy has [accounts].
+        assert stage.account(probe) not in own and stage.account(probe)
     mine = next(b for b in baseline.businesses if b.reference in own)
     line = Probe(0.0, rep.employee, number_of(mine.first), "CORPORATE_ACCOUNT", mine.reference)
-    assert checked.found(line) and checked.discloses(line)
-    wrong = replace(line, reference=probes[0].reference + "0")
-    assert not checked.found(wrong) and not checked.discloses(wrong)
-    # A business line under a reason that sees none: withheld, but learned as found.
-    clerk = replace(line, reason="BILLING_INQUIRY", reference="")
-    assert checked.found(clerk) and not checked.discloses(clerk)
+    assert stage.found(line) and stage.account(line) == mine.reference
+    consumer = next(
+        n
+        for n in (number_of(30_000_000 + k) for k in range(400))
+        if stage.book.hashed(n) and baseline.business_of(int(n[3:])) is None
+    )
+    consumer_line = replace(line, number=consumer)
+    assert stage.found(consumer_line) and stage.account(consumer_line) == ""
 
 
 def test_a_rep_walking_other_businesses_gets_nothing_where_tokens_name_their_accounts(
@@ -840,6 +844,61 @@ def test_an_events_baseline_reads_as_the_simulated_one(
     assert read.businesses
     for business in read.businesses:
         assert set(business.lines()) <= set(real[business.reference].lines())
+    # Without the account column: the businesses from references alone, and a found row
+    # inside one of their spans named after it (never another account than the file's).
+    plain = tmp_path / "PLAIN.csv"
+    lines = events.read_text(encoding="utf-8").splitlines()
+    assert lines[0].endswith(",found,account")
+    plain.write_text("".join(line.rsplit(",", 1)[0] + "\n" for line in lines), "utf-8")
+    unnamed = from_events(load_policy(policies["weak"]), plain, tmp_path / "EVENTS.roster.csv")
+    assert [row[:8] for _, row in unnamed.rows] == [row[:8] for _, row in baseline.rows]
+    assert unnamed.businesses == read.businesses
+    named = [(a[8], b[8]) for (_, a), (_, b) in zip(unnamed.rows, read.rows, strict=True)]
+    assert all(guess in ("", real) for guess, real in named)
+    assert any(guess for guess, _ in named)
+
+
+def test_the_honest_month_counts_what_accounts_withholds_from_honest_clerks(
+    policies: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clerk who serves a business line's holder under an everyday reason is refused live
+    ([accounts]); the red-team's honest month says how many such lookups it refused, and warns
+    when EVENTS.csv does not say which records are business lines (then it takes the lines
+    found under each reference to be a business's)."""
+    from lookup_proxy.simulation.month import simulate
+
+    events = tmp_path / "EVENTS.csv"
+    simulate(simulated_config(3, 16, 3), events, tmp_path / "TRUTH.csv")
+    header, *rows = events.read_text(encoding="utf-8").splitlines()
+    corporate = [r for r in rows if ",CORPORATE_ACCOUNT," in r and r.endswith(r.split(",")[6])]
+    assert corporate
+    clerk = next(r for r in rows if ",CORPORATE_ACCOUNT," not in r).split(",")
+    at, business = corporate[0].split(","), corporate[0].split(",")[6]
+    # A clerk looks one of those lines up under BILLING_INQUIRY, a second after the rep did.
+    served = [at[0], *clerk[1:4], at[4], "BILLING_INQUIRY", "", "true", business]
+    index = rows.index(corporate[0]) + 1
+    rows.insert(index, ",".join(served))
+    events.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    args = ["red-team", "--config", str(policies["weak"]), "--events", str(events)]
+    args += ["--roster", str(tmp_path / "EVENTS.roster.csv"), "--steps", "1", "--draws", "1"]
+    assert main([*args, "--only", "after hours", "--json", str(tmp_path / "r.json")]) == 0
+    done = capsys.readouterr()
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert report["honest_withheld"] == 1
+    assert "; 1 honest lookups withheld for their business account" in done.out
+    assert "has no account column" not in done.err
+    plain = tmp_path / "PLAIN.csv"
+    plain.write_text(
+        "".join(line.rsplit(",", 1)[0] + "\n" for line in [header, *rows]), encoding="utf-8"
+    )
+    args[args.index(str(events))] = str(plain)
+    assert main([*args, "--only", "after hours", "--json", str(tmp_path / "r.json")]) == 0
+    done = capsys.readouterr()
+    # Without the column the red-team names accounts from the lines found under each
+    # reference, and says that it did.
+    assert json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["honest_withheld"] == 1
+    assert "has no account column naming the account" in done.err
+    assert "the spans of lines found under each reference" in done.err
 
 
 def test_an_unreadable_events_baseline_exits_2_naming_the_line(

@@ -33,6 +33,7 @@ from lookup_proxy.metrics import GuardMetrics
 from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy, load_policy, parse_policy
 from lookup_proxy.replay import (
+    ACCOUNT_EVENT_COLUMNS,
     DECISION_COLUMNS,
     EVENT_COLUMNS,
     Replayer,
@@ -400,8 +401,8 @@ def test_a_replay_makes_no_reference_cycles(tmp_path: Path) -> None:
     events = simulate(tmp_path, seed=6, employees=30, days=3)
     with events.open("a", encoding="utf-8") as handle:
         last = "2026-12-31T23:59:59+09:00"
-        handle.write(f"{last},E1,S1,R1,0101234,BILLING_INQUIRY,,false\n")  # malformed number
-        handle.write(f"{last},E1,S1,R1,01012345678,NO_SUCH_REASON,,true\n")  # unknown reason
+        handle.write(f"{last},E1,S1,R1,0101234,BILLING_INQUIRY,,false,\n")  # malformed number
+        handle.write(f"{last},E1,S1,R1,01012345678,NO_SUCH_REASON,,true,\n")  # unknown reason
     replayer = Replayer(load_policy(ROOT / "config" / "policy.toml"))
     gc.collect()
     summary = replayer.run(events, tmp_path / "decisions.csv")
@@ -829,10 +830,110 @@ def test_the_roster_s_accounts_are_the_tokens_accounts(tmp_path: Path) -> None:
         ["deny", "account-not-assigned"],
         ["deny", "account-not-assigned"],
     ]
-    assert "warning" not in done.stderr
+    assert "warning: the policy takes references" not in done.stderr
     # A roster without the column: every such lookup is refused, and the command says why.
     roster.write_text("employee,roles\nE1,clerk\nE2,clerk\n")
     done, decided = _replay_with_roster(rules, events, roster, tmp_path / "decisions.csv")
     assert "warning: the policy takes references for CORPORATE_ACCOUNT only" in done.stderr
     assert "employee,roles,accounts" in done.stderr
     assert {row[9] for row in decided[1:]} == {"account-not-assigned"}
+
+
+ACCOUNTS_TAIL = """
+[accounts]
+field = "account.reference"
+
+[[rules]]
+name = "misses"
+kind = "misses"
+window = "1h"
+limit = 1
+action = "deny"
+"""
+
+
+def test_the_account_column_withholds_business_lines_as_the_live_proxy_does(
+    tmp_path: Path,
+) -> None:
+    """EVENTS.csv's optional ``account`` names the business account a found record names;
+    with the policy's ``[accounts]``, replay withholds what the live proxy would (403
+    ``business-line`` for a reason that sees none, ``reference-mismatch`` for an own-account
+    reason), learns a mismatch as a miss and a business line as found, and counts both as
+    denied; a miss and a consumer's line under an everyday reason pass."""
+    rules = HEAD.replace(
+        'reference_pattern = "CORP-[0-9]{6}"',
+        'reference_pattern = "CORP-[0-9]{6}"\naccounts = "own"',
+    )
+    checked = parse_policy(rules + ACCOUNTS_TAIL)
+    corp = {"reason": "CORPORATE_ACCOUNT", "reference": "CORP-000001"}
+    rows = [
+        [*event(0, "E1", number(0)), ""],
+        [*event(1, "E1", number(1)), "CORP-000001"],
+        [*event(2, "E1", number(2)), "CORP-000002"],
+        [*event(3, "E1", number(3)), ""],
+        [*event(10, "E2", number(10), **corp), "CORP-000001"],
+        [*event(11, "E2", number(11), **corp), "CORP-000002"],
+        [*event(12, "E2", number(12), **corp), ""],
+        [*event(13, "E2", number(13), **corp, found="false"), ""],
+    ]
+    events = tmp_path / "events.csv"
+    with events.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(ACCOUNT_EVENT_COLUMNS)
+        writer.writerows(rows)
+    out = tmp_path / "decisions.csv"
+    summary = Replayer(checked).run(events, out)
+    with out.open(newline="", encoding="utf-8") as handle:
+        header, *decided = list(csv.reader(handle))
+    assert header == [*ACCOUNT_EVENT_COLUMNS, "decision", "rule", "flags"]
+    assert [row[:9] for row in decided] == rows
+    assert [tuple(row[9:11]) for row in decided] == [
+        ("allow", ""),
+        ("deny", "business-line"),
+        ("deny", "business-line"),
+        # Two business lines learned as found: E1 has no miss for the misses rule.
+        ("allow", ""),
+        ("allow", ""),
+        ("deny", "reference-mismatch"),
+        ("deny", "reference-mismatch"),
+        # Two mismatches learned as misses: the rule refuses E2's next lookup.
+        ("deny", "misses"),
+    ]
+    assert summary.withheld == {"business-line": 2, "reference-mismatch": 2}
+    assert (summary.allowed, summary.denied, summary.accounts_checked) == (3, 5, True)
+    assert summary.employees["E1"].denied == 2 and summary.employees["E2"].denied == 3
+    assert "business-line: 2" in summary.render()
+    assert summary.as_json()["withheld"] == {"business-line": 2, "reference-mismatch": 2}
+    # Without the column the same policy shows every record, and the summary says so.
+    plain = Replayer(checked).run(
+        write_events(tmp_path / "plain.csv", [row[:8] for row in rows]), out
+    )
+    assert (plain.withheld, plain.accounts_checked, plain.denied) == ({}, False, 0)
+    assert "has no account column: every found record was shown" in plain.render()
+    # A policy without [accounts] reads the column and checks nothing.
+    unchecked = Replayer(policy("")).run(events, out)
+    assert (unchecked.withheld, unchecked.accounts_checked, unchecked.denied) == ({}, None, 0)
+
+
+def test_replay_warns_when_the_policy_checks_accounts_and_the_events_do_not_name_them(
+    tmp_path: Path,
+) -> None:
+    """``lookup-proxy replay`` says on stderr that business lines were all shown when the
+    policy has ``[accounts]`` and EVENTS.csv no ``account`` column; with it, no warning."""
+    rules = tmp_path / "policy.toml"
+    rules.write_text(HEAD + ACCOUNTS_TAIL, encoding="utf-8")
+    plain = write_events(tmp_path / "plain.csv", [event(0)])
+    named = tmp_path / "named.csv"
+    named.write_text(",".join(ACCOUNT_EVENT_COLUMNS) + "\n" + ",".join([*event(0), ""]) + "\n")
+    for events, warned in ((plain, True), (named, False)):
+        done = run_cli(
+            "replay",
+            *("--config", str(rules), "--events", str(events)),
+            *("--out", str(tmp_path / "decisions.csv"), "--no-progress"),
+        )
+        assert done.returncode == 0, done.stderr
+        assert ("has no account column naming the account" in done.stderr) is warned
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join([*EVENT_COLUMNS, "accounts"]) + "\n")
+    with pytest.raises(ReplayFailed, match=r"found\[,account\]"):
+        Replayer(policy("")).run(bad, tmp_path / "decisions.csv")

@@ -116,6 +116,7 @@ def red_team(policy: Policy, options: Options, strategies: list[Strategy] | None
         "trials": arena.trials,
         "honest_locked": locked,
         "honest_flagged": flagged,
+        "honest_withheld": sum(honest.withheld.values()),
         "seconds": round(time.perf_counter() - started, 1),
     }
     return RedTeam(rows, results, as_json(baseline, rows, results, meta), render(rows, meta))

@@ -19,6 +19,7 @@ from lookup_proxy.errors import Refusal
 from lookup_proxy.numbers import normalise_number
 from lookup_proxy.policy import Policy
 from lookup_proxy.replay import (
+    ACCOUNT_EVENT_COLUMNS,
     EVENT_COLUMNS,
     BadRow,
     ReplayFailed,
@@ -62,8 +63,9 @@ class Workday:
 class Baseline:
     """Honest rows in time order, with what an insider hiding among them would know.
 
-    ``rows`` are (epoch seconds, the eight EVENTS.csv fields as text); ``start`` is the first
-    day of the period (Korean calendar), ``days`` its length.
+    ``rows`` are (epoch seconds, the nine EVENTS.csv fields as text, ``account`` last: empty
+    where the file had no such column); ``start`` is the first day of the period (Korean
+    calendar), ``days`` its length.
     """
 
     rows: list[tuple[float, tuple[str, ...]]]
@@ -147,22 +149,17 @@ class Baseline:
 
 
 def seen_businesses(baseline: Baseline, policy: Policy) -> list[CorporateAccount]:
-    """The businesses an EVENTS.csv shows: per reference, the span of the lines found under it
-    (the lines between a run's first and last taken to be customers too, as a business's
-    consecutive lines are)."""
+    """The businesses an EVENTS.csv shows: per account (the ``account`` column, or failing it
+    the reference looked up under), the span of the lines found (the lines between a run's
+    first and last taken to be customers too, as a business's consecutive lines are)."""
     spans: dict[str, tuple[int, int]] = {}
     for _, row in baseline.rows:
-        if not row[6] or row[7].strip().lower() != "true":
+        account = row[8] or row[6]
+        line = _found_line(row, policy) if account else None
+        if line is None:
             continue
-        try:
-            number = normalise_number(row[4], policy.numbers)
-        except Refusal:
-            continue
-        if len(number) != 11 or not number.startswith("010"):
-            continue  # the customer book's space is 010 numbers
-        line = int(number[3:])
-        low, high = spans.get(row[6], (line, line))
-        spans[row[6]] = (min(low, line), max(high, line))
+        low, high = spans.get(account, (line, line))
+        spans[account] = (min(low, line), max(high, line))
     return [
         CorporateAccount(low, high - low + 1, ref) for ref, (low, high) in sorted(spans.items())
     ]
@@ -177,13 +174,17 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
     with events.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or [h.strip() for h in header] != list(EVENT_COLUMNS):
-            expected = ",".join(EVENT_COLUMNS)
+        names = None if header is None else [h.strip() for h in header]
+        if names != list(EVENT_COLUMNS) and names != list(ACCOUNT_EVENT_COLUMNS):
+            expected = f"{','.join(EVENT_COLUMNS)}[,{ACCOUNT_EVENT_COLUMNS[-1]}]"
             raise ReplayFailed(str(events), [BadRow(1, f"header must be {expected}")], 1)
+        width = len(names)
         for line, record in enumerate(reader, start=2):
-            if len(record) != len(EVENT_COLUMNS):
-                problem = f"expected {len(EVENT_COLUMNS)} columns, found {len(record)}"
+            if len(record) != width:
+                problem = f"expected {width} columns, found {len(record)}"
                 raise ReplayFailed(str(events), [BadRow(line, problem)], 1)
+            if width == len(EVENT_COLUMNS):
+                record.append("")  # named below, from the businesses the file shows
             try:
                 when = parse_timestamp(record[0])
             except ValueError as error:
@@ -203,7 +204,35 @@ def from_events(policy: Policy, events: Path, roster: Path | None) -> Baseline:
     baseline.learn_days(policy)
     baseline.businesses = seen_businesses(baseline, policy)
     baseline.assignments = assignments
+    if width == len(EVENT_COLUMNS):
+        _name_accounts(baseline, policy)
     return baseline
+
+
+def _name_accounts(baseline: Baseline, policy: Policy) -> None:
+    """Fill in the ``account`` of found rows from the businesses the file shows, where it had
+    no such column: the red-team's model of which records are business lines, the probes'
+    and the honest rows' alike (a rep's own runs name their reference; a clerk's lookup of a
+    line inside a business's span is withheld as the live proxy would)."""
+    for index, (when, row) in enumerate(baseline.rows):
+        line = _found_line(row, policy)
+        business = None if line is None else baseline.business_of(line)
+        if business is not None:
+            baseline.rows[index] = (when, (*row[:8], business.reference))
+
+
+def _found_line(row: tuple[str, ...], policy: Policy) -> int | None:
+    """The subscriber part of a found row's number, read as replay reads it; None for a miss,
+    a number the live proxy would refuse, or one outside the customer book's 010 space."""
+    if row[7].strip().lower() != "true":
+        return None
+    try:
+        number = normalise_number(row[4], policy.numbers)
+    except Refusal:
+        return None
+    if len(number) != 11 or not number.startswith("010"):
+        return None
+    return int(number[3:])
 
 
 def simulated_config(seed: int, employees: int, days: int, regulars: int = 400) -> SimConfig:
@@ -230,7 +259,7 @@ def simulated(policy: Policy, cfg: SimConfig) -> Baseline:
     midnight = datetime.combine(cfg.start, datetime.min.time(), KST).timestamp()
     for day, out in month_days(cfg, roster, world, {}):
         for event in out:
-            rows.append((midnight + day * DAY + event[0], event_row(cfg, day, event)))
+            rows.append((midnight + day * DAY + event[0], event_row(cfg, day, event, world)))
     staff = {e.id: Staff(e.id, e.store, e.region, frozenset(roles_of(e))) for e in roster}
     baseline = Baseline(rows, staff, cfg.start, cfg.days)
     baseline.learn_days(policy)

@@ -10,10 +10,9 @@ are answered from.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from lookup_proxy.accounts import Access
 from lookup_proxy.redteam.baseline import Baseline, Staff, Workday
 from lookup_proxy.simulation.customer_book import CustomerBook
 from lookup_proxy.simulation.number_space import (
@@ -62,10 +61,6 @@ class Stage:
     insiders: list[Staff]
     book: CustomerBook
     rng: random.Random
-    accounts: Mapping[str, Access] = field(default_factory=dict)
-    """Which business lines a lookup under each reason may see, where the policy has
-    ``[accounts]`` (empty: every record is shown): a withheld one is learned as a miss and
-    discloses nothing (``Policy.account_access``)."""
 
     def days(self, insider: Staff) -> Iterator[tuple[int, Workday]]:
         """The insider's working days in order, with each day's span of honest work."""
@@ -131,33 +126,19 @@ class Stage:
         return [b for b in self.baseline.businesses if b.reference not in own]
 
     def found(self, probe: Probe) -> bool:
-        """What the guard learns of the probe, as the live proxy teaches it: the backend's
-        answer, but a miss for a record withheld because it is not a line of the probe's
-        reference's account (``accounts``; lookup_proxy/accounts.py)."""
+        """The backend's answer: whether it has a record of the number (every line of a
+        business customer is one)."""
         if probe.found is not None:
             return probe.found
-        if not self.book.found(probe.number):
-            return False
-        if self.accounts.get(probe.reason, "any") == "own":
-            return self._of_reference(probe)
-        return True
+        return self.book.found(probe.number)
 
-    def discloses(self, probe: Probe) -> bool:
-        """Whether the probe gets a record: found, and not withheld as a business line its
-        reason may not see (``accounts``)."""
-        if probe.found is not None:
-            return probe.found
+    def account(self, probe: Probe) -> str:
+        """The business account the backend's record names (EVENTS.csv's ``account``): replay
+        withholds the record where the policy's ``[accounts]`` would, as the live proxy does."""
         if not self.found(probe):
-            return False
-        access = self.accounts.get(probe.reason, "any")
-        if access == "none":
-            return self.baseline.business_of(int(probe.number[3:])) is None
-        return True
-
-    def _of_reference(self, probe: Probe) -> bool:
-        """Whether the probe's number is a line of the business its reference names."""
+            return ""
         business = self.baseline.business_of(int(probe.number[3:]))
-        return business is not None and business.reference == probe.reference
+        return "" if business is None else business.reference
 
     def random_number(self) -> str:
         """A number drawn uniformly from the allocated range, as a random typist types one."""

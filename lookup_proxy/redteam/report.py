@@ -136,6 +136,12 @@ def _honest_line(meta: dict[str, Any]) -> str:
     )
     if locked:
         text += f" (locked: {', '.join(locked)}; no insider is chosen among them)"
+    withheld = meta.get("honest_withheld")
+    if withheld:
+        text += (
+            f"; {withheld:,} honest lookups withheld for their business account "
+            "([accounts]: refused live, learned as found)"
+        )
     return text + "."
 
 

@@ -133,8 +133,6 @@ class Search:
         self.steps = steps
         """Trials for the default knobs; other combinations start near the edge, with half."""
         self.precision = precision
-        self.accounts = arena.policy.account_access()
-        """Which business lines each reason sees: what a probe of one gets."""
 
     def insiders(self, strategy: Strategy, knobs: Knobs) -> list[Staff]:
         """The insiders a strategy runs with: a seeded clerk, rep or spread-out group."""
@@ -236,7 +234,7 @@ class Search:
         (and, past the first, by the draw)."""
         seed = f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}"
         rng = random.Random(seed if draw == 0 else f"{seed}/draw {draw}")
-        stage = Stage(self.baseline, insiders, self.book, rng, self.accounts)
+        stage = Stage(self.baseline, insiders, self.book, rng)
         plan = strategy.plan(stage, intensity, knobs)
         return self.arena.run(
             stage,

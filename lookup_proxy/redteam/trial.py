@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from lookup_proxy.accounts import LEARNED_AS_FOUND
 from lookup_proxy.policy import Policy
 from lookup_proxy.redteam.baseline import Baseline, Staff
 from lookup_proxy.redteam.probes import Probe, Stage
-from lookup_proxy.replay import EVENT_COLUMNS, Replayer, Summary, parse_timestamp
+from lookup_proxy.replay import ACCOUNT_EVENT_COLUMNS, Replayer, Summary, parse_timestamp
 from lookup_proxy.simulation.contracts import KST
 
 VISIT_GAP = 120.0
@@ -90,7 +91,7 @@ class Arena:
         self.roles = baseline.roles()
         self._honest = [(when, _line(row)) for when, row in baseline.rows]
         self._employees = [row[1] for _, row in baseline.rows]
-        self._header = ",".join(EVENT_COLUMNS) + "\n"
+        self._header = ",".join(ACCOUNT_EVENT_COLUMNS) + "\n"
         self._events = workdir / "events.csv"
         self._decisions = workdir / "decisions.csv"
         self.trials = 0
@@ -269,6 +270,7 @@ class Arena:
             probe.reason,
             probe.reference,
             "true" if stage.found(probe) else "false",
+            stage.account(probe),
         )
 
     def _write_day(
@@ -306,6 +308,8 @@ class Arena:
                 if kind >= 0 and outcome.first_probe is None:
                     outcome.first_probe = when
                 denied = decision == "deny"
+                if kind == -2 and rule in LEARNED_AS_FOUND and not flags:
+                    continue  # their own customer's business line, withheld: no suspicion
                 if denied:
                     outcome.denied += 1
                     outcome.denied_by[rule] = outcome.denied_by.get(rule, 0) + 1
@@ -314,12 +318,8 @@ class Arena:
                     outcome.flag_rule = rule if denied else flags.split(";")[0]
                 if kind < 0 or denied:
                     continue
-                probe = probes[kind]
-                if (
-                    probe.counts
-                    and stage.discloses(probe)
-                    and probe.number not in seen[probe.insider]
-                ):
+                probe = probes[kind]  # allowed: a record where found (replay withholds by account)
+                if probe.counts and stage.found(probe) and probe.number not in seen[probe.insider]:
                     seen[probe.insider].add(probe.number)
                     outcome.records[probe.insider] += 1
                     if outcome.first_flag is None:

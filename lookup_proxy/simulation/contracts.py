@@ -11,13 +11,16 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Final
 
-from lookup_proxy.replay import DECISION_COLUMNS as REPLAY_DECISION_COLUMNS
-from lookup_proxy.replay import EVENT_COLUMNS
+from lookup_proxy.replay import ACCOUNT_EVENT_COLUMNS, DECIDED_COLUMNS, EVENT_COLUMNS
 
 KST: Final = timezone(timedelta(hours=9), "KST")
 
-EVENT_HEADER: Final = EVENT_COLUMNS
-DECISION_COLUMNS: Final = tuple(c for c in REPLAY_DECISION_COLUMNS if c not in EVENT_COLUMNS)
+EVENT_HEADER: Final = ACCOUNT_EVENT_COLUMNS
+"""The simulator writes the optional ``account`` column: its business customers' lines name
+their account, so replay withholds them as the live proxy's ``[accounts]`` does."""
+DECISION_COLUMNS: Final = DECIDED_COLUMNS
+REQUIRED_EVENT_COLUMNS: Final = EVENT_COLUMNS
+"""The columns every EVENTS.csv has (``account`` is optional)."""
 TRUTH_HEADER: Final = ("row", "employee", "actor", "threat")
 EMPLOYEE_HEADER: Final = ("employee", "store", "region", "role", "threat", "attack_start")
 

@@ -51,8 +51,8 @@ def stamp(start: date, day: int, second: int) -> str:
     return f"{prefix}T{second // HOUR:02d}:{second // 60 % 60:02d}:{second % 60:02d}+09:00"
 
 
-def event_row(cfg: SimConfig, day: int, event: Event) -> tuple[str, ...]:
-    """One EVENTS.csv row for a generated event."""
+def event_row(cfg: SimConfig, day: int, event: Event, world: World) -> tuple[str, ...]:
+    """One EVENTS.csv row for a generated event, the found record's business account last."""
     t, number, reason, reference, found, employee, _ = event
     return (
         stamp(cfg.start, day, t),
@@ -63,6 +63,7 @@ def event_row(cfg: SimConfig, day: int, event: Event) -> tuple[str, ...]:
         reason,
         reference,
         "true" if found else "false",
+        world.account_of(number) if found else "",
     )
 
 
@@ -142,7 +143,7 @@ def simulate(cfg: SimConfig, events_path: Path, truth_path: Path) -> Summary:
             for event in out:
                 row += 1
                 employee, threat, found = event[5], event[6], event[4]
-                events.writerow(event_row(cfg, day, event))
+                events.writerow(event_row(cfg, day, event, world))
                 truth.writerow((row, employee.id, employee.role, threat))
                 summary.by_actor[employee.role] += 1
                 if threat:

@@ -87,6 +87,15 @@ class CorporateAccount:
         return range(self.first, self.first + self.size)
 
 
+def business_of(accounts: Sequence[CorporateAccount], line: int) -> CorporateAccount | None:
+    """The business whose lines include ``line`` (a subscriber part), if any: the account the
+    backend's record of that line names (a chain has a few dozen, so a scan does)."""
+    for account in accounts:
+        if account.first <= line < account.first + account.size:
+            return account
+    return None
+
+
 def _work_schedule(rng: random.Random, start: date, days: int) -> frozenset[int]:
     """Give an employee one or two days off per calendar week, mostly on weekdays.
 

@@ -11,7 +11,8 @@ from datetime import timedelta
 from typing import Final
 
 from lookup_proxy.simulation.customer_book import CustomerBook
-from lookup_proxy.simulation.roster import SimConfig, corporate_accounts
+from lookup_proxy.simulation.number_space import canonical
+from lookup_proxy.simulation.roster import SimConfig, business_of, corporate_accounts
 
 REGULAR_SHARE: Final = 0.5  # visits by the store's own regulars rather than any customer
 WEEKEND_FACTOR: Final = 1.5
@@ -23,7 +24,8 @@ class World:
 
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
-        ranges = tuple((a.first, a.first + a.size - 1) for a in corporate_accounts(cfg))
+        self.businesses = corporate_accounts(cfg)
+        ranges = tuple((a.first, a.first + a.size - 1) for a in self.businesses)
         self.book = CustomerBook(cfg.seed, cfg.customer_share, ranges)
         self._pools: dict[str, list[str]] = {}
         if cfg.launch_day is not None:
@@ -46,6 +48,18 @@ class World:
         if self.cfg.customer_share <= 0:
             raise ValueError("honest traffic needs a positive customer share")
         return self.book.draw(rng, found=True)
+
+    def account_of(self, typed: str) -> str:
+        """The business account the backend's record of a number names (its reference), or
+        "" for a consumer's line or a number it does not know: EVENTS.csv's ``account``."""
+        try:
+            number = canonical(typed)
+        except ValueError:
+            return ""
+        if not self.book.corporate(number):
+            return ""
+        business = business_of(self.businesses, int(number[3:]))
+        return "" if business is None else business.reference
 
     def non_customer(self, rng: random.Random) -> str:
         """Draw a number the operator does not serve, as a walk-in switching carriers has."""
