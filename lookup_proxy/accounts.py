@@ -92,7 +92,6 @@ class AccountCheck:
     ) -> Refusal | None:
         """:meth:`refusal` for a found record that names ``account`` (None: none): the live
         proxy reads it from the answer, replay from EVENTS.csv's ``account`` column."""
-        extra = {"upstream_status": upstream_status}
         if self.access == "own":
             if reference is not None and account == reference:
                 return None
@@ -103,7 +102,7 @@ class AccountCheck:
                 status=403,
                 cause=REFERENCE_MISMATCH,
                 title="Not a line of this account",
-                extra=extra,
+                extra={"upstream_status": upstream_status},
             )
         if account is None:
             return None
@@ -114,7 +113,7 @@ class AccountCheck:
             status=403,
             cause=BUSINESS_LINE,
             title="A business customer's line",
-            extra=extra,
+            extra={"upstream_status": upstream_status},
         )
 
 
