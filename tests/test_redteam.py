@@ -42,7 +42,7 @@ from lookup_proxy.redteam.strategies import (
     strategies_for,
     typo_visit,
 )
-from lookup_proxy.redteam.trial import VISIT_GAP, Arena, Outcome
+from lookup_proxy.redteam.trial import VISIT_GAP, Arena, Outcome, _stamp
 from lookup_proxy.simulation.customer_book import CustomerBook
 from lookup_proxy.simulation.number_space import number_of
 from lookup_proxy.simulation.roster import CorporateAccount
@@ -913,6 +913,41 @@ def test_an_unreadable_events_baseline_exits_2_naming_the_line(
     )
     assert main(["red-team", "--config", str(policies["weak"]), "--events", str(events)]) == 2
     assert f"{events}: line 2: timestamp" in capsys.readouterr().err
+
+
+def test_an_insider_s_own_business_line_withheld_is_not_their_first_flag(
+    policies: dict[str, Path], baseline: Baseline, tmp_path: Path
+) -> None:
+    """An insider who serves a business line's holder at the counter is refused ([accounts])
+    like any clerk: no suspicion of their probing, so "days to flag" does not start there; a
+    probe of a business line withheld is a refusal of the probe, and does."""
+    insider = baseline.clerks()[0]
+    business = baseline.businesses[0]
+    line = number_of(business.first)
+    days = sorted(baseline.workdays[insider.employee].items())
+    (_, first), (_, second) = days[0], days[1]
+    own = (first.last, (
+        _stamp(first.last), insider.employee, insider.store, insider.region,
+        line, "BILLING_INQUIRY", "", "true", business.reference,
+    ))  # fmt: skip
+    after = Baseline(
+        sorted([*baseline.rows, own], key=lambda r: r[0]),
+        baseline.staff, baseline.start, baseline.days,
+    )  # fmt: skip
+    after.learn_days(load_policy(policies["weak"]))
+    after.businesses = baseline.businesses
+    book = CustomerBook(3, 0.14, after.business_ranges())
+    arena = Arena(load_policy(policies["weak"]), after, tmp_path)
+    miss = next(n for n in (number_of(40_000_000 + k) for k in range(99)) if not book.found(n))
+    probe = Probe(first.first + 1, insider.employee, miss, "NEW_SUBSCRIPTION")
+    outcome = arena.run(Stage(after, [insider], book, random.Random(1)), [probe])
+    assert outcome.first_probe is not None
+    assert (outcome.first_flag, outcome.denied) == (None, 0)
+    walked = replace(probe, at=second.first + 1, number=number_of(business.first + 1))
+    walked = replace(walked, reason="BILLING_INQUIRY")
+    outcome = arena.run(Stage(after, [insider], book, random.Random(1)), [probe, walked])
+    assert outcome.first_flag == round(walked.at)
+    assert outcome.denied_by == {"business-line": 1} and outcome.best_insider == 0
 
 
 def test_the_best_strategies_are_also_tried_together(
