@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -290,3 +291,31 @@ def test_a_padder_pads_only_with_customers_they_served_on_earlier_days() -> None
         assert len(pads) == len(set(pads)) == min(5, len(served))
         assert set(pads) <= served
         served |= set(own)
+
+
+def test_a_business_walker_steps_along_business_lines_a_stride_apart_never_missing(
+    both: tuple[list[dict[str, str]], ...],
+) -> None:
+    """``informed_business_walk``: every step is a line of a business customer, found and
+    naming its account, under BILLING_INQUIRY, no two steps in a row closer than the policy's
+    sequential ``distance``, no line twice; and the quota is what the block rules leave."""
+    events, truth, _, _ = both
+    walk = [
+        e for e, t in zip(events, truth, strict=True) if t["threat"] == "informed_business_walk"
+    ]
+    assert len(walk) >= 10
+    world = World(dataclasses.replace(CONFIG, families=("classic", "informed"), policy=SHIPPED))
+    names = {b.reference for b in world.businesses}
+    assert all(e["found"] == "true" and e["account"] in names for e in walk)
+    assert {e["reason"] for e in walk} == {"BILLING_INQUIRY"}
+    lines = [int(canonical(e["number"])[3:]) for e in walk]
+    assert len(set(lines)) == len(lines)
+    distance = max(getattr(r, "distance", 0) for r in SHIPPED.rules)
+    assert all(abs(a - b) > distance for a, b in itertools.pairwise(lines))
+    # Only the block rules bind a walk (no misses to count): a week's limit of one 010-XXXX
+    # block at 80 % of it, a seventh of it a day, for each such block the businesses cover.
+    blocks = {line // 10_000 for b in world.businesses for line in b.lines()}
+    budget = Budget(SHIPPED, 0.14).walk(40, world.businesses)
+    assert budget == int(len(blocks) * 0.8 * 8 / 7)
+    # Without block rules the walk is bound by the rate rules alone: far more steps a day.
+    assert Budget(_with_rules(""), 0.14).walk(40, world.businesses) > 10 * budget

@@ -10,7 +10,7 @@ the attack hides where the policy would have to find it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import cycle
 from typing import ClassVar
 
@@ -28,7 +28,7 @@ from lookup_proxy.redteam.probes import (
 )
 from lookup_proxy.simulation.contracts import CORPORATE_ROLE
 from lookup_proxy.simulation.number_space import number_of, typo_of
-from lookup_proxy.simulation.roster import CorporateAccount
+from lookup_proxy.simulation.roster import business_lines
 
 Knob = str | int | float
 Knobs = Mapping[str, Knob]
@@ -253,22 +253,6 @@ class BusinessWalk(Strategy):
             if line is not None:
                 probes.append(Probe(at, insider.employee, number_of(line), reason))
         return probes
-
-
-def business_lines(businesses: Sequence[CorporateAccount], stride: int) -> Iterator[int]:
-    """Every line of ``businesses`` once (subscriber parts): one of each business in turn,
-    each business's in passes ``stride`` apart (0, s, 2s, ..., then 1, 1 + s, ...)."""
-    walks = [
-        iter([line for start in range(stride) for line in b.lines()[start::stride]])
-        for b in businesses
-    ]
-    while walks:
-        for lines in list(walks):
-            line = next(lines, None)
-            if line is None:
-                walks.remove(lines)
-            else:
-                yield line
 
 
 class Slow(Strategy):

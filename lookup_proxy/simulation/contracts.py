@@ -61,6 +61,7 @@ INFORMED_THREATS: Final = (
     "informed_rotation",
     "informed_padded",
     "informed_quiet",
+    "informed_business_walk",
 )
 QUIET_WORK: Final = 0.1
 """An ``informed_quiet`` insider's pace of honest work, as a share of what their rota gives a

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final
 
-from lookup_proxy.policy import BlockRule, Policy
+from lookup_proxy.policy import BlockRule, Policy, SequentialRule
 from lookup_proxy.simulation.campaigns import Campaign, CollusionBlock
 from lookup_proxy.simulation.contracts import CORPORATE_REASON
 from lookup_proxy.simulation.honest import EVERYDAY_REASONS
@@ -28,7 +28,12 @@ from lookup_proxy.simulation.number_space import (
     random_subscriber,
     typo_of,
 )
-from lookup_proxy.simulation.roster import Employee, corporate_accounts
+from lookup_proxy.simulation.roster import (
+    CorporateAccount,
+    Employee,
+    business_lines,
+    corporate_accounts,
+)
 from lookup_proxy.simulation.workday import HOUR, Event, Segment, time_in
 from lookup_proxy.simulation.world import World
 
@@ -44,6 +49,8 @@ TYPO_RETYPE: Final = (6, 15)
 SLOW_PER_DAY: Final = 3
 PAD_FACTOR: Final = 2.0
 """Lookups of known customers a padding insider adds, per honest lookup of their own."""
+WALK_REASON: Final = "BILLING_INQUIRY"
+"""The cover reason of a walk along business customers' lines: an existing customer's question."""
 BEFORE_OPENING: Final = (7 * HOUR, 9 * HOUR)
 AFTER_CLOSING: Final = (21 * HOUR + 30 * 60, 23 * HOUR)
 
@@ -75,8 +82,12 @@ class Budget:
         scale = DAY / window if window >= DAY else WORKDAY / window
         return MARGIN * limit * scale
 
-    def probes(self, reasons: Sequence[str], honest: float, roles: frozenset[str]) -> int:
-        """Probes per working day under ``reasons`` in turn, ``honest`` own lookups a day."""
+    def probes(
+        self, reasons: Sequence[str], honest: float, roles: frozenset[str], misses: bool = True
+    ) -> int:
+        """Probes per working day under ``reasons`` in turn, ``honest`` own lookups a day;
+        ``misses`` false for probes that never miss (a walk along business lines), which no
+        rule counting misses sees."""
         allowed = math.inf
         for rule in self.policy.rules:
             if rule.scope != "employee" or rule.mode != "enforce":
@@ -92,6 +103,8 @@ class Budget:
             metric = getattr(rule, "metric", "")
             floor = getattr(rule, "min_count", 0) if metric in ("misses", "all-misses") else 0
             if not seen or (rule.kind not in ("misses", "rate", "distinct") and not floor):
+                continue
+            if not misses and rule.kind in ("misses", "peer"):
                 continue
             share = seen / len(reasons)
             per_day = self.per_day(floor or rule.limit, rule.window)
@@ -123,6 +136,24 @@ class Budget:
             if limit is not None and budget:
                 allowed = min(allowed, self.per_day(limit, budget))
         return max(1, int(allowed))
+
+    def walk(self, honest: float, businesses: Sequence[CorporateAccount]) -> int:
+        """Steps per working day of one clerk's walk along ``businesses``' lines under
+        WALK_REASON: no miss, so only rate, distinct and reason limits, and the block rules,
+        each of whose blocks the walk's lines fill a few a day (the walk takes the businesses
+        in turn, so every block they cover is filled alike)."""
+        allowed: float = self.probes((WALK_REASON,), honest, frozenset({"clerk"}), misses=False)
+        for rule in self.policy.rules:
+            if not isinstance(rule, BlockRule) or rule.mode != "enforce":
+                continue
+            if not _applies(rule, WALK_REASON):
+                continue
+            width = 10 ** (11 - rule.block_digits)
+            blocks = {
+                line // width for business in businesses for line in business.lines()[::width]
+            } | {(business.first + business.size - 1) // width for business in businesses}
+            allowed = min(allowed, len(blocks) * self.per_day(rule.limit, rule.window))
+        return max(1, int(min(allowed, 400)))
 
     def block_take(self, members: int) -> int:
         """Numbers of one block a group member may take per working day unnoticed.
@@ -240,6 +271,26 @@ class InformedTypoFarm(Informed):
             out.append((retype, known, "BILLING_INQUIRY", "", True, self.employee, ""))
 
 
+class InformedBusinessWalk(Informed):
+    """A clerk walking the business customers' lines under a cover reason: a business owns
+    consecutive lines, so every step is a record and none a miss for a rule to count (found
+    by the red-team, 2026-12-07: 72-92 records a month, never flagged, before ``[accounts]``).
+    Steps are a pass ``stride`` apart (just past the policy's largest sequential ``distance``),
+    one business after another; the walk knows every business's lines (a rep's screen, a
+    business's own numbers: the worst case)."""
+
+    def __init__(self, world: World, employee: Employee, quota: int, stride: int) -> None:
+        super().__init__(world, employee, quota)
+        self.lines: Iterator[int] = business_lines(world.businesses, stride)
+
+    def day(self, segments: Sequence[Segment], out: list[Event]) -> None:
+        for _ in range(self.scaled(self.quota, self.quota)):
+            line = next(self.lines, None)
+            if line is None:
+                return  # every line walked
+            self.emit(out, time_in(segments, self.rng), number_of(line), WALK_REASON, style=0)
+
+
 class InformedCorporate(Informed):
     """A corporate-sales insider probing under the corporate reason with a real reference."""
 
@@ -306,6 +357,12 @@ def informed_campaigns(
             accounts = corporate_accounts(world.cfg)
             reference = accounts[0].reference if accounts else "CORP-000001"
             campaign = InformedCorporate(world, employee, quota, reference)
+        elif threat == "informed_business_walk":
+            stride = 1 + max(
+                (r.distance for r in policy.rules if isinstance(r, SequentialRule)), default=0
+            )
+            quota = budget.walk(honest, world.businesses)
+            campaign = InformedBusinessWalk(world, employee, quota, stride)
         elif threat == "informed_groups":
             quota = min(
                 budget.block_take(len(group)), budget.probes((LENIENT_REASON,), honest, clerk)

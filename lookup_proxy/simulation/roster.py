@@ -8,7 +8,7 @@ changing how many attackers there are never reshuffles the honest staff's days.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Final, Protocol, TypeVar
@@ -85,6 +85,22 @@ class CorporateAccount:
     def lines(self) -> range:
         """Every line's subscriber part, in order."""
         return range(self.first, self.first + self.size)
+
+
+def business_lines(businesses: Sequence[CorporateAccount], stride: int) -> Iterator[int]:
+    """Every line of ``businesses`` once (subscriber parts): one of each business in turn,
+    each business's in passes ``stride`` apart (0, s, 2s, ..., then 1, 1 + s, ...)."""
+    walks = [
+        iter([line for start in range(stride) for line in b.lines()[start::stride]])
+        for b in businesses
+    ]
+    while walks:
+        for lines in list(walks):
+            line = next(lines, None)
+            if line is None:
+                walks.remove(lines)
+            else:
+                yield line
 
 
 def business_of(accounts: Sequence[CorporateAccount], line: int) -> CorporateAccount | None:
