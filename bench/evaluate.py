@@ -164,6 +164,8 @@ def table(results: list[dict[str, Any]]) -> str:
             staff[name]["flagged"] += len(s["honest"]["flagged_employees"])
             staff[name]["corporate_denied"] += s["corporate"]["denied"]
             staff[name]["corporate_lookups"] += s["corporate"]["lookups"]
+            staff[name]["runs_denied"] += s["corporate"]["runs_denied"]
+            staff[name]["runs"] += s["corporate"]["runs"]
     plain, shipped = staff["plain-60-per-hour"], staff["policy"]
     lines += [
         f"| honest employees (over all seeds) | {plain['employees']:.0f} | {shipped['employees']:.0f} |",
@@ -172,9 +174,12 @@ def table(results: list[dict[str, Any]]) -> str:
         f"| honest lookups denied | {plain['denied']:.0f} of {plain['lookups']:.0f} "
         f"({pct(plain['denied'], plain['lookups'])}) | {shipped['denied']:.0f} of "
         f"{shipped['lookups']:.0f} ({pct(shipped['denied'], shipped['lookups'])}) |",
-        f"| corporate lookups denied | {plain['corporate_denied']:.0f} of "
-        f"{plain['corporate_lookups']:.0f} | {shipped['corporate_denied']:.0f} of "
-        f"{shipped['corporate_lookups']:.0f} |",
+        f"| corporate runs denied (reps' CORPORATE_ACCOUNT lookups) | "
+        f"{plain['runs_denied']:.0f} of {plain['runs']:.0f} | {shipped['runs_denied']:.0f} of "
+        f"{shipped['runs']:.0f} |",
+        f"| corporate reps' lookups denied, counter work included | "
+        f"{plain['corporate_denied']:.0f} of {plain['corporate_lookups']:.0f} | "
+        f"{shipped['corporate_denied']:.0f} of {shipped['corporate_lookups']:.0f} |",
     ]
     verdicts = [
         f"seed {result['seed']}, {family}: "

@@ -33,6 +33,7 @@ from typing import Any, Final
 from sim_model import (
     ACTORS,
     ALL_THREATS,
+    CORPORATE_REASON,
     DECISION_COLUMNS,
     EMPLOYEE_HEADER,
     FAMILIES,
@@ -74,6 +75,8 @@ class Targets:
     per_attacker: int = 10  # records any one attacker may get
     honest_denied_share: float = 0.0005
     corporate_denied: int = 0
+    """Of the reps' CORPORATE_ACCOUNT lookups, their runs ("corporate runs untouched"): a
+    rep's counter work under everyday reasons meets what any clerk's does."""
     days_to_flag: int = 7
     honest_flagged_share: float = 0.03  # of honest employees flagged at least once
     informed_disclosed_share: float = 0.05
@@ -128,6 +131,10 @@ class GroupResult:
 
     lookups: int = 0
     denied: int = 0
+    runs: int = 0
+    """Lookups under CORPORATE_ACCOUNT: a rep's runs of an account's lines (the rest of a
+    rep's lookups are counter work, as any clerk's)."""
+    runs_denied: int = 0
     employees: set[str] = field(default_factory=set)
     flagged: set[str] = field(default_factory=set)
     locked: set[str] = field(default_factory=set)
@@ -347,7 +354,11 @@ def score(
                         result.attackers[employee].disclosed += 1
                 else:
                     suspected = flags or (denied and rule not in WITHHELD)
-                    _tally_group(result.groups[group], employee, denied, suspected, rule)
+                    tally = result.groups[group]
+                    _tally_group(tally, employee, denied, suspected, rule)
+                    if decision_row[col["reason"]] == CORPORATE_REASON:
+                        tally.runs += 1
+                        tally.runs_denied += denied
                 if actor == "attacker":
                     _tally_attacker(result.attackers[employee], person, day, denied, flagged, rule)
         for source in files:
@@ -493,6 +504,8 @@ def summarise(scored: Scored, targets: Targets = Targets()) -> dict[str, Any]:
                 "lookups": tally.lookups,
                 "denied": tally.denied,
                 "denied_pct": round(_pct(tally.denied, tally.lookups), 4),
+                "runs": tally.runs,
+                "runs_denied": tally.runs_denied,
                 "flagged_employees": sorted(tally.flagged),
                 "locked_employees": sorted(tally.locked),
                 "denied_by_rule": dict(tally.denied_by_rule.most_common()),
@@ -627,9 +640,10 @@ def _verdict(
     corporate = staff["corporate"]
     check(
         "honest",
-        f"corporate lookups denied = {targets.corporate_denied}",
-        corporate["denied"] <= targets.corporate_denied,
-        f"{corporate['denied']} of {corporate['lookups']}",
+        f"corporate runs denied = {targets.corporate_denied}",
+        corporate["runs_denied"] <= targets.corporate_denied,
+        f"{corporate['runs_denied']} of {corporate['runs']} CORPORATE_ACCOUNT lookups; "
+        f"{corporate['denied']} of all {corporate['lookups']} of the reps' lookups",
     )
 
     flagged_in_time("classic", classic)

@@ -65,13 +65,18 @@ def _truth(directory: Path, rows: Sequence[tuple[str, ...]] = ROWS) -> Path:
     )
 
 
-def _decisions(path: Path, rows: Sequence[tuple[str, ...]]) -> Path:
+def _decisions(
+    path: Path, rows: Sequence[tuple[str, ...]], reasons: dict[int, str] | None = None
+) -> Path:
+    """DECISIONS.csv of ``rows``, every lookup BILLING_INQUIRY but those ``reasons`` names
+    (by row index)."""
+    reason = (reasons or {}).get
     return _write(
         path,
         DECISION_HEADER,
         [
-            (t, e, *STORES[e], "01012345678", "BILLING_INQUIRY", "", found, decision, rule, flags)
-            for t, e, _, found, decision, rule, flags in rows
+            (t, e, *STORES[e], "01012345678", reason(i, "BILLING_INQUIRY"), "", found, d, r, f)
+            for i, (t, e, _, found, d, r, f) in enumerate(rows)
         ],
     )
 
@@ -190,6 +195,28 @@ def test_a_record_withheld_for_its_account_is_an_honest_denial_not_a_flag(
     assert honest["flagged_employees"] == []
     slow = _attacker(report, "E00004")["results"]["p"]
     assert (slow["days_to_flag"], slow["days_to_deny"], slow["disclosed"]) == (8, 8, 0)
+
+
+def test_corporate_runs_are_the_reps_corporate_lookups_not_their_counter_work(
+    tmp_path: Path,
+) -> None:
+    """ "Corporate runs untouched" judges a rep's CORPORATE_ACCOUNT lookups; a business line
+    withheld from their counter work under an everyday reason is a denial like a clerk's,
+    shown, but no refused run."""
+    rows = list(ROWS)
+    rows[1] = (*rows[1][:4], "deny", "business-line", "")
+    truth = _truth(tmp_path, rows)
+    report = score.summarise(score.score(truth, [("p", _decisions(tmp_path / "d.csv", rows))]))
+    corporate = report["staff"]["p"]["corporate"]
+    assert (corporate["denied"], corporate["runs"], corporate["runs_denied"]) == (1, 0, 0)
+    runs = next(c for c in report["verdicts"]["p"]["checks"] if "corporate runs" in c["target"])
+    assert runs["ok"] and "1 of all 1 of the reps' lookups" in runs["detail"]
+    # The same lookup as a run of the rep's account: refused, the target fails.
+    decided = _decisions(tmp_path / "r.csv", rows, {1: "CORPORATE_ACCOUNT"})
+    report = score.summarise(score.score(truth, [("p", decided)]))
+    assert report["staff"]["p"]["corporate"]["runs_denied"] == 1
+    runs = next(c for c in report["verdicts"]["p"]["checks"] if "corporate runs" in c["target"])
+    assert not runs["ok"]
 
 
 def test_epoch_timestamps_are_read_as_korean_days(tmp_path: Path) -> None:
