@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from lookup_proxy.app import Proxy
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.errors import ConfigError
 from lookup_proxy.policy import Policy, parse_policy
+from lookup_proxy.replay import ACCOUNT_EVENT_COLUMNS, Replayer
 from tests.harness import audit_records, policy_text, running_proxy, serving, token
 
 BASE = CustomerBase()
@@ -321,3 +323,66 @@ def test_the_demo_base_s_business_lines_name_their_account() -> None:
     assert consumer is not None and "account" not in consumer
     with pytest.raises(IndexError):
         OURS.line(OURS.size)
+
+
+async def test_replay_with_the_account_column_decides_as_the_live_proxy_answers(
+    backend: str, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """The same lookups through the live proxy (which reads each found answer's account) and
+    through replay (which reads EVENTS.csv's ``account``, the value the answer has at
+    ``[accounts] field``): the same lookups shown and the same causes withheld, and the same
+    lock from the mismatches learned as misses."""
+    p = accounts_policy(backend, MISSES_LOCK)
+    lookups = [
+        ("E1", "BILLING_INQUIRY", "", CONSUMER),
+        ("E1", "BILLING_INQUIRY", "", OURS.line(0)),
+        ("E1", "FRAUD_REVIEW", "", THEIRS.line(0)),
+        ("E1", "BILLING_INQUIRY", "", NOBODY),
+        ("E2", "CORPORATE_ACCOUNT", OURS.reference, OURS.line(1)),
+        ("E2", "CORPORATE_ACCOUNT", OURS.reference, THEIRS.line(1)),
+        ("E2", "CORPORATE_ACCOUNT", OURS.reference, CONSUMER),
+        ("E2", "CORPORATE_ACCOUNT", OURS.reference, THEIRS.line(2)),
+        ("E2", "CORPORATE_ACCOUNT", OURS.reference, OURS.line(2)),
+    ]
+    roles = {"E1": ["fraud-analyst"], "E2": ["corporate-sales"]}
+    live: list[tuple[str, str]] = []
+    async with running_proxy(p) as (url, proxy):
+        for employee, reason, reference, number in lookups:
+            sent = {
+                "Authorization": f"Bearer {token(p, employee=employee, roles=roles[employee])}",
+                "X-Lookup-Reason": reason,
+            }
+            if reference:
+                sent["X-Lookup-Reference"] = reference
+            async with client.get(f"{url}/customers/{number}", headers=sent) as r:
+                body = await r.json(content_type=None)
+                cause = "" if r.status in (200, 404) else body["type"].rsplit(":", 1)[1]
+                if cause == "locked-out":
+                    cause = body["rule"]  # replay's rule column names the lock's rule
+                live.append(("allow" if not cause else "deny", cause))
+            await proxy.guard_idle()
+    events = tmp_path / "events.csv"
+    rows = []
+    for second, (employee, reason, reference, number) in enumerate(lookups):
+        record = BASE.record(number)
+        account = (record or {}).get("account", {}).get("reference", "")
+        when = f"2026-10-01T10:00:{second:02d}+09:00"
+        found = "true" if record is not None else "false"
+        rows.append(f"{when},{employee},S1,R1,{number},{reason},{reference},{found},{account}")
+    events.write_text(",".join(ACCOUNT_EVENT_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "decisions.csv"
+    Replayer(p, {e: frozenset(r) for e, r in roles.items()}).run(events, out)
+    replayed = [tuple(line.split(",")[-3:-1]) for line in out.read_text().splitlines()[1:]]
+    assert replayed == live
+    # What both saw: shown, withheld by cause, and the third mismatch's lock.
+    assert live == [
+        ("allow", ""),
+        ("deny", "business-line"),
+        ("allow", ""),
+        ("allow", ""),
+        ("allow", ""),
+        ("deny", "reference-mismatch"),
+        ("deny", "reference-mismatch"),
+        ("deny", "reference-mismatch"),
+        ("deny", "misses-lock"),
+    ]
