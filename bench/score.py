@@ -44,7 +44,7 @@ from sim_model import (
     family_of,
 )
 
-from lookup_proxy.accounts import LEARNED_AS_FOUND
+from lookup_proxy.accounts import WITHHELD
 
 __all__ = ["InputError", "Targets", "main", "render", "score"]
 
@@ -57,10 +57,6 @@ GROUP_LABELS: Final = {
     "attacker_honest": "attackers' own work",
 }
 LOCKED: Final = "locked"
-WITHHELD: Final = frozenset(LEARNED_AS_FOUND)
-"""Refusals of a record withheld for its business account ([accounts]): an access rule, not
-a suspicion. They count as denied lookups; for honest staff they are no flag (nothing is
-raised for review), for an attacker they are a refusal seen ("flagged or refused")."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +349,8 @@ def score(
                     if found and not denied:
                         result.attackers[employee].disclosed += 1
                 else:
+                    # A record withheld for its business account is an honest denial, not a
+                    # flag (nothing is raised for review); for an attacker, a refusal seen.
                     suspected = flags or (denied and rule not in WITHHELD)
                     tally = result.groups[group]
                     _tally_group(tally, employee, denied, suspected, rule)

@@ -51,6 +51,8 @@ reference's mismatch is a miss (the refusal tells a rep that a consumer's number
 business's, is somebody's: an existence oracle, bounded as every probe's misses are); a
 business line is found, as it was (the clerk learns nothing they did not know: a business
 customer's holder stands at the counter, or a walk knows where the lines are)."""
+WITHHELD: Final = frozenset(LEARNED_AS_FOUND)
+"""Every cause of a record withheld for its account: a refusal for access, not a suspicion."""
 
 
 def check_account_path(text: str) -> str:

@@ -525,18 +525,14 @@ class Policy(_Section):
     transparency: Transparency = Transparency()
     audit: Audit = Audit()
 
-    def account_access(self) -> dict[str, Access]:
-        """Reason code → which business lines it sees (``none`` unless the reason says);
-        empty without ``[accounts]``, which checks nothing."""
-        if self.accounts is None:
-            return {}
-        return {code: r.accounts or "none" for code, r in self.reasons.items()}
-
     def account_checks(self) -> dict[str, AccountCheck]:
         """Reason code → the check of its found records, for every reason that does not see
-        any account's lines: the live proxy's (``reload``) and replay's, from one place."""
-        field = None if self.accounts is None else self.accounts.field
-        return account_checks(field, self.account_access())
+        any account's lines (``none`` unless the reason says; nothing without ``[accounts]``):
+        the live proxy's (``reload``) and replay's, from one place."""
+        if self.accounts is None:
+            return {}
+        access = {code: r.accounts or "none" for code, r in self.reasons.items()}
+        return account_checks(self.accounts.field, access)
 
     def witnesses(self) -> dict[str, str]:
         """Each rule's witness for escalation: its ``evidence``, or its own name."""

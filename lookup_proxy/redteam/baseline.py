@@ -33,6 +33,7 @@ from lookup_proxy.simulation.roster import (
     CorporateAccount,
     SimConfig,
     build_roster,
+    business_of,
     corporate_accounts,
 )
 from lookup_proxy.simulation.roster import spread_out as spread_over
@@ -89,7 +90,7 @@ class Baseline:
 
     def business_of(self, line: int) -> CorporateAccount | None:
         """The business whose line ``line`` (a subscriber part) is, if any."""
-        return next((b for b in self.businesses if line in b.lines()), None)
+        return business_of(self.businesses, line)
 
     def business_ranges(self) -> tuple[tuple[int, int], ...]:
         """Every business's lines as (first, last): the customer book's corporate ranges."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from lookup_proxy.accounts import LEARNED_AS_FOUND
+from lookup_proxy.accounts import WITHHELD
 from lookup_proxy.policy import Policy
 from lookup_proxy.redteam.baseline import Baseline, Staff
 from lookup_proxy.redteam.probes import Probe, Stage
@@ -308,7 +308,7 @@ class Arena:
                 if kind >= 0 and outcome.first_probe is None:
                     outcome.first_probe = when
                 denied = decision == "deny"
-                if kind == -2 and rule in LEARNED_AS_FOUND and not flags:
+                if kind == -2 and rule in WITHHELD and not flags:
                     continue  # their own customer's business line, withheld: no suspicion
                 if denied:
                     outcome.denied += 1
