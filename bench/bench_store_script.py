@@ -42,8 +42,8 @@ from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import ADD, ADD_MEMBERS, COUNT, COUNT_IF, MEMBERS, NOTE, Op
-from lookup_proxy.guard.redis_store import ARITY, CALL_SIZE, RedisStore
-from lookup_proxy.guard.script_calls import SCRIPT, WINDOW_ADDS
+from lookup_proxy.guard.redis_store import CALL_SIZE, RedisStore
+from lookup_proxy.guard.script_calls import ARITY, SCRIPT, WINDOW_ADDS
 from lookup_proxy.policy import Policy, RateRule
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -107,16 +107,23 @@ def serve_bare(port: int, upstream: str) -> None:
         app.router.add_get("/healthz", healthz)
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))  # pool_size
         app[session_key] = session
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        await stop.wait()
-        await runner.cleanup()
+        await serve_until_sigterm(app, port)
         await session.close()
 
     uvloop.run(main())
+
+
+async def serve_until_sigterm(app: Any, port: int) -> None:
+    """Serve an aiohttp ``app`` on 127.0.0.1:``port`` until SIGTERM, without an access log."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await runner.cleanup()
 
 
 # --- processes -------------------------------------------------------------------------------

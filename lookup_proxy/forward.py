@@ -14,6 +14,7 @@ short after its headers went out ends in an aborted connection, never in a short
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
@@ -34,7 +35,14 @@ from lookup_proxy.errors import (
 )
 from lookup_proxy.http_edge import request_timeout
 from lookup_proxy.justify import Justification
-from lookup_proxy.minimise import FieldSet, Unfilterable, is_json, parse_answer, unfilterable
+from lookup_proxy.minimise import (
+    FieldSet,
+    Unfilterable,
+    is_json,
+    parse_answer,
+    read_answer,
+    unfilterable,
+)
 from lookup_proxy.policy import Upstream
 from lookup_proxy.problems import problem_response
 from lookup_proxy.proxy_headers import HOP_BY_HOP, NEVER_FORWARDED
@@ -61,10 +69,21 @@ def _connection_named(headers: CIMultiDictProxy[str]) -> set[str]:
     return named
 
 
-def end_to_end(headers: CIMultiDictProxy[str], drop: Iterable[str] = ()) -> CIMultiDict[str]:
-    """The headers that may cross the proxy: no hop-by-hop ones, none named in Connection."""
-    blocked = HOP_BY_HOP | _connection_named(headers) | set(drop)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in blocked)
+def end_to_end(
+    headers: CIMultiDictProxy[str], drop: frozenset[str] = frozenset()
+) -> CIMultiDict[str]:
+    """The headers that may cross the proxy: no hop-by-hop ones, none named in Connection, none
+    in ``drop`` (lower-case names)."""
+    blocked = _blocked(drop)
+    if "Connection" in headers:  # rare from a backend: the set of this answer's own
+        blocked = blocked | _connection_named(headers)
+    return CIMultiDict([(k, v) for k, v in headers.items() if k.lower() not in blocked])
+
+
+@functools.lru_cache(maxsize=8)
+def _blocked(drop: frozenset[str]) -> frozenset[str]:
+    """Hop-by-hop and ``drop``: a handful of fixed sets, built once, not per answer."""
+    return HOP_BY_HOP | drop
 
 
 def forwardable(allowed: Iterable[str]) -> frozenset[str]:
@@ -235,7 +254,7 @@ class UpstreamClient:
             if length is not None and length <= WHOLE_ANSWER_MAX:
                 return await _whole(upstream, response_headers, request_id)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            response.headers.update(end_to_end(upstream.headers, ("content-length",)))
+            response.headers.update(end_to_end(upstream.headers, _LENGTH))
             response.headers.update(response_headers)
             if length is not None:
                 response.content_length = length
@@ -305,7 +324,7 @@ async def _whole(
         )
         return Forwarded(502, problem_response(refusal, request_id), complete=False, truncated=True)
     response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
-    response.headers.update(end_to_end(upstream.headers, ("content-length",)))
+    response.headers.update(end_to_end(upstream.headers, _LENGTH))
     response.headers.update(response_headers)
     return Forwarded(upstream.status, response)
 
@@ -348,6 +367,9 @@ async def _relay(
     await response.write_eof()
     return Forwarded(upstream.status, response)
 
+
+_LENGTH = frozenset(("content-length",))
+"""Dropped from a relayed answer's headers: the proxy sets the length of what it sends."""
 
 REPRESENTATION_HEADERS = frozenset(
     ("content-length", "etag", "content-md5", "digest", "content-digest", "repr-digest")
@@ -393,9 +415,11 @@ async def _checked(
     answer: object = None
     if problem is None and body and (checked or fields is not None):
         try:
-            answer = parse_answer(body)
             if fields is not None:
+                answer = parse_answer(body)
                 body = fields.dump(fields.apply(answer))
+            else:  # only read (the account): relayed as it came
+                answer = read_answer(body)
         except Unfilterable as exc:
             problem = str(exc)
     if problem is not None:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from lookup_proxy.app import Proxy
 from lookup_proxy.errors import ConfigError
-from lookup_proxy.minimise import FieldSet, Unfilterable, parse_path
+from lookup_proxy.minimise import FieldSet, Unfilterable, parse_answer, parse_path, read_answer
 from lookup_proxy.policy import parse_policy
 from tests.harness import audit_records, policy, policy_text, running_proxy, serving, token
 
@@ -128,21 +128,43 @@ def test_an_empty_list_leaves_an_empty_object() -> None:
         FieldSet("X", []).apply("text")
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"<html>record</html>",
-        b'{"name": NaN}',
-        '\ufeff{"name": "a"}'.encode(),
-        b'{"name": "\xff"}',
-        b'{"name": "a"',
-        b"[" * 100_000 + b"]" * 100_000,
-    ],
-)
+NOT_PLAIN_JSON = [
+    b"<html>record</html>",
+    b'{"name": NaN}',
+    '\ufeff{"name": "a"}'.encode(),
+    b'{"name": "\xff"}',
+    b'{"name": "a"',
+    b"[" * 100_000 + b"]" * 100_000,
+]
+"""Markup, NaN, a byte-order mark, bad UTF-8, truncation, absurd nesting."""
+
+
+@pytest.mark.parametrize("body", NOT_PLAIN_JSON)
 def test_bodies_that_are_not_plain_json_are_unfilterable(body: bytes) -> None:
     """Markup, NaN, a byte-order mark, bad UTF-8, truncation, absurd nesting: refused."""
     with pytest.raises(Unfilterable):
         FieldSet("X", ["name"]).filter_body(body)
+
+
+@pytest.mark.parametrize("body", NOT_PLAIN_JSON)
+def test_an_answer_only_read_is_refused_alike(body: bytes) -> None:
+    """The fast reading for the account check (orjson) refuses what the exact one refuses."""
+    with pytest.raises(Unfilterable):
+        read_answer(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"account": "ACME-1", "lines": [1, 2.5, -0, true, null], "n": "\\u00e9"}',
+        b'{"account": "A", "account": "B"}',
+        b' [{"a": {}}, []] ',
+        b'{"lone": "\\ud800"}',  # orjson refuses a lone surrogate; the exact reading takes it
+    ],
+)
+def test_an_answer_only_read_parses_as_the_exact_reading(body: bytes) -> None:
+    """Where orjson is stricter than the standard library, the exact reading decides."""
+    assert read_answer(body) == parse_answer(body)
 
 
 def test_filtered_bodies_are_compact_utf8_json() -> None:

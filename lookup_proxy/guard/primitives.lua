@@ -6,7 +6,7 @@
 --
 -- KEYS[i] is the key of the i-th primitive. ARGV[1] is one MessagePack array holding, for each
 -- primitive in order, its opcode and then its arguments after the key (arity fixed per opcode,
--- see ARITY in redis_store.py): one argument instead of dozens, because encoding each argument
+-- see ARITY in script_calls.py): one argument instead of dozens, because encoding each argument
 -- is most of what a call costs the client. MessagePack, not JSON: Redis's cmsgpack unpacks a
 -- lookup's arguments in about half the time cjson parsed them (2.6 against 4.7 µs).
 --

@@ -25,17 +25,64 @@ from lookup_proxy.guard.primitives import (
     DELETE,
     EXPIRY_SLOT_MAX,
     EXPIRY_SLOTS,
+    FIELDS,
+    GET,
+    INCR,
     MARK,
     MARK_SLOT,
     MEMBERS,
     NOTE,
+    PICK,
+    REMOVE,
     SCORE,
+    SET,
+    SIGHT,
+    TICK,
     Op,
     hash_tag,
 )
 
 SCRIPT: Final = (files("lookup_proxy.guard") / "primitives.lua").read_text(encoding="utf-8")
 SCRIPT_SHA: Final = hashlib.sha1(SCRIPT.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+ARITY: Final[dict[str, int]] = {
+    ADD: 5,
+    ADD_MEMBERS: 5,
+    NOTE: 4,
+    COUNT: 1,
+    COUNT_IF: 2,
+    MEMBERS: 1,
+    GET: 1,
+    SET: 3,
+    REMOVE: 1,
+    DELETE: 0,
+    SCORE: 1,
+    INCR: 3,
+    FIELDS: 0,
+    APPEND: 3,
+    TICK: 3,
+    PICK: 1,
+    MARK: 4,
+    SIGHT: 4,
+}
+"""Arguments after the key, per opcode: the script walks its argument array by these counts
+(and two more for the window adds, ``WINDOW_ADDS``, one more for a mark, which the store
+appends: see ``redis_store.ExpirySlots``, ``STEP_BACK``)."""
+
+
+def check(ops: Sequence[Op]) -> None:
+    """A ValueError for a primitive the script would misread: an unknown opcode, the wrong
+    number of arguments, or a log entry holding a newline (a call's appends share one stream
+    entry, a line each: primitives.lua). Checked when a batch is asked for, so the error is the
+    asking lookup's alone, not its round trip's."""
+    for op in ops:
+        code: str = op[0]
+        arity = ARITY.get(code)
+        if arity is None or len(op) != arity + 2:
+            raise ValueError(f"unknown store primitive or wrong arguments: {op!r}")
+        if code == APPEND and "\n" in op[2]:
+            raise ValueError(f"a log entry holds a newline: {op!r}")
+
 
 WINDOW_ADDS: Final = frozenset({ADD, ADD_MEMBERS, NOTE})
 """The primitives that add to a window, and so refresh its expiry slot."""
