@@ -182,7 +182,11 @@ class Process:
                 self.popen.wait(timeout=10)
 
 
-def start(name: str, argv: Sequence[str], env: dict[str, str], logs: Path, ready: str) -> Process:
+def start(
+    name: str, argv: Sequence[str], env: dict[str, str], logs: Path, ready: str, cwd: Path = ROOT
+) -> Process:
+    """``argv`` run in ``cwd`` (so ``python -m lookup_proxy`` is that checkout's), once
+    ``ready`` answers 200."""
     log = logs / f"{name}.log"
     with log.open("ab") as sink:
         popen = subprocess.Popen(
@@ -191,7 +195,7 @@ def start(name: str, argv: Sequence[str], env: dict[str, str], logs: Path, ready
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
         )
     process = Process(name, popen, log)
     deadline = time.monotonic() + 60
@@ -207,6 +211,15 @@ def start(name: str, argv: Sequence[str], env: dict[str, str], logs: Path, ready
         time.sleep(0.1)
     process.stop()
     raise SystemExit(f"{name} did not answer {ready} within 60 s:\n{process.log_tail()}")
+
+
+def start_backend(env: dict[str, str], logs: Path) -> tuple[Process, str]:
+    """The demo backend (its customers are the numbers ``prepare`` samples) and its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "lookup_proxy", "demo-backend", "--port", str(port),
+            "--seed", str(BACKEND_SEED)]  # fmt: skip
+    return start("backend", argv, env, logs, f"{url}/healthz"), url
 
 
 def store_roundtrips(port: int) -> float:
@@ -851,14 +864,8 @@ def run(args: argparse.Namespace) -> None:
         directory = Path(name)
         tokens, numbers, env = prepare(args, directory)
         script = wrk_script(directory, tokens, numbers)
-        backend_port, bare_port = free_port(), free_port()
-        backend_url = f"http://127.0.0.1:{backend_port}"
-        backend = start(
-            "backend",
-            [sys.executable, "-m", "lookup_proxy", "demo-backend", "--port", str(backend_port),
-             "--seed", str(BACKEND_SEED)],
-            env, directory, f"{backend_url}/healthz",
-        )  # fmt: skip
+        bare_port = free_port()
+        backend, backend_url = start_backend(env, directory)
         processes = [backend]
         server = None
         try:

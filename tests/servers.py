@@ -117,12 +117,14 @@ def start_redis(
     wait: float = 15.0,
     persistence: bool = False,
     port: int | None = None,
+    wrapper: Sequence[str] = (),
 ) -> RedisServer:
     """A redis-server answering PING in ``directory``; persistence off unless asked.
 
     ``persistence`` turns on the append-only file with ``appendfsync always``, so a test can
     kill the server right after a write and still expect the write back (deployments use
     ``everysec``: at most about a second lost). ``port`` restarts a server where it was.
+    ``wrapper`` runs it under another program (bench/instructions.py: valgrind).
     """
     binary = _binary("redis-server")
     directory.mkdir(parents=True, exist_ok=True)
@@ -130,6 +132,7 @@ def start_redis(
     for _ in range(5 if port is None else 1):  # a free port can be taken before binding
         chosen = free_port(cluster_bus=cluster) if port is None else port
         args = [
+            *wrapper,
             binary,
             "--port", str(chosen),
             "--bind", "127.0.0.1",

@@ -315,19 +315,16 @@ async def test_edge_refusals_are_counted(edge: tuple[str, Policy, str]) -> None:
     assert counted[("malformed-request", "400")] == 1
 
 
-async def test_slow_header_sender_gets_408_and_is_closed(
-    edge: tuple[str, Policy, str], backend: str
-) -> None:
-    """A connection trickling a header line a second is cut off at header_timeout with a 408,
-    however long it would go on; the lookup it was building never reaches the upstream."""
-    url, p, tok = edge
-    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
-    writer.write(lookup_head(tok))
+async def trickled(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, every: float
+) -> bytes:
+    """Send a header line ``every`` seconds (a head begun and never finished) until the server
+    closes; everything it sent. Fails if it closed only after the sender stopped."""
     received = b""
 
     async def trickle() -> None:
         for n in range(60):
-            await asyncio.sleep(1)
+            await asyncio.sleep(every)
             writer.write(b"X-Slow-%d: EVIL-7f3a\r\n" % n)
             await writer.drain()
 
@@ -342,6 +339,18 @@ async def test_slow_header_sender_gets_408_and_is_closed(
             await sender
         writer.close()
     assert not sender.done() or sender.cancelled()  # closed while it was still trickling
+    return received
+
+
+async def test_slow_header_sender_gets_408_and_is_closed(
+    edge: tuple[str, Policy, str], backend: str
+) -> None:
+    """A connection trickling a header line a second is cut off at header_timeout with a 408,
+    however long it would go on; the lookup it was building never reaches the upstream."""
+    url, p, tok = edge
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+    writer.write(lookup_head(tok))
+    received = await trickled(reader, writer, every=1.0)
     (answer,) = parse_answers(received)
     assert_problem(answer, 408, "request-timeout")
     assert MARK not in received
@@ -368,6 +377,58 @@ async def test_keep_alive_connection_closes_after_idle_timeout(
     (answer,) = parse_answers(received)
     assert answer.status == 200
     assert answer.headers.get("connection", "keep-alive") != "close"
+    await good_lookup_still_served(url, p)
+
+
+async def read_one_answer(reader: asyncio.StreamReader) -> Answer:
+    """The next whole answer on a kept-alive connection (its body by Content-Length)."""
+    async with asyncio.timeout(GENEROUS):
+        head = await reader.readuntil(b"\r\n\r\n")
+        (length,) = [
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ]
+        body = await reader.readexactly(length)
+    (answer,) = parse_answers(head + body)
+    return answer
+
+
+async def test_a_kept_alive_connection_in_use_is_not_cut(edge: tuple[str, Policy, str]) -> None:
+    """Lookups a little under keepalive_timeout apart, for longer than both deadlines together:
+    every wait is counted from the end of the answer before it, so none of them is cut."""
+    url, _, tok = edge
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+    try:
+        for _ in range(6):  # 6 x 0.6 s, against keepalive 1 s and header 2 s
+            writer.write(lookup_head(tok) + b"\r\n")
+            await writer.drain()
+            assert (await read_one_answer(reader)).status == 200
+            await asyncio.sleep(0.6)
+        writer.write(lookup_head(tok) + b"\r\n")
+        await writer.drain()
+        assert (await read_one_answer(reader)).status == 200
+    finally:
+        writer.close()
+
+
+async def test_a_slow_second_head_on_a_kept_alive_connection_gets_408(
+    edge: tuple[str, Policy, str], backend: str
+) -> None:
+    """After an answer, a head begun within keepalive_timeout but trickled must still be whole
+    within header_timeout of that answer: a 408 and the close, nothing forwarded."""
+    url, p, tok = edge
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+    writer.write(lookup_head(tok) + b"\r\n")
+    await writer.drain()
+    assert (await read_one_answer(reader)).status == 200
+    forwarded = len(await upstream_saw(backend))
+    await asyncio.sleep(0.5)
+    writer.write(lookup_head(tok))
+    received = await trickled(reader, writer, every=0.4)
+    (answer,) = parse_answers(received)
+    assert_problem(answer, 408, "request-timeout")
+    assert len(await upstream_saw(backend)) == forwarded
     await good_lookup_still_served(url, p)
 
 

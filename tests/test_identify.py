@@ -215,6 +215,18 @@ def test_garbage_token_refused_as_malformed(token: str) -> None:
     assert _refusal(_verifier(ManualClock()), f"Bearer {token}").cause == "token-malformed"
 
 
+@pytest.mark.parametrize("inside", [" ", "\t", "\x0b", "\x1f", "\x00", "\x7f"])
+def test_a_token_with_whitespace_or_a_control_character_inside_is_malformed(inside: str) -> None:
+    """A valid token with a space, tab, other ASCII whitespace or a control character inside
+    is refused as malformed before any signature is checked."""
+    clock = ManualClock()
+    token = _hs(_claims(clock))
+    assert _verifier(clock).verify(f"Bearer {token}").id  # the token itself is good
+    cut = len(token) // 2
+    spoiled = f"Bearer {token[:cut]}{inside}{token[cut:]}"
+    assert _refusal(_verifier(clock), spoiled).cause == "token-malformed"
+
+
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
 def test_unsigned_alg_none_token_refused(alg: str) -> None:
     """A token declaring alg none (any spelling) and carrying no signature is refused."""
