@@ -233,7 +233,8 @@ class EdgeConnection(RequestHandler):
         """Have the timer fire by ``when``. A timer armed to fire no later is kept: it works out
         what is due when it fires and arms again if nothing is yet. A timer set and cancelled for
         every request (two of each) was 1.6 % of a lookup's instructions (bench/instructions.py);
-        this way a kept-alive connection arms about one every ``header_timeout``."""
+        this way a kept-alive connection in use arms about one every ``keepalive_timeout`` (or
+        ``header_timeout``, the shorter)."""
         if self._deadline is not None:
             if self._armed_at <= when:
                 return

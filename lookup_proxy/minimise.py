@@ -199,8 +199,9 @@ def parse_answer(body: bytes) -> object:
 
 def read_answer(body: bytes) -> object:
     """:func:`parse_answer` for an answer only read, never written back (the account a record
-    names): orjson, six times as fast here, reads an integer beyond 64 bits as a float, which
-    is no account (a string) either way; whatever orjson refuses, :func:`parse_answer` judges."""
+    names). orjson is three times as fast as the exact reading (0.65 against 2.3 µs for a demo
+    record) and reads an integer beyond 64 bits as a float, which is no account (a string)
+    either way; whatever orjson refuses, :func:`parse_answer` judges."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -362,7 +362,7 @@ class RedisStore:
         """
         if not ops:
             return []
-        check(ops)  # compiled: this walk was 4 % of the proxy's CPU in pure Python
+        check(ops)  # compiled (script_calls): 0.56 µs for a batch of 21, 1.5 µs interpreted
         if _RECOVERING.get():
             return await self._execute_now(ops)
         loop = asyncio.get_running_loop()
