@@ -29,7 +29,6 @@ from lookup_proxy.console import add_console_routes
 from lookup_proxy.errors import (
     Refusal,
     audit_unavailable,
-    not_permitted,
 )
 from lookup_proxy.forward import TrustedProxies, UpstreamClient
 from lookup_proxy.guard import Guard, Lookup
@@ -38,13 +37,14 @@ from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.metrics import ProxyMetrics, exposition
+from lookup_proxy.middleware import PROXY, problems, server_header
 from lookup_proxy.native import compiled_modules
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
 from lookup_proxy.problems import problem_response
 from lookup_proxy.record import LookupRecord, Recorder
 from lookup_proxy.reload import Generation, Reloader
-from lookup_proxy.request_id import REQUEST_ID, request_id_for
+from lookup_proxy.request_id import REQUEST_ID
 from lookup_proxy.request_shape import check_framing, lookup_target
 from lookup_proxy.resilience.fallback import Failover
 from lookup_proxy.resilience.journal import LockJournal
@@ -435,75 +435,8 @@ class Proxy:
         return problem_response(refusal, request[REQUEST_ID])
 
 
-def _not_a_route() -> Refusal:
-    return not_permitted(
-        "This address is not a customer lookup this proxy serves.", "route-not-allowed"
-    )
-
-
-def _method_not_allowed(request: web.Request, allowed: set[str]) -> Refusal:
-    methods = ", ".join(sorted(allowed))
-    return Refusal(
-        f"This address does not answer {request.method} requests (only {methods}). "
-        "Ask the help desk to check the terminal's settings.",
-        status=405,
-        cause="method-not-allowed",
-        title="Method not allowed",
-        headers={"Allow": methods},
-    )
-
-
 def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
-
-
-@web.middleware
-async def _problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request ids on every response; strict framing on every request; refusals and surprises
-    as problem bodies, tracebacks only for surprises."""
-    request_id = request_id_for(request)
-    request[REQUEST_ID] = request_id
-    proxy = request.app[PROXY]
-    try:
-        if request.match_info.route not in proxy.lookup_routes:
-            check_framing(request)
-        response = await handler(request)
-    except Refusal as refusal:
-        response = proxy.refused(request, refusal)
-    except web.HTTPMethodNotAllowed as exc:
-        response = proxy.refused(request, _method_not_allowed(request, exc.allowed_methods))
-    except web.HTTPNotFound:
-        response = proxy.refused(request, _not_a_route())
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = proxy.refused(
-            request,
-            Refusal(exc.reason, status=exc.status, cause=f"http-{exc.status}", title=exc.reason),
-        )
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception:
-        log.exception("unexpected error", extra={"request_id": request_id})
-        internal = Refusal(
-            "Something went wrong in the lookup service. Try again; if it keeps happening, "
-            "call the help desk and give them the request id.",
-            status=500,
-            cause="internal-error",
-            title="Internal error",
-        )
-        response = problem_response(internal, request_id)
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
-    return response
-
-
-PROXY = web.AppKey("proxy", Proxy)
-
-
-async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
-    """Name the product, not the Python, aiohttp or backend versions an attacker could look up."""
-    response.headers["Server"] = "lookup-proxy"
 
 
 def build_app(
@@ -528,9 +461,9 @@ def build_app(
         policy_file=policy_file,
         prepare=prepare,
     )
-    app = web.Application(middlewares=[_problems], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[problems], client_max_size=64 * 1024)
     app[PROXY] = proxy
-    app.on_response_prepare.append(_server_header)
+    app.on_response_prepare.append(server_header)
     app.on_startup.append(proxy.start)
     app.on_cleanup.append(proxy.stop)
     app.router.add_get("/healthz", proxy.healthz)
@@ -546,5 +479,5 @@ def build_app(
         added = app.router.add_route(route.method, route.path, proxy.lookup_handler(route, label))
         proxy.lookup_routes.add(added)
     # No catch-all: the router's 404 (no such route) becomes a 403 route-not-allowed, its 405
-    # (a route, another method) a 405 problem with Allow; see _problems.
+    # (a route, another method) a 405 problem with Allow; see lookup_proxy/middleware.py.
     return app

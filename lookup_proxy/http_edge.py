@@ -465,7 +465,7 @@ async def listening(
     ``reuse_port`` several processes listen on one port (``serve --workers``, see
     lookup_proxy/serving/master.py).
     """
-    from lookup_proxy.app import PROXY  # the app module wires proxies; this one only serves
+    from lookup_proxy.middleware import PROXY  # the app wires proxies; this module only serves
 
     proxy = app.get(PROXY)
     on_refusal: RefusalCounter | None = None

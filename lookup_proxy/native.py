@@ -57,15 +57,15 @@ COMPILED_MODULES = (
     "lookup_proxy.audit.chain",
     "lookup_proxy.audit.trail",
     "lookup_proxy.metrics",
+    "lookup_proxy.app",
 )
 """The replay hot path, the Redis store's encoding of a batch (``guard.script_calls``), and the
-live proxy's walk around the guard: target, identify, forward (with the backend client),
-failover, record (the audit trail, its chain and pseudonyms) and metrics, which were most of
-the interpreter's instructions in a lookup (compiled, 9.7 % fewer instructions a lookup with the
-memory store, 6.5 % with Redis: bench/instructions.py). Compiled classes cannot be subclassed or
-patched from Python, so only modules whose classes nobody extends belong here. Not here:
-``app`` (aiohttp marks a middleware by setting an attribute on the function, which a compiled
-function refuses) and ``http_edge`` (its classes extend aiohttp's)."""
+live proxy's walk: the walk itself (``app``), target, identify, forward (with the backend
+client), failover, record (the audit trail, its chain and pseudonyms) and metrics, which were
+most of the interpreter's instructions in a lookup (bench/instructions.py). Compiled classes
+cannot be subclassed or patched from Python, so only modules whose classes nobody extends belong
+here. Not here: ``middleware`` (aiohttp marks a middleware by setting an attribute on the
+function, which a compiled function refuses) and ``http_edge`` (its classes extend aiohttp's)."""
 
 BUILD_RECORD = "native_build.json"
 """Written by setup.py beside this module: module → sha256 of the source it was compiled from."""

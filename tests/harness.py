@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from lookup_proxy.app import PROXY, Proxy, build_app
+from lookup_proxy.app import Proxy, build_app
 from lookup_proxy.audit.chain import Signer
 from lookup_proxy.clock import Clock, SystemClock
 from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.http_edge import listening
+from lookup_proxy.middleware import PROXY
 from lookup_proxy.policy import Policy, parse_policy
 from lookup_proxy.tokens import mint_token
 

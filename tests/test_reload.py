@@ -23,11 +23,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 
-from lookup_proxy.app import PROXY, Proxy, build_app
+from lookup_proxy.app import Proxy, build_app
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.guard import GuardStore
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.redis_store import RedisStore
+from lookup_proxy.middleware import PROXY
 from lookup_proxy.policy import load_policy, policy_hash
 from tests.harness import ENV, REASONS, ROOT, audit_records, serving, token
 from tests.servers import free_port

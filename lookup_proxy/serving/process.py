@@ -42,9 +42,10 @@ async def serve(
     """Serve ``policy`` until told to stop, then drain (see the module docstring)."""
     from yarl import URL
 
-    from lookup_proxy.app import PROXY, build_app
+    from lookup_proxy.app import build_app
     from lookup_proxy.gc_tuning import tune_for_serving
     from lookup_proxy.http_edge import listening
+    from lookup_proxy.middleware import PROXY
 
     host, port = options.address(policy)
     app = build_app(
