@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import orjson
@@ -37,7 +37,7 @@ from lookup_proxy.guard.primitives import GuardStore, StoreUnavailable
 from lookup_proxy.guard.redis_store import RedisStore
 from lookup_proxy.identify import TokenVerifier
 from lookup_proxy.metrics import ProxyMetrics, exposition
-from lookup_proxy.middleware import PROXY, problems, server_header
+from lookup_proxy.middleware import PROXY, Handler, problems, server_header
 from lookup_proxy.native import compiled_modules
 from lookup_proxy.numbers import mask, normalise_number
 from lookup_proxy.policy import Policy, Route
@@ -53,8 +53,6 @@ from lookup_proxy.stores import open_store
 from lookup_proxy.transparency import TransparencyService
 
 log = logging.getLogger("lookup_proxy.app")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Proxy:

@@ -23,11 +23,12 @@ from lookup_proxy.request_shape import check_framing
 if TYPE_CHECKING:
     from lookup_proxy.app import Proxy
 
-__all__ = ["PROXY", "problems", "server_header"]
+__all__ = ["PROXY", "Handler", "problems", "server_header"]
 
 log = logging.getLogger("lookup_proxy.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""What aiohttp calls with a request: a route's handler, or the rest of the middleware chain."""
 
 PROXY: Final[web.AppKey[Proxy]] = web.AppKey("proxy")
 """The app's :class:`~lookup_proxy.app.Proxy` (set by ``build_app``)."""
