@@ -35,6 +35,9 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 # Some terminals send tokens near the 8 KiB header limit; anything longer is not a sign-in.
 _MAX_TOKEN_LENGTH: Final = 8192
+_BEARER: Final = "Bearer "
+"""The scheme as terminals write it: the fast way to a cached token (any other spelling that
+RFC 7235 allows takes the long way, through _bearer)."""
 # Claim values become Redis keys, log fields and audit rows; bound them.
 _MAX_CLAIM_LENGTH: Final = 256
 # RFC 7518 §3.2 asks for an HMAC key at least as long as the hash; pyjwt warns below that.
@@ -282,8 +285,16 @@ class TokenVerifier:
 
     def verify(self, authorization: str | None) -> Employee:
         """The employee a terminal's ``Authorization`` header vouches for."""
-        token = self._bearer(authorization)
         now = self._clock.now()
+        # A header in the form every terminal sends, whose token is cached, passed _bearer when
+        # it was cached: its scans (2 % of a lookup's instructions) are for tokens not seen yet.
+        if authorization is not None and authorization.startswith(_BEARER):
+            seen = authorization[len(_BEARER) :]
+            cached = self._cache.get(seen)
+            if cached is not None and cached.valid_from <= now < cached.valid_until:
+                self._cache.move_to_end(seen)
+                return cached.employee
+        token = self._bearer(authorization)
         cached = self._cache.get(token)
         if cached is not None:
             if cached.valid_from <= now < cached.valid_until:

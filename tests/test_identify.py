@@ -472,6 +472,26 @@ def test_token_differing_from_a_cached_one_is_verified_afresh() -> None:
     assert _refusal(verifier, f"Bearer {forged}").cause == "token-invalid"
 
 
+def test_a_cached_token_is_judged_the_same_however_the_header_spells_it() -> None:
+    """The cache's short way is for ``Bearer <token>`` exactly; any other spelling RFC 7235
+    allows still finds the cached employee, and a cached token with something malformed around
+    or inside it is still refused as malformed."""
+    clock = ManualClock()
+    verifier = _verifier(clock)
+    token = _hs(_claims(clock))
+    first = verifier.verify(f"Bearer {token}")
+    for spelling in (
+        f"bearer {token}",
+        f"BEARER  {token}",
+        f"  Bearer {token}\t",
+        f"Bearer {token} ",
+    ):
+        assert verifier.verify(spelling) is first
+    for broken in (f"Bearer {token}\x00", f"Bearer {token[:10]}\n{token[10:]}", f"Token {token}"):
+        assert _refusal(verifier, broken).cause == "token-malformed"
+    assert verifier.verify(f"Bearer {token}") is first
+
+
 def test_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
     """With cache_size 2, a third token evicts whichever cached token was used longest ago."""
     clock = ManualClock()

