@@ -287,7 +287,7 @@ class TokenVerifier:
         """The employee a terminal's ``Authorization`` header vouches for."""
         now = self._clock.now()
         # A header in the form every terminal sends, whose token is cached, passed _bearer when
-        # it was cached: its scans (2 % of a lookup's instructions) are for tokens not seen yet.
+        # it was cached: its scans (1.5 % of a lookup's instructions) are for tokens not seen yet.
         if authorization is not None and authorization.startswith(_BEARER):
             seen = authorization[len(_BEARER) :]
             cached = self._cache.get(seen)

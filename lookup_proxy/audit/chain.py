@@ -60,7 +60,8 @@ def record_hash(record: Mapping[str, Any]) -> str:
 
 
 _MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
-"""Each millisecond's tail, made once: formatting it was half of what a record's time cost."""
+"""Each millisecond's tail, made once: formatting it was two thirds of what a record's time
+cost (bench/instructions.py: 6,500 → 2,200 instructions a record)."""
 
 
 def iso_at(now: float) -> str:

@@ -29,7 +29,6 @@ class Pseudonymiser:
     def __init__(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise ValueError("at least one key")
-        self._keys = keys
         self.key_id = keys[0][0]
         self._pads = [(key_id, *_pads(secret)) for key_id, secret in keys]
 
