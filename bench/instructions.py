@@ -16,7 +16,10 @@ under callgrind too, counted over the same lookups.
 Printed per target: instructions a lookup (in the proxy process: parsing, the walk, learning, the
 audit records, the event loop and system-call entry; not the kernel), the ratio to bare, and
 where ``--annotate N`` asks for it the N functions with the most instructions, inclusive
-(``callgrind_annotate``), for where a change should go. ``--against CHECKOUT`` measures
+(``callgrind_annotate``), for where a change should go, and where ``--breakdown`` asks for it
+the lookup's instructions by the walk's steps (identify, justify, the audit records, decide,
+forward, learn: the compiled functions that are those steps, inclusive) and what is left
+(aiohttp's server, the event loop, the Redis client, which run interpreted or in C). ``--against CHECKOUT`` measures
 lookup-proxy as built in another checkout too (``git worktree add``, then ``python setup.py
 build_ext --inplace`` there), alternating with this one; the count, unlike the time, also
 compares across invocations.
@@ -102,11 +105,14 @@ def total(pid: int, out: Path) -> int:
     return counted
 
 
-def annotate(out: Path, top: int) -> str:
+def measured_dump(out: Path) -> Path:
     dumps = [p for p in out.parent.glob(out.name + ".*") if p.suffix[1:].isdigit()]
-    last = max(dumps, key=lambda p: int(p.suffix[1:]))  # the measured lookups' dump
+    return max(dumps, key=lambda p: int(p.suffix[1:]))  # the measured lookups' dump
+
+
+def annotate(out: Path, top: int) -> str:
     done = subprocess.run(
-        ["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(last)],
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=99", str(measured_dump(out))],
         capture_output=True,
         text=True,
         check=False,
@@ -114,6 +120,100 @@ def annotate(out: Path, top: int) -> str:
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     start_at = next((i for i, line in enumerate(lines) if "file:function" in line), 0)
     return "\n".join(lines[start_at : start_at + top + 1])
+
+
+WALK = "CPyDef_app___lookup_Proxy_gen_____mypyc_generator_helper__"
+"""The compiled ``Proxy.lookup``: the walk, every part of it called from there."""
+
+PARTS: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
+    # (part, whether the walk calls it, the compiled functions whose inclusive counts are it)
+    ("identify (the token)", True, ("CPyDef_identify___TokenVerifier___verify",)),
+    (
+        "the request's shape (framing, target)",
+        True,
+        ("CPyDef_request_shape___check_framing", "CPyDef_request_shape___lookup_target"),
+    ),
+    ("justify (the reason)", True, ("CPyDef_justify___ReasonCatalogue___justify",)),
+    (
+        "the attempt's audit record (made, staged)",
+        True,
+        ("CPyDef_trail___AuditTrail___lookup", "CPyDef_app___Proxy____stage_attempt"),
+    ),
+    (
+        "guard: decide",
+        True,
+        ("CPyDef_fallback___decide_Failover_gen_____mypyc_generator_helper__",),
+    ),
+    (
+        "forward (request to the backend)",
+        True,
+        ("CPyDef_forward___forward_UpstreamClient_gen_____mypyc_generator_helper__",),
+    ),
+    (
+        "forward (the backend's answer read)",
+        False,
+        ("CPyPy_exchange___Connection___data_received",),
+    ),
+    ("guard: learn (its task made)", True, ("CPyDef_app___Proxy____learn",)),
+    ("guard: learn", False, ("CPyDef_app____learn_now_Proxy_gen_____mypyc_generator_helper__",)),
+    ("the outcome's audit record", True, ("CPyDef_record___Recorder___record",)),
+    (
+        "the audit records written (a turn's together)",
+        False,
+        ("CPyDef_trail____flush_soon_AuditTrail_gen_____mypyc_generator_helper__",),
+    ),
+)
+
+
+def inclusive_costs(dump: Path) -> dict[str, int]:
+    """Each function's inclusive instructions in ``dump``, its pieces in other files (code
+    inlined from headers, which callgrind_annotate lists apart) added up."""
+    done = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", "--auto=no", str(dump)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    pieces: dict[tuple[str, str], int] = {}
+    for line in done.stdout.splitlines():
+        count, _, rest = line.strip().partition(" ")
+        if not count[:1].isdigit() or "(" not in rest:
+            continue
+        where = rest.split(")", 1)[1].strip().split(" [", 1)[0]
+        file, _, name = where.rpartition(":")
+        # One function's piece can be listed twice, under an absolute and a relative path.
+        piece = (Path(file).name, name)
+        pieces[piece] = max(pieces.get(piece, 0), int(count.replace(",", "")))
+    costs: dict[str, int] = {}
+    for (_, name), count in pieces.items():
+        costs[name] = costs.get(name, 0) + count
+    return costs
+
+
+def breakdown(out: Path, lookups: int, total_per_lookup: float) -> str:
+    """Where a lookup's instructions go, by the compiled functions that are the walk's steps
+    (mypyc's names: a pure-Python build has none, and its rows say so)."""
+    costs = inclusive_costs(measured_dump(out))
+    walk = costs.get(WALK)
+    if walk is None:
+        return "  (no compiled Proxy.lookup in the profile: a pure-Python build has no breakdown)"
+    rows: list[tuple[str, float]] = []
+    inside = outside = 0
+    for part, in_walk, names in PARTS:
+        counted = sum(costs.get(name, 0) for name in names)
+        rows.append((part, counted / lookups))
+        if in_walk:
+            inside += counted
+        else:
+            outside += counted
+    rows.append(
+        ("the walk's own (app.py: metrics, records' fields, answers)", (walk - inside) / lookups)
+    )
+    rest = total_per_lookup - (walk + outside) / lookups
+    rows.append(("aiohttp's server, the event loop, the store's client, the rest", rest))
+    lines = ["| part | instructions a lookup | share |", "|---|---:|---:|"]
+    lines += [f"| {part} | {n:,.0f} | {n / total_per_lookup:.1%} |" for part, n in rows]
+    return "\n".join(lines)
 
 
 @contextlib.contextmanager
@@ -178,6 +278,9 @@ def measure(args: argparse.Namespace, kind: str, tree: Path, directory: Path, en
         if args.annotate:
             print(f"\n{kind}: the {args.annotate} functions with the most instructions, inclusive")
             print(annotate(out, args.annotate), flush=True)
+        if args.breakdown and kind != "bare":
+            print(f"\n{kind}: where a lookup's instructions go ({tree})")
+            print(breakdown(out, args.lookups, result["proxy"]), flush=True)
     return result
 
 
@@ -189,6 +292,12 @@ def main() -> None:
     parser.add_argument("--employees", type=int, default=1000)
     parser.add_argument("--redis-server", action="store_true")
     parser.add_argument("--annotate", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="where a lookup's instructions go: the walk's steps, learning, the audit records' "
+        "writing, and what is left (aiohttp's server, the loop, the store's client)",
+    )
     parser.add_argument("--keep", type=Path, metavar="DIR", help="copy the callgrind files here")
     parser.add_argument(
         "--against",
