@@ -19,10 +19,10 @@ where ``--annotate N`` asks for it the N functions with the most instructions, i
 (``callgrind_annotate``), for where a change should go, and where ``--breakdown`` asks for it
 the lookup's instructions by the walk's steps (identify, justify, the audit records, decide,
 forward, learn: the compiled functions that are those steps, inclusive) and what is left
-(aiohttp's server, the event loop, the Redis client, which run interpreted or in C). ``--against CHECKOUT`` measures
-lookup-proxy as built in another checkout too (``git worktree add``, then ``python setup.py
-build_ext --inplace`` there), alternating with this one; the count, unlike the time, also
-compares across invocations.
+(aiohttp's server, the event loop, the Redis client, which run interpreted or in C).
+``--against CHECKOUT`` measures lookup-proxy as built in another checkout too (``git worktree
+add``, then ``python setup.py build_ext --inplace`` there), alternating with this one; the count,
+unlike the time, also compares across invocations.
 
 Needs ``valgrind`` (Debian: ``apt-get install valgrind``) and ``redis-server``. Valgrind runs a
 process about fifty times slower: 1,000 lookups take about 15 s a target.
