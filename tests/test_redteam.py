@@ -646,6 +646,59 @@ def test_a_relief_insider_works_their_days_in_turn_at_home_and_in_other_regions(
     assert combined.regions({}) == 3
 
 
+def test_a_quiet_insider_pads_and_farms_typos_only_with_customers_they_still_meet(
+    baseline: Baseline, tmp_path: Path
+) -> None:
+    """Padding and typo farming draw on the customers the insider met; where the trial leaves
+    some of their visits out (a quiet insider, a quiet region), only the customers of the
+    visits kept. Drawn from the whole month, a quiet insider's padding was hundreds of
+    customers a day new to them (found, diluting every share) and counted as none: the
+    red-team's seed 5 found 28 records that way. The trial decides what it leaves out before
+    the plan (``Arena.thin``) and leaves out the same rows when it runs."""
+    insider = max(baseline.clerks(), key=lambda s: len(baseline.met.get(s.employee, [])))
+    arena = Arena(load_policy(SHIPPED), baseline, tmp_path)
+    padded = Padded(Paced("NEW_SUBSCRIPTION"), ["BILLING_INQUIRY", "PLAN_CHANGE"])
+    farm = TypoFarm(same=False)
+    knobs = {"retype_after": 8, "reason": "BILLING_INQUIRY"}
+
+    def stage(own_work: float) -> Stage:
+        staged = Stage(baseline, [insider], CustomerBook(3, 0.14), random.Random(1))
+        arena.thin(staged, own_work, 1.0)
+        return staged
+
+    whole = stage(1.0)
+    assert whole.left_out == frozenset()
+    assert whole.met(insider) == baseline.met[insider.employee]
+    pads = [p for p in padded.plan(whole, 1, {"shape": "even", "pad": 50}) if not p.counts]
+    assert pads and farm.plan(whole, 2, knobs)
+
+    nobody = stage(0.0)
+    assert nobody.met(insider) == []
+    assert not [p for p in padded.plan(nobody, 1, {"shape": "even", "pad": 50}) if not p.counts]
+    assert farm.plan(nobody, 2, knobs) == []
+
+    half = stage(0.5)
+    assert half.left_out
+    kept = {number for _, number, _ in half.met(insider)}
+    assert kept < {number for _, number, _ in baseline.met[insider.employee]}
+    for probe in padded.plan(half, 1, {"shape": "even", "pad": 50}):
+        assert probe.counts or probe.number in kept
+    for probe in farm.plan(half, 2, knobs):
+        assert probe.counts or probe.number in kept  # every retype is of a customer still met
+    # The rows the plan was made for are the rows left out (events.csv: the last day's).
+    arena.run(half, [], own_work=0.5)
+    last_day = max(baseline.day_of(when) for when, _ in baseline.rows)
+    with (tmp_path / "events.csv").open(encoding="utf-8") as replayed:
+        own = sum(1 for line in replayed if line.split(",")[1] == insider.employee)
+    assert 0 < own == sum(
+        1
+        for index, (when, row) in enumerate(baseline.rows)
+        if row[1] == insider.employee
+        and baseline.day_of(when) == last_day
+        and index not in half.left_out
+    )
+
+
 def test_a_quiet_region_keeps_a_share_of_the_insider_s_region_s_work(
     policies: dict[str, Path], tmp_path: Path
 ) -> None:

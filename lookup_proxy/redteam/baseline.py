@@ -77,6 +77,9 @@ class Baseline:
     met: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
     """Per employee: (when, canonical number, reason) of each customer found by their honest
     lookups."""
+    met_rows: dict[str, list[int]] = field(default_factory=dict)
+    """Per employee, the row (index in ``rows``) of each entry of ``met``: a trial that leaves
+    some honest visits out (a quiet insider) knows whom the insider still met."""
     businesses: list[CorporateAccount] = field(default_factory=list)
     """The business customers of the period, whose lines are runs of consecutive customers: a
     walk along them finds a record at every step, where a random number finds one in seven.
@@ -129,8 +132,9 @@ class Baseline:
         """Derive working days and met customers from the rows (numbers read as replay does)."""
         self.workdays.clear()
         self.met.clear()
+        self.met_rows.clear()
         self.references.clear()
-        for when, row in self.rows:
+        for index, (when, row) in enumerate(self.rows):
             employee = row[1]
             day = self.day_of(when)
             days = self.workdays.setdefault(employee, {})
@@ -147,6 +151,7 @@ class Baseline:
                 except Refusal:
                     continue  # the live proxy would have refused it: nobody met a customer
                 self.met.setdefault(employee, []).append((when, number, row[5]))
+                self.met_rows.setdefault(employee, []).append(index)
 
 
 def seen_businesses(baseline: Baseline, policy: Policy) -> list[CorporateAccount]:

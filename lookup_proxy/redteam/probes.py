@@ -61,6 +61,13 @@ class Stage:
     insiders: list[Staff]
     book: CustomerBook
     rng: random.Random
+    left_out: frozenset[int] | None = None
+    """The honest rows (indices in ``baseline.rows``) this trial leaves out, when it is
+    decided before the plan (``Arena.thin``): a quiet insider, or everyone in a quiet region,
+    keeps only some visits, and the customers they met are only those of the visits kept.
+    A padded or typo-farming plan that drew on the whole month's met customers looked up,
+    in a quiet insider's trial, up to hundreds of customers a day new to them and counted
+    none (red-team seed 5, 2026-12-07)."""
 
     def days(self, insider: Staff) -> Iterator[tuple[int, Workday]]:
         """The insider's working days in order, with each day's span of honest work."""
@@ -87,9 +94,19 @@ class Stage:
                 for at in place(span.first, span.last, count, self.rng):
                     yield insider, day, at
 
+    def met(self, insider: Staff) -> list[tuple[float, str, str]]:
+        """The insider's honest finds (when, number, reason) in this trial: the month's, less
+        those of visits the trial leaves out."""
+        met = self.baseline.met.get(insider.employee, [])
+        if not self.left_out:
+            return met
+        rows = self.baseline.met_rows.get(insider.employee, [])
+        left_out = self.left_out
+        return [entry for entry, row in zip(met, rows, strict=True) if row not in left_out]
+
     def met_before(self, insider: Staff, when: float) -> list[str]:
         """Customers the insider found by honest lookups before ``when``, oldest first."""
-        met = self.baseline.met.get(insider.employee, [])
+        met = self.met(insider)
         seen: dict[str, None] = {}
         for at, number, _ in met:
             if at >= when:
@@ -102,7 +119,7 @@ class Stage:
         ``when``), oldest first, each with that lookup's reason: the customers of a visit still
         going on, new to the insider."""
         firsts: dict[str, tuple[float, str]] = {}
-        for at, number, reason in self.baseline.met.get(insider.employee, []):
+        for at, number, reason in self.met(insider):
             if at >= when:
                 break
             firsts.setdefault(number, (at, reason))
@@ -113,7 +130,7 @@ class Stage:
         that day (when, canonical number, reason): the counter visits a variant can precede."""
         visits: dict[int, list[tuple[float, str, str]]] = {}
         seen: set[tuple[int, str]] = set()
-        for at, number, reason in self.baseline.met.get(insider.employee, []):
+        for at, number, reason in self.met(insider):
             day = self.baseline.day_of(at)
             if (day, number) not in seen:
                 seen.add((day, number))

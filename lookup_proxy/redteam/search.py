@@ -235,11 +235,13 @@ class Search:
         seed = f"{self.seed}/{strategy.name}/{sorted(knobs.items())}/{intensity}"
         rng = random.Random(seed if draw == 0 else f"{seed}/draw {draw}")
         stage = Stage(self.baseline, insiders, self.book, rng)
+        own_work, region_work = strategy.own_work(knobs), strategy.region_work(knobs)
+        self.arena.thin(stage, own_work, region_work)  # before the plan: whom they still meet
         plan = strategy.plan(stage, intensity, knobs)
         return self.arena.run(
             stage,
             plan,
-            own_work=strategy.own_work(knobs),
+            own_work=own_work,
             regions=strategy.regions(knobs),
-            region_work=strategy.region_work(knobs),
+            region_work=region_work,
         )

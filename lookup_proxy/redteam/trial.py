@@ -121,7 +121,11 @@ class Arena:
         moved = self._relief(stage, regions)
         attack = [(round(p.at), _line(self._fields(stage, p, moved))) for p in probes]
         honest = self._moved(moved) if moved else self._honest
-        dropped = self._thinned(stage, insiders, own_work, region_work)
+        dropped = (
+            stage.left_out
+            if stage.left_out is not None
+            else self._thinned(stage, insiders, own_work, region_work)
+        )
         # Honest rows first at an equal second: the attack never jumps the queue.
         merged = heapq.merge(
             ((when, 0, i, text) for i, (when, text) in enumerate(honest) if i not in dropped),
@@ -147,6 +151,13 @@ class Arena:
             if self.locks_for_good and len(locked) == len(insiders):
                 break
         return outcome
+
+    def thin(self, stage: Stage, own_work: float, region_work: float) -> None:
+        """Decide before the plan which honest visits the trial leaves out (``stage.left_out``),
+        so that a plan drawing on the customers the insiders met knows only those they still
+        meet; :meth:`run` then leaves out the same rows."""
+        insiders = {s.employee: s for s in stage.insiders}
+        stage.left_out = frozenset(self._thinned(stage, insiders, own_work, region_work))
 
     def _thinned(
         self, stage: Stage, insiders: Mapping[str, Staff], own_work: float, region_work: float
