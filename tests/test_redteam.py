@@ -690,17 +690,14 @@ def test_a_quiet_insider_pads_and_farms_typos_only_with_customers_they_still_mee
     last_day = max(baseline.day_of(when) for when, _ in baseline.rows)
     with (tmp_path / "events.csv").open(encoding="utf-8") as replayed:
         own = sum(1 for line in replayed if line.split(",")[1] == insider.employee)
-    assert (
-        0
-        < own
-        == sum(
-            1
-            for index, (when, row) in enumerate(baseline.rows)
-            if row[1] == insider.employee
-            and baseline.day_of(when) == last_day
-            and index not in half.left_out
-        )
+    kept_rows = sum(
+        1
+        for index, (when, row) in enumerate(baseline.rows)
+        if row[1] == insider.employee
+        and baseline.day_of(when) == last_day
+        and index not in half.left_out
     )
+    assert 0 < own == kept_rows
 
 
 def test_a_quiet_region_keeps_a_share_of_the_insider_s_region_s_work(
