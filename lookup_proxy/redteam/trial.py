@@ -113,7 +113,8 @@ class Arena:
         insider who does little honest work. ``regions`` above 1 rotates each insider's
         working days, honest work and probes, over that many regions (:meth:`_relief`): a
         relief clerk. ``region_work`` below 1 keeps that share of the honest visits of
-        everyone else in the insiders' regions: a region of quiet stores.
+        everyone else in the insiders' regions: a region of quiet stores. Where :meth:`thin`
+        already decided that for the plan (``stage.left_out``), those rows are left out.
         """
         self.trials += 1
         probes = sorted(probes, key=lambda p: p.at)
