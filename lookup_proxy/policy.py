@@ -333,16 +333,22 @@ class HoursRule(_Rule):
 
 
 class PeerRule(_Rule):
-    """An employee's share of misses compared with their peers' over the window."""
+    """An employee's share of misses (or their number of lookups) compared with their peers'
+    over the window."""
 
     kind: Literal["peer"]
-    metric: Literal["misses", "typos", "all-misses"] = "misses"
+    metric: Literal["misses", "typos", "all-misses", "lookups"] = "misses"
     """``misses``: numbers not found (typos forgiven left out); ``typos``: misses forgiven as
     typos, which an insider farming typo forgiveness piles up; ``all-misses``: both, every
     number not found, forgiven or not: an insider who spends the typo budget and the misses'
-    headroom at once stays under each rule of one, not under their sum."""
+    headroom at once stays under each rule of one, not under their sum. ``lookups``: a count,
+    not a share: the employee's lookups over the last closed bucket (yesterday) against the
+    peers' median that day (``window`` is two buckets: that one and the open one); an insider
+    with a list of real customers misses nothing, so no share of misses sees them: what bounds
+    them is how many they can look up beside a colleague's day's work."""
     limit: int = Field(0, ge=0)
-    """Excess misses over what the peers' median share predicts that are tolerated."""
+    """Excess over what the peers' median predicts that is tolerated (misses, typos; for
+    ``lookups``, lookups)."""
     peers: Literal["store", "region", "chain"] = "store"
     bucket: Duration = 86_400.0
     min_peers: int = Field(3, ge=1)
@@ -354,7 +360,8 @@ class PeerRule(_Rule):
     spread: float = Field(4.0, gt=0)
     """How many deviations (chance, widened by the peers' 1.4826 x MAD) the excess must pass."""
     min_spread: float = Field(0.02, ge=0.0, le=1.0)
-    """How far above the peers' median share the employee's share must also be."""
+    """How far above the peers' median share the employee's share must also be (shares only:
+    ``lookups`` has ``min_ratio``)."""
     min_count: int = Field(0, ge=0)
     """A fixed floor: the metric must also be above this count (``window`` test only)."""
     min_share: float = Field(0.0, ge=0.0, le=1.0)
@@ -370,6 +377,9 @@ class PeerRule(_Rule):
     """``cusum``: the rise the test looks for, in the metric per bucket (misses a day)."""
     threshold: float = Field(8.0, gt=0)
     """``cusum``: the log-likelihood ratio (nats) past which the rise is taken as real."""
+    min_ratio: float = Field(1.0, ge=1.0)
+    """``lookups`` only: the employee's count must also reach this many times the peers'
+    median (a busy honest clerk's day reaches about twice it)."""
     action: Literal["flag", "lock"] = "flag"
     fallback: Literal["chain"] | None = None
     """Where an employee is compared when their group is too small to be a baseline: fewer
@@ -690,6 +700,28 @@ def _cross_checks(file: str, policy: Policy) -> Iterator[ConfigProblem]:
                         "0 with test = 'cusum' (the floors bound the window's counts)",
                         repr(getattr(rule, floor)),
                     )
+        if rule.kind == "peer" and rule.metric == "lookups":
+            for key, unwanted, expectation in (
+                (
+                    "window",
+                    rule.window != 2 * rule.bucket,
+                    f"two buckets ({2 * rule.bucket:g}s) with metric = 'lookups': the last "
+                    "closed bucket is judged, while the open one goes on",
+                ),
+                ("test", rule.test == "cusum", "'window' with metric = 'lookups'"),
+                ("min_share", rule.min_share > 0, "0 with metric = 'lookups' (a count)"),
+            ):
+                if unwanted:
+                    yield ConfigProblem(
+                        file, f"rules[{index}].{key}", expectation, repr(getattr(rule, key))
+                    )
+        elif rule.kind == "peer" and rule.min_ratio != 1.0:
+            yield ConfigProblem(
+                file,
+                f"rules[{index}].min_ratio",
+                "1 (unset) but with metric = 'lookups' (a ratio of counts)",
+                repr(rule.min_ratio),
+            )
         if rule.kind == "peer" and rule.fallback is not None:
             why = ""
             if rule.peers == "chain":

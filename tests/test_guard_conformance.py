@@ -1457,6 +1457,53 @@ async def test_a_floored_peer_rule_holds_its_floor_without_peers_and_peers_lift_
     assert (await crowd.look(bob, number(1, base=1070000000))).flags == ()
 
 
+VOLUME = """
+[[rules]]
+name = "peer-volume"
+kind = "peer"
+metric = "lookups"
+peers = "store"
+window = "2d"
+bucket = "1d"
+min_peers = 3
+min_outcomes = 20
+spread = 3.0
+min_ratio = 2.5
+limit = 5
+"""
+
+
+async def test_a_clerk_with_far_more_lookups_than_the_store_is_flagged_the_day_after(
+    store: GuardStore,
+) -> None:
+    """Four clerks look up thirty customers in a day; a fifth looks up a hundred and nine,
+    all of them found (a list of real customers: no share of misses moves). Lookups reach the
+    tally ten at a time (counted in the process meanwhile): 100 of them that day. A day still
+    open is no baseline, so nothing is flagged that day; the next day the fifth clerk's tenth
+    lookup judges the day before, and the ``lookups`` rule flags them, and none of the four."""
+    desk = Desk(make_policy(VOLUME), store)
+    for offset, clerk in enumerate(STAFF):
+        await _workday(desk, clerk, found=30, missed=0, base=1020000000 + offset * 100_000)
+    flags: set[str] = set()
+    for index in range(109):
+        desk.clock.set(desk.clock.now() + 30)
+        decision = await desk.look(ALICE, number(index * 37, base=1030000000), found=True)
+        flags.update(decision.flags)
+    assert flags == set()
+    today = int(desk.clock.now() // 86400)
+    [fields] = await store.execute([("fields", f"lp:{{s:gangnam}}:peers:86400:{today}")])
+    counted = dict(zip(fields[::2], fields[1::2], strict=True))
+    assert int(counted["alice|l"]) == 100
+    assert all(int(counted[f"{clerk.id}|l"]) == 30 for clerk in STAFF)
+    desk.clock.set((today + 1) * 86400 + 3600)
+    for index in range(11):  # the 110th (with the nine pending) adds ten and judges
+        desk.clock.set(desk.clock.now() + 30)
+        flags.update((await desk.look(ALICE, number(index, base=1050000000), found=True)).flags)
+    assert flags == {"peer-volume"}
+    for clerk in STAFF:
+        assert (await desk.look(clerk, number(2, base=1040000000))).flags == ()
+
+
 async def test_an_all_misses_peer_rule_sees_misses_and_forgiven_typos_together(
     store: GuardStore,
 ) -> None:

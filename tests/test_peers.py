@@ -43,8 +43,9 @@ PEERS = {"p1": (200, 20, 8), "p2": (180, 17, 7), "p3": (220, 23, 9), "p4": (150,
 
 
 def add_up_all(counts: dict[str, tuple[int, int, int]]) -> dict[str, list[int]]:
-    """employee → (outcomes, misses, typos) as a window's sums: [misses, typos, outcomes]."""
-    return {who: [m, t, o] for who, (o, m, t) in counts.items()}
+    """employee → (outcomes, misses, typos) as a window's sums: [misses, typos, outcomes,
+    lookups] (no lookups)."""
+    return {who: [m, t, o, 0] for who, (o, m, t) in counts.items()}
 
 
 def test_an_employee_like_the_peers_is_not_judged_above_them() -> None:
@@ -169,6 +170,75 @@ def test_the_all_misses_metric_reads_misses_and_forgiven_typos_together() -> Non
         assert check.judge("me", [tally_of({**PEERS, "me": split})]) == excess
 
 
+def lookups_of(counts: dict[str, int]) -> list[Any]:
+    """One bucket's flat fields from employee → lookups (nothing else counted)."""
+    flat: list[Any] = []
+    for who, lookups in counts.items():
+        flat += [f"{who}|l", lookups]
+    return flat
+
+
+def volume(**overrides: Any) -> PeerRule:
+    """A ``lookups`` rule over today (the open bucket) and yesterday."""
+    settings: dict[str, Any] = {"metric": "lookups", "window": "2d", "min_outcomes": 20}
+    return rule(**{"spread": 5.0, **settings, **overrides})
+
+
+BUSY = {f"p{i}": lookups for i, lookups in enumerate((60, 55, 70, 65, 50, 62, 58, 66, 71, 49))}
+"""Ten clerks' lookups of a day: median 61, 1.4826 MAD about 8."""
+
+
+def day(counts: dict[str, int]) -> list[list[Any]]:
+    """A whole day's lookups (the closed bucket) and an open one with nothing yet."""
+    return [lookups_of(counts), []]
+
+
+def test_the_lookups_metric_compares_a_day_s_count_with_the_peers_counts() -> None:
+    """``metric = "lookups"``: a clerk with four times the peers' lookups yesterday stands out
+    by the excess over their median (misses play no part: a list of real customers misses
+    nothing); twice the median passes where ``min_ratio`` asks for two and a half, and a busy
+    clerk one and a half times, however small the spread, passes where the deviations are not
+    met."""
+    check = PeerCheck(volume(min_ratio=2.5))
+    assert check.judge("me", day({**BUSY, "me": 244})) == 244 - 61
+    assert check.judge("me", day({**BUSY, "me": 122})) is None  # 2x: under min_ratio
+    lenient = PeerCheck(volume())
+    assert lenient.judge("me", day({**BUSY, "me": 122})) == 122 - 61
+    assert lenient.judge("me", day({**BUSY, "me": 92})) is None  # within 5 deviations
+    # The peers' spread widens chance: clerks of 30 to 120 lookups make 150 one of them.
+    varied = {f"p{i}": n for i, n in enumerate((30, 45, 60, 61, 75, 90, 120, 35, 100, 50))}
+    assert lenient.judge("me", day({**varied, "me": 150})) is None
+    # Peers below min_outcomes are no baseline: with too few past it, the rule is silent.
+    quiet = {f"p{i}": 10 for i in range(10)} | {"p10": 60}
+    assert lenient.judge("me", day({**quiet, "me": 300})) is None
+
+
+def test_a_lookups_rule_judges_the_last_whole_day_not_the_one_still_open() -> None:
+    """At noon a clerk who opened the store has twice the lookups of colleagues whose shift
+    began at eleven: a day still open is no baseline, so the open bucket is not judged, however
+    far ahead the clerk is in it; the whole day before is, against the peers' whole day (a
+    launch day lifts everyone's)."""
+    check = PeerCheck(volume(min_ratio=2.5))
+    late_starters = lookups_of({**{who: 25 for who in BUSY}, "me": 250})
+    assert check.judge("me", [lookups_of({**BUSY, "me": 61}), late_starters]) is None
+    assert check.judge("me", [lookups_of({**BUSY, "me": 250}), []]) == 250 - 61
+    launch = {who: 3 * n for who, n in BUSY.items()}
+    assert check.judge("me", [lookups_of({**launch, "me": 250}), []]) is None
+
+
+def test_a_lookups_rule_is_not_moved_by_misses_and_a_misses_rule_not_by_lookups() -> None:
+    """The two kinds of count are apart: a clerk whose share of misses is the peers' but
+    whose lookups are four times theirs is a lookups rule's, not a misses rule's; and the
+    other way round."""
+    shares = {who: (100, 10, 0) for who in BUSY}
+    many = tally_of({**shares, "me": (100, 10, 0)}) + lookups_of({**BUSY, "me": 250})
+    assert PeerCheck(volume()).judge("me", [many, []]) is not None
+    assert PeerCheck(rule(min_outcomes=20)).judge("me", [many, []]) is None
+    missing = tally_of({**shares, "me": (100, 60, 0)}) + lookups_of({**BUSY, "me": 61})
+    assert PeerCheck(volume()).judge("me", [missing, []]) is None
+    assert PeerCheck(rule(min_outcomes=20)).judge("me", [missing, []]) is not None
+
+
 def test_fixed_floors_hold_beside_the_peers() -> None:
     """A rule with floors fires only past them, however far above the peers: 50 misses of
     200 numbers (25 %, far above the peers' 10 %) are below a floor of 60 misses, and below a
@@ -207,14 +277,14 @@ def test_rules_over_the_same_peers_share_one_tally_read_for_the_longest_window()
     ]
     day = tally_of({**PEERS})
     buckets = [day] * 7
-    assert tally.totals(week, "s:gangnam", now, buckets)["p1"] == [140, 56, 1400]
-    assert tally.totals(three_days, "s:gangnam", now, buckets)["p1"] == [60, 24, 600]
+    assert tally.totals(week, "s:gangnam", now, buckets)["p1"] == [140, 56, 1400, 0]
+    assert tally.totals(three_days, "s:gangnam", now, buckets)["p1"] == [60, 24, 600, 0]
 
     again = Batch()
     assert tally.add_reads(again, "s:gangnam", now, [three_days, week]) == 1
     assert [op[1] for op in again.ops] == ["lp:{s:gangnam}:peers:86400:10"]
     today = tally_of({"p1": (1, 1, 0)})
-    assert tally.totals(week, "s:gangnam", now, [today])["p1"] == [121, 48, 1201]
+    assert tally.totals(week, "s:gangnam", now, [today])["p1"] == [121, 48, 1201, 0]
     assert tally.add_reads(Batch(), "s:gangnam", now + 86_400, [week]) == 7  # a new day
 
 
@@ -307,14 +377,19 @@ def test_judging_the_open_bucket_apart_from_the_closed_ones_judges_their_sum() -
             share = rng.choice((0.05, 0.1, 0.12, 0.3))
             for part in rng.sample((closed, current), rng.randint(1, 2)):
                 lookups = rng.randint(0, 300)
-                part[who] = [int(lookups * share), int(lookups * share / 3), lookups]
+                part[who] = [
+                    int(lookups * share),
+                    int(lookups * share / 3),
+                    lookups,
+                    lookups + rng.randint(0, lookups + 5),
+                ]
         employee = rng.choice([*closed, *current])
         summed = {who: list(counts) for who, counts in closed.items()}
         for who, counts in current.items():
-            mine = summed.setdefault(who, [0, 0, 0])
-            for slot in range(3):
+            mine = summed.setdefault(who, [0, 0, 0, 0])
+            for slot in range(4):
                 mine[slot] += counts[slot]
-        for metric in ("misses", "typos", "all-misses"):
+        for metric in ("misses", "typos", "all-misses"):  # lookups: the open bucket alone
             check = PeerCheck(rule(metric=metric, limit=trial % 4))
             verdict = check.judge_window(employee, closed, current)
             assert verdict == check.judge_totals(employee, summed), (trial, metric)

@@ -144,6 +144,24 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
             "rules[0].min_share",
         ),
         (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "2d"\nmetric = "lookups"\n'
+            'test = "cusum"\n',
+            "rules[0].test",
+        ),
+        (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "2d"\nmetric = "lookups"\n'
+            "min_share = 0.5\n",
+            "rules[0].min_share",
+        ),
+        (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "1d"\nmetric = "lookups"\n',
+            "rules[0].window",
+        ),
+        (
+            '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "7d"\nmin_ratio = 2.5\n',
+            "rules[0].min_ratio",
+        ),
+        (
             '[[rules]]\nname = "p"\nkind = "peer"\nwindow = "7d"\npeers = "chain"\n'
             'fallback = "chain"\n',
             "rules[0].fallback",
@@ -165,7 +183,9 @@ def test_rule_kind_specific_keys_are_checked_per_kind() -> None:
 )
 def test_cross_section_mistakes_are_errors(rules: str, key: str) -> None:
     """Duplicate rule names, names of the guard's own keys, unknown reason codes in rules, a
-    walk-in reason the rule does not count, fixed floors on a sequential peer test and a
+    walk-in reason the rule does not count, fixed floors on a sequential peer test, a
+    ``lookups`` peer rule over other than two buckets, with a sequential test or a share floor,
+    ``min_ratio`` on a share, a
     fallback where there is nothing to fall back on (chain peers) or no window to judge
     (a sequential test) are refused."""
     assert [k for _, k, _, _ in problems(policy_text("http://127.0.0.1:1", rules=rules))] == [key]

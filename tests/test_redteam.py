@@ -28,6 +28,7 @@ from lookup_proxy.redteam.strategies import (
     BusinessWalk,
     Combined,
     CorporateExempt,
+    CustomerList,
     Paced,
     Padded,
     Quiet,
@@ -397,6 +398,76 @@ def test_walking_business_lines_finds_a_record_at_every_step(
     assert trials and all(o.best_insider == 0 for o in trials)
     assert all(o.denied_by.get("business-line", 0) > 0 for o in trials)
     assert all(o.first_flag == o.first_probe for o in trials)
+
+
+def test_a_list_of_real_customers_finds_a_record_at_every_lookup_none_the_insider_met(
+    baseline: Baseline,
+) -> None:
+    """An insider with a list looks up customers new to them, each once, none a business
+    line (``[accounts]`` withholds those): every lookup is a record and nothing misses."""
+    insider = baseline.clerks()[0]
+    book = CustomerBook(3, 0.14, baseline.business_ranges())
+    stage = Stage(baseline, [insider], book, random.Random(1))
+    probes = CustomerList().plan(stage, 40, {"shape": "even"})
+    assert len(probes) >= 40
+    numbers = [p.number for p in probes]
+    assert len(set(numbers)) == len(numbers)
+    met = {number for _, number, _ in stage.met(insider)}
+    assert met and not met & set(numbers)
+    assert all(p.found and book.found(p.number) and p.counts for p in probes)
+    assert all(stage.account(p) == "" for p in probes)
+
+
+def test_a_list_of_real_customers_stays_out_of_the_headline_and_gets_a_line_of_its_own(
+    policies: dict[str, Path],
+) -> None:
+    """The list's row is in the table and the JSON, but neither the headline nor the
+    combinations take it (no lookup pattern finds a list looked up at an honest pace, the
+    threat model): a line of its own under the headline says what it got."""
+    strategies = [Paced("BILLING_INQUIRY"), Paced("PLAN_CHANGE"), CustomerList()]
+    outcome = red_team(load_policy(policies["weak"]), _options(policies["weak"]), strategies)
+    listed = next(row for row in outcome.rows if row.name == "list of real customers")
+    paced = [row for row in outcome.rows if row.name.startswith("paced")]
+    assert listed.unlocked is not None
+    assert best_never_locked(listed) > max(best_never_locked(row) for row in paced)
+    assert "list" not in outcome.report["headline"]["strategy"]
+    combined = [r.strategy for r in outcome.results if isinstance(r.strategy, Combined)]
+    assert combined and all(
+        part.name != "list of real customers" for c in combined for part, _, _ in c.parts
+    )
+    line = next(x for x in outcome.text.splitlines() if x.startswith("Beyond the headline"))
+    assert f"{best_never_locked(listed)} records for one insider" in line
+    assert "binding rule: daily" in line
+    by_name = {s["strategy"]: s for s in outcome.report["strategies"]}
+    assert by_name["list of real customers"]["in_headline"] is False
+    assert by_name["paced BILLING_INQUIRY"]["in_headline"] is True
+    alone = red_team(load_policy(policies["weak"]), _options(policies["weak"]), [CustomerList()])
+    assert "Headline: none (no strategy that competes for it was run)." in alone.text
+    assert alone.report["headline"] is None
+
+
+def test_the_shipped_policy_bounds_a_list_by_a_day_s_lookups_against_the_peers(
+    tmp_path: Path,
+) -> None:
+    """Against the shipped policy a list's lookups are bound by ``peer-volume`` (its second
+    flag-day locks: escalation), far below what the hourly limits alone let through."""
+    options = _options(SHIPPED, days=8, steps=4)
+    shipped = red_team(load_policy(SHIPPED), options, [CustomerList()])
+    (row,) = shipped.rows
+    assert row.binding_rule == "escalation"
+    assert row.days_to_lock is not None and row.days_to_lock <= 3
+    assert row.days_to_flag is not None and row.days_to_flag <= 2
+    text = SHIPPED.read_text(encoding="utf-8").replace(", peer-volume = 1 }", " }")
+    without = tmp_path / "without.toml"
+    without.write_text(
+        text.replace('name = "peer-volume"', 'name = "peer-volume"\nmode = "shadow"')
+    )
+    unbound = red_team(
+        load_policy(without), replace(options, policy_path=str(without)), [CustomerList()]
+    )
+    (free,) = unbound.rows
+    assert free.binding_rule != "escalation"
+    assert best_never_locked(free) >= 2 * best_never_locked(row)
 
 
 def test_a_corporate_rep_walks_the_businesses_they_do_not_serve_under_their_reference(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -202,6 +203,26 @@ action = "flag"
     assert typos.probes(newsub, 40, clerk) == unfloored.probes(newsub, 40, clerk)
 
 
+def test_a_lookups_peer_rule_leaves_the_insider_room_by_its_ratio() -> None:
+    """A day's lookups against the peers' median (``metric = "lookups"``): an insider who sees
+    their colleagues' days keeps their own, probes and padding included, at the margin of
+    ``min_ratio`` times their honest day; without such a rule nothing bounds it."""
+    volume = """
+[[rules]]
+name = "peer-volume"
+kind = "peer"
+metric = "lookups"
+peers = "region"
+window = "2d"
+min_ratio = 3.0
+action = "flag"
+"""
+    assert Budget(_with_rules(volume), 1 / 7).volume_room(50) == pytest.approx((0.8 * 3 - 1) * 50)
+    assert Budget(_with_rules(volume.replace("3.0", "1.0")), 1 / 7).volume_room(50) == 0
+    shadow = volume + 'mode = "shadow"\n'
+    assert Budget(_with_rules(shadow), 1 / 7).volume_room(50) == math.inf
+
+
 def test_informed_family_needs_a_policy(tmp_path: Path) -> None:
     """Without a policy to read there is no informed insider: a clear error, not a guess."""
     cfg = dataclasses.replace(CONFIG, families=("classic", "informed"))
@@ -213,9 +234,10 @@ def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
     both: tuple[list[dict[str, str]], ...],
 ) -> None:
     """Beside the probes under NEW_SUBSCRIPTION, lookups again of customers served before
-    (twice what the insider's pace gives an honest day): found, under other reasons, not
-    malicious, over ten times the probes; a padder's median day holds more than 1.4 times
-    an honest clerk's (their own pace may be slow)."""
+    (twice what the insider's pace gives an honest day, or what the policy's day of lookups
+    against the peers leaves room for: 1.4 times under the shipped ``peer-volume``): found,
+    under other reasons, not malicious, over ten times the probes; a padder's median day
+    holds more than an honest clerk's, and less than ``peer-volume``'s three times."""
     events, truth, employees, _ = both
     padders = {e["employee"] for e in employees if e["threat"] == "informed_padded"}
     honest = {e["employee"] for e in employees if e["role"] == "honest"}
@@ -238,7 +260,7 @@ def test_padding_insiders_look_up_known_customers_twice_their_own_work_as_cover(
     clerk_days = sorted(n for (who, _), n in days.items() if who in honest)
     typical = clerk_days[len(clerk_days) // 2]
     padded_days = sorted(days[day] for day in probing)
-    assert padded_days[len(padded_days) // 2] > 1.4 * typical
+    assert typical < padded_days[len(padded_days) // 2] < 3 * typical
 
 
 def test_a_quiet_insider_probes_under_new_subscription_beside_little_work_of_their_own(

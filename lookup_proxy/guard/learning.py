@@ -20,7 +20,7 @@ from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.known_numbers import KnownNumbers
 from lookup_proxy.guard.lockouts import LockInfo
-from lookup_proxy.guard.peers import MISSES, OUTCOMES, TYPOS, PeerCheck, PeerTally
+from lookup_proxy.guard.peers import LOOKUPS, MISSES, OUTCOMES, TYPOS, PeerCheck, PeerTally
 from lookup_proxy.guard.plans import Plan, Plans
 from lookup_proxy.guard.primitives import Batch
 from lookup_proxy.guard.rules import Check, MissesCheck, Subject, is_typo_of
@@ -60,6 +60,9 @@ class Learning:
         self._known = KnownNumbers(prefix)
         self._new_numbers: dict[str, int] = {}
         """Employee id → numbers new to them this guard learnt (REJUDGE_EVERY)."""
+        self._lookups: dict[str, int] = {}
+        """Employee id → lookups this guard learnt under a ``lookups`` peer rule and has not
+        yet added to the tallies (LOOKUPS_EVERY)."""
         self._groups: dict[str, dict[str, float]] = {}
         """Employee id → peer group (tag) → when this guard last counted a number of theirs
         there (:meth:`_elsewhere`)."""
@@ -108,19 +111,26 @@ class Learning:
                 counts.append((MISSES, 1))
         if forgave:
             counts += [(MISSES, -1), (TYPOS, 1)]
+        volume = [any(check.volume for check in applying) for _, applying in peers]
+        flushed = any(volume) and self._count_lookup(employee.id)
         judged: list[Judged] = []
         fallbacks: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
         # Rule → the group where the employee works now, for one whose numbers of the rule's
         # window fell in several groups (_elsewhere).
         roaming: dict[str, tuple[PeerTally, str, PeerCheck]] = {}
-        if counts:
+        if counts or flushed:
             rejudge = new and self._count_new(employee.id) % REJUDGE_EVERY == 0
-            for (tally, applying), tag in zip(peers, plan.peer_tags, strict=True):
-                tally.add_counts(then, tag, employee.id, now, counts)
+            for (tally, applying), tag, counted in zip(peers, plan.peer_tags, volume, strict=True):
+                lookups = [(LOOKUPS, LOOKUPS_EVERY)] if flushed and counted else []
+                tally.add_counts(then, tag, employee.id, now, counts + lookups)
                 moved = tuple(
                     check
                     for check in applying
-                    if rejudge or ((new and not found) if check.field == MISSES else forgave)
+                    if (
+                        flushed
+                        if check.volume
+                        else rejudge or ((new and not found) if check.field == MISSES else forgave)
+                    )
                 )
                 own = tuple(check for check in moved if not check.fallback)
                 elsewhere = not tally.chain and self._elsewhere(employee.id, tag, tally, now)
@@ -291,6 +301,19 @@ class Learning:
         kind, since = tag[:2], now - tally.window
         return any(t != tag and t[:2] == kind and at >= since for t, at in groups.items())
 
+    def _count_lookup(self, employee_id: str) -> bool:
+        """One more lookup of the employee learnt here; whether it completes LOOKUPS_EVERY of
+        them, to be added to the tallies (and the ``lookups`` rules judged) now."""
+        counted = self._lookups
+        seen = counted.get(employee_id, 0) + 1
+        if seen < LOOKUPS_EVERY:
+            if len(counted) >= NEW_NUMBERS_KEPT:
+                counted.clear()
+            counted[employee_id] = seen
+            return False
+        counted.pop(employee_id, None)
+        return True
+
     def _count_new(self, employee_id: str) -> int:
         """One more number new to the employee learnt here; how many so far."""
         counted = self._new_numbers
@@ -376,6 +399,14 @@ peers have looked up enough numbers to count (``min_peers``, ``min_outcomes``), 
 floors a rule sets, and a rule judged only on misses would then wait for the next one.
 Counted in the process (several instances each judge at their own tenth): the count of the
 store's window of numbers seen cost a ``ZCOUNT`` a lookup, one command in 25."""
+
+LOOKUPS_EVERY = 10
+"""An employee's lookups are added to the peer tallies ten at a time, counted in the process
+meanwhile: a ``HINCRBY`` for every lookup in every tally would be two more commands a lookup
+(the region's tally and the chain's), one in eleven; ten at a time it is one in a hundred and
+ten. What that costs: up to nine lookups an employee per instance are lost when it stops or
+when the counts' memory is full (NEW_NUMBERS_KEPT), and up to nine of a day's last go into the
+next day's bucket; a daily rule's ratio of a clerk's sixty or more does not feel either."""
 
 NEW_NUMBERS_KEPT = 65_536
 """Employees whose new numbers a guard counts; past it the counts start again (a rule is then

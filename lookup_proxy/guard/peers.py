@@ -19,14 +19,26 @@ it is judged yet. A rule
 may also carry fixed floors (``min_count``, ``min_share``): then it is a fixed threshold that
 the peers can only lift, and where there are too few peers the floors alone decide.
 
+A rule over ``lookups`` compares a count, not a share: the employee's lookups over the last
+closed bucket (yesterday) against the peers' median count that day, beyond ``spread``
+deviations (the larger of chance, a count's square root, and the peers' 1.4826 MAD), beyond
+``limit`` and beyond ``min_ratio`` times the median; judged at the employee's lookups of the
+day after. An insider with a list of real customers misses nothing; a day's work beside a
+colleague's is what bounds them. A day still open is no baseline: at noon a clerk who opened
+the store has twice the lookups of colleagues whose shift began at eleven (judged so, on the
+red-team's month of 40 clerks 18 honest ones were flagged and 10 locked; against the larger
+of yesterday's median and today's, still 6 flagged and one locked, on a launch day's morning
+and after a day of too few peers). Whole days are alike: a launch day lifts everyone's.
+
 State is one small tally per peer group and bucket (a day): fields ``<employee>|o`` (distinct
-numbers with an outcome), ``|m`` (misses not forgiven) and ``|t`` (misses forgiven as typos).
-A store's tally holds three fields per clerk of that store, so peer state is bounded by the
-roster, and each tally is one hash-tagged key (``{s:<store>}``), so it lives on one Redis
-Cluster node like every other group key. Rules over the same peers and bucket share one tally
-(:class:`PeerTally`): counted once, read once for all of them. Rules are judged when an
-outcome changes the metric (a new miss, a forgiven typo) or at every tenth new number of the
-day, off the terminal's wait; a rule that fires leaves a mark the next
+numbers with an outcome), ``|m`` (misses not forgiven), ``|t`` (misses forgiven as typos) and
+``|l`` (lookups, added ten at a time: ``learning.LOOKUPS_EVERY``). A store's tally holds four
+fields per clerk of that store, so peer state is bounded by the roster, and each tally is one
+hash-tagged key (``{s:<store>}``), so it lives on one Redis Cluster node like every other group
+key. Rules over the same peers and bucket share one tally (:class:`PeerTally`): counted once,
+read once for all of them. Rules are judged when an outcome changes the metric (a new miss, a
+forgiven typo; ten more lookups) or at every tenth new number of the day, off the terminal's
+wait; a rule that fires leaves a mark the next
 decision reports as a flag, and counts towards escalation. The group's statistics are computed
 by the first judgement of a minute and serve the rest of it (:data:`BASELINE_SECONDS`): judging
 against every peer each time grew with the group, about a millisecond for 667 clerks.
@@ -45,8 +57,9 @@ from lookup_proxy.policy import PeerRule
 OUTCOMES = "o"
 MISSES = "m"
 TYPOS = "t"
-KINDS = (MISSES, TYPOS, OUTCOMES)
-"""A clerk's fields in the order of their counts: [misses, typos, outcomes]."""
+LOOKUPS = "l"
+KINDS = (MISSES, TYPOS, OUTCOMES, LOOKUPS)
+"""A clerk's fields in the order of their counts: [misses, typos, outcomes, lookups]."""
 
 CLOSED_CACHED = 16_384
 """Windows' closed-bucket sums remembered (per peer group and day); cleared when full."""
@@ -79,17 +92,19 @@ class PeerCheck:
         judges no one below ``min_outcomes`` while most of the chain is below it (``_young``).
         Learning reads it right after :meth:`PeerTally.fired` returns (judgements run one at a
         time, with no wait between)."""
-        self.field = TYPOS if rule.metric == "typos" else MISSES
+        self.volume = rule.metric == "lookups"
+        """A count compared with the peers' counts (``lookups``), not a share."""
+        self.field = {"typos": TYPOS, "lookups": LOOKUPS}.get(rule.metric, MISSES)
         """The tally field whose change moves the metric: forgiving a typo moves misses and
         typos but never their sum (``all-misses``), which moves with new misses alone."""
-        self.index = 1 if rule.metric == "typos" else 0
+        self.index = {"typos": 1, "lookups": 3}.get(rule.metric, 0)
         self.both = rule.metric == "all-misses"
         self.buckets = max(1, math.ceil(rule.window / rule.bucket))
         self.cusum = rule.test == "cusum"
         self.floored = rule.min_count > 0 or rule.min_share > 0
 
     def value(self, counts: list[int]) -> int:
-        """The metric in one clerk's ``[misses, typos, outcomes]``."""
+        """The metric in one clerk's ``[misses, typos, outcomes, lookups]``."""
         return counts[0] + counts[1] if self.both else counts[self.index]
 
     def judge_days(self, employee: str, days: Sequence[dict[str, list[int]]]) -> int | None:
@@ -131,8 +146,8 @@ class PeerCheck:
     def judge(self, employee: str, tallies: Sequence[list[Any]]) -> int | None:
         """The employee's excess (metric count beyond what the peers' median share predicts)
         when their share stands out from the peers', else None; ``tallies`` as ``fields``
-        answers them, one per bucket of the window."""
-        return self.judge_totals(employee, add_up(tallies))
+        answers them, one per bucket of the window, the open one last."""
+        return self.judge_window(employee, add_up(tallies[:-1]), add_up(tallies[-1:]))
 
     def judge_totals(self, employee: str, totals: dict[str, list[int]]) -> int | None:
         """:meth:`judge` on tallies already added up (employee → [misses, typos, outcomes])."""
@@ -144,13 +159,15 @@ class PeerCheck:
         """:meth:`judge_totals` on the window's closed buckets and its open one, added up
         per employee as they are read, without building their sum (a region's clerks, for
         every rule judged: most of what learning an outcome cost)."""
+        if self.volume:
+            return self._judge_volume(employee, closed, current)
         floor = self.rule.min_outcomes
         own = closed.get(employee)
         extra = current.get(employee)
         if own is None:
             own = extra
         elif extra is not None:
-            own = [own[0] + extra[0], own[1] + extra[1], own[2] + extra[2]]
+            own = _plus(own, extra)
         self.short = False
         if own is None or own[2] <= 0:
             return None
@@ -180,8 +197,46 @@ class PeerCheck:
         shares = [share for share, _ in peers]
         median = max(_median(shares), 1.0 / floor)
         spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
-        noise = _median([median * (1.0 - median) / lookups for _, lookups in peers])
-        return self._verdict(own, median, spread, noise)
+        return self._verdict(own, median, spread, self._noise(median, [n for _, n in peers]))
+
+    def own_of(self, closed: list[int] | None, open_: list[int]) -> list[int]:
+        """The employee's counts a verdict judges: the window's (closed buckets and the open
+        one), or for ``lookups`` the closed bucket's alone (yesterday's)."""
+        if self.volume:
+            return closed if closed is not None else [0, 0, 0, 0]
+        return _plus(closed, open_)
+
+    def _judge_volume(
+        self, employee: str, closed: dict[str, list[int]], current: dict[str, list[int]]
+    ) -> int | None:
+        del current  # a day still open is no baseline (the module's docstring)
+        own = closed.get(employee)
+        self.short = False
+        if own is None or own[3] < self.rule.min_outcomes:
+            return None  # under the peers' floor: under any median of theirs
+        statistics = self._volume_statistics(employee, closed)
+        self.short = statistics is None
+        if statistics is None:
+            return self._floors_alone(own)
+        median, spread = statistics
+        return self._volume_verdict(own[3], median, spread)
+
+    def _volume_statistics(
+        self, employee: str | None, closed: dict[str, list[int]]
+    ) -> tuple[float, float] | None:
+        """The peers' median lookups over the closed bucket (each peer past
+        ``min_outcomes``, ``employee`` left out) with their 1.4826 MAD; None with fewer than
+        ``min_peers`` of them."""
+        floor = self.rule.min_outcomes
+        counts = [c[3] for who, c in closed.items() if who != employee and c[3] >= floor]
+        if len(counts) < self.rule.min_peers:
+            return None
+        median = _median([float(count) for count in counts])
+        return median, MAD_TO_SIGMA * _median([abs(count - median) for count in counts])
+
+    def _noise(self, median: float, sizes: list[int]) -> float:
+        """What chance alone gives the peers' shares (binomial for their numbers)."""
+        return _median([median * (1.0 - median) / n for n in sizes])
 
     def _young(self, own: int, qualifying: int, members: int) -> bool:
         """Whether an employee with ``own`` numbers goes unjudged because the window is young:
@@ -210,6 +265,21 @@ class PeerCheck:
             return math.floor(excess)
         return None
 
+    def _volume_verdict(self, count: int, median: float, spread: float) -> int | None:
+        # A count strays from the peers' median by chance (Poisson: its square root) and by
+        # however much the peers really differ (their 1.4826 MAD, which holds that chance too):
+        # the larger of the two.
+        rule = self.rule
+        excess = count - median
+        if (
+            excess > rule.limit
+            and excess > rule.spread * max(math.sqrt(median), spread)
+            and count >= rule.min_ratio * median
+            and count > rule.min_count
+        ):
+            return math.floor(excess)
+        return None
+
     def _past_floors(self, metric: int, outcomes: int) -> bool:
         return metric > self.rule.min_count and metric >= self.rule.min_share * outcomes
 
@@ -219,7 +289,7 @@ class PeerCheck:
         if not self.floored:
             return None
         metric = self.value(own)
-        if self._past_floors(metric, own[2]):
+        if self._past_floors(metric, own[3] if self.volume else own[2]):
             return metric - self.rule.min_count
         return None
 
@@ -231,7 +301,13 @@ class PeerCheck:
         now: float,
     ) -> Baseline:
         """The group's statistics over every member with enough lookups (the employee judged
-        next included: :meth:`judge_against` takes their share out of the median)."""
+        next included: :meth:`judge_against` takes their share out of the median; for
+        ``lookups`` the median of every peer, whoever is judged)."""
+        if self.volume:
+            members = len(closed) + sum(1 for who in current if who not in closed)
+            found = self._volume_statistics(None, closed)
+            median, spread = found if found is not None else (0.0, 0.0)
+            return Baseline(newest, now, [], {}, spread, 0.0, members, found is None, median)
         floor = self.rule.min_outcomes
         share_of: dict[str, float] = {}
         lookups_of: list[int] = []
@@ -252,9 +328,9 @@ class PeerCheck:
         spread = (
             MAD_TO_SIGMA * _median([abs(share - median) for share in shares]) if shares else 0.0
         )
-        noise = _median([median * (1.0 - median) / n for n in lookups_of]) if shares else 0.0
+        noise = self._noise(median, lookups_of) if shares else 0.0
         members = len(closed) + sum(1 for who in current if who not in closed)
-        return Baseline(newest, now, shares, share_of, spread, noise, members)
+        return Baseline(newest, now, shares, share_of, spread, noise, members, False, 0.0)
 
     def judge_against(self, own: list[int] | None, employee: str, baseline: Baseline) -> int | None:
         """:meth:`judge_window` with the group's statistics from ``baseline`` and the
@@ -262,6 +338,13 @@ class PeerCheck:
         judging the window does; the spread and chance are the group's, the employee in it."""
         floor = self.rule.min_outcomes
         self.short = False
+        if self.volume:
+            if own is None or own[3] < floor:
+                return None
+            self.short = baseline.short
+            if baseline.short:
+                return self._floors_alone(own)
+            return self._volume_verdict(own[3], baseline.median, baseline.spread)
         if own is None or own[2] <= 0:
             return None
         mine = baseline.share_of.get(employee)
@@ -284,7 +367,17 @@ reuses them reads the employee's own counts. A minute is nothing to baselines of
 class Baseline:
     """A peer group's statistics for one rule, as of ``at`` (bucket ``newest``)."""
 
-    __slots__ = ("at", "members", "newest", "noise", "share_of", "shares", "spread")
+    __slots__ = (
+        "at",
+        "median",
+        "members",
+        "newest",
+        "noise",
+        "share_of",
+        "shares",
+        "short",
+        "spread",
+    )
 
     def __init__(
         self,
@@ -295,6 +388,8 @@ class Baseline:
         spread: float,
         noise: float,
         members: int,
+        short: bool,
+        median: float,
     ) -> None:
         self.newest = newest
         self.at = at
@@ -307,6 +402,11 @@ class Baseline:
         """Members with any number in the window, qualifying or not: with ``shares``, whether
         the group is young (most of it below ``min_outcomes``: a window's first days, or a
         region of quiet stores, where no one below it is judged; :meth:`PeerCheck._young`)."""
+        self.short = short
+        """``lookups`` only: too few peers today and the bucket before to be a baseline."""
+        self.median = median
+        """``lookups`` only: the median count the employee's is judged against (the closed
+        bucket's; every peer in it, the employee judged too)."""
 
     def serves(self, newest: int, now: float) -> bool:
         """Still the statistics of bucket ``newest`` at ``now``."""
@@ -381,7 +481,8 @@ class PeerTally:
                 or not self._remembered(check, tag, newest)
             ):
                 return False
-        batch.pick(self.tally_key(tag, newest), [f"{employee}|{kind}" for kind in KINDS])
+        # Today's lookups are nobody's verdict (a ``lookups`` rule judges the closed bucket).
+        batch.pick(self.tally_key(tag, newest), [f"{employee}|{kind}" for kind in KINDS[:3]])
         return True
 
     def _remembered(self, check: PeerCheck, tag: str, newest: int) -> bool:
@@ -423,7 +524,7 @@ class PeerTally:
             if baseline is not None and baseline.serves(newest, now):
                 if mine is None:
                     mine = own_counts(tallies[-1], employee)
-                own = _plus(closed.get(employee), mine)
+                own = check.own_of(closed.get(employee), mine)
                 verdicts.append(check.judge_against(own, employee, baseline))
                 continue
             if current is None:
@@ -446,7 +547,7 @@ class PeerTally:
         saw. Another judgement may have replaced them meanwhile (newer ones of the same bucket
         serve as well); a rule whose statistics or closed sums have gone is not judged this
         time (the next judgement reads the whole bucket)."""
-        mine = [value or 0 for value in picked]
+        mine = _picked(picked)
         verdicts: list[int | None] = []
         for check in checks:
             baseline = self._baselines.get((tag, check.rule.name))
@@ -456,7 +557,7 @@ class PeerTally:
                 verdicts.append(None)
                 continue
             verdicts.append(
-                check.judge_against(_plus(closed.get(employee), mine), employee, baseline)
+                check.judge_against(check.own_of(closed.get(employee), mine), employee, baseline)
             )
         return verdicts
 
@@ -469,16 +570,16 @@ class PeerTally:
         tallies: Sequence[list[Any]],
         own_only: bool,
     ) -> list[int] | None:
-        """The employee's [misses, typos, outcomes] over ``check``'s window, from what
+        """The employee's [misses, typos, outcomes, lookups] over ``check``'s window, from what
         :meth:`add_own_reads` (``own_only``) or :meth:`add_reads` asked for, once
         :meth:`fired` has judged them (None when the closed sums it used have gone since)."""
         if own_only:
             closed = self._closed.get(_closed_key(check, tag, self.bucket_of(now)))
             if closed is None:
                 return None
-            return _plus(closed.get(employee), [value or 0 for value in tallies[0]])
+            return check.own_of(closed.get(employee), _picked(tallies[0]))
         closed = self.closed(check, tag, now, tallies)
-        return _plus(closed.get(employee), own_counts(tallies[-1], employee))
+        return check.own_of(closed.get(employee), own_counts(tallies[-1], employee))
 
     def judge_with(
         self, check: PeerCheck, employee: str, tag: str, now: float, own: list[int]
@@ -549,15 +650,16 @@ FIELDS_CACHED = 65_536
 """Tally field names remembered with what they name (a clerk's three fields of each day)."""
 
 _FIELD_NAMES: dict[str, tuple[str, int]] = {}
-"""Field → (employee, position in [misses, typos, outcomes]); -1 for a field of no metric."""
+"""Field → (employee, position in [misses, typos, outcomes, lookups]); -1 for a field of no
+metric."""
 
-_POSITION = {MISSES: 0, TYPOS: 1, OUTCOMES: 2}
+_POSITION = {MISSES: 0, TYPOS: 1, OUTCOMES: 2, LOOKUPS: 3}
 
 
 def add_up(
     tallies: Sequence[list[Any]], totals: dict[str, list[int]] | None = None
 ) -> dict[str, list[int]]:
-    """Tallies' fields added up per employee: [misses, typos, outcomes]."""
+    """Tallies' fields added up per employee: [misses, typos, outcomes, lookups]."""
     if totals is None:
         totals = {}
     names = _FIELD_NAMES
@@ -576,21 +678,27 @@ def add_up(
                 continue
             counts = totals.get(who)
             if counts is None:
-                counts = totals[who] = [0, 0, 0]
+                counts = totals[who] = [0, 0, 0, 0]
             counts[slot] += int(flat[position + 1])
     return totals
 
 
 def own_counts(flat: list[Any], employee: str) -> list[int]:
-    """One employee's [misses, typos, outcomes] in one bucket's fields, without adding up the
-    others'."""
-    counts = [0, 0, 0]
-    wanted = {f"{employee}|{MISSES}": 0, f"{employee}|{TYPOS}": 1, f"{employee}|{OUTCOMES}": 2}
+    """One employee's [misses, typos, outcomes, lookups] in one bucket's fields, without adding
+    up the others'."""
+    counts = [0, 0, 0, 0]
+    wanted = {f"{employee}|{kind}": slot for slot, kind in enumerate(KINDS)}
     for position in range(0, len(flat), 2):
         slot = wanted.get(str(flat[position]))
         if slot is not None:
             counts[slot] += int(flat[position + 1])
     return counts
+
+
+def _picked(values: list[Any]) -> list[int]:
+    """An employee's counts from the fields :meth:`PeerTally.add_own_reads` picked (all but
+    lookups: 0)."""
+    return [value or 0 for value in values] + [0] * (len(KINDS) - len(values))
 
 
 def _plus(closed: list[int] | None, open_: list[int]) -> list[int]:

@@ -114,8 +114,9 @@ def best_never_locked(row: Row) -> int:
 
 def headline(rows: list[Row]) -> Row | None:
     """The strategy that got one insider the most records without ever being locked, in the
-    search or in another draw of its parameters."""
-    candidates = [r for r in rows if r.unlocked is not None]
+    search or in another draw of its parameters (of the rows that compete for it: not an
+    insider with a list of real customers, ``Strategy.in_headline``)."""
+    candidates = [r for r in rows if r.unlocked is not None and r.strategy.in_headline]
     if not candidates:
         return None
     return max(candidates, key=best_never_locked)
@@ -174,7 +175,9 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         )
     top = headline(rows)
     lines.append("")
-    if top is None or top.unlocked is None:
+    if not any(row.strategy.in_headline for row in rows):
+        lines.append("Headline: none (no strategy that competes for it was run).")
+    elif top is None or top.unlocked is None:
         lines.append("Headline: no strategy obtained a record without being locked.")
     else:
         most = best_never_locked(top)
@@ -192,7 +195,26 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
                 f"{_redraws(top)}; {draws_mean(top):.1f} records on average over all "
                 f"{len(top.redraws) + 1}, locked in {locked} of them."
             )
+    for row in rows:
+        if not row.strategy.in_headline:
+            lines.append(_beyond_line(row, meta))
     return "\n".join(lines)
+
+
+def _beyond_line(row: Row, meta: dict[str, Any]) -> str:
+    """A row outside the headline (a list of real customers in hand): what it got, apart."""
+    if row.unlocked is None:
+        got = "locked at every intensity tried"
+    else:
+        how = row.strategy.describe(row.unlocked.intensity, row.unlocked.knobs)
+        got = (
+            f"{best_never_locked(row)} records for one insider in {meta['days']} days without "
+            f"ever being locked ({how})"
+        )
+    return (
+        f"Beyond the headline, {row.name} (no lookup pattern finds one looked up at an honest "
+        f"pace): {got}; binding rule: {row.binding_rule or 'none'}."
+    )
 
 
 def _moment(when: float | None) -> str | None:
@@ -236,6 +258,7 @@ def as_json(
         strategies.append(
             {
                 "strategy": row.name,
+                "in_headline": row.strategy.in_headline,
                 "insiders": row.insiders,
                 "records_never_locked": row.unlocked.outcome.best_insider if row.unlocked else 0,
                 "never_locked": _trial_json(baseline, row.unlocked) if row.unlocked else None,

@@ -198,7 +198,7 @@ class Search:
         for result in results:
             strategy = result.strategy
             top = result.best_unlocked()  # the row's own never-locked trial
-            if strategy.role != "clerk" or top is None:
+            if strategy.role != "clerk" or not strategy.in_headline or top is None:
                 continue
             if strategy.insiders(top.knobs) == 1 and top.outcome.best_insider > 0:
                 best.append((top.outcome.best_insider, top, strategy))

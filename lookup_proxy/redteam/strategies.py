@@ -48,6 +48,10 @@ class Strategy(abc.ABC):
     """The first intensity the search tries."""
     ceiling: ClassVar[int] = 240
     """The most probes per working day the search tries (a person at a keyboard)."""
+    in_headline: ClassVar[bool] = True
+    """Whether the row competes for the headline (and for combinations): not for an insider
+    who already has a list of real customers (:class:`CustomerList`), which is beyond what a
+    lookup pattern can find at an honest pace; the report gives that row a line of its own."""
 
     def __init__(self, name: str, knobs: Mapping[str, Sequence[Knob]] | None = None) -> None:
         self.name = name
@@ -252,6 +256,40 @@ class BusinessWalk(Strategy):
             line = next(lines[insider.employee], None)
             if line is not None:
                 probes.append(Probe(at, insider.employee, number_of(line), reason))
+        return probes
+
+
+class CustomerList(Strategy):
+    """An insider with a list of real customers (leaked, or noted at the counter) who are new
+    to them: every lookup finds a record and none misses, so no share of misses moves; only
+    how many they look up beside their own day's work shows. Business lines are left off the
+    list (``[accounts]`` withholds those). Reported apart from the headline: at an honest pace
+    no lookup pattern finds it (the threat model), above one the policy should.
+    """
+
+    start = 16
+    ceiling = 640
+    in_headline = False
+
+    def __init__(self) -> None:
+        super().__init__("list of real customers", {"shape": ("even", "sittings")})
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        place = spread if knobs["shape"] == "even" else sittings
+        met = {s.employee: {n for _, n, _ in stage.met(s)} for s in stage.insiders}
+        taken: set[str] = set()
+        probes: list[Probe] = []
+        for insider, _, at in stage.moments(intensity, place):
+            number = stage.random_number()
+            while (
+                number in taken
+                or number in met[insider.employee]
+                or not stage.book.found(number)
+                or stage.baseline.business_of(int(number[3:])) is not None
+            ):
+                number = stage.random_number()
+            taken.add(number)
+            probes.append(Probe(at, insider.employee, number, LENIENT_REASON, found=True))
         return probes
 
 
@@ -629,7 +667,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
     family += [TypoFarm(same=True), TypoFarm(same=False, visit=typo_visit(policy))]
     family += [TypoFarmOwnVisits()]
     family += [CorporateExempt(reason) for reason in corporate_reasons(policy)]
-    family += [BusinessWalk(reach)]
+    family += [BusinessWalk(reach), CustomerList()]
     family += [
         Slow(everyday),
         AfterHours(),

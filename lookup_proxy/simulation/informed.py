@@ -18,7 +18,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-from lookup_proxy.policy import BlockRule, Policy, SequentialRule
+from lookup_proxy.policy import BlockRule, PeerRule, Policy, SequentialRule
 from lookup_proxy.simulation.campaigns import Campaign, CollusionBlock
 from lookup_proxy.simulation.contracts import CORPORATE_REASON
 from lookup_proxy.simulation.honest import EVERYDAY_REASONS
@@ -124,6 +124,16 @@ class Budget:
         if reason is None:
             return {}
         return {parse_duration(w): n for w, n in reason.limits.items()}
+
+    def volume_room(self, honest: float) -> float:
+        """Lookups a day an insider may add to ``honest`` of their own under the policy's
+        enforced ``lookups`` peer rules (a day's count against the peers' median, which a clerk
+        sees at the next counter: about their own day), at the margin; no such rule, no bound."""
+        room = math.inf
+        for rule in self.policy.rules:
+            if isinstance(rule, PeerRule) and rule.metric == "lookups" and rule.mode == "enforce":
+                room = min(room, max(0.0, (MARGIN * rule.min_ratio - 1.0) * honest))
+        return room
 
     def typo_forgiveness(self, reason: str) -> int:
         """Misses forgiven as typos per working day under ``reason`` (the tightest cap)."""
@@ -338,7 +348,9 @@ def informed_campaigns(
             campaign = Informed(world, employee, quota)
         elif threat == "informed_padded":
             quota = budget.probes((LENIENT_REASON,), honest, clerk)
-            campaign = InformedPadded(world, employee, quota, round(PAD_FACTOR * honest))
+            # Padding adds lookups: what a day's count against the peers' leaves room for.
+            pad = min(PAD_FACTOR * honest, budget.volume_room(honest) - quota)
+            campaign = InformedPadded(world, employee, quota, max(0, round(pad)))
         elif threat == "informed_slow":
             quota = min(SLOW_PER_DAY, budget.probes(EVERYDAY_REASONS, honest, clerk))
             campaign = InformedRotation(world, employee, quota)
