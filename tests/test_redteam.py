@@ -408,7 +408,7 @@ def test_a_list_of_real_customers_finds_a_record_at_every_lookup_none_the_inside
     insider = baseline.clerks()[0]
     book = CustomerBook(3, 0.14, baseline.business_ranges())
     stage = Stage(baseline, [insider], book, random.Random(1))
-    probes = CustomerList().plan(stage, 40, {"shape": "even"})
+    probes = CustomerList().plan(stage, 40, {"shape": "even", "every": 1})
     assert len(probes) >= 40
     numbers = [p.number for p in probes]
     assert len(set(numbers)) == len(numbers)
@@ -416,6 +416,12 @@ def test_a_list_of_real_customers_finds_a_record_at_every_lookup_none_the_inside
     assert met and not met & set(numbers)
     assert all(p.found and book.found(p.number) and p.counts for p in probes)
     assert all(stage.account(p) == "" for p in probes)
+    # A surge: every lookup of ten working days on the first of them, none between (this
+    # short month has fewer working days than that).
+    surge = CustomerList().plan(stage, 40, {"shape": "even", "every": 10})
+    days = [day for day, _ in stage.days(insider)]
+    assert len(days) < 10
+    assert {baseline.day_of(p.at) for p in surge} == {days[0]} and len(surge) == 400
 
 
 def test_a_list_of_real_customers_stays_out_of_the_headline_and_gets_a_line_of_its_own(
@@ -452,7 +458,9 @@ def test_the_shipped_policy_bounds_a_list_by_a_day_s_lookups_against_the_peers(
     """Against the shipped policy a list's lookups are bound by ``peer-volume`` (its second
     flag-day locks: escalation), far below what the hourly limits alone let through."""
     options = _options(SHIPPED, days=8, steps=4)
-    shipped = red_team(load_policy(SHIPPED), options, [CustomerList()])
+    daily = CustomerList()
+    daily.knobs = {"shape": ("even",), "every": (1,)}  # surges meet the hourly limits first
+    shipped = red_team(load_policy(SHIPPED), options, [daily])
     (row,) = shipped.rows
     assert row.binding_rule == "escalation"
     assert row.days_to_lock is not None and row.days_to_lock <= 3
@@ -462,9 +470,7 @@ def test_the_shipped_policy_bounds_a_list_by_a_day_s_lookups_against_the_peers(
     without.write_text(
         text.replace('name = "peer-volume"', 'name = "peer-volume"\nmode = "shadow"')
     )
-    unbound = red_team(
-        load_policy(without), replace(options, policy_path=str(without)), [CustomerList()]
-    )
+    unbound = red_team(load_policy(without), replace(options, policy_path=str(without)), [daily])
     (free,) = unbound.rows
     assert free.binding_rule != "escalation"
     assert best_never_locked(free) >= 2 * best_never_locked(row)
