@@ -40,6 +40,7 @@ from lookup_proxy.redteam.strategies import (
     TypoFarmOwnVisits,
     WaitOut,
     business_lines,
+    everyday_reasons,
     strategies_for,
     typo_visit,
 )
@@ -1105,6 +1106,28 @@ def test_the_best_strategies_are_also_tried_together(
     each = [len(part.plan(stage, edge, knobs)) for part, edge, knobs in triple.parts]
     assert len(together) == sum(each) > 0
     assert len(triple.plan(stage, 4, {})) < len(together)
+
+
+def test_a_padded_part_joins_a_combination_without_its_padding(
+    policies: dict[str, Path],
+) -> None:
+    """Padding discloses nothing and counts against the insider where lookups are counted, so
+    a padded row joins a combination as its base at the same edge, without the pad knob."""
+    policy = load_policy(policies["weak"])
+    parts = [Paced("BILLING_INQUIRY"), Padded(Paced("PLAN_CHANGE"), everyday_reasons(policy))]
+    outcome = red_team(policy, _options(policies["weak"]), parts)
+    (pair,) = (r.strategy for r in outcome.results if isinstance(r.strategy, Combined))
+    assert isinstance(pair, Combined)
+    assert sorted(part.name for part, _, _ in pair.parts) == [
+        "paced BILLING_INQUIRY",
+        "paced PLAN_CHANGE",
+    ]
+    padded = next(r for r in outcome.results if r.strategy.name.startswith("padded"))
+    best = padded.best_unlocked()
+    assert best is not None and "pad" in best.knobs
+    [(_, edge_found, knobs)] = [p for p in pair.parts if p[0].name == "paced PLAN_CHANGE"]
+    assert edge_found == best.intensity
+    assert knobs == {k: v for k, v in best.knobs.items() if k != "pad"}
 
 
 def test_the_honest_month_is_judged_first_and_no_insider_is_one_it_locks(

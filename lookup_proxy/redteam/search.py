@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from lookup_proxy.redteam.baseline import Staff, spread_out
 from lookup_proxy.redteam.probes import Stage
-from lookup_proxy.redteam.strategies import Combined, Knob, Knobs, Strategy
+from lookup_proxy.redteam.strategies import Combined, Knob, Knobs, Padded, Strategy
 from lookup_proxy.redteam.trial import Arena, Outcome
 from lookup_proxy.simulation.customer_book import CustomerBook
 
@@ -60,6 +60,21 @@ def combinations(strategy: Strategy) -> Iterator[dict[str, Knob]]:
     names = list(strategy.knobs)
     for values in itertools.product(*(strategy.knobs[n] for n in names)):
         yield dict(zip(names, values, strict=True))
+
+
+def unpadded(strategy: Strategy, intensity: float, knobs: Knobs) -> tuple[Strategy, float, Knobs]:
+    """A combination's part: a padded strategy's base at the same edge, its padding dropped.
+
+    Padding discloses nothing, and every share a rule takes is of numbers new to the employee,
+    which pads are not; but every pad counts against the insider where lookups are counted
+    (``peer-volume``: a day's lookups against the region's). A combination's padding is the sum
+    of its padded parts' (150 a day on seed 1), which locked the plan that had been seed 1's
+    headline at every intensity (2026-12-07), while the same parts without it got up to 16
+    records a month never locked (six draws at three eighths of each edge: 8-16, none locked).
+    """
+    if isinstance(strategy, Padded):
+        return strategy.base, intensity, {k: v for k, v in knobs.items() if k != strategy.knob}
+    return strategy, intensity, knobs
 
 
 def edge(
@@ -193,6 +208,7 @@ class Search:
         Every size is searched, because fewer parts can each keep more of their edge, and
         which size gets the most differs by chain and by draw (on seed 1 the best two in the
         search's own trials, the best four in another draw: the README's red-team table).
+        A padded part joins without its padding (:func:`unpadded`).
         """
         best: list[tuple[int, Trial, Strategy]] = []
         for result in results:
@@ -203,7 +219,7 @@ class Search:
             if strategy.insiders(top.knobs) == 1 and top.outcome.best_insider > 0:
                 best.append((top.outcome.best_insider, top, strategy))
         best.sort(key=lambda b: -b[0])
-        chosen = [(strategy, top.intensity, top.knobs) for _, top, strategy in best[:most]]
+        chosen = [unpadded(strategy, top.intensity, top.knobs) for _, top, strategy in best[:most]]
         return [Combined(chosen[:size]) for size in range(2, len(chosen) + 1)]
 
     def _cached(
