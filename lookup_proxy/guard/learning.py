@@ -111,8 +111,8 @@ class Learning:
                 counts.append((MISSES, 1))
         if forgave:
             counts += [(MISSES, -1), (TYPOS, 1)]
-        volume = [any(check.volume for check in applying) for _, applying in peers]
-        flushed = any(volume) and self._count_lookup(employee.id)
+        volume = layout.peer_lookups
+        flushed = True in volume and self._count_lookup(employee.id)
         judged: list[Judged] = []
         fallbacks: list[tuple[PeerTally, str, tuple[PeerCheck, ...]]] = []
         # Rule → the group where the employee works now, for one whose numbers of the rule's

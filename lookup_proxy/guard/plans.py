@@ -69,6 +69,9 @@ class Layout:
     reports as flags."""
     marks_at: int
     """Where the marks are in the decision's results (after every rule's primitives)."""
+    peer_lookups: tuple[bool, ...]
+    """For each of ``peers``, whether a ``lookups`` rule applies there: learning counts the
+    employee's lookups into those tallies (``learning.LOOKUPS_EVERY``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,7 @@ class Plans:
             tuple(peers),
             tuple(marks),
             1 + sum(p.check.width for p in rules),
+            tuple(any(check.volume for check in applying) for _, applying in peers),
         )
 
     def misses_key(self, employee_id: str) -> str:

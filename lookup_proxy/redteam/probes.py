@@ -75,22 +75,28 @@ class Stage:
         for day in sorted(days):
             yield day, days[day]
 
-    def daily(self, insider: Staff, intensity: float) -> Iterator[tuple[int, Workday, int]]:
+    def daily(
+        self, insider: Staff, intensity: float, every: int = 1
+    ) -> Iterator[tuple[int, Workday, int]]:
         """The insider's working days with how many probes each gets: ``intensity`` a day on
-        average, evenly (0.5: one every other working day; 3: three every day)."""
+        average, evenly (0.5: one every other working day; 3: three every day); with ``every``
+        above 1, all of that many working days' probes on the first of them (a surge)."""
         for index, (day, span) in enumerate(self.days(insider)):
-            count = probes_over(index, index + 1, intensity)
+            if index % every:
+                continue
+            count = probes_over(index, index + every, intensity)
             if count:
                 yield day, span, count
 
     def moments(
-        self, intensity: float, place: Placement | None = None
+        self, intensity: float, place: Placement | None = None, every: int = 1
     ) -> Iterator[tuple[Staff, int, float]]:
         """(insider, day, moment) for ``intensity`` probes a day on each insider's working
-        days, placed within the day's span of honest work (evenly spread by default)."""
+        days (``every``: as :meth:`daily`), placed within the day's span of honest work
+        (evenly spread by default)."""
         place = place or spread
         for insider in self.insiders:
-            for day, span, count in self.daily(insider, intensity):
+            for day, span, count in self.daily(insider, intensity, every):
                 for at in place(span.first, span.last, count, self.rng):
                     yield insider, day, at
 

@@ -10,7 +10,7 @@ the attack hides where the policy would have to find it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import cycle
 from typing import ClassVar
 
@@ -19,7 +19,6 @@ from lookup_proxy.redteam.baseline import Staff
 from lookup_proxy.redteam.probes import (
     HOUR,
     Blocks,
-    Placement,
     Probe,
     Stage,
     probes_over,
@@ -282,7 +281,7 @@ class CustomerList(Strategy):
         met = {s.employee: {n for _, n, _ in stage.met(s)} for s in stage.insiders}
         taken: set[str] = set()
         probes: list[Probe] = []
-        for insider, at in self._moments(stage, intensity, int(knobs["every"]), place):
+        for insider, _, at in stage.moments(intensity, place, int(knobs["every"])):
             number = stage.random_number()
             while (
                 number in taken
@@ -294,21 +293,6 @@ class CustomerList(Strategy):
             taken.add(number)
             probes.append(Probe(at, insider.employee, number, LENIENT_REASON, found=True))
         return probes
-
-    @staticmethod
-    def _moments(
-        stage: Stage, intensity: float, every: int, place: Placement
-    ) -> Iterator[tuple[Staff, float]]:
-        """``intensity`` lookups a working day, or with ``every`` > 1 every lookup of that
-        many working days on the first of them (a surge: a rule that judges whole days and
-        locks on the second flag-day sees one)."""
-        for insider in stage.insiders:
-            for index, (_, span) in enumerate(stage.days(insider)):
-                if index % every:
-                    continue
-                count = probes_over(index, index + every, intensity)
-                for at in place(span.first, span.last, count, stage.rng):
-                    yield insider, at
 
 
 class Slow(Strategy):
@@ -429,10 +413,7 @@ class Surge(Strategy):
         every = int(knobs["every"])
         probes: list[Probe] = []
         for insider in stage.insiders:
-            for index, (_, span) in enumerate(stage.days(insider)):
-                if index % every:
-                    continue
-                count = probes_over(index, index + every, intensity)
+            for _, span, count in stage.daily(insider, intensity, every):
                 probes += _lenient(stage, insider, span.first, span.last, count)
         return probes
 
