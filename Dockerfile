@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # lookup-proxy: the proxy image (also runs the demo backend and the audit exporter in
-# docker-compose.yml). Secrets (LOOKUP_PROXY_JWT_SECRET, LOOKUP_PROXY_REDIS_URL, the audit keys)
-# come from the environment at run time, never from the image. Checked by tests/test_compose.py.
+# docker-compose.yml). Secrets (LOOKUP_PROXY_JWT_SECRET, LOOKUP_PROXY_REDIS_URL, the audit and
+# known-numbers keys) come from the environment at run time, never from the image. Checked by
+# tests/test_compose.py.
 
 # Build stage: wheels for the package, with the guard's hot path compiled by mypyc, and for
 # every dependency. It needs a C compiler, which the runtime image does not carry.

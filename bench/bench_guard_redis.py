@@ -153,6 +153,7 @@ class AloneStore:
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
+        self.numbers_key = store.numbers_key
 
     async def execute(self, ops: Any) -> Any:
         return await self.store._execute_now(ops)

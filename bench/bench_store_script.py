@@ -57,6 +57,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.store = MemoryStore()
+        self.numbers_key = self.store.numbers_key
         self.batches: list[list[Op]] = []
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:

@@ -833,7 +833,7 @@ def prepare(
     policy = load_policy(str(policy_copy(directory)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     env["LOOKUP_PROXY_JWT_SECRET"] = secrets.token_urlsafe(48)
-    env.update(new_keys(policy.audit))
+    env.update(new_keys(policy))
     clock = SystemClock()
     tokens = [
         mint_token(

@@ -132,7 +132,7 @@ class Demo:
         self.live = live
         self.environ = {
             policy.auth.hs_secret_env: secrets.token_urlsafe(48),
-            **new_keys(policy.audit),
+            **new_keys(policy),
         }
         self.clerks = [
             Clerk("Kim Minji", "E1001", honest=True),

@@ -224,6 +224,10 @@ class Accounts(_Section):
 class Store(_Section):
     kind: Literal["memory", "redis"] = "memory"
     url_env: str = "LOOKUP_PROXY_REDIS_URL"
+    known_numbers_key_env: str = "LOOKUP_PROXY_KNOWN_NUMBERS_KEY"
+    """The environment variable holding the secret that keys the employees' filters of known
+    numbers (guard/known_numbers.py): required with Redis, the same in every instance; a
+    memory store makes its own."""
     cluster: bool = False
     timeout: Duration = 0.25
     key_prefix: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,16}$")] = "lp"

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Final, TextIO, TypeVar
 
 from lookup_proxy.accounts import LEARNED_AS_FOUND
 from lookup_proxy.clock import ManualClock
@@ -59,6 +59,11 @@ DECIDED_COLUMNS = ("decision", "rule", "flags")
 MAX_LISTED_ERRORS = 50
 UNBOUNDED_KEYS = sys.maxsize
 """The replay store's key budget: none (see ``Replayer.__init__``)."""
+
+REPLAY_NUMBERS_KEY: Final = b"lookup-proxy replay: the same filters every run"
+"""The known-numbers key of a replay (guard/known_numbers.py): fixed, so a backtest decides
+the same every time it is run (a filter's rare false positives fall on the same numbers). It
+need not be secret: nobody types into a replay; the live proxy's key is."""
 MAX_REMEMBERED_REASONS = 65_536
 """Justified (roles, reason, reference) answers kept per run; the cache starts over when full."""
 
@@ -400,7 +405,7 @@ class Replayer:
         # No key budget: the live memory store sheds the keys closest to expiry when over
         # memory_max_keys, but a backtest that forgot counters would flatter the policy, and a
         # chain that size runs on Redis, which keeps them all.
-        self.store = MemoryStore(max_keys=UNBOUNDED_KEYS)
+        self.store = MemoryStore(max_keys=UNBOUNDED_KEYS, numbers_key=REPLAY_NUMBERS_KEY)
         self.guard = Guard(policy, self.store, self.clock)
         self.catalogue = ReasonCatalogue(policy.reasons, policy.auth.claims.accounts is not None)
         self._employees: dict[str, Employee] = {}

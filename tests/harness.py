@@ -35,7 +35,12 @@ AUDIT_ENV = {
     "LOOKUP_PROXY_AUDIT_SIGNING_KEY": SIGNER.private_pem().decode("ascii"),
 }
 """The audit keys a proxy needs to start (the shipped policy's variable names)."""
-ENV = {"LOOKUP_PROXY_JWT_SECRET": SECRET, **AUDIT_ENV}
+KNOWN_NUMBERS_KEY = "test-known-numbers-key-0123456789-0123456789"
+ENV = {
+    "LOOKUP_PROXY_JWT_SECRET": SECRET,
+    "LOOKUP_PROXY_KNOWN_NUMBERS_KEY": KNOWN_NUMBERS_KEY,
+    **AUDIT_ENV,
+}
 
 GUARD_HEAD = """
 [upstream]

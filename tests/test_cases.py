@@ -191,6 +191,7 @@ class Outage:
     def __init__(self) -> None:
         self.out = True
         self.inner = MemoryStore()
+        self.numbers_key = self.inner.numbers_key
 
     async def execute(self, ops: list[Op]) -> list[object]:
         if self.out:

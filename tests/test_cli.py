@@ -19,7 +19,7 @@ import pytest
 
 from lookup_proxy.guard.lockouts import LockInfo
 from lookup_proxy.resilience.journal import LockJournal
-from tests.harness import AUDIT_ENV, SECRET, run_cli
+from tests.harness import AUDIT_ENV, KNOWN_NUMBERS_KEY, SECRET, run_cli
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +132,7 @@ def _serving(config: Path, extra: Sequence[str], env_extra: dict[str, str] | Non
     backend_port, proxy_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKUP_PROXY_")}
     env["LOOKUP_PROXY_JWT_SECRET"] = SECRET
+    env["LOOKUP_PROXY_KNOWN_NUMBERS_KEY"] = KNOWN_NUMBERS_KEY
     env.update(AUDIT_ENV)
     env.update(env_extra or {})
     backend = subprocess.Popen(
@@ -243,22 +244,26 @@ def test_serve_refuses_to_start_on_a_missing_secret(tmp_path: Path) -> None:
 
 
 def test_audit_keygen_prints_keys_the_proxy_accepts() -> None:
-    """``audit keygen``: export lines for a pseudonym key and a checkpoint signing key, which
-    parse as the proxy reads them; two runs never print the same keys."""
+    """``audit keygen``: export lines for a pseudonym key, a checkpoint signing key and a
+    known-numbers key, which parse as the proxy reads them; two runs never print the same
+    keys."""
     import shlex
 
     from lookup_proxy.audit.chain import Signer
     from lookup_proxy.audit.pseudonym import Pseudonymiser
+    from lookup_proxy.policy import load_policy
+    from lookup_proxy.stores import numbers_key
 
     outputs = []
     for _ in range(2):
         result = run_cli("audit", "keygen", "--config", str(SHIPPED), "--key-id", "k7")
         assert result.returncode == 0, result.stderr
         words = shlex.split(result.stdout)  # as a shell reads it: the PEM spans lines
-        assert words[::2] == ["export", "export"]
+        assert words[::2] == ["export", "export", "export"]
         environ = dict(word.split("=", 1) for word in words[1::2])
         assert Pseudonymiser.from_environ(environ, "LOOKUP_PROXY_PSEUDONYM_KEYS").key_id == "k7"
         Signer.from_environ(environ, "LOOKUP_PROXY_AUDIT_SIGNING_KEY")
+        assert numbers_key(load_policy(str(SHIPPED)).store, environ) is not None
         outputs.append(result.stdout)
     assert outputs[0] != outputs[1]
 

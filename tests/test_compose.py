@@ -370,6 +370,7 @@ def test_every_secret_the_policy_names_is_passed_to_the_proxy_and_the_exporter()
         policy["audit"]["pseudonym_keys_env"],
         policy["audit"]["signing_key_env"],
         policy["store"]["url_env"],
+        policy["store"]["known_numbers_key_env"],
     }
     for name, service in OURS.items():
         if service["command"][0] == "demo-backend":

@@ -558,6 +558,7 @@ class Recording:
     def __init__(self, inner: GuardStore) -> None:
         self.inner = inner
         self.kind = inner.kind
+        self.numbers_key = inner.numbers_key
         self.ops: list[Op] = []
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
@@ -1211,7 +1212,7 @@ async def test_peer_rules_are_judged_at_every_tenth_new_number_without_a_miss(
         flags.append(decided.flags)
         if any(op[0] in ("fields", "pick") for op in recording.ops):
             judged.append(index + 1)
-        met = [op for op in recording.ops if op[1].endswith(":known-numbers")]
+        met = [op for op in recording.ops if ":known-numbers:" in op[1]]
         assert [op[0] for op in met] == ["sight"]
     assert judged == [1, 2, 3, 4, 5, 6, 7, 8, 10, 20]
     assert flags[:10] == [()] * 10  # the tenth lookup's judgement flags the ones after it

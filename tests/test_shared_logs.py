@@ -15,6 +15,7 @@ from lookup_proxy.clock import ManualClock
 from lookup_proxy.employee import Employee
 from lookup_proxy.guard.decision import Decision
 from lookup_proxy.guard.engine import Guard
+from lookup_proxy.guard.known_numbers import key_id
 from lookup_proxy.guard.memory import MemoryStore
 from lookup_proxy.guard.primitives import GuardStore
 from lookup_proxy.guard.rules import BlockCheck, DistinctCheck, MissesCheck, SequentialCheck
@@ -198,7 +199,8 @@ async def test_rules_sharing_a_log_keep_one_key(store: GuardStore) -> None:
     own (two numbers of two of its blocks, one of the coarser rule's); only the longest
     window's rule keeps found numbers and numbers looked up. (``misses:recent`` is the
     employee's recent misses, which every misses rule screens typos with: guard/engine.py;
-    ``known-numbers`` the numbers they met, of which only new ones grow a typo budget.)"""
+    ``known-numbers:<the store key's id>`` the numbers they met, of which only new ones grow a
+    typo budget.)"""
     desk = Desk(make_policy(SHARING), store)
     desk.at(0)
     await desk.look(ALICE, number(1), found=False)
@@ -208,7 +210,7 @@ async def test_rules_sharing_a_log_keep_one_key(store: GuardStore) -> None:
     assert keys == [
         "block-coarse:01012340",
         "distinct-hour",
-        "known-numbers",
+        f"known-numbers:{key_id(store.numbers_key)}",
         "misses:recent",
         "monthly-misses:miss",
         "monthly-misses:numbers",

@@ -24,13 +24,14 @@ def _archive_dir(policy: Policy, config: str) -> Path:
 
 
 def cmd_audit_keygen(args: argparse.Namespace) -> int:
-    """New audit keys as shell ``export`` lines (for a secret store or ``eval``)."""
+    """New audit keys and the known-numbers key as shell ``export`` lines (for a secret store
+    or ``eval``)."""
     import shlex
 
     from lookup_proxy.audit.keys import new_keys
 
     policy = load_policy(args.config)
-    for variable, value in new_keys(policy.audit, args.key_id).items():
+    for variable, value in new_keys(policy, args.key_id).items():
         print(f"export {variable}={shlex.quote(value)}")
     return 0
 
@@ -150,7 +151,8 @@ def add_audit_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit archive: export, verify, search")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     keygen = audit_sub.add_parser(
-        "keygen", help="print new pseudonym and checkpoint-signing keys as export lines"
+        "keygen",
+        help="print new pseudonym, checkpoint-signing and known-numbers keys as export lines",
     )
     keygen.add_argument("--config", default=DEFAULT_POLICY, help="policy file (TOML)")
     keygen.add_argument("--key-id", default="k1", help="id of the new pseudonym key")

@@ -60,7 +60,7 @@ class Session:
             )
         self.actor = actor
         self.policy = policy
-        self.store: GuardStore = open_store(policy.store, environ)
+        self.store: GuardStore = open_store(policy.store, environ, learning=False)
         clock = SystemClock()
         self.guard = Guard(policy, self.store, clock)
         if policy.store.lock_journal is not None:

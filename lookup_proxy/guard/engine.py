@@ -105,6 +105,7 @@ class Guard:
         self.plans = Plans(self._prefix, self.checks, self.peer_tallies, self.lockouts.key)
         self.learning = Learning(
             self._prefix,
+            store.numbers_key,
             clock,
             self.plans,
             self.checks,

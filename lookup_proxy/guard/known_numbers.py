@@ -18,12 +18,26 @@ first did not know (2026-12-07). A number the filter wrongly
 calls known (a false positive: below one in a thousand for the 2,000 numbers of a busy clerk's
 eight weeks, one in fifty at 8,000) counts towards neither the misses nor the numbers, which
 shifts a share nothing. The filter holds bits, not numbers: nothing in it can be read back.
+
+**Keyed, because the insider has read the code.** A number the filter wrongly calls known is
+never counted, so an insider who could compute the filter's bits would choose such numbers: with
+the hash in the code and nothing secret in it, they could work out, from the numbers they had
+looked up themselves, which of the 80 million others their filter takes for known, and look those
+up under the walk-in reason with no share of misses ever moving (2026-12-07: about 750 such
+numbers from three weeks of a busy clerk's work, 103 records in the next fifteen working days,
+never flagged; ``bench/known_collisions.py``). So the bits come from a keyed BLAKE2b whose key
+is a secret of the store (``numbers_key``): from the environment for Redis, which every instance
+shares (``[store] known_numbers_key_env``), and made at random for a memory store, whose state
+dies with its process. Without the key the insider's chosen numbers are as good as any. A key's
+filters are kept under a name carrying its fingerprint (:func:`key_id`), so a new key starts
+empty filters instead of reading another key's bits as its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 from typing import Final
 
 from lookup_proxy.guard.primitives import BIT_SET_BITS, Batch, employee_key
@@ -42,24 +56,50 @@ KEPT: Final = 2 * GENERATION + 86_400.0
 holds nothing either generation would be asked for."""
 
 
-def offsets(number: str) -> list[int]:
-    """The filter's bits for a canonical number: :data:`HASHES` slices of one digest, each as
-    wide as a bit set's offsets (16 bits)."""
-    digest = hashlib.blake2b(number.encode(), digest_size=2 * HASHES).digest()
+KEY_BYTES: Final = 32
+"""Bytes of a filter key (BLAKE2b takes up to 64)."""
+
+SECRET_MIN: Final = 32
+"""Characters a key given in the environment must have at least (``lookup-proxy audit keygen``
+prints 64)."""
+
+
+def new_key() -> bytes:
+    """A key nobody else has: a memory store's, whose filters live and die in one process."""
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def key_from_secret(secret: str) -> bytes:
+    """The filter key for a secret from the environment (any text, the same in every instance
+    that shares the store)."""
+    return hashlib.blake2b(secret.encode(), digest_size=KEY_BYTES, person=b"lp-known-key").digest()
+
+
+def key_id(key: bytes) -> str:
+    """A fingerprint of ``key`` for the filters' key names: 32 bits, which say nothing of it."""
+    return hashlib.blake2b(key, digest_size=4, person=b"lp-known-id").hexdigest()
+
+
+def offsets(number: str, key: bytes) -> list[int]:
+    """The filter's bits for a canonical number under ``key``: :data:`HASHES` slices of one
+    keyed digest, each as wide as a bit set's offsets (16 bits)."""
+    digest = hashlib.blake2b(number.encode(), digest_size=2 * HASHES, key=key).digest()
     return [int.from_bytes(digest[2 * i : 2 * i + 2], "big") % BIT_SET_BITS for i in range(HASHES)]
 
 
 class KnownNumbers:
     """Asks, in one batch, whether a number is new to an employee (and notes it met)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, key: bytes) -> None:
         self._prefix = prefix
+        self._key = key
+        self._name = f"known-numbers:{key_id(key)}"
 
     def add_sight(self, batch: Batch, employee_id: str, number: str, now: float) -> None:
         """One primitive: the number noted in this generation's filter, and whether it was new
         to it and to the previous one. :meth:`new` reads it."""
         generation = math.floor(now / GENERATION)
-        batch.sight(self.key(employee_id), offsets(number), generation, KEPT, now)
+        batch.sight(self.key(employee_id), offsets(number, self._key), generation, KEPT, now)
 
     @staticmethod
     def new(results: list[object], at: int) -> bool:
@@ -67,4 +107,4 @@ class KnownNumbers:
         return results[at] == 1
 
     def key(self, employee_id: str) -> str:
-        return employee_key(self._prefix, employee_id, "known-numbers")
+        return employee_key(self._prefix, employee_id, self._name)

@@ -32,6 +32,7 @@ class Learning:
     def __init__(
         self,
         prefix: str,
+        numbers_key: bytes,
         clock: Clock,
         plans: Plans,
         checks: Sequence[Check],
@@ -57,7 +58,7 @@ class Learning:
         )
         """The window of the employee's recent misses (:meth:`Plans.misses_key`)."""
         self._learns = bool(peer_checks) or any(isinstance(c, MissesCheck) for c in checks)
-        self._known = KnownNumbers(prefix)
+        self._known = KnownNumbers(prefix, numbers_key)
         self._new_numbers: dict[str, int] = {}
         """Employee id → numbers new to them this guard learnt (REJUDGE_EVERY)."""
         self._lookups: dict[str, int] = {}

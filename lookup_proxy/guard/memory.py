@@ -34,6 +34,7 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from typing import Any, Final
 
+from lookup_proxy.guard.known_numbers import new_key
 from lookup_proxy.guard.primitives import (
     BIT_HEADER_BYTES,
     BIT_SET_BITS,
@@ -82,7 +83,10 @@ class MemoryStore:
 
     kind = "memory"
 
-    def __init__(self, max_keys: int = 2_000_000) -> None:
+    def __init__(self, max_keys: int = 2_000_000, numbers_key: bytes | None = None) -> None:
+        self.numbers_key = numbers_key if numbers_key is not None else new_key()
+        """The secret keying the filters of known numbers (guard/known_numbers.py): by default
+        one of this store's own, since nothing outside the process reads its state."""
         self._windows: dict[str, dict[str, float]] = {}
         """Each window's members and their scores, oldest first."""
         self._expiry: dict[str, float] = {}

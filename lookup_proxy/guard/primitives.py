@@ -205,6 +205,9 @@ class GuardStore(Protocol):
     """What the guard needs from a store: run a batch, report health, list and close."""
 
     kind: str
+    numbers_key: bytes
+    """The secret keying the employees' filters of known numbers (guard/known_numbers.py): the
+    same in every process sharing the store."""
 
     async def execute(self, ops: Sequence[Op]) -> list[Any]:
         """Results of ``ops`` in order; raises StoreUnavailable when it cannot."""

@@ -50,6 +50,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from lookup_proxy.guard.known_numbers import new_key
 from lookup_proxy.guard.primitives import (
     ADD,
     ADD_MEMBERS,
@@ -167,9 +168,14 @@ class RedisStore:
         timeout: float,
         marker: str = "lp:epoch",
         prefix: str = "lp",
+        numbers_key: bytes | None = None,
     ) -> None:
         self.client = client
         """The redis-py client, for admin tools and tests that inspect keys and TTLs."""
+        self.numbers_key = numbers_key if numbers_key is not None else new_key()
+        """The secret keying the filters of known numbers (guard/known_numbers.py): every
+        instance sharing this Redis must have the same (``open_store`` takes it from the
+        environment); without one, a key of this object's own, which no other instance shares."""
         self.marker = marker
         self.prefix = prefix
         self.scores_marker = f"{prefix}:scores"
@@ -204,6 +210,7 @@ class RedisStore:
         timeout: float,
         marker: str = "lp:epoch",
         prefix: str = "lp",
+        numbers_key: bytes | None = None,
     ) -> RedisStore:
         """A store for ``url``; connects lazily, so a Redis that is down fails on first use."""
         # One immediate retry heals a pooled connection that Redis closed (restart, idle
@@ -217,7 +224,11 @@ class RedisStore:
         }
         if cluster:
             return cls(
-                RedisCluster.from_url(url, **options), timeout=timeout, marker=marker, prefix=prefix
+                RedisCluster.from_url(url, **options),
+                timeout=timeout,
+                marker=marker,
+                prefix=prefix,
+                numbers_key=numbers_key,
             )
         watch = _Handshake()
         store = cls(
@@ -225,6 +236,7 @@ class RedisStore:
             timeout=timeout,
             marker=marker,
             prefix=prefix,
+            numbers_key=numbers_key,
         )
         watch.store = store
         return store
