@@ -15,7 +15,8 @@ who read the code; replay's key is fixed, so here that insider knows it). Each p
 (``redteam.trial.Arena``: the guard engine, memory store, event-time clock).
 
 ``python -m bench.known_collisions [--seed 1] [--rates 10,30,60] [--insider busiest]``: a scan
-of the 80 million numbers takes a few minutes in Python; an attacker's C does it in seconds.
+of the 80 million numbers takes a few minutes in Python; an attacker's C does it in well under
+a minute.
 """
 
 from __future__ import annotations
