@@ -235,7 +235,7 @@ def target(args: argparse.Namespace, kind: str, tree: Path, directory: Path, env
     else:
         argv = [
             sys.executable, "-m", "lookup_proxy", "serve",
-            "--config", str(policy_copy(directory)),
+            "--config", str(policy_copy(directory, tree / "config" / "policy.toml")),
             "--port", str(port),
             "--upstream-url", backend_url,
             "--store-kind", kind,

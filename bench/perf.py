@@ -513,9 +513,10 @@ class Setup:
     workers: int = 1
 
 
-def policy_copy(directory: Path) -> Path:
-    """The shipped policy, open around the clock (as tests/test_cli.py's ``open_all_day``)."""
-    text = SHIPPED.read_text(encoding="utf-8")
+def policy_copy(directory: Path, shipped: Path = SHIPPED) -> Path:
+    """The shipped policy, open around the clock (as tests/test_cli.py's ``open_all_day``);
+    ``shipped``: another checkout's, for its own build (``bench/instructions.py --against``)."""
+    text = shipped.read_text(encoding="utf-8")
     opening = 'open = "09:30"\nclose = "21:30"'
     if opening not in text:
         raise SystemExit("the shipped [hours] changed; update bench/perf.py's policy_copy")
