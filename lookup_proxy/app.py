@@ -240,7 +240,8 @@ class Proxy:
             except Refusal as refusal:
                 withheld = LEARNED_AS_FOUND.get(refusal.cause)
                 if withheld is not None:  # a record withheld for its account: still an outcome
-                    self._learn(guard, lookup, found=withheld)  # learn (lookup_proxy/accounts.py)
+                    # learn (lookup_proxy/accounts.py)
+                    self._learn(guard, lookup, found=withheld, withheld=True)
                 raise
             self.metrics.upstream_timed(label).observe(time.perf_counter() - upstream_started)
             entry.status = entry.upstream_status = forwarded.status
@@ -303,9 +304,11 @@ class Proxy:
                 "Try again in a few seconds; if it persists, call the help desk."
             ) from None
 
-    def _learn(self, guard: Guard, lookup: Lookup, *, found: bool) -> None:
+    def _learn(self, guard: Guard, lookup: Lookup, *, found: bool, withheld: bool = False) -> None:
         """Teach the guard that decided the outcome, after the terminal has its answer."""
-        task = asyncio.get_running_loop().create_task(self._learn_now(guard, lookup, found))
+        task = asyncio.get_running_loop().create_task(
+            self._learn_now(guard, lookup, found, withheld)
+        )
         self._learning.add(task)
         task.add_done_callback(self._learning.discard)
 
@@ -314,9 +317,9 @@ class Proxy:
         while self._learning:
             await asyncio.wait(set(self._learning))
 
-    async def _learn_now(self, guard: Guard, lookup: Lookup, found: bool) -> None:
+    async def _learn_now(self, guard: Guard, lookup: Lookup, found: bool, withheld: bool) -> None:
         try:
-            locked = await self.failover.learn(guard, lookup, found)
+            locked = await self.failover.learn(guard, lookup, found, withheld)
         except (Refusal, StoreUnavailable):
             log.warning(
                 "outcome not recorded: store unavailable",

@@ -559,7 +559,7 @@ class Replayer:
             withheld = self._withheld(row, reason) if found else None
             if withheld is not None:
                 found = LEARNED_AS_FOUND[withheld]
-            learnt = await self.guard.learn(lookup, found)
+            learnt = await self.guard.learn(lookup, found, withheld is not None)
             if learnt:
                 self._tally_locks(row, learnt, summary)
             if withheld is not None:

@@ -278,6 +278,46 @@ async def test_a_reference_s_mismatches_count_as_misses_and_business_lines_do_no
     assert causes == [(403, "urn:lookup-proxy:problem:business-line")] * 4
 
 
+# Misses refused once they reach half of the numbers new to the clerk (and pass two).
+MISSES_SHARE = """
+[[rules]]
+name = "misses-share"
+kind = "misses"
+window = "1d"
+limit = 2
+ratio = 0.5
+"""
+
+
+async def test_business_lines_withheld_from_a_clerk_do_not_pad_their_share_of_misses(
+    backend: str, client: aiohttp.ClientSession
+) -> None:
+    """Four business lines withheld from a clerk disclosed nothing, so they count among none
+    of the clerk's numbers (``Guard.learn``'s ``withheld``): after three misses, all that is
+    new to them, the next lookup is refused, as with no lines at all. Four customers' records
+    disclosed to another clerk are four numbers, and after the same misses it passes."""
+    p = accounts_policy(backend, MISSES_SHARE)
+    nobody = BASE.find_non_customers(6)
+    customers = BASE.find_customers(6)
+    padding = {"E9": [OURS.line(i) for i in range(4)], "E8": customers[:4]}
+    misses = {"E9": [*nobody[:3], customers[4]], "E8": [*nobody[3:], customers[5]]}
+    answers: dict[str, list[tuple[int, str]]] = {}
+    async with running_proxy(p) as (url, proxy):
+        for employee, numbers in padding.items():
+            sent = {**ask(p, "BILLING_INQUIRY"), "Authorization": f"Bearer {token(p, employee)}"}
+            answers[employee] = []
+            for number in [*numbers, *misses[employee]]:
+                async with client.get(f"{url}/customers/{number}", headers=sent) as r:
+                    body = await r.json(content_type=None)
+                    answers[employee].append((r.status, body.get("rule") or body.get("type", "")))
+                await proxy.guard_idle()
+    withheld = (403, "urn:lookup-proxy:problem:business-line")
+    assert answers["E9"][:4] == [withheld] * 4
+    assert [status for status, _ in answers["E9"][4:7]] == [404] * 3
+    assert answers["E9"][7] == (403, "misses-share")
+    assert [status for status, _ in answers["E8"]] == [200] * 4 + [404] * 3 + [200]
+
+
 async def test_a_not_found_answer_passes_as_it_came(
     backend: str, client: aiohttp.ClientSession
 ) -> None:

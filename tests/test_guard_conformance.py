@@ -70,12 +70,14 @@ class Desk:
         reason: str = "BILLING_INQUIRY",
         *,
         found: bool | None = None,
+        withheld: bool = False,
     ) -> Decision:
-        """Decide a lookup and, when allowed and an outcome is given, learn it."""
+        """Decide a lookup and, when allowed and an outcome is given, learn it (``withheld``:
+        a record ``[accounts]`` kept from the employee)."""
         lookup = Lookup(f"req-{next(self._ids)}", employee, reason, number)
         decision = await self.guard.decide(lookup)
         if decision.allowed and found is not None:
-            await self.guard.learn(lookup, found)
+            await self.guard.learn(lookup, found, withheld)
         return decision
 
     async def allowed(
@@ -500,6 +502,25 @@ async def test_a_ratio_counts_only_found_numbers_new_to_the_employee(store: Guar
             await desk.look(employee, number(index * 97, base=1099990000), found=False)
     assert await desk.allowed(ALICE, [FAR[7]]) == [True]
     assert await desk.allowed(BOB, [FAR[7]]) == [False]
+
+
+async def test_a_found_record_withheld_for_its_account_counts_among_no_numbers(
+    store: GuardStore,
+) -> None:
+    """Padding with business lines: four lines new to Alice whose records ``[accounts]``
+    withheld (she learnt nothing) are no misses, but count nothing towards the share either,
+    so her three misses are refused; the same four disclosed to Bob dilute his. (Until
+    2026-12-07, latest, a withheld line counted as a found number new to the employee.)"""
+    desk = Desk(make_policy(MISS_RATIO), store)
+    for employee, start, withheld in ((ALICE, 0, True), (BOB, 100, False)):
+        for index in range(4):
+            desk.at(start + index)
+            await desk.look(employee, FAR[index], found=True, withheld=withheld)
+        for index in range(3):
+            desk.at(start + 10 + index)
+            await desk.look(employee, number(index * 97, base=1099990000), found=False)
+    assert await desk.allowed(ALICE, [FAR[7]]) == [False]
+    assert await desk.allowed(BOB, [FAR[7]]) == [True]
 
 
 TYPOS = """

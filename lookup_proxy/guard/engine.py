@@ -390,11 +390,13 @@ class Guard:
 
     # -- learn -------------------------------------------------------------------------------
 
-    async def learn(self, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
-        """Record the backend's answer for an allowed lookup (``learning.py``); the lockouts
-        this made (employee, rule): a peer rule that locks, or an escalation its flag
-        completed; usually none."""
-        return await self.learning.learn(lookup, found)
+    async def learn(
+        self, lookup: Lookup, found: bool, withheld: bool = False
+    ) -> tuple[tuple[str, str], ...]:
+        """Record the backend's answer for an allowed lookup (``learning.py``; ``withheld``: a
+        record ``[accounts]`` kept from the employee); the lockouts this made (employee, rule):
+        a peer rule that locks, or an escalation its flag completed; usually none."""
+        return await self.learning.learn(lookup, found, withheld)
 
     async def _escalate(
         self, employee_id: str, rules: Sequence[str], now: float

@@ -68,11 +68,20 @@ class Learning:
         """Employee id → peer group (tag) → when this guard last counted a number of theirs
         there (:meth:`_elsewhere`)."""
 
-    async def learn(self, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
+    async def learn(
+        self, lookup: Lookup, found: bool, withheld: bool = False
+    ) -> tuple[tuple[str, str], ...]:
         """Record the backend's answer for an allowed lookup: misses rules, bounded typo
         forgiveness, and the peer tallies (a peer rule is judged when its metric moves).
         Returns the lockouts this made (employee, rule): a peer rule that locks, or an
-        escalation its flag completed; usually none."""
+        escalation its flag completed; usually none.
+
+        ``withheld``: ``[accounts]`` kept the record from the employee. A withheld record that
+        was found (a business line under a reason that may not see it) is no miss, but it
+        counts among none of the employee's numbers either, as a number they knew would not:
+        it disclosed nothing, and a found number that costs nothing would be padding (every
+        business's lines, looked up at will, would dilute the probes' share of misses and grow
+        the typo budgets). A withheld miss (a reference's mismatch) counts as any miss."""
         if not self._learns:
             return ()
         employee = lookup.employee
@@ -94,7 +103,7 @@ class Learning:
         if not found and layout.misses:
             batch.note(plan.misses_key, now, lookup.number, self._typo_window, RECENT_MISSES_CAP)
         seen_at = batch.size()
-        knows = counts_new or bool(peers)
+        knows = (counts_new or bool(peers)) and not (found and withheld)
         if knows:
             self._known.add_sight(batch, employee.id, lookup.number, now)
         results = await self._execute(batch)

@@ -126,13 +126,15 @@ class Failover:
             raise _refusal()
         return await local.decide(lookup), local
 
-    async def learn(self, guard: Guard, lookup: Lookup, found: bool) -> tuple[tuple[str, str], ...]:
+    async def learn(
+        self, guard: Guard, lookup: Lookup, found: bool, withheld: bool = False
+    ) -> tuple[tuple[str, str], ...]:
         """The lockouts learning made (see :meth:`Guard.learn`)."""
         on_shared = guard.store is self.shared.store  # any policy generation's shared guard
         if on_shared and self.mode != "shared":
             return ()  # the shared guard is out; its outcome cannot be stored, nor counted twice
         try:
-            return await guard.learn(lookup, found)
+            return await guard.learn(lookup, found, withheld)
         except Refusal as refusal:
             if on_shared and refusal.cause == UNAVAILABLE:
                 await self._failed()
