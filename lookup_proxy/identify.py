@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ _WRONG_AUDIENCE = f"Your sign-in is meant for a different system. {_CALL_HELP}"
 _NO_EMPLOYEE = f"Your sign-in does not say who you are. {_CALL_HELP}"
 _NO_STORE = f"Your sign-in does not say which store you work at. {_CALL_HELP}"
 _BAD_REGION = f"Your sign-in has an unreadable region. {_CALL_HELP}"
+_NOT_CANONICAL = (
+    "Your sign-in spells your employee id, store or region unusually (spaces around it, or "
+    f"look-alike characters such as full-width letters). {_CALL_HELP}"
+)
 _BAD_ROLES = f"Your sign-in has an unreadable list of roles. {_CALL_HELP}"
 _BAD_ACCOUNTS = f"Your sign-in has an unreadable list of business accounts. {_CALL_HELP}"
 _BAD_TIMES = f"Your sign-in has unreadable validity times. {_CALL_HELP}"
@@ -461,6 +466,18 @@ def _required_text(value: object, detail: str) -> str:
     text = _text(value)
     if text is None:
         raise _claims(detail)
+    return _canonical(text)
+
+
+def _canonical(text: str) -> str:
+    """``text`` when it is an identifier spelt one way only: the guard counts employees,
+    stores and regions by these strings exactly, so ``E7 `` or a full-width ``Ｅ7`` would be
+    another employee than ``E7``, with counters of their own. An identity provider that lets a
+    sign-in choose among such spellings would hand an insider fresh counters; refused (a 401),
+    never folded, since folding would merge what the provider keeps apart. Case is the
+    provider's to keep stable (README: "What the guard takes on trust")."""
+    if text != text.strip() or unicodedata.normalize("NFKC", text) != text:
+        raise _claims(_NOT_CANONICAL)
     return text
 
 
@@ -470,7 +487,7 @@ def _region(value: object) -> str | None:
     text = _text(value)
     if text is None:
         raise _claims(_BAD_REGION)
-    return text
+    return _canonical(text)
 
 
 def _roles(value: object) -> frozenset[str]:

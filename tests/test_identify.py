@@ -409,6 +409,25 @@ def test_missing_or_unusable_employee_or_store_refused(claim: str, value: object
     assert refusal.cause == "token-claims"
 
 
+@pytest.mark.parametrize("claim", ["sub", "store", "region"])
+@pytest.mark.parametrize("value", [" E1", "E1 ", "\uff251", "E\u00b9", "E\ufb01"])
+def test_an_identifier_spelt_unusually_is_refused(claim: str, value: str) -> None:
+    """Employee, store and region key the guard's counters exactly as they come, so a
+    spelling with spaces around it or look-alike characters (full-width, a superscript, a
+    ligature: anything NFKC would change) would be another employee, store or region with
+    counters of its own: refused, telling the clerk why; the ordinary spelling passes."""
+    clock = ManualClock()
+    claims = _claims(clock)
+    claims[claim] = value
+    refusal = _refusal(_verifier(clock), f"Bearer {_hs(claims)}")
+    assert refusal.cause == "token-claims" and "unusually" in refusal.detail
+    claims[claim] = "E1" if claim == "sub" else "강남-01"
+    employee = _verifier(clock).verify(f"Bearer {_hs(claims)}")
+    assert {"sub": employee.id, "store": employee.store, "region": employee.region}[claim] == (
+        claims[claim]
+    )
+
+
 @pytest.mark.parametrize("roles", [5, {"clerk": True}, ["clerk", 3], [["clerk"]]])
 def test_roles_of_the_wrong_type_refused(roles: object) -> None:
     """A roles claim that is neither a list of strings nor a string is refused."""
