@@ -293,7 +293,8 @@ class AuditMetrics:
         self.write_errors = Counter(
             "lookup_proxy_audit_write_errors_total",
             "Failed attempts to make audit records durable, by sink (records are kept and "
-            "retried; a lookup whose own record cannot be written is refused).",
+            "retried, a failed sync of the archive file is tried again at the next interval; a "
+            "lookup whose own record cannot be written is refused).",
             ["sink"],
             registry=registry,
         )

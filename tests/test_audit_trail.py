@@ -4,9 +4,12 @@ attempt and its outcome, pseudonymised, chained, signed, and durable before it m
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
 import json
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from redis.asyncio import Redis
 from lookup_proxy.audit.chain import GENESIS, Verifier, record_hash
 from lookup_proxy.audit.export import records_of
 from lookup_proxy.audit.pseudonym import Pseudonymiser
-from lookup_proxy.audit.trail import AuditTrail, AuditUnavailable, stream_key
+from lookup_proxy.audit.trail import ArchiveFile, AuditTrail, AuditUnavailable, stream_key
 from lookup_proxy.clock import ManualClock
 from lookup_proxy.customers import CustomerBase
 from lookup_proxy.employee import Employee
@@ -240,7 +243,7 @@ async def test_an_archive_that_cannot_be_written_refuses_lookups_before_they_are
     assert body["type"] == "urn:lookup-proxy:problem:audit-unavailable"
 
 
-def _file_trail(directory: Path) -> AuditTrail:
+def _file_trail(directory: Path, registry: CollectorRegistry | None = None) -> AuditTrail:
     return AuditTrail(
         Audit(),
         directory=directory,
@@ -248,7 +251,7 @@ def _file_trail(directory: Path) -> AuditTrail:
         pseudonyms=Pseudonymiser([("k1", b"k" * 32)]),
         clock=ManualClock(time.time()),
         policy_hash="p",
-        metrics=AuditMetrics(CollectorRegistry()),
+        metrics=AuditMetrics(registry or CollectorRegistry()),
     )
 
 
@@ -286,6 +289,108 @@ async def test_a_staged_record_no_sink_takes_refuses_its_lookup_and_is_kept(
     [archived] = blocked.glob("audit-*.jsonl")
     assert archived.read_bytes().splitlines() == lines
     trail.file.close()
+
+
+DAY = 1_790_000_000.0  # 2026-09-21 UTC, mid-day
+
+
+def test_the_archive_file_syncs_to_disk_off_the_writer_s_thread(tmp_path: Path) -> None:
+    """fsync(2) took the event loop with it for as long as the disk took, every
+    ``fsync_interval``: it runs on the file's own thread, and the writer goes on meanwhile."""
+    started, release = threading.Event(), threading.Event()
+    synced: list[tuple[int, str]] = []
+
+    def slow_disk(fd: int) -> None:
+        started.set()
+        assert release.wait(10), "the test never let the disk finish"
+        synced.append((fd, threading.current_thread().name))
+
+    archive = ArchiveFile(tmp_path, "w1", 0.0, fsync=slow_disk)
+    archive.write([b'{"seq":1}\n'], DAY)  # due at once: fsync_interval 0
+    assert started.wait(10)  # the disk is busy with it, and the write has returned
+    archive.write([b'{"seq":2}\n'], DAY + 0.5)  # one sync at a time: this one waits its turn
+    assert synced == []
+    release.set()
+    archive.close()  # waits for the flusher: its fsync, then the day's sync and close
+    assert [name.startswith("audit-fsync") for _, name in synced] == [True, True]
+    assert threading.current_thread().name not in {name for _, name in synced}
+    [written] = tmp_path.glob("audit-*.w1.jsonl")
+    assert written.read_bytes() == b'{"seq":1}\n{"seq":2}\n'
+
+
+def test_a_day_s_file_is_synced_before_it_is_closed_and_the_next_one_is_written(
+    tmp_path: Path,
+) -> None:
+    """At midnight UTC the day's file is handed to the flusher (synced, then closed, after
+    whatever it still had to do) and the new day's lines go to a file of their own."""
+    calls: list[tuple[str, int]] = []
+
+    def disk(fd: int) -> None:
+        os.fstat(fd)  # still open: the close comes after the sync
+        calls.append(("fsync", fd))
+
+    archive = ArchiveFile(tmp_path, "w1", 3600.0, fsync=disk)
+    archive.write([b"a\n"], DAY)
+    archive.write([b"b\n"], DAY + 86_400)
+    archive.close()
+    first, second = calls[0][1], calls[-1][1]
+    fds = [fd for _, fd in calls]
+    # The old day's syncs (its interval's, then the one before its close) all come before
+    # anything of the new day's; every sync found its file still open (``disk``).
+    assert first != second and set(fds) == {first, second}
+    assert fds == sorted(fds, key=lambda fd: fd == second)
+    assert sorted(path.read_bytes() for path in tmp_path.glob("audit-*.w1.jsonl")) == [
+        b"a\n",
+        b"b\n",
+    ]
+
+
+def test_a_failed_fsync_is_reported_and_the_next_interval_tries_again(tmp_path: Path) -> None:
+    """The disk refused a sync (EIO): the error reaches ``on_error`` (the trail counts it in
+    ``lookup_proxy_audit_write_errors_total{sink="file"}`` and logs it), the lines stay
+    written, and the next interval's sync is tried."""
+    failures: list[OSError] = []
+    attempts: list[int] = []
+
+    def failing_once(fd: int) -> None:
+        attempts.append(fd)
+        if len(attempts) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+
+    archive = ArchiveFile(tmp_path, "w1", 1.0, on_error=failures.append, fsync=failing_once)
+    archive.write([b"a\n"], DAY)
+    archive.close()  # drains the flusher; a new one starts with the next write
+    archive.write([b"b\n"], DAY + 2)
+    archive.close()
+    assert [failure.errno for failure in failures] == [errno.EIO]
+    assert len(attempts) == 4  # first write's sync (failed), close's, second write's, close's
+    [written] = tmp_path.glob("audit-*.w1.jsonl")
+    assert written.read_bytes() == b"a\nb\n"
+
+
+async def test_the_trail_counts_and_logs_a_failed_sync(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the trail does with a sync the disk refused: a write error of the file sink, and an
+    error line naming it without a traceback (a disk error is no bug of ours)."""
+    registry = CollectorRegistry()
+    trail = _file_trail(tmp_path / "archive", registry)
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    trail.file._fsync = failing  # the disk fails; everything else is the trail's own
+    with caplog.at_level("ERROR", logger="lookup_proxy.audit"):
+        trail.write("admin", {"action": "unlock"})
+        await trail.flush()
+        trail.file.close()  # waits for the flusher's syncs
+    lines = [r for r in caplog.records if "synced" in r.getMessage()]
+    assert lines and all(r.exc_info is None for r in lines)
+    assert lines[0].__dict__["error"] == "Input/output error"
+    errors = registry.get_sample_value("lookup_proxy_audit_write_errors_total", {"sink": "file"})
+    assert errors == len(lines)
+    [written] = (tmp_path / "archive").glob("audit-*.jsonl")
+    assert b'"action":"unlock"' in written.read_bytes()
 
 
 def test_the_proxy_refuses_to_start_without_its_audit_keys(backend: str) -> None:

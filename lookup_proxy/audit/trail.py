@@ -7,8 +7,10 @@ same round trip, and one that did not is refused anyway. Everything else (outcom
 before the guard, admin actions, checkpoints) is queued and flushed in one batch per event-loop
 turn, off the terminal's wait. With the memory store, or whenever Redis cannot take a record,
 lines go to this writer's own archive file (``audit-<day>.<chain>.jsonl``), one write(2) a turn
-for all its records, and are fsynced at least every ``fsync_interval``; a lookup's own record
-travels in that same batch, and the lookup waits for it (:meth:`AuditTrail.stage`) before it is
+for all its records, and are fsynced at least every ``fsync_interval`` on a thread of their own
+(on the event loop's, ``fsync(2)`` stopped every lookup for as long as the disk took); a
+lookup's own record travels in that same batch, and the lookup waits for it
+(:meth:`AuditTrail.stage`: written to the operating system, not yet synced) before it is
 forwarded. A lookup whose own record cannot be written anywhere is not forwarded (503
 ``audit-unavailable``); a record that cannot be written yet is kept and retried, never
 dropped.
@@ -22,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +60,24 @@ def stream_key(prefix: str) -> str:
 
 
 class ArchiveFile:
-    """This writer's own append-only file in the archive directory, one per UTC day."""
+    """This writer's own append-only file in the archive directory, one per UTC day.
 
-    def __init__(self, directory: Path, chain_id: str, fsync_interval: float) -> None:
+    Lines are written on the caller's thread (a lookup waits for its record to reach the
+    operating system); ``fsync(2)`` and closing a day's file run in order on one thread of the
+    file's own (``flusher``), so the event loop never waits for the disk: on a cloud volume an
+    fsync takes milliseconds, at times far more, and every lookup in flight would wait with it
+    (bench/bench_stalls.py). A failed fsync is reported to ``on_error``; the lines were written,
+    and the next interval tries again."""
+
+    def __init__(
+        self,
+        directory: Path,
+        chain_id: str,
+        fsync_interval: float,
+        *,
+        on_error: Callable[[OSError], None] | None = None,
+        fsync: Callable[[int], None] = os.fsync,
+    ) -> None:
         self.directory = directory
         self.chain_id = chain_id
         self.fsync_interval = fsync_interval
@@ -67,6 +85,10 @@ class ArchiveFile:
         self._day = ""
         self._synced = 0.0
         self._dirty = False
+        self._on_error = on_error
+        self._fsync = fsync
+        self._flusher: ThreadPoolExecutor | None = None
+        self._syncing: Future[None] | None = None
 
     def path_for(self, day: str) -> Path:
         return self.directory / f"audit-{day}.{self.chain_id}.jsonl"
@@ -86,25 +108,51 @@ class ArchiveFile:
             self.sync(now)
 
     def _open(self, day: str) -> None:
-        self.close()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(
+        fd = os.open(
             self.path_for(day), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
         )
+        if self._fd is not None:  # the day's file before: synced and closed after its writes
+            self._syncing = self._submit(self._sync_and_close, self._fd)
+        self._fd = fd
         self._day = day
+        self._dirty = False
 
     def sync(self, now: float) -> None:
+        """Have what was written reach the disk, off the caller's thread; one fsync at a time
+        (a slow disk gets the next one when this one is done)."""
         if self._fd is not None and self._dirty:
-            os.fsync(self._fd)
+            if self._syncing is not None and not self._syncing.done():
+                return
             self._dirty = False
+            self._syncing = self._submit(self._fsync_now, self._fd)
         self._synced = now
 
     def close(self) -> None:
+        """Sync and close the file, waiting for the flusher's work to be done."""
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.fsync(self._fd)
-            os.close(self._fd)
+            self._submit(self._sync_and_close, self._fd)
             self._fd = None
+        if self._flusher is not None:
+            self._flusher.shutdown(wait=True)
+            self._flusher = None
+            self._syncing = None
+
+    def _submit(self, work: Callable[[int], None], fd: int) -> Future[None]:
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-fsync")
+        return self._flusher.submit(work, fd)
+
+    def _fsync_now(self, fd: int) -> None:
+        try:
+            self._fsync(fd)
+        except OSError as exc:
+            if self._on_error is not None:
+                self._on_error(exc)
+
+    def _sync_and_close(self, fd: int) -> None:
+        self._fsync_now(fd)
+        os.close(fd)
 
 
 class AuditUnavailable(Exception):
@@ -139,7 +187,9 @@ class AuditTrail:
             every=config.checkpoint_every,
             interval=config.checkpoint_interval,
         )
-        self.file = ArchiveFile(directory, self.chain.chain_id, config.fsync_interval)
+        self.file = ArchiveFile(
+            directory, self.chain.chain_id, config.fsync_interval, on_error=self._sync_failed
+        )
         self.store = store
         """With a shared store (Redis), records go to its stream; else to the file."""
         self.stream = stream_key(key_prefix) if store is not None else None
@@ -305,6 +355,14 @@ class AuditTrail:
             self.metrics.recorded(kind, "file").inc()
         return True
 
+    def _sync_failed(self, exc: OSError) -> None:
+        """The flusher's fsync failed (its thread): counted and logged, without a traceback."""
+        self.metrics.write_errors.labels(sink="file").inc()
+        log.error(
+            "audit archive file could not be synced to disk",
+            extra={"error": exc.strerror or str(exc)},
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -319,8 +377,7 @@ class AuditTrail:
                 self._checkpoint()
             if self._pending:
                 await self.flush()
-            with contextlib.suppress(OSError):
-                self.file.sync(self.clock.now())
+            self.file.sync(self.clock.now())  # on the file's own thread
 
     async def close(self) -> int:
         """Seal the chain with a final checkpoint and make everything durable; the number of
