@@ -233,11 +233,30 @@ def store_roundtrips(port: int) -> float:
     )
 
 
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text: str = answer.read().decode()
+    return text
+
+
+def loop_lag(port: int) -> tuple[int, float, float]:
+    """The proxy's event-loop lag samples since it started serving (``loop_lag.py``): how many,
+    and the bucket bounds under which the 99th percentile and the longest fell."""
+    buckets: list[tuple[float, float]] = []
+    for line in _metrics(port).splitlines():
+        if line.startswith("lookup_proxy_event_loop_lag_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    count = max((c for _, c in buckets), default=0.0)
+    p99 = min((b for b, c in buckets if c >= 0.99 * count), default=0.0)
+    worst = min((b for b, c in buckets if c >= count), default=0.0)
+    return int(count), p99, worst
+
+
 def gc_pauses(port: int) -> dict[str, tuple[int, float, float]]:
     """Per GC generation since the proxy started serving: (pauses, mean seconds, the bucket
     bound under which the longest fell), from its ``lookup_proxy_gc_pause_seconds``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
+    text = _metrics(port)
     buckets: dict[str, list[tuple[float, float]]] = {}
     counts: dict[str, float] = {}
     sums: dict[str, float] = {}
@@ -496,6 +515,8 @@ class Round:
     redis: dict[str, Any] | None = None
     gc: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     """GC pauses by generation over the round (lookup-proxy only): count, mean, worst bound."""
+    lag: tuple[int, float, float] | None = None
+    """Event-loop lag samples over the round (lookup-proxy only): count, p99 and longest bound."""
 
 
 @dataclass
@@ -585,9 +606,18 @@ def measure(setup: Setup, target: str, round_: int, bare: Process) -> Round:
                 open_loop(url, rate, args.duration, setup.tokens, setup.numbers, seed)
             )
         pauses = gc_pauses(port) if process is not None else {}
+        lag = loop_lag(port) if process is not None else None
     rate = done / (wrk["duration_us"] / 1e6)
     return Round(
-        target, rate, wrk, cpu / done * 1e6, backend_cpu / done * 1e6, opened, redis_stats, pauses
+        target,
+        rate,
+        wrk,
+        cpu / done * 1e6,
+        backend_cpu / done * 1e6,
+        opened,
+        redis_stats,
+        pauses,
+        lag,
     )
 
 
@@ -674,13 +704,21 @@ def gc_table(by: dict[str, list[Round]], names: dict[str, str]) -> None:
     print("GC pauses over each round (saturation and open loop), by generation: count, mean, ")
     print("and the bucket the longest fell under.")
     print()
-    print("| target | round | gen 0 | gen 1 | gen 2 |")
-    print("|---|---:|---|---|---|")
+    print("Event-loop lag (loop_lag.py: how late a probe due every 0.1 s ran, whatever paused the")
+    print("loop): samples, and the bucket under which their 99th percentile and the longest fell.")
+    print()
+    print("| target | round | gen 0 | gen 1 | gen 2 | event-loop lag |")
+    print("|---|---:|---|---|---|---|")
     for t, n, r in rows:
         cells = []
         for generation in ("0", "1", "2"):
             count, mean, worst = r.gc.get(generation, (0, 0.0, 0.0))
             cells.append(f"{count} × {mean * 1000:.2f} ms, ≤ {worst * 1000:g} ms" if count else "0")
+        if r.lag is not None:
+            samples, p99, longest = r.lag
+            cells.append(f"{samples}: p99 ≤ {p99 * 1000:g} ms, longest ≤ {longest * 1000:g} ms")
+        else:
+            cells.append("-")
         print(f"| {names[t]} | {n} | {' | '.join(cells)} |")
 
 

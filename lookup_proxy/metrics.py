@@ -220,6 +220,13 @@ class ProxyMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=registry,
         )
+        self.loop_lag = Histogram(
+            "lookup_proxy_event_loop_lag_seconds",
+            "How late the event loop ran a probe due every 0.1 s: what a lookup arriving then "
+            "waited for the loop, whatever paused it (loop_lag.py); lookup-proxy serve only.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
         self.counted = Children(self.requests)
         self.refused = Children(self.refusals)
         self.timed = Children(self.request_latency)

@@ -193,13 +193,27 @@ def minted() -> str:
     ).stdout.strip()
 
 
+def _eventually_sampled(url: str, series: str) -> bool:
+    """Whether ``series`` (a count) rises above 0 in /metrics within ten seconds."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as metrics:
+            for line in metrics.read().decode().splitlines():
+                if line.startswith(series + " ") and float(line.split()[-1]) > 0:
+                    return True
+        time.sleep(0.1)
+    return False
+
+
 def test_serve_answers_a_token_holder_and_refuses_everyone_else() -> None:
     """The README flow: a minted token and a reason get a record; no token gets a 401 problem.
-    (Serving also tunes garbage collection: its pauses are timed in /metrics.)"""
+    (Serving also tunes garbage collection, its pauses timed in /metrics, and samples how late
+    the event loop runs: loop_lag.py.)"""
     with serving_processes() as url:
         assert b'"number": "01020000007"' in lookup(url, minted())
         with urllib.request.urlopen(f"{url}/metrics", timeout=5) as metrics:
             assert b'lookup_proxy_gc_pause_seconds_count{generation="2"}' in metrics.read()
+        assert _eventually_sampled(url, "lookup_proxy_event_loop_lag_seconds_count")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/customers/010-2000-0007", timeout=5)
     with refused.value:

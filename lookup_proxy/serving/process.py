@@ -45,6 +45,7 @@ async def serve(
     from lookup_proxy.app import build_app
     from lookup_proxy.gc_tuning import tune_for_serving
     from lookup_proxy.http_edge import listening
+    from lookup_proxy.loop_lag import LagProbe
     from lookup_proxy.middleware import PROXY
 
     host, port = options.address(policy)
@@ -77,6 +78,9 @@ async def serve(
         tune_for_serving(proxy.metrics.gc_pauses)  # started: what exists now lives on
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        lag = LagProbe(proxy.metrics.loop_lag)
+        lag.start(loop)
+        running.callback(lag.stop)
         stopping = (signal.SIGTERM,) if worker is not None else (signal.SIGINT, signal.SIGTERM)
         for sig in stopping:
             loop.add_signal_handler(sig, stop.set)
