@@ -696,7 +696,8 @@ def open_loop_table(by: dict[str, list[Round]], names: dict[str, str], rate: flo
 
 def gc_table(by: dict[str, list[Round]], names: dict[str, str]) -> None:
     """GC pauses per generation in each lookup-proxy round (serve freezes its start-up objects
-    and raises the thresholds: gc_tuning.py)."""
+    and raises the thresholds: gc_tuning.py), and the event loop's lag over it (loop_lag.py:
+    every pause, the collector's or not)."""
     rows = [(t, n, r) for t, rs in by.items() for n, r in enumerate(rs, 1) if r.gc]
     if not rows:
         return
