@@ -285,7 +285,89 @@ def test_rules_over_the_same_peers_share_one_tally_read_for_the_longest_window()
     assert [op[1] for op in again.ops] == ["lp:{s:gangnam}:peers:86400:10"]
     today = tally_of({"p1": (1, 1, 0)})
     assert tally.totals(week, "s:gangnam", now, [today])["p1"] == [121, 48, 1201, 0]
-    assert tally.add_reads(Batch(), "s:gangnam", now + 86_400, [week]) == 7  # a new day
+    # A new day: the bucket that has just closed and the open one; the week's sums move on.
+    tomorrow = Batch()
+    assert tally.add_reads(tomorrow, "s:gangnam", now + 86_400, [three_days, week]) == 2
+    assert [op[1] for op in tomorrow.ops] == [f"lp:{{s:gangnam}}:peers:86400:{d}" for d in (10, 11)]
+    closing = tally_of({**PEERS, "p9": (5, 1, 0)})
+    moved = tally.totals(week, "s:gangnam", now + 86_400, [closing, today])
+    afresh = PeerTally("lp", [three_days, week]).totals(
+        week, "s:gangnam", now + 86_400, [day] * 5 + [closing, today]
+    )
+    assert moved == afresh and moved["p9"] == [1, 0, 5, 0]
+
+
+class Days:
+    """A group's tally buckets over many days, as a store keeps them: bucket → flat fields."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.buckets: dict[int, list[Any]] = {}
+
+    def fill(self, bucket: int) -> None:
+        """A day of some of 30 clerks (who comes and goes), a typo forgiven across midnight
+        now and then (a miss taken back in the next bucket: a negative count)."""
+        flat: list[Any] = []
+        for n in range(30):
+            if self.rng.random() < 0.3:
+                continue
+            who = f"c{n}"
+            if self.rng.random() < 0.05:
+                flat += [f"{who}|m", -1, f"{who}|t", 1]
+                continue
+            outcomes = self.rng.randint(1, 200)
+            flat += [f"{who}|o", outcomes, f"{who}|m", self.rng.randint(0, outcomes // 5)]
+            if self.rng.random() < 0.5:
+                flat += [f"{who}|t", self.rng.randint(0, 3), f"{who}|l", 10 * outcomes]
+        self.buckets[bucket] = flat
+
+    def read(self, batch: Batch) -> list[list[Any]]:
+        """What a store answers for the ``fields`` a batch asked for."""
+        return [self.buckets.get(int(op[1].rsplit(":", 1)[1]), []) for op in batch.ops]
+
+
+def test_sums_moved_on_bucket_by_bucket_are_the_sums_added_up_afresh() -> None:
+    """Judged every day, some days skipped, a tally reads the bucket that has just closed and
+    the open one (more after a day without a judgement), and every window's sums and every
+    cusum rule's days are what a tally reading each whole window finds."""
+    checks = [
+        PeerCheck(rule(name="two", window="2d")),
+        PeerCheck(rule(name="four", window="4d")),
+        PeerCheck(rule(name="week", window="7d")),
+        PeerCheck(rule(name="month", window="28d")),
+        cusum(name="daily", window="7d"),
+    ]
+    tally = PeerTally("lp", checks)
+    store = Days(seed=5)
+    widths: list[int] = []
+    for day in range(100, 190):
+        now = day * 86_400.0 + 3_600
+        store.fill(day)
+        if day % 9 == 4:
+            continue  # nobody of the group judged that day
+        batch = Batch()
+        widths.append(tally.add_reads(batch, "r:a", now, checks))
+        reads = store.read(batch)
+        afresh = PeerTally("lp", checks)
+        whole = Batch()
+        assert afresh.add_reads(whole, "r:a", now, checks) == 28
+        whole_reads = store.read(whole)
+        for check in checks:
+            if check.cusum:
+                assert tally.days(check, "r:a", now, reads) == afresh.days(
+                    check, "r:a", now, whole_reads
+                ), (day, check.rule.name)
+            else:
+                assert tally.totals(check, "r:a", now, reads) == afresh.totals(
+                    check, "r:a", now, whole_reads
+                ), (day, check.rule.name)
+        # A second judgement the same day reads the open bucket alone.
+        assert tally.add_reads(Batch(), "r:a", now, checks) == 1
+    assert widths[0] == 28  # the first judgement reads the longest window
+    assert widths.count(2) > 60 and max(widths[1:]) == 3  # the day after a day skipped: 3
+    # What the tally keeps is bounded by its longest window, however many days go by.
+    assert len(tally._days["r:a"]) <= 28
+    assert all(len(kept) <= 2 for kept in tally._closed.values())
 
 
 def cusum(**overrides: Any) -> PeerCheck:

@@ -429,10 +429,12 @@ class PeerTally:
         self.ttl = self.window + self.bucket
         self.prefix = prefix
         self.length = int(self.bucket)
-        self._closed: dict[tuple[str, int, int], dict[str, list[int]]] = {}
-        """(tag, first bucket, current bucket) → the window's closed buckets added up."""
-        self._days: dict[tuple[str, int], dict[str, list[int]]] = {}
-        """(tag, bucket) → one closed bucket's counts, for the day-by-day (cusum) rules."""
+        self._closed: dict[tuple[str, int], dict[int, dict[str, list[int]]]] = {}
+        """(tag, a window's buckets) → current bucket → that window's closed buckets added
+        up: today's, and yesterday's while a late learn may still ask for it."""
+        self._days: dict[str, dict[int, dict[str, list[int]]]] = {}
+        """tag → closed bucket → its counts, the longest window's worth: what a window's sums
+        are made of, and what the day-by-day (cusum) rules judge."""
         self._baselines: dict[tuple[str, str], Baseline] = {}
         """(tag, rule name) → the group's statistics (:data:`BASELINE_SECONDS`)."""
 
@@ -451,19 +453,22 @@ class PeerTally:
             batch.incr(key, f"{employee}|{field}", amount, self.ttl)
 
     def add_reads(self, batch: Batch, tag: str, now: float, checks: Sequence[PeerCheck]) -> int:
-        """Ask for what judging ``checks`` needs; how many primitives that took.
+        """Ask for what judging ``checks`` needs; how many primitives that took (the buckets
+        read, the current one last).
 
         Only the current bucket changes (every count goes to it), so the sums of the closed
         buckets of each window are remembered once read, on every instance alike: a judgement
-        then reads one bucket where it read a window's worth (28 for a four-week rule).
+        then reads one bucket where it read a window's worth (28 for a four-week rule). Closed
+        buckets are remembered one by one too, so the first judgement of a new bucket reads
+        the one that has just closed and the current one, and each window's sums move on by
+        a bucket (:meth:`closed`): reading and adding up a whole window there was a pause of
+        20-33 ms every day for a chain of 2,000 clerks (bench/bench_stalls.py, 2026-12-07).
         """
         newest = self.bucket_of(now)
-        if all(self._remembered(check, tag, newest) for check in checks):
-            batch.fields(self.tally_key(tag, newest))
-            return 1
-        for bucket in range(newest - self.buckets + 1, newest + 1):
+        reach = max(self._reach(check, tag, newest) for check in checks)
+        for bucket in range(newest - reach + 1, newest + 1):
             batch.fields(self.tally_key(tag, bucket))
-        return self.buckets
+        return reach
 
     def add_own_reads(
         self, batch: Batch, tag: str, now: float, checks: Sequence[PeerCheck], employee: str
@@ -486,10 +491,42 @@ class PeerTally:
         return True
 
     def _remembered(self, check: PeerCheck, tag: str, newest: int) -> bool:
+        """Whether ``check`` is judged on the current bucket alone: its window's sums are
+        made (for cusum, every closed day is remembered)."""
         if check.cusum:
-            days = self._days
-            return all((tag, b) in days for b in range(newest - check.buckets + 1, newest))
-        return _closed_key(check, tag, newest) in self._closed
+            return self._reach(check, tag, newest) == 1
+        return self._sums(check, tag, newest) is not None
+
+    def _reach(self, check: PeerCheck, tag: str, newest: int) -> int:
+        """How many buckets, the current one included, a judgement of ``check`` must read: 1
+        with its window's closed sums remembered (or, for cusum, every closed day); 2 where
+        yesterday's sums can move on by the bucket that has just closed; else back to the
+        oldest closed bucket of the window not remembered."""
+        if not check.cusum:
+            if self._sums(check, tag, newest) is not None:
+                return 1
+            if self._moves_on(check, tag, newest):
+                return 1 if newest - 1 in self._days.get(tag, {}) else 2
+        days = self._days.get(tag, {})
+        for bucket in range(newest - check.buckets + 1, newest):
+            if bucket not in days:
+                return newest - bucket + 1
+        return 1
+
+    def _sums(self, check: PeerCheck, tag: str, newest: int) -> dict[str, list[int]] | None:
+        """``check``'s window's closed sums for current bucket ``newest``, if remembered."""
+        kept = self._closed.get((tag, check.buckets))
+        return None if kept is None else kept.get(newest)
+
+    def _moves_on(self, check: PeerCheck, tag: str, newest: int) -> bool:
+        """Whether the window's sums for ``newest`` are best made from the previous bucket's:
+        remembered, with the bucket that has left the window, in a window long enough that
+        moving on (a copy, an add and a subtraction) is cheaper than adding up its days."""
+        return (
+            check.buckets > MOVE_ON_FROM
+            and self._sums(check, tag, newest - 1) is not None
+            and newest - check.buckets in self._days.get(tag, {})
+        )
 
     def fired(
         self,
@@ -551,7 +588,7 @@ class PeerTally:
         verdicts: list[int | None] = []
         for check in checks:
             baseline = self._baselines.get((tag, check.rule.name))
-            closed = self._closed.get(_closed_key(check, tag, newest))
+            closed = self._sums(check, tag, newest)
             if baseline is None or baseline.newest != newest or closed is None:
                 check.short = False  # not judged this time: nothing to fall back for
                 verdicts.append(None)
@@ -574,7 +611,7 @@ class PeerTally:
         :meth:`add_own_reads` (``own_only``) or :meth:`add_reads` asked for, once
         :meth:`fired` has judged them (None when the closed sums it used have gone since)."""
         if own_only:
-            closed = self._closed.get(_closed_key(check, tag, self.bucket_of(now)))
+            closed = self._sums(check, tag, self.bucket_of(now))
             if closed is None:
                 return None
             return check.own_of(closed.get(employee), _picked(tallies[0]))
@@ -600,22 +637,38 @@ class PeerTally:
         current: dict[str, list[int]] | None = None,
     ) -> list[dict[str, list[int]]]:
         """``check``'s window bucket by bucket (oldest first, the open one last); closed
-        buckets are remembered like the windows' sums."""
+        buckets are remembered (:meth:`_day`)."""
         newest = self.bucket_of(now)
-        oldest_read = newest - len(tallies) + 1
-        days: list[dict[str, list[int]]] = []
-        for bucket in range(newest - check.buckets + 1, newest):
-            day = self._days.get((tag, bucket))
-            if day is None and bucket < oldest_read:
-                day = {}  # forgotten since it was read (the memory was full): no evidence
-            elif day is None:
-                day = add_up(tallies[bucket - oldest_read : bucket - oldest_read + 1])
-                if len(self._days) >= CLOSED_CACHED:
-                    self._days.clear()
-                self._days[(tag, bucket)] = day
-            days.append(day)
+        first = newest - check.buckets + 1
+        days = [self._day(tag, bucket, newest, tallies) for bucket in range(first, newest)]
         days.append(add_up(tallies[-1:]) if current is None else current)
         return days
+
+    def _day(
+        self, tag: str, bucket: int, newest: int, tallies: Sequence[list[Any]]
+    ) -> dict[str, list[int]]:
+        """Closed bucket ``bucket``'s counts, remembered or from ``tallies`` (buckets up to
+        ``newest``, the current one last), then remembered; the longest window's worth are
+        kept. A bucket neither remembered nor read is empty: forgotten since it was asked for
+        (the memory was full, or a judgement of a bucket since closed ran in between), it is
+        no evidence."""
+        days = self._days.get(tag)
+        if days is None:
+            if len(self._days) >= CLOSED_CACHED:
+                self._days.clear()
+            days = self._days[tag] = {}
+        day = days.get(bucket)
+        if day is not None:
+            return day
+        position = bucket - newest + len(tallies) - 1
+        if position < 0 or bucket >= newest:
+            return {}
+        day = add_up(tallies[position : position + 1])
+        days[bucket] = day
+        oldest = newest - self.buckets
+        for stale in [b for b in days if b < oldest]:
+            del days[stale]
+        return day
 
     def totals(
         self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
@@ -629,21 +682,58 @@ class PeerTally:
         self, check: PeerCheck, tag: str, now: float, tallies: Sequence[list[Any]]
     ) -> dict[str, list[int]]:
         """``check``'s window's closed buckets added up, from what :meth:`add_reads` asked
-        for or remembered from an earlier read (they no longer change)."""
+        for or remembered from an earlier read (they no longer change): the previous bucket's
+        sums moved on by one (the bucket that has just closed in, the oldest out), or the
+        window's days added up."""
         newest = self.bucket_of(now)
-        key = _closed_key(check, tag, newest)
-        closed = self._closed.get(key)
-        if closed is None:
-            closed = add_up(tallies[len(tallies) - check.buckets : len(tallies) - 1])
+        closed = self._sums(check, tag, newest)
+        if closed is not None:
+            return closed
+        first = newest - check.buckets + 1
+        before = self._sums(check, tag, newest - 1) if self._moves_on(check, tag, newest) else None
+        if before is not None:
+            gone = self._day(tag, first - 1, newest, tallies)
+            closed = {who: list(counts) for who, counts in before.items()}
+            _add_into(closed, self._day(tag, newest - 1, newest, tallies))
+            for who, counts in gone.items():
+                total = closed[who]
+                total[0] -= counts[0]
+                total[1] -= counts[1]
+                total[2] -= counts[2]
+                total[3] -= counts[3]
+                if total[0] == 0 and total[1] == 0 and total[2] == 0 and total[3] == 0:
+                    del closed[who]  # in none of the window's buckets: as add_up has them
+        else:
+            closed = {}
+            for bucket in range(first, newest):
+                _add_into(closed, self._day(tag, bucket, newest, tallies))
+        kept = self._closed.get((tag, check.buckets))
+        if kept is None:
             if len(self._closed) >= CLOSED_CACHED:
                 self._closed.clear()
-            self._closed[key] = closed
+            kept = self._closed[(tag, check.buckets)] = {}
+        kept[newest] = closed
+        for stale in [b for b in kept if b < newest - 1]:
+            del kept[stale]
         return closed
 
 
-def _closed_key(check: PeerCheck, tag: str, newest: int) -> tuple[str, int, int]:
-    """Where ``check``'s closed sums for the group and the current bucket are remembered."""
-    return (tag, newest - check.buckets + 1, newest)
+MOVE_ON_FROM = 3
+"""Closed buckets a window must have for its sums to be moved on from the previous bucket's
+rather than added up from its days."""
+
+
+def _add_into(totals: dict[str, list[int]], day: dict[str, list[int]]) -> None:
+    """Add one bucket's per-employee counts into ``totals``."""
+    for who, counts in day.items():
+        total = totals.get(who)
+        if total is None:
+            totals[who] = list(counts)
+        else:
+            total[0] += counts[0]
+            total[1] += counts[1]
+            total[2] += counts[2]
+            total[3] += counts[3]
 
 
 FIELDS_CACHED = 65_536
