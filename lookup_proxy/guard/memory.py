@@ -12,10 +12,16 @@ day it has seen (hundreds of thousands), and as objects of their own (a ``_Windo
 until 2026-12-06) every young collection walked the new ones and every full collection all of
 them, pauses that grew with the store (README "Garbage collection").
 
+Windows are spread over ``_SHARDS`` shards by their key's hash, each a window's four dicts
+over its keys: a dict that grows (or is rebuilt after many deletions) copies all of its
+entries at once, and the four store-wide dicts of a month-sized store did so together, a
+pause of the event loop of 10-42 ms at 90,000-250,000 keys (bench/bench_stalls.py,
+2026-12-07); a shard's dicts copy a sixty-fourth of that.
+
 Expired keys are swept in amortised O(1): a sweep starts once four times as many operations
-have happened as there are keys, and visits a slice of a snapshot of the keys per batch, so no
-batch pays for the whole store (a sweep of every key at once was a pause of the event loop of
-15-113 ms on a month-sized store).
+have happened as there are keys, and visits a slice of a snapshot of one shard's keys per
+batch, shard after shard, so no batch pays for the whole store (a sweep of every key at once
+was a pause of 15-113 ms on a month-sized store, and a snapshot of every key 5-13 ms).
 
 Replay runs fifteen to twenty primitives per event through here, so the hot paths are written
 for CPython and for mypyc (which compiles this module when a C compiler is present): replay
@@ -82,6 +88,32 @@ that grew with the store: 15 ms for a simulated month's 215,000 keys when none h
 113 ms when 47,000 had (bench/bench_stalls.py), every few tens of thousands of lookups."""
 _HOLES_TOLERATED: Final = 32
 """Deleted members a window's dict may keep as holes before ``removed`` rebuilds it."""
+_SHARDS: Final = 64
+"""Shards the windows are spread over (a power of two: a key's shard is its hash masked)."""
+_SHARD_MASK: Final = _SHARDS - 1
+
+
+class _Shard:
+    """The windows whose keys hash here: each window's members, expiry, oldest and newest
+    score, and holes, as dicts of strings and numbers (nothing the collector tracks)."""
+
+    __slots__ = ("expiry", "newest", "oldest", "removed", "windows")
+
+    def __init__(self) -> None:
+        self.windows: dict[str, dict[str, float]] = {}
+        """Each window's members and their scores, oldest first."""
+        self.expiry: dict[str, float] = {}
+        """When each window expires: ``window`` after its newest member's expiry slot."""
+        self.oldest: dict[str, float] = {}
+        """The first member's score while there are members: whether to trim, how many
+        members are recent, and the oldest score an add reports are then answered without
+        stepping into the dict (whose front is where deleted members leave their holes)."""
+        self.newest: dict[str, float] = {}
+        """At least the newest member's score (the last add's): a read since a time after it
+        is answered at once. Asking for the last minute of a week of misses is what the typo
+        check does for every found number."""
+        self.removed: dict[str, int] = {}
+        """Members deleted from a window since its dict was built (see ``_note_removed``)."""
 
 
 class MemoryStore:
@@ -93,20 +125,9 @@ class MemoryStore:
         self.numbers_key = numbers_key if numbers_key is not None else new_key()
         """The secret keying the filters of known numbers (guard/known_numbers.py): by default
         one of this store's own, since nothing outside the process reads its state."""
-        self._windows: dict[str, dict[str, float]] = {}
-        """Each window's members and their scores, oldest first."""
-        self._expiry: dict[str, float] = {}
-        """When each window expires: ``window`` after its newest member's expiry slot."""
-        self._oldest: dict[str, float] = {}
-        """The first member's score while there are members: whether to trim, how many
-        members are recent, and the oldest score an add reports are then answered without
-        stepping into the dict (whose front is where deleted members leave their holes)."""
-        self._newest: dict[str, float] = {}
-        """At least the newest member's score (the last add's): a read since a time after it
-        is answered at once. Asking for the last minute of a week of misses is what the typo
-        check does for every found number."""
-        self._removed: dict[str, int] = {}
-        """Members deleted from a window since its dict was built (see ``_note_removed``)."""
+        self._shards = [_Shard() for _ in range(_SHARDS)]
+        self._held_windows = 0
+        """Windows in all shards."""
         self._values: dict[str, str] = {}
         self._tallies: dict[str, dict[Any, int]] = {}
         """Tallies by field (``incr``), and ticks by bucket (``tick``: int fields)."""
@@ -121,8 +142,11 @@ class MemoryStore:
         """Values and tallies with a time to live; a value without one is kept until deleted."""
         self._max_keys = max_keys
         self._ops_since_sweep = 0
+        self._sweep_part = -1
+        """What the sweep under way visits: shard ``n`` (0 to ``_SHARDS - 1``), then the values
+        (``_SHARDS``); -1 with no sweep under way."""
         self._sweeping: list[str] = []
-        """The keys the sweep under way still has to visit, from ``_swept`` on (a snapshot:
+        """The keys of that part the sweep still has to visit, from ``_swept`` on (a snapshot:
         each is judged by its expiry when visited, so a key gone or renewed since is left)."""
         self._swept = 0
         self._latest = 0.0
@@ -186,20 +210,24 @@ class MemoryStore:
 
     def ran(self, operations: int) -> None:
         """Count operations run; sweep expired keys once they outnumber the keys enough, a
-        slice of the keys per batch (``_SWEEP_SLICE``)."""
+        slice of a shard's keys per batch (``_SWEEP_SLICE``)."""
         self._ops_since_sweep += operations
-        held = len(self._windows) + len(self._values) + len(self._tallies) + len(self._bits)
+        held = self.size()
         if held > self._max_keys:
             # A hard budget, at once, when nearly every operation makes a new key (a scan
             # across many blocks), which sweeping slice by slice would let grow.
             self._sweep()
-        elif self._swept < len(self._sweeping):
+        elif self._sweep_part >= 0:
             self._sweep_slice()
         elif self._ops_since_sweep > _SWEEP_EVERY * held + 1000:
             self._ops_since_sweep = 0
-            self._sweeping = [*self._expiry, *self._value_expiry]
+            self._sweep_part = 0
+            self._sweeping = list(self._shards[0].expiry)
             self._swept = 0
             self._sweep_slice()
+
+    def _shard(self, key: str) -> _Shard:
+        return self._shards[hash(key) & _SHARD_MASK]
 
     # -- windows ---------------------------------------------------------------------------
 
@@ -209,17 +237,19 @@ class MemoryStore:
         latest = self._latest
         if now >= latest:
             self._latest = now
-        entries = self._windows.get(key)
+        shard = self._shard(key)
+        entries = shard.windows.get(key)
         if entries is None:
-            entries = self._windows[key] = {}
+            entries = shard.windows[key] = {}
+            self._held_windows += 1
             oldest = _FOREVER
         else:
-            oldest = self._oldest[key]
+            oldest = shard.oldest[key]
         front_changed = not entries
         if not front_changed:
             cutoff = now - window
             if oldest <= cutoff:
-                entries = self._note_removed(key, entries, _trim(entries, cutoff))
+                entries = _note_removed(shard, key, entries, _trim(entries, cutoff))
                 front_changed = True
             if now < latest and entries:
                 # Only a clock that stepped back can find a newer score than now (every
@@ -232,19 +262,19 @@ class MemoryStore:
             del entries[member]
             if previous <= oldest:
                 front_changed = True
-            entries = self._note_removed(key, entries, 1)
+            entries = _note_removed(shard, key, entries, 1)
         entries[member] = now
-        self._newest[key] = now
+        shard.newest[key] = now
         count = len(entries)
         if count > cap:
             for _ in range(count - cap):
                 del entries[next(iter(entries))]
-            entries = self._note_removed(key, entries, count - cap)
+            entries = _note_removed(shard, key, entries, count - cap)
             count = cap
             front_changed = True
         if front_changed:
-            oldest = self._front_changed(key, entries)
-        self._expiry[key] = window_expiry(now, window)
+            oldest = _front_changed(shard, key, entries)
+        shard.expiry[key] = window_expiry(now, window)
         score: float | None = None
         if 0 < nth <= count:
             # Walk from whichever end is nearer: rate logs ask for the nth newest of nth + 1.
@@ -259,58 +289,34 @@ class MemoryStore:
                     skip -= 1
         return [count, score, oldest if nth > 0 else None]
 
-    def _front_changed(self, key: str, entries: dict[str, float]) -> float:
-        """Read the oldest score again after members left the front, or were re-scored."""
-        oldest = _FOREVER
-        for first in entries.values():
-            oldest = first
-            break
-        self._oldest[key] = oldest
-        return oldest
-
-    def _note_removed(self, key: str, entries: dict[str, float], count: int) -> dict[str, float]:
-        """Count deletions, rebuilding the dict once they are many; returns the entries.
-
-        A dict keeps a deleted entry's slot as a hole until it next resizes, and a window
-        deletes from its front, so every walk from the front (to the oldest member, to trim)
-        steps over the holes: hundreds, in a busy week-long window, which made those walks a
-        tenth of a replay. Rebuilding once the deletions pass a quarter of the members keeps
-        the holes few, for an amortised copy of four members per deletion.
-        """
-        removed = self._removed.get(key, 0) + count
-        if removed > _HOLES_TOLERATED and 4 * removed > len(entries):
-            entries = self._windows[key] = dict(entries)
-            removed = 0
-        self._removed[key] = removed
-        return entries
-
     def _add_members(
         self, key: str, now: float, member: str, window: float, cap: int, nth: int
     ) -> list[Any]:
         # The add trimmed the window to members after ``now - window`` (the clamp of a clock
         # that stepped back only ever scores later), so its entries are the members.
         result = self._add(key, now, member, window, cap, nth)
-        result[2] = list(self._windows[key])
+        result[2] = list(self._shard(key).windows[key])
         return result
 
     def _note(self, key: str, now: float, member: str, window: float, cap: int) -> None:
         self._add(key, now, member, window, cap, 0)
 
-    def _live(self, key: str) -> dict[str, float] | None:
+    def _live(self, shard: _Shard, key: str) -> dict[str, float] | None:
         """The key's window unless it has expired (then it is dropped): what reads see."""
-        entries = self._windows.get(key)
-        if entries is not None and self._expiry[key] <= self._latest:
+        entries = shard.windows.get(key)
+        if entries is not None and shard.expiry[key] <= self._latest:
             self._drop(key)
             return None
         return entries
 
     def _count(self, key: str, since: float) -> int:
-        entries = self._live(key)
+        shard = self._shard(key)
+        entries = self._live(shard, key)
         if entries is None:
             return 0
-        if self._oldest[key] > since:
+        if shard.oldest[key] > since:
             return len(entries)  # the common case, answered without a call
-        if self._newest[key] <= since:
+        if shard.newest[key] <= since:
             return 0
         return len(entries) - _scored_until(entries, since)
 
@@ -320,31 +326,33 @@ class MemoryStore:
         return self._count(key, since)
 
     def _members(self, key: str, since: float) -> list[str]:
-        entries = self._live(key)
+        shard = self._shard(key)
+        entries = self._live(shard, key)
         if entries is None:
             return []
-        if self._oldest[key] > since:
+        if shard.oldest[key] > since:
             return list(entries)
-        if self._newest[key] <= since:
+        if shard.newest[key] <= since:
             return []  # the usual answer to "any misses in the last minute?"
         # Scores are in time order, so the members after ``since`` are a suffix.
         return list(islice(entries, _scored_until(entries, since), None))
 
     def _remove(self, key: str, member: str) -> int:
-        entries = self._live(key)
+        shard = self._shard(key)
+        entries = self._live(shard, key)
         if entries is None:
             return 0
         score = entries.get(member)
         if score is None:
             return 0
         del entries[member]
-        entries = self._note_removed(key, entries, 1)
-        if score <= self._oldest[key]:
-            self._front_changed(key, entries)
+        entries = _note_removed(shard, key, entries, 1)
+        if score <= shard.oldest[key]:
+            _front_changed(shard, key, entries)
         return 1
 
     def _score(self, key: str, member: str) -> float | None:
-        entries = self._live(key)
+        entries = self._live(self._shard(key), key)
         return None if entries is None else entries.get(member)
 
     # -- values ----------------------------------------------------------------------------
@@ -374,7 +382,7 @@ class MemoryStore:
         # A key past its expiry is gone, as in Redis, even if no sweep has dropped it yet:
         # what reads would see decides.
         existed = (
-            self._live(key) is not None
+            self._live(self._shard(key), key) is not None
             or self._get(key, self._latest) is not None
             or self._live_tally(key) is not None
             or self._live_bits(key) is not None
@@ -545,28 +553,33 @@ class MemoryStore:
         self._value_expiry.pop(key, None)
 
     def _drop_window(self, key: str) -> None:
-        if self._windows.pop(key, None) is not None:
-            del self._expiry[key]
-            del self._oldest[key]
-            del self._newest[key]
-            self._removed.pop(key, None)
+        shard = self._shard(key)
+        if shard.windows.pop(key, None) is not None:
+            self._held_windows -= 1
+            del shard.expiry[key]
+            del shard.oldest[key]
+            del shard.newest[key]
+            shard.removed.pop(key, None)
 
     def _expiries(self) -> list[tuple[str, float]]:
         """Every key that expires, with when: windows always, values with a time to live."""
-        expiries = list(self._expiry.items())
+        expiries: list[tuple[str, float]] = []
+        for shard in self._shards:
+            expiries.extend(shard.expiry.items())
         expiries.extend(self._value_expiry.items())
         return expiries
 
     def _sweep_slice(self) -> None:
-        """Drop the expired among the next ``_SWEEP_SLICE`` keys of the sweep under way."""
+        """Drop the expired among the next ``_SWEEP_SLICE`` keys of the sweep under way; past
+        the part's last key, take a snapshot of the next part's (a shard's, then the values')."""
         now = self._latest
         keys = self._sweeping
         start = self._swept
         end = min(start + _SWEEP_SLICE, len(keys))
-        expiry, value_expiry = self._expiry, self._value_expiry
+        value_expiry = self._value_expiry
         for position in range(start, end):
             key = keys[position]
-            when = expiry.get(key)
+            when = self._shard(key).expiry.get(key)
             if when is not None and when <= now:
                 self._drop_window(key)
             when = value_expiry.get(key)
@@ -574,48 +587,56 @@ class MemoryStore:
                 self._drop(key)
         if end < len(keys):
             self._swept = end
+            return
+        self._swept = 0
+        part = self._sweep_part + 1
+        if part < _SHARDS:
+            self._sweeping = list(self._shards[part].expiry)
+        elif part == _SHARDS:
+            self._sweeping = list(value_expiry)
         else:
+            part = -1
             self._sweeping = []
-            self._swept = 0
+        self._sweep_part = part
 
     def _sweep(self) -> None:
         """Every key at once: only when over ``max_keys``, which then sheds the soonest to
         expire too."""
         self._ops_since_sweep = 0
+        self._sweep_part = -1
         self._sweeping = []
         self._swept = 0
         now = self._latest
-        for key in [key for key, when in self._expiry.items() if when <= now]:
-            self._drop_window(key)
+        for shard in self._shards:
+            for key in [key for key, when in shard.expiry.items() if when <= now]:
+                self._drop_window(key)
         for key in [key for key, when in self._value_expiry.items() if when <= now]:
             self._drop(key)
-        excess = (
-            len(self._windows)
-            + len(self._values)
-            + len(self._tallies)
-            + len(self._bits)
-            - self._max_keys
-        )
+        excess = self.size() - self._max_keys
         if excess > 0:
             # Shed a tenth more than needed, so an over-budget store sorts once per
             # max_keys/10 new keys rather than on every batch.
             excess += self._max_keys // 10
             # Over budget: shed the state closest to expiring anyway; locks (no expiry) stay.
-            victims = sorted(self._expiries(), key=_expiry_of)[:excess]
+            # Ties go by key, so what is shed does not depend on the shards' order (a key's
+            # shard is its hash, which differs between processes).
+            expiries = sorted(self._expiries())
+            expiries.sort(key=_expiry_of)  # stable: ties stay in the order of their keys
+            victims = expiries[:excess]
             for key, _ in victims:
                 self._drop(key)
             self.evicted += len(victims)
 
     def size(self) -> int:
         """Keys held, for tests that prove memory stays bounded."""
-        return len(self._windows) + len(self._values) + len(self._tallies) + len(self._bits)
+        return self._held_windows + len(self._values) + len(self._tallies) + len(self._bits)
 
     async def ping(self) -> None:
         return None
 
     async def keys(self, pattern: str) -> list[str]:
         now = self._latest
-        live = [key for key, when in self._expiry.items() if when > now]
+        live = [key for shard in self._shards for key, when in shard.expiry.items() if when > now]
         live += [key for key in self._values if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key in self._tallies if self._value_expiry.get(key, _FOREVER) > now]
         live += [key for key in self._bits if self._value_expiry.get(key, _FOREVER) > now]
@@ -707,6 +728,35 @@ class Immediate(Batch):
         results = self.results
         self.store.ran(len(results))
         return results
+
+
+def _front_changed(shard: _Shard, key: str, entries: dict[str, float]) -> float:
+    """Read the oldest score again after members left the front, or were re-scored."""
+    oldest = _FOREVER
+    for first in entries.values():
+        oldest = first
+        break
+    shard.oldest[key] = oldest
+    return oldest
+
+
+def _note_removed(
+    shard: _Shard, key: str, entries: dict[str, float], count: int
+) -> dict[str, float]:
+    """Count deletions, rebuilding the dict once they are many; returns the entries.
+
+    A dict keeps a deleted entry's slot as a hole until it next resizes, and a window deletes
+    from its front, so every walk from the front (to the oldest member, to trim) steps over
+    the holes: hundreds, in a busy week-long window, which made those walks a tenth of a
+    replay. Rebuilding once the deletions pass a quarter of the members keeps the holes few,
+    for an amortised copy of four members per deletion.
+    """
+    removed = shard.removed.get(key, 0) + count
+    if removed > _HOLES_TOLERATED and 4 * removed > len(entries):
+        entries = shard.windows[key] = dict(entries)
+        removed = 0
+    shard.removed[key] = removed
+    return entries
 
 
 def _expiry_of(item: tuple[str, float]) -> float:
