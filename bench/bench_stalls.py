@@ -27,9 +27,14 @@ found on 2026-12-07 and are measured here:
   times ``fsync(2)`` of a second's worth of records (500 lookups' two records) on the disk
   holding ``--directory``: what the loop waited each second.
 
+``--store redis`` runs the guard part on a private redis-server instead (``tests/servers.py``):
+every lookup's round trips are then in its time, and what Redis answers for a whole peer tally
+is parsed by the client.
+
 Run from the repository root: ``python -m bench.bench_stalls [--lookups 300000]
-[--employees 2000] [--step 5] [--directory DIR]`` (default: a temporary directory in the current
-one, on the disk the archive would use rather than a ``/tmp`` that may be memory). Compiled or
+[--employees 2000] [--step 5] [--store memory|redis] [--directory DIR]`` (default: a temporary
+directory in the current one, on the disk the archive would use rather than a ``/tmp`` that may
+be memory). Compiled or
 not, as the package is built. Pauses left (2026-12-07): the peer rules' group statistics once
 a minute, and young collections (README "Performance").
 """
@@ -53,15 +58,22 @@ from lookup_proxy.gc_tuning import THRESHOLDS
 from lookup_proxy.guard.decision import Lookup
 from lookup_proxy.guard.engine import Guard
 from lookup_proxy.guard.memory import MemoryStore
+from lookup_proxy.guard.redis_store import RedisStore
 
 RECORD = b"x" * 520 + b"\n"
 """About an audit record's size (bench/bench_audit_cost.py)."""
 
 
-async def guard_pauses(lookups: int, employees: int, step: float, seed: int) -> None:
+async def guard_pauses(
+    lookups: int, employees: int, step: float, seed: int, redis_port: int | None = None
+) -> None:
     rng = random.Random(seed)
     clock = ManualClock()
-    store = MemoryStore()
+    store: MemoryStore | RedisStore
+    if redis_port is None:
+        store = MemoryStore()
+    else:
+        store = RedisStore.from_url(f"redis://127.0.0.1:{redis_port}/0", cluster=False, timeout=5.0)
     guard = Guard(shipped_open_all_day(), store, clock)
     staff = [
         Employee(f"E{n:05d}", f"S{n // 8:04d}", f"R{n % 12:02d}", frozenset({"clerk"}))
@@ -91,14 +103,15 @@ async def guard_pauses(lookups: int, employees: int, step: float, seed: int) -> 
         if decision.allowed:
             await guard.learn(lookup, rng.random() < 0.9)
         took.append(time.perf_counter() - started)
-        if n % 1000 == 0:
+        if n % 1000 == 0 and isinstance(store, MemoryStore):
             most_keys = max(most_keys, store.size())
     gc.callbacks.remove(timed)
     took.sort()
     slow = sum(1 for t in took if t > 0.005)
+    held = f"up to {most_keys:,} keys held" if isinstance(store, MemoryStore) else "on Redis"
     print(
-        f"guard on a memory store: {lookups:,} lookups of {employees:,} clerks over "
-        f"{lookups * step / 3600:.1f} h of event time, up to {most_keys:,} keys held"
+        f"guard on a {store.kind} store: {lookups:,} lookups of {employees:,} clerks over "
+        f"{lookups * step / 3600:.1f} h of event time, {held}"
     )
     print(
         f"  a lookup's guard work: median {1e6 * statistics.median(took):.0f} µs, "
@@ -109,6 +122,9 @@ async def guard_pauses(lookups: int, employees: int, step: float, seed: int) -> 
         f"  garbage collections meanwhile (serve's thresholds, {THRESHOLDS}): "
         f"{len(collections)}, longest {1e3 * max(collections, default=0.0):.1f} ms"
     )
+    if not isinstance(store, MemoryStore):
+        await store.close()
+        return
     held = store.size()
     started = time.perf_counter()
     store._sweep()
@@ -149,8 +165,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--fsyncs", type=int, default=40)
     parser.add_argument("--directory", type=Path, default=None)
+    parser.add_argument(
+        "--store",
+        choices=("memory", "redis"),
+        default="memory",
+        help="redis: a private redis-server (every lookup's round trips are in its time)",
+    )
     args = parser.parse_args()
-    asyncio.run(guard_pauses(args.lookups, args.employees, args.step, args.seed))
+    if args.store == "redis":
+        from tests.servers import start_redis
+
+        with tempfile.TemporaryDirectory() as work:
+            server = start_redis(Path(work))
+            try:
+                asyncio.run(
+                    guard_pauses(args.lookups, args.employees, args.step, args.seed, server.port)
+                )
+            finally:
+                server.stop()
+    else:
+        asyncio.run(guard_pauses(args.lookups, args.employees, args.step, args.seed))
     if args.directory is not None:
         fsync_pauses(args.directory, args.fsyncs)
     else:
