@@ -522,6 +522,57 @@ def test_reused_statistics_judge_as_the_window_does_on_the_data_they_came_from()
     assert agree == 300 and 0 < fired < 300
 
 
+def test_a_fresh_baseline_judges_as_the_window_does_exactly() -> None:
+    """The first judgement of a minute judges from the statistics it has just computed rather
+    than walking the group again: the same verdict, and the same ``short``, whoever is judged
+    (a peer, a clerk below ``min_outcomes``, one with numbers only today or only before, one
+    with none), in groups big and too small, for every metric."""
+    rng = random.Random(11)
+    outcomes: dict[tuple[bool, bool], int] = {}
+    for trial in range(2000):
+        metric = rng.choice(("misses", "typos", "all-misses"))
+        check = PeerCheck(
+            rule(
+                metric=metric,
+                min_peers=rng.choice((2, 3, 8)),
+                min_outcomes=rng.choice((5, 20, 50)),
+                limit=rng.choice((0, 2)),
+                spread=rng.uniform(0.5, 3.0),
+                min_spread=0.0,
+                **rng.choice(({}, {"min_count": 5}, {"min_share": 0.1})),
+            )
+        )
+        closed: dict[str, list[int]] = {}
+        current: dict[str, list[int]] = {}
+        for n in range(rng.randint(0, 14)):
+            share = rng.choice((0.05, 0.1, 0.1, 0.3))
+            for part in (closed, current):
+                if rng.random() < 0.7:
+                    looked = rng.randint(1, rng.choice((12, 120)))
+                    missed = int(looked * share * rng.uniform(0.5, 1.5))
+                    part[f"c{n}"] = [missed, rng.randint(0, 3), looked, 0]
+        employee = rng.choice([*closed, *current, "nobody"])
+        tally = PeerTally("lp", [check])
+        baseline = check.baseline(closed, current, 5, 100.0 + trial)
+        fresh = check.judge_fresh(employee, closed, current, baseline)
+        fresh_short = check.short
+        window = check.judge_window(employee, closed, current)
+        assert (fresh, fresh_short) == (window, check.short), (trial, employee)
+        outcomes[(window is None, check.short)] = outcomes.get((window is None, check.short), 0) + 1
+        # As the tally judges it, the first judgement of its minute.
+        flat = [tally_of_counts(closed), tally_of_counts(current)]
+        assert tally.fired([check], employee, "s:a", 86_400.0 * 6, flat) == [window], trial
+    assert len(outcomes) >= 3  # fired, not fired, and short groups were all compared
+
+
+def tally_of_counts(counts: dict[str, list[int]]) -> list[Any]:
+    """One bucket's flat fields from employee → [misses, typos, outcomes, lookups]."""
+    flat: list[Any] = []
+    for who, (misses, typos, outcomes, _) in counts.items():
+        flat += [f"{who}|m", misses, f"{who}|t", typos, f"{who}|o", outcomes]
+    return flat
+
+
 def test_the_median_without_one_value_is_the_median_of_the_rest() -> None:
     rng = random.Random(3)
     for size in range(2, 40):

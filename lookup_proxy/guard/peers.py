@@ -307,7 +307,7 @@ class PeerCheck:
             members = len(closed) + sum(1 for who in current if who not in closed)
             found = self._volume_statistics(None, closed)
             median, spread = found if found is not None else (0.0, 0.0)
-            return Baseline(newest, now, [], {}, spread, 0.0, members, found is None, median)
+            return Baseline(newest, now, [], {}, [], spread, 0.0, members, found is None, median)
         floor = self.rule.min_outcomes
         share_of: dict[str, float] = {}
         lookups_of: list[int] = []
@@ -330,7 +330,54 @@ class PeerCheck:
         )
         noise = self._noise(median, lookups_of) if shares else 0.0
         members = len(closed) + sum(1 for who in current if who not in closed)
-        return Baseline(newest, now, shares, share_of, spread, noise, members, False, 0.0)
+        return Baseline(
+            newest, now, shares, share_of, lookups_of, spread, noise, members, False, 0.0
+        )
+
+    def judge_fresh(
+        self,
+        employee: str,
+        closed: dict[str, list[int]],
+        current: dict[str, list[int]],
+        baseline: Baseline,
+    ) -> int | None:
+        """:meth:`judge_window`'s verdict (and ``short``) from the statistics :meth:`baseline`
+        has just computed from the same ``closed`` and ``current``, without walking the group
+        again: the peers are the baseline's qualifying members but the employee, so their
+        median, spread and chance are taken from its lists with the employee's share and
+        lookups left out. Judging the window walked every clerk of the group a second time, as
+        much as the statistics did (for a chain of 2,000 clerks, 4 ms of the 7.5 a minute's
+        first judgement of its seven rules cost)."""
+        if self.volume:
+            return self.judge_window(employee, closed, current)
+        own = closed.get(employee)
+        extra = current.get(employee)
+        present = own is not None or extra is not None
+        if own is None:
+            own = extra
+        elif extra is not None:
+            own = _plus(own, extra)
+        self.short = False
+        if own is None or own[2] <= 0:
+            return None
+        floor = self.rule.min_outcomes
+        shares = baseline.shares
+        sizes = baseline.sizes
+        mine = baseline.share_of.get(employee)
+        if mine is not None:
+            skip = bisect_left(shares, mine)
+            shares = shares[:skip] + shares[skip + 1 :]
+            sizes = list(sizes)
+            sizes.remove(own[2])
+        members = baseline.members - (1 if present else 0)
+        self.short = len(shares) < self.rule.min_peers
+        if self._young(own[2], len(shares), members):
+            return None
+        if self.short:
+            return self._floors_alone(own)
+        median = max(_median(shares), 1.0 / floor)
+        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
+        return self._verdict(own, median, spread, self._noise(median, sizes))
 
     def judge_against(self, own: list[int] | None, employee: str, baseline: Baseline) -> int | None:
         """:meth:`judge_window` with the group's statistics from ``baseline`` and the
@@ -376,6 +423,7 @@ class Baseline:
         "share_of",
         "shares",
         "short",
+        "sizes",
         "spread",
     )
 
@@ -385,6 +433,7 @@ class Baseline:
         at: float,
         shares: list[float],
         share_of: dict[str, float],
+        sizes: list[int],
         spread: float,
         noise: float,
         members: int,
@@ -396,6 +445,8 @@ class Baseline:
         self.shares = shares
         """Every qualifying member's share, sorted."""
         self.share_of = share_of
+        self.sizes = sizes
+        """Every qualifying member's numbers (lookups with an outcome), as ``share_of``."""
         self.spread = spread
         self.noise = noise
         self.members = members
@@ -568,8 +619,8 @@ class PeerTally:
                 current = add_up(tallies[-1:])
             if len(self._baselines) >= CLOSED_CACHED:
                 self._baselines.clear()
-            self._baselines[key] = check.baseline(closed, current, newest, now)
-            verdicts.append(check.judge_window(employee, closed, current))
+            baseline = self._baselines[key] = check.baseline(closed, current, newest, now)
+            verdicts.append(check.judge_fresh(employee, closed, current, baseline))
         return verdicts
 
     def _fired_own(
