@@ -162,12 +162,7 @@ class PeerCheck:
         if self.volume:
             return self._judge_volume(employee, closed, current)
         floor = self.rule.min_outcomes
-        own = closed.get(employee)
-        extra = current.get(employee)
-        if own is None:
-            own = extra
-        elif extra is not None:
-            own = _plus(own, extra)
+        own = _own_in(employee, closed, current)
         self.short = False
         if own is None or own[2] <= 0:
             return None
@@ -194,10 +189,13 @@ class PeerCheck:
             return None
         if self.short:
             return self._floors_alone(own)
-        shares = [share for share, _ in peers]
-        median = max(_median(shares), 1.0 / floor)
+        return self._against_peers(own, [share for share, _ in peers], [n for _, n in peers])
+
+    def _against_peers(self, own: list[int], shares: list[float], sizes: list[int]) -> int | None:
+        """The verdict on ``own`` against the peers' shares and their numbers of lookups."""
+        median = max(_median(shares), 1.0 / self.rule.min_outcomes)
         spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
-        return self._verdict(own, median, spread, self._noise(median, [n for _, n in peers]))
+        return self._verdict(own, median, spread, self._noise(median, sizes))
 
     def own_of(self, closed: list[int] | None, open_: list[int]) -> list[int]:
         """The employee's counts a verdict judges: the window's (closed buckets and the open
@@ -350,17 +348,10 @@ class PeerCheck:
         first judgement of its seven rules cost)."""
         if self.volume:
             return self.judge_window(employee, closed, current)
-        own = closed.get(employee)
-        extra = current.get(employee)
-        present = own is not None or extra is not None
-        if own is None:
-            own = extra
-        elif extra is not None:
-            own = _plus(own, extra)
+        own = _own_in(employee, closed, current)
         self.short = False
         if own is None or own[2] <= 0:
             return None
-        floor = self.rule.min_outcomes
         shares = baseline.shares
         sizes = baseline.sizes
         mine = baseline.share_of.get(employee)
@@ -369,15 +360,13 @@ class PeerCheck:
             shares = shares[:skip] + shares[skip + 1 :]
             sizes = list(sizes)
             sizes.remove(own[2])
-        members = baseline.members - (1 if present else 0)
+        members = baseline.members - 1  # the employee has numbers: ``own``
         self.short = len(shares) < self.rule.min_peers
         if self._young(own[2], len(shares), members):
             return None
         if self.short:
             return self._floors_alone(own)
-        median = max(_median(shares), 1.0 / floor)
-        spread = MAD_TO_SIGMA * _median([abs(share - median) for share in shares])
-        return self._verdict(own, median, spread, self._noise(median, sizes))
+        return self._against_peers(own, shares, sizes)
 
     def judge_against(self, own: list[int] | None, employee: str, baseline: Baseline) -> int | None:
         """:meth:`judge_window` with the group's statistics from ``baseline`` and the
@@ -840,6 +829,19 @@ def _picked(values: list[Any]) -> list[int]:
     """An employee's counts from the fields :meth:`PeerTally.add_own_reads` picked (all but
     lookups: 0)."""
     return [value or 0 for value in values] + [0] * (len(KINDS) - len(values))
+
+
+def _own_in(
+    employee: str, closed: dict[str, list[int]], current: dict[str, list[int]]
+) -> list[int] | None:
+    """The employee's counts over a window's closed buckets and its open one (None: none)."""
+    own = closed.get(employee)
+    extra = current.get(employee)
+    if own is None:
+        return extra
+    if extra is None:
+        return own
+    return _plus(own, extra)
 
 
 def _plus(closed: list[int] | None, open_: list[int]) -> list[int]:
