@@ -370,6 +370,34 @@ def test_sums_moved_on_bucket_by_bucket_are_the_sums_added_up_afresh() -> None:
     assert all(len(kept) <= 2 for kept in tally._closed.values())
 
 
+def test_a_bucket_read_again_after_a_late_write_is_added_up_not_subtracted() -> None:
+    """Sums move on by subtracting the bucket that left the window as it was remembered. If
+    that bucket was forgotten (the memory full) and read again after an instance whose clock
+    was behind wrote to it, it may name a clerk the sums never counted: the window's days are
+    added up instead, never a clerk's counts taken below what was counted (nor a crash)."""
+    week = PeerCheck(rule(window="7d"))
+    tally = PeerTally("lp", [week])
+    store = Days(seed=9)
+    for day in range(90, 101):
+        store.fill(day)
+    first = Batch()
+    tally.add_reads(first, "r:a", 100 * 86_400.0, [week])
+    tally.totals(week, "r:a", 100 * 86_400.0, store.read(first))
+    # Bucket 94 leaves the week tomorrow; as read again after a late write it names a clerk
+    # the sums never saw (what a forgotten, re-read bucket can hold).
+    store.buckets[94] = [*store.buckets[94], "late|o", 2]
+    tally._days["r:a"][94] = PeerTally("lp", [week])._day("r:a", 94, 95, [store.buckets[94], []])
+    store.fill(101)
+    tomorrow = Batch()
+    tally.add_reads(tomorrow, "r:a", 101 * 86_400.0, [week])
+    moved = tally.totals(week, "r:a", 101 * 86_400.0, store.read(tomorrow))
+    whole = Batch()
+    afresh = PeerTally("lp", [week])
+    afresh.add_reads(whole, "r:a", 101 * 86_400.0, [week])
+    assert moved == afresh.totals(week, "r:a", 101 * 86_400.0, store.read(whole))
+    assert "late" not in moved
+
+
 def cusum(**overrides: Any) -> PeerCheck:
     settings: dict[str, Any] = {"test": "cusum", "rate": 3.0, "threshold": 8.0, "min_outcomes": 20}
     settings.update(overrides)
