@@ -100,7 +100,7 @@ def test_a_sweep_visits_a_slice_of_the_keys_per_batch() -> None:
 
 def test_windows_are_spread_so_no_dict_holds_many_of_them() -> None:
     """A dict that grows copies every entry at once: the store-wide dicts of 250,000 windows
-    took 42 ms to (bench/bench_stalls.py). Spread over shards, each holds a small part."""
+    took 42 ms to grow (bench/bench_stalls.py). Spread over shards, each holds a small part."""
     store = MemoryStore()
     keys = 20_000
     store.run([("add", f"lp:{{b:{i:07d}}}:block", T, "m", 60.0, 5, 0) for i in range(keys)])
