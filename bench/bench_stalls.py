@@ -108,10 +108,10 @@ async def guard_pauses(
     gc.callbacks.remove(timed)
     took.sort()
     slow = sum(1 for t in took if t > 0.005)
-    held = f"up to {most_keys:,} keys held" if isinstance(store, MemoryStore) else "on Redis"
+    kept = f"up to {most_keys:,} keys held" if isinstance(store, MemoryStore) else "on Redis"
     print(
         f"guard on a {store.kind} store: {lookups:,} lookups of {employees:,} clerks over "
-        f"{lookups * step / 3600:.1f} h of event time, {held}"
+        f"{lookups * step / 3600:.1f} h of event time, {kept}"
     )
     print(
         f"  a lookup's guard work: median {1e6 * statistics.median(took):.0f} µs, "

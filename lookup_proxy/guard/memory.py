@@ -221,9 +221,7 @@ class MemoryStore:
             self._sweep_slice()
         elif self._ops_since_sweep > _SWEEP_EVERY * held + 1000:
             self._ops_since_sweep = 0
-            self._sweep_part = 0
-            self._sweeping = list(self._shards[0].expiry)
-            self._swept = 0
+            self._sweep_from(0)
             self._sweep_slice()
 
     def _shard(self, key: str) -> _Shard:
@@ -587,25 +585,27 @@ class MemoryStore:
                 self._drop(key)
         if end < len(keys):
             self._swept = end
-            return
-        self._swept = 0
-        part = self._sweep_part + 1
-        if part < _SHARDS:
-            self._sweeping = list(self._shards[part].expiry)
-        elif part == _SHARDS:
-            self._sweeping = list(value_expiry)
         else:
-            part = -1
-            self._sweeping = []
+            self._sweep_from(self._sweep_part + 1)
+
+    def _sweep_from(self, part: int) -> None:
+        """Begin the sweep's ``part``: a snapshot of shard ``part``'s keys, or past the shards
+        the values' keys, or past those no sweep under way (-1)."""
+        if part < _SHARDS:
+            keys = list(self._shards[part].expiry)
+        elif part == _SHARDS:
+            keys = list(self._value_expiry)
+        else:
+            part, keys = -1, []
         self._sweep_part = part
+        self._sweeping = keys
+        self._swept = 0
 
     def _sweep(self) -> None:
         """Every key at once: only when over ``max_keys``, which then sheds the soonest to
         expire too."""
         self._ops_since_sweep = 0
-        self._sweep_part = -1
-        self._sweeping = []
-        self._swept = 0
+        self._sweep_from(_SHARDS + 1)  # none under way: this one visits every key
         now = self._latest
         for shard in self._shards:
             for key in [key for key, when in shard.expiry.items() if when <= now]:
