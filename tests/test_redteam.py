@@ -25,6 +25,7 @@ from lookup_proxy.redteam.probes import Probe, Stage
 from lookup_proxy.redteam.report import Row, best_never_locked, headline
 from lookup_proxy.redteam.search import Search, Trial, edge
 from lookup_proxy.redteam.strategies import (
+    Budgeted,
     BusinessWalk,
     Combined,
     CorporateExempt,
@@ -41,6 +42,7 @@ from lookup_proxy.redteam.strategies import (
     WaitOut,
     business_lines,
     everyday_reasons,
+    levelled,
     strategies_for,
     typo_visit,
 )
@@ -585,6 +587,77 @@ def test_waiting_out_the_week_probes_one_week_of_each_period_at_that_much_more(
         by_day[day] = by_day.get(day, 0) + 1
     assert set(by_day) == on_days
     assert set(by_day.values()) == {2}
+
+
+def test_levelling_lifts_the_days_of_fewest_misses_to_one_level() -> None:
+    """The added misses go to the lowest days first (the earliest among equals), never to a
+    day already above the level they reach; their number is the total, rounded."""
+    assert levelled([3, 0, 1, 5], 5) == [0, 3, 2, 0]
+    assert levelled([2, 2], 3) == [2, 1]
+    assert levelled([4, 1], 2.4) == [0, 2]
+    assert levelled([], 5) == []
+
+
+def test_an_insider_s_own_misses_leave_out_the_typos_they_retyped(
+    policies: dict[str, Path],
+) -> None:
+    """What an insider saw on their own screen: a miss retyped as a found number within a
+    minute was a typo, the policy forgives it and so does the count; a miss found again
+    later, or never, is a miss, on the day it fell."""
+    base = simulated(load_policy(policies["weak"]), simulated_config(3, 16, 3))
+    clerk = base.clerks()[0]
+    midnight = base.midnight(0)
+
+    def row(day: int, hour: float, number: str, found: bool) -> tuple[float, tuple[str, ...]]:
+        at = midnight + day * 86_400 + hour * 3600
+        fields = ("", clerk.employee, clerk.store, clerk.region, number, "PLAN_CHANGE", "")
+        return (at, (*fields, "true" if found else "false", ""))
+
+    rows = [
+        row(0, 10, "01012340000", False),
+        row(0, 10 + 20 / 3600, "01012340001", True),  # the retype: a typo
+        row(0, 11, "01012350000", False),
+        row(0, 11 + 5 / 60, "01012350001", True),  # five minutes on: still a miss
+        row(0, 12, "01012360000", False),
+        row(1, 10, "01012370000", True),
+    ]
+    chain = Baseline(rows, {clerk.employee: clerk}, base.start, 3)
+    chain.learn_days(load_policy(policies["weak"]))
+    stage = Stage(chain, [clerk], CustomerBook(3, 0.14), random.Random(1))
+    assert stage.honest_misses(clerk) == {0: 2}
+
+
+def test_budgeted_probing_spends_each_day_s_quota_of_misses_late_in_the_day(
+    policies: dict[str, Path],
+) -> None:
+    """Each working day's probes, under the lenient reason in the last quarter of the day's
+    work, go on until that day's quota of misses (``levelled`` over the insider's own misses)
+    is spent, so the last is a miss; the quotas lift the days of fewest misses to one level
+    and add up to ``intensity`` a working day."""
+    chain = simulated(load_policy(policies["weak"]), simulated_config(3, 16, 12))
+    insider = max(chain.clerks(), key=lambda s: len(chain.workdays[s.employee]))
+    stage = Stage(chain, [insider], CustomerBook(3, 0.14), random.Random(1))
+    days = dict(stage.days(insider))
+    honest = stage.honest_misses(insider)
+    assert len(days) >= 7 and len(set(honest.values())) > 1  # days that differ
+    probes = Budgeted().plan(stage, 2, {})
+    by_day: dict[int, list[Probe]] = {}
+    for probe in probes:
+        assert probe.insider == insider.employee and probe.reason == "NEW_SUBSCRIPTION"
+        day = chain.day_of(probe.at)
+        span = days[day]
+        assert span.last - (span.last - span.first) / 4 <= probe.at <= span.last
+        by_day.setdefault(day, []).append(probe)
+    quotas = levelled([honest.get(day, 0) for day in sorted(days)], 2 * len(days))
+    assert sum(quotas) == 2 * len(days)
+    for day, quota in zip(sorted(days), quotas, strict=True):
+        made = sorted(by_day.get(day, []), key=lambda p: p.at)
+        assert sum(not stage.found(p) for p in made) == quota
+        if quota:
+            assert not stage.found(made[-1])
+    totals = [honest.get(day, 0) + quota for day, quota in zip(sorted(days), quotas, strict=True)]
+    assert max(t for t, q in zip(totals, quotas, strict=True) if q) <= min(totals) + 1
+    assert any(stage.found(p) for p in probes)  # records come with the misses
 
 
 def test_padding_adds_known_customers_to_each_working_day_beside_the_probes(

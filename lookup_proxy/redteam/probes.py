@@ -29,6 +29,11 @@ MIN_GAP = 4.0
 """Seconds between two lookups of one person at a keyboard, at the fastest."""
 
 
+RETYPE_WITHIN = 60.0
+"""Seconds within which a found lookup after a miss makes the miss a typo, to an insider
+counting their own misses."""
+
+
 Placement = Callable[[float, float, int, random.Random], list[float]]
 """Where in [first, last] a day's probes go: ``spread`` or ``sittings``."""
 
@@ -143,6 +148,29 @@ class Stage:
                 visits.setdefault(day, []).append((at, number, reason))
         return visits
 
+    def honest_misses(self, insider: Staff) -> dict[int, int]:
+        """Per working day, the insider's honest lookups that found nothing and were not
+        retyped as a found number within ``RETYPE_WITHIN`` (a typo, which the policy
+        forgives): the misses the insider saw on their own screen."""
+        left_out = self.left_out or frozenset()
+        mine = [
+            (when, row)
+            for index, (when, row) in enumerate(self.baseline.rows)
+            if row[1] == insider.employee and index not in left_out
+        ]
+        misses: dict[int, int] = {}
+        for index, (when, row) in enumerate(mine):
+            if _found(row):
+                continue
+            if any(
+                at - when <= RETYPE_WITHIN and _found(later)
+                for at, later in mine[index + 1 : index + 4]
+            ):
+                continue
+            day = self.baseline.day_of(when)
+            misses[day] = misses.get(day, 0) + 1
+        return misses
+
     def foreign_businesses(self, insider: Staff) -> list[CorporateAccount]:
         """The business customers whose reference ``insider`` never worked under."""
         own = self.baseline.references.get(insider.employee, set())
@@ -166,6 +194,11 @@ class Stage:
     def random_number(self) -> str:
         """A number drawn uniformly from the allocated range, as a random typist types one."""
         return number_of(random_subscriber(self.rng))
+
+
+def _found(row: tuple[str, ...]) -> bool:
+    """Whether an EVENTS.csv row found a record."""
+    return row[7].strip().lower() == "true"
 
 
 def probes_over(first: int, end: int, intensity: float) -> int:

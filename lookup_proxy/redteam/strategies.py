@@ -614,6 +614,55 @@ class Combined(Strategy):
         return min(part.region_work(part_knobs) for part, _, part_knobs in self.parts)
 
 
+class Budgeted(Strategy):
+    """Probing that keeps the insider's misses level, as an insider who watches their own
+    screen can: few probes on a day of many honest misses, more on a quiet one, and each
+    day's probes go on until that day's quota of misses is spent, however many found a record
+    on the way. Misses are what every comparison counts; a fixed pace has to stay far enough
+    under a threshold that a day of many walk-ins does not push it over, and an insider who
+    sees their answers need not. ``intensity`` counts the probes' misses, not the probes: the
+    month's ``intensity`` × working days lift the days of fewest honest misses to one level.
+    The probes go in the last quarter of each day's work, when the day's walk-ins are known."""
+
+    def __init__(self) -> None:
+        super().__init__("budgeted NEW_SUBSCRIPTION")
+
+    def describe(self, intensity: float, knobs: Knobs) -> str:
+        del knobs
+        return f"{intensity:g} misses/day"
+
+    def plan(self, stage: Stage, intensity: float, knobs: Knobs) -> list[Probe]:
+        del knobs
+        probes: list[Probe] = []
+        for insider in stage.insiders:
+            honest = stage.honest_misses(insider)
+            days = list(stage.days(insider))
+            quotas = levelled([honest.get(day, 0) for day, _ in days], intensity * len(days))
+            for (_, span), quota in zip(days, quotas, strict=True):
+                numbers: list[str] = []
+                missed = 0
+                while missed < quota:
+                    numbers.append(stage.random_number())
+                    missed += not stage.book.found(numbers[-1])
+                late = span.last - (span.last - span.first) / 4
+                moments = spread(late, span.last, len(numbers), stage.rng)
+                probes += [
+                    Probe(at, insider.employee, number, LENIENT_REASON)
+                    for at, number in zip(moments, numbers, strict=True)
+                ]
+        return probes
+
+
+def levelled(honest: Sequence[int], total: float) -> list[int]:
+    """Misses to add to each day so that ``total`` of them (rounded) lift the days of fewest
+    ``honest`` misses to one level, the earliest first among equals (water-filling)."""
+    added = [0] * len(honest)
+    for _ in range(round(total) if honest else 0):
+        low = min(range(len(honest)), key=lambda i: honest[i] + added[i])
+        added[low] += 1
+    return added
+
+
 def _lenient(stage: Stage, insider: Staff, first: float, last: float, count: int) -> list[Probe]:
     """``count`` random numbers spread over [first, last], under the lenient reason."""
     return [
@@ -680,6 +729,7 @@ def strategies_for(policy: Policy) -> list[Strategy]:
         SequentialScan((1, reach + 1) if reach else (1,)),
     ]
     if LENIENT_REASON in everyday:
+        family.append(Budgeted())
         family.append(Padded(Paced(LENIENT_REASON), everyday))
         family.append(Quiet(Paced(LENIENT_REASON)))
         family.append(Relief(Paced(LENIENT_REASON)))
