@@ -9,6 +9,7 @@ from lookup_proxy.guard.peers import (
     BASELINE_SECONDS,
     PeerCheck,
     PeerTally,
+    _deviation_median,
     _median,
     _median_without,
 )
@@ -610,3 +611,31 @@ def test_the_median_without_one_value_is_the_median_of_the_rest() -> None:
         rest.remove(left_out)
         assert _median_without(values, left_out) == _median(rest)
         assert _median_without(values, None) == _median(values)
+
+
+def test_the_deviations_median_is_the_one_sorting_them_gives() -> None:
+    """``_deviation_median`` merges the walks down and up from the centre instead of sorting
+    the deviations: the very same float, for groups odd and even, with ties, with the centre
+    inside, outside and on a value (a rule's median is at least ``1 / min_outcomes``)."""
+    rng = random.Random(5)
+    for trial in range(3000):
+        values = [
+            rng.choice((rng.random(), rng.choice((0.0, 0.1, 0.25)), rng.randint(0, 9) / 9))
+            for _ in range(rng.randint(1, 40))
+        ]
+        ordered = sorted(values)
+        centre = rng.choice((_median(values), rng.uniform(-0.2, 1.2), rng.choice(values)))
+        expected = _median([abs(value - centre) for value in values])
+        assert _deviation_median(ordered, centre) == expected, (trial, ordered, centre)
+
+
+def test_chance_from_the_sorted_sizes_is_the_median_of_the_quotients() -> None:
+    """What chance gives the peers' shares, from their sorted numbers of lookups: the same
+    float as the median of every quotient, whatever the sign of ``median * (1 - median)``."""
+    rng = random.Random(6)
+    check = PeerCheck(rule())
+    for trial in range(3000):
+        sizes = sorted(rng.choice((rng.randint(1, 400), 50, 60)) for _ in range(rng.randint(1, 30)))
+        median = rng.choice((0.0, 1.0, rng.random(), 1.0 + rng.random(), 1 / 7))
+        expected = _median([median * (1.0 - median) / n for n in sizes])
+        assert check._noise(median, sizes) == expected, (trial, sizes, median)
