@@ -658,6 +658,13 @@ def test_budgeted_probing_spends_each_day_s_quota_of_misses_late_in_the_day(
     totals = [honest.get(day, 0) + quota for day, quota in zip(sorted(days), quotas, strict=True)]
     assert max(t for t, q in zip(totals, quotas, strict=True) if q) <= min(totals) + 1
     assert any(stage.found(p) for p in probes)  # records come with the misses
+    # Where nearly every number is a customer, a day ends at the ceiling, quota spent or not.
+    dense = Stage(chain, [insider], CustomerBook(3, 0.999), random.Random(1))
+    by_day_dense: dict[int, int] = {}
+    for probe in Budgeted().plan(dense, 2, {}):
+        day = chain.day_of(probe.at)
+        by_day_dense[day] = by_day_dense.get(day, 0) + 1
+    assert max(by_day_dense.values()) == Budgeted.ceiling
 
 
 def test_padding_adds_known_customers_to_each_working_day_beside_the_probes(

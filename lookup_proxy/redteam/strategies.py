@@ -622,7 +622,8 @@ class Budgeted(Strategy):
     under a threshold that a day of many walk-ins does not push it over, and an insider who
     sees their answers need not. ``intensity`` counts the probes' misses, not the probes: the
     month's ``intensity`` × working days lift the days of fewest honest misses to one level.
-    The probes go in the last quarter of each day's work, when the day's walk-ins are known."""
+    The probes go in the last quarter of each day's work, when the day's walk-ins are known;
+    a day ends at ``ceiling`` probes, misses spent or not (a density near one rarely misses)."""
 
     def __init__(self) -> None:
         super().__init__("budgeted NEW_SUBSCRIPTION")
@@ -641,7 +642,7 @@ class Budgeted(Strategy):
             for (_, span), quota in zip(days, quotas, strict=True):
                 numbers: list[str] = []
                 missed = 0
-                while missed < quota:
+                while missed < quota and len(numbers) < self.ceiling:
                     numbers.append(stage.random_number())
                     missed += not stage.book.found(numbers[-1])
                 late = span.last - (span.last - span.first) / 4
