@@ -601,9 +601,9 @@ def test_levelling_lifts_the_days_of_fewest_misses_to_one_level() -> None:
 def test_an_insider_s_own_misses_leave_out_the_typos_they_retyped(
     policies: dict[str, Path],
 ) -> None:
-    """What an insider saw on their own screen: a miss retyped as a found number within a
-    minute was a typo, the policy forgives it and so does the count; a miss found again
-    later, or never, is a miss, on the day it fell."""
+    """What an insider saw on their own screen: a miss retyped as a found number one digit
+    away within a minute was a typo, the policy forgives it and so does the count; a miss
+    retyped later, one followed by another customer, or by nothing, is a miss, on its day."""
     base = simulated(load_policy(policies["weak"]), simulated_config(3, 16, 3))
     clerk = base.clerks()[0]
     midnight = base.midnight(0)
@@ -620,11 +620,15 @@ def test_an_insider_s_own_misses_leave_out_the_typos_they_retyped(
         row(0, 11 + 5 / 60, "01012350001", True),  # five minutes on: still a miss
         row(0, 12, "01012360000", False),
         row(1, 10, "01012370000", True),
+        row(2, 10, "01012380000", False),
+        row(2, 10 + 20 / 3600, "01099990000", True),  # another customer: still a miss
+        row(2, 11, "010-1239-0000", False),
+        row(2, 11 + 9 / 3600, "010-1239-0010", True),  # spelt otherwise, one digit: a typo
     ]
     chain = Baseline(rows, {clerk.employee: clerk}, base.start, 3)
     chain.learn_days(load_policy(policies["weak"]))
     stage = Stage(chain, [clerk], CustomerBook(3, 0.14), random.Random(1))
-    assert stage.honest_misses(clerk) == {0: 2}
+    assert stage.honest_misses(clerk) == {0: 2, 2: 1}
 
 
 def test_budgeted_probing_spends_each_day_s_quota_of_misses_late_in_the_day(

@@ -13,11 +13,13 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from lookup_proxy.guard.rules import is_typo_of
 from lookup_proxy.redteam.baseline import Baseline, Staff, Workday
 from lookup_proxy.simulation.customer_book import CustomerBook
 from lookup_proxy.simulation.number_space import (
     SUBSCRIBER_MAX,
     SUBSCRIBER_MIN,
+    canonical,
     format_number,
     number_of,
     random_subscriber,
@@ -150,8 +152,8 @@ class Stage:
 
     def honest_misses(self, insider: Staff) -> dict[int, int]:
         """Per working day, the insider's honest lookups that found nothing and were not
-        retyped as a found number within ``RETYPE_WITHIN`` (a typo, which the policy
-        forgives): the misses the insider saw on their own screen."""
+        retyped within ``RETYPE_WITHIN`` as a found number one digit or one swap away (a
+        typo, which the policy forgives): the misses the insider saw on their own screen."""
         left_out = self.left_out or frozenset()
         mine = [
             (when, row)
@@ -163,7 +165,7 @@ class Stage:
             if _found(row):
                 continue
             if any(
-                at - when <= RETYPE_WITHIN and _found(later)
+                at - when <= RETYPE_WITHIN and _found(later) and _retype_of(row, later)
                 for at, later in mine[index + 1 : index + 4]
             ):
                 continue
@@ -199,6 +201,15 @@ class Stage:
 def _found(row: tuple[str, ...]) -> bool:
     """Whether an EVENTS.csv row found a record."""
     return row[7].strip().lower() == "true"
+
+
+def _retype_of(miss: tuple[str, ...], later: tuple[str, ...]) -> bool:
+    """Whether ``later``'s number is ``miss``'s retyped (as ``rules.is_typo_of`` says); a
+    number the proxy would refuse is no one's retype."""
+    try:
+        return is_typo_of(canonical(miss[4]), canonical(later[4]))
+    except ValueError:
+        return False
 
 
 def probes_over(first: int, end: int, intensity: float) -> int:
