@@ -574,15 +574,19 @@ class MemoryStore:
         keys = self._sweeping
         start = self._swept
         end = min(start + _SWEEP_SLICE, len(keys))
-        value_expiry = self._value_expiry
+        # A part's keys are its own map's: a shard's windows, or the values (each part of the
+        # sweep visits every key of its map, so a key held both ways is seen by both).
+        part = self._sweep_part
+        values = part == _SHARDS
+        expiry = self._value_expiry if values else self._shards[part].expiry
         for position in range(start, end):
             key = keys[position]
-            when = self._shard(key).expiry.get(key)
+            when = expiry.get(key)
             if when is not None and when <= now:
-                self._drop_window(key)
-            when = value_expiry.get(key)
-            if when is not None and when <= now:
-                self._drop(key)
+                if values:
+                    self._drop(key)
+                else:
+                    self._drop_window(key)
         if end < len(keys):
             self._swept = end
         else:

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from lookup_proxy.guard.primitives import Batch
 from lookup_proxy.policy import PeerRule
@@ -63,6 +63,8 @@ KINDS = (MISSES, TYPOS, OUTCOMES, LOOKUPS)
 
 CLOSED_CACHED = 16_384
 """Windows' closed-bucket sums remembered (per peer group and day); cleared when full."""
+
+T = TypeVar("T", int, float)
 
 MAD_TO_SIGMA = 1.4826
 """Scales a median absolute deviation to a standard deviation for normally spread data."""
@@ -366,10 +368,8 @@ class PeerCheck:
         sizes = baseline.sizes
         mine = baseline.share_of.get(employee)
         if mine is not None:
-            skip = bisect_left(shares, mine)
-            shares = shares[:skip] + shares[skip + 1 :]
-            skip = bisect_left(sizes, own[2])
-            sizes = sizes[:skip] + sizes[skip + 1 :]
+            shares = _without(shares, mine)
+            sizes = _without(sizes, own[2])
         members = baseline.members - 1  # the employee has numbers: ``own``
         self.short = len(shares) < self.rule.min_peers
         if self._young(own[2], len(shares), members):
@@ -881,7 +881,7 @@ def _plus(closed: list[int] | None, open_: list[int]) -> list[int]:
 def _median_without(ordered: list[float], value: float | None) -> float:
     """The median of sorted ``ordered`` with one occurrence of ``value`` left out (None: none)."""
     if value is None:
-        return _median(ordered)
+        return _median_of_sorted(ordered)
     skip = bisect_left(ordered, value)
     size = len(ordered) - 1
     if size <= 0:
@@ -894,6 +894,12 @@ def _median_without(ordered: list[float], value: float | None) -> float:
     if size % 2:
         return at(middle)
     return (at(middle - 1) + at(middle)) / 2
+
+
+def _without(ordered: list[T], value: T) -> list[T]:
+    """Sorted ``ordered`` with one occurrence of ``value`` (which it holds) left out."""
+    skip = bisect_left(ordered, value)
+    return ordered[:skip] + ordered[skip + 1 :]
 
 
 def _median(values: list[float]) -> float:
